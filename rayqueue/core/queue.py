@@ -1,0 +1,723 @@
+"""QueueCore: every rule of the queue (order, time, leases, retries) as plain Python.
+
+The core never reads a clock and does no I/O of its own: each method takes ``now``
+(epoch seconds) and journals its changes through a :class:`~rayqueue.storage.Storage`
+*before* it changes memory, so an error (storage or validation) leaves it unchanged.
+The Ray actors are thin shells around one instance.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+from rayqueue.core.index import ReadyIndex, TimerIndex
+from rayqueue.core.priority import validate_priority
+from rayqueue.core.record import WAITING, ErrorInfo, NewTask, ScheduleRecord, TaskRecord, TaskState
+from rayqueue.core.retry import RetryPolicy
+from rayqueue.core.schedule import MisfirePolicy, ScheduleSpec, next_fire, plan_fires
+from rayqueue.core.stats import QueueStats
+from rayqueue.errors import (
+    DuplicateTaskError,
+    InvalidScheduleError,
+    InvalidStateError,
+    PayloadTooLargeError,
+    QueueClosedError,
+    QueueFullError,
+    StaleLeaseError,
+    StorageError,
+    TaskNotFoundError,
+)
+from rayqueue.storage.base import Storage
+from rayqueue.storage.memory import InMemoryStorage
+
+#: Longest accepted task id.
+MAX_TASK_ID = 256
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    """Tunable rules of one queue.
+
+    Attributes:
+        max_size: most unfinished tasks held at once (``None`` = unbounded).
+        lease_ttl: seconds a claim stays valid without a heartbeat.
+        aging_rate: priority levels a ready task gains per second of waiting (0 = strict).
+        result_ttl: seconds a finished (succeeded or cancelled) task is kept.
+        max_payload_bytes: largest accepted payload, as JSON.
+        misfire_grace: a periodic run later than this counts as missed (see MisfirePolicy).
+    """
+
+    max_size: int | None = None
+    lease_ttl: float = 30.0
+    aging_rate: float = 0.0
+    result_ttl: float = 3_600.0
+    max_payload_bytes: int = 1 << 20
+    misfire_grace: float = 60.0
+
+    def __post_init__(self) -> None:
+        size = self.max_size
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise ValueError(f"max_size must be None or an int >= 1, got {self.max_size!r}")
+        for name in ("lease_ttl", "result_ttl", "misfire_grace", "aging_rate"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.lease_ttl <= 0:
+            raise ValueError(f"lease_ttl must be > 0, got {self.lease_ttl!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A claimed task: run it, then report with ``(task_id, token)``."""
+
+    task_id: str
+    token: int
+    task_name: str
+    payload: str
+    attempt: int
+    priority: int
+    pool: str
+    expires_at: float
+    timeout: float | None
+    retry: RetryPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A failed attempt as a worker reports it."""
+
+    error: ErrorInfo
+    retryable: bool = True
+    retry_delay: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The end of one attempt: a result (JSON text) or a failure."""
+
+    task_id: str
+    token: int
+    result: str | None = None
+    failure: Failure | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TickReport:
+    """What one ``tick`` did. ``timed_out`` pairs (task id, worker) whose worker overran."""
+
+    promoted: int = 0
+    expired: tuple[str, ...] = ()
+    timed_out: tuple[tuple[str, str], ...] = ()
+    fired: int = 0
+    purged: int = 0
+    dead: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class _Batch:
+    tasks: list[TaskRecord] = field(default_factory=list)
+    schedules: list[ScheduleRecord] = field(default_factory=list)
+    delete_tasks: list[str] = field(default_factory=list)
+
+
+class QueueCore:
+    """The queue's state and rules. Not thread-safe: one owner calls it at a time."""
+
+    def __init__(
+        self,
+        config: QueueConfig | None = None,
+        storage: Storage | None = None,
+        *,
+        rng: random.Random | None = None,
+        new_id: Callable[[], str] | None = None,
+    ) -> None:
+        self.config = config or QueueConfig()
+        self.storage: Storage = storage if storage is not None else InMemoryStorage()
+        self._rng = rng or random.Random()
+        self._new_id = new_id or (lambda: uuid.uuid4().hex)
+        self._tasks: dict[str, TaskRecord] = {}
+        self._schedules: dict[str, ScheduleRecord] = {}
+        self._ready: dict[str, ReadyIndex] = {}
+        self._timers = TimerIndex()  # scheduled and retry-waiting tasks, by due_at
+        self._leases = TimerIndex()  # leased tasks, by lease expiry
+        self._deadlines = TimerIndex()  # leased tasks with a timeout, by deadline
+        self._purges = TimerIndex()  # finished tasks, by end of result TTL
+        self._schedule_timers = TimerIndex()
+        self._by_worker: dict[str, set[str]] = {}
+        self._state_counts: Counter[TaskState] = Counter()
+        self._ready_counts: Counter[tuple[str, int]] = Counter()
+        self._seq = 0
+        self._closed = False
+
+    # ----------------------------------------------------------------- recovery
+    @classmethod
+    def recover(
+        cls, storage: Storage, config: QueueConfig | None = None, **kwargs: object
+    ) -> QueueCore:
+        """Rebuild a core from what ``storage`` holds (after a restart or crash).
+
+        Leases come back as they were: a live worker can still ack with its token, and
+        the lease of a dead one expires as usual.
+        """
+        core = cls(config, storage, **kwargs)  # type: ignore[arg-type]
+        state = storage.load()
+        for rec in sorted(state.tasks, key=lambda r: r.seq):
+            core._apply(rec)
+            core._seq = max(core._seq, rec.seq)
+        for sched in state.schedules:
+            core._apply_schedule(sched)
+        return core
+
+    # ------------------------------------------------------------------ enqueue
+    def close(self) -> None:
+        """Refuse further enqueues; running work can still finish."""
+        self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def enqueue(self, new: NewTask, now: float) -> TaskRecord:
+        """Add one task; see :meth:`enqueue_many`."""
+        return self.enqueue_many([new], now)[0]
+
+    def enqueue_many(self, news: Sequence[NewTask], now: float) -> list[TaskRecord]:
+        """Add tasks in one journal write; all or nothing.
+
+        A task id that already exists with the same task name and payload returns the
+        existing record (idempotent enqueue); with another payload it is an error.
+
+        Raises:
+            QueueClosedError, QueueFullError, DuplicateTaskError, PayloadTooLargeError,
+            InvalidPriorityError, InvalidScheduleError, ValueError (bad task id).
+        """
+        if self._closed:
+            raise QueueClosedError("the queue is closed: no new tasks are accepted")
+        out: list[TaskRecord] = []
+        fresh: dict[str, TaskRecord] = {}
+        limit = self.config.max_payload_bytes
+        seq = self._seq
+        for new in news:
+            priority = validate_priority(new.priority)
+            if len(new.payload) > limit // 4 and len(new.payload.encode()) > limit:
+                raise PayloadTooLargeError(new.task_name, len(new.payload.encode()), limit)
+            task_id = self._new_id() if new.task_id is None else _check_id(new.task_id)
+            existing = fresh.get(task_id) or self._tasks.get(task_id)
+            if existing is not None:
+                if existing.task_name != new.task_name or existing.payload != new.payload:
+                    raise DuplicateTaskError(task_id)
+                out.append(existing)
+                continue
+            due = now if new.run_at is None else _check_time(new.run_at)
+            seq += 1
+            rec = TaskRecord(
+                id=task_id,
+                task_name=new.task_name,
+                payload=new.payload,
+                priority=priority,
+                pool=new.pool,
+                state=TaskState.READY if due <= now else TaskState.SCHEDULED,
+                seq=seq,
+                created_at=now,
+                due_at=due,
+                updated_at=now,
+                retry=new.retry,
+                timeout=new.timeout,
+            )
+            fresh[task_id] = rec
+            out.append(rec)
+        max_size = self.config.max_size
+        if max_size is not None and fresh and self.size() + len(fresh) > max_size:
+            raise QueueFullError(max_size, len(fresh))
+        if fresh:
+            self._commit(_Batch(tasks=list(fresh.values())))
+            self._seq = seq
+        return out
+
+    # ------------------------------------------------------------ claim/report
+    def claim(self, worker: str, max_n: int, now: float, pool: str = "default") -> list[Lease]:
+        """Lease up to ``max_n`` of the best ready tasks of ``pool`` to ``worker``."""
+        if isinstance(max_n, bool) or not isinstance(max_n, int) or max_n < 1:
+            raise ValueError(f"max_n must be an int >= 1, got {max_n!r}")
+        index = self._ready.get(pool)
+        if not index:
+            return []
+        ttl = self.config.lease_ttl
+        batch = _Batch()
+        while len(batch.tasks) < max_n:
+            task_id = index.pop()
+            if task_id is None:
+                break
+            rec = self._tasks[task_id]
+            batch.tasks.append(
+                replace(
+                    rec,
+                    state=TaskState.LEASED,
+                    attempts=rec.attempts + 1,
+                    lease_token=rec.lease_token + 1,
+                    worker=worker,
+                    lease_expires_at=now + ttl,
+                    deadline=None if rec.timeout is None else now + rec.timeout,
+                    started_at=now,
+                    updated_at=now,
+                )
+            )
+        try:
+            self._commit(batch)
+        except BaseException:
+            for leased in batch.tasks:
+                old = self._tasks[leased.id]
+                index.push(old.id, old.priority, old.due_at, old.seq)
+            raise
+        return [
+            Lease(r.id, r.lease_token, r.task_name, r.payload, r.attempts, r.priority, r.pool,
+                  now + ttl, r.timeout, r.retry)
+            for r in batch.tasks
+        ]
+
+    def _current(self, task_id: str, token: int) -> TaskRecord | None:
+        rec = self._tasks.get(task_id)
+        if rec is None or rec.state is not TaskState.LEASED or rec.lease_token != token:
+            return None
+        return rec
+
+    def complete_many(self, outcomes: Iterable[Outcome], now: float) -> list[TaskRecord | None]:
+        """Record the ends of many attempts in one write.
+
+        Returns, per outcome, the new record, or ``None`` where the lease was stale
+        (a fenced late report changes nothing).
+        """
+        batch = _Batch()
+        out: list[TaskRecord | None] = []
+        seen: set[str] = set()
+        for o in outcomes:
+            rec = self._current(o.task_id, o.token)
+            if rec is None or o.task_id in seen:
+                out.append(None)
+                continue
+            seen.add(o.task_id)
+            if o.failure is None:
+                new = replace(
+                    _unleased(rec, now),
+                    state=TaskState.SUCCEEDED,
+                    result=o.result,
+                    finished_at=now,
+                )
+            else:
+                new = self._after_failure(rec, o.failure, now)
+            batch.tasks.append(new)
+            out.append(new)
+        self._commit(batch)
+        return out
+
+    def ack(self, task_id: str, token: int, result: str, now: float) -> TaskRecord:
+        """Record success. Raises :class:`StaleLeaseError` if the lease is not current."""
+        return self._one(Outcome(task_id, token, result=result), now)
+
+    def ack_many(self, items: Iterable[tuple[str, int, str]], now: float) -> list[bool]:
+        """Record many successes in one write; ``False`` marks a stale lease."""
+        outs = self.complete_many((Outcome(i, t, result=r) for i, t, r in items), now)
+        return [o is not None for o in outs]
+
+    def fail(self, task_id: str, token: int, failure: Failure, now: float) -> TaskRecord:
+        """Record a failed attempt; the retry policy decides retry or dead."""
+        return self._one(Outcome(task_id, token, failure=failure), now)
+
+    def _one(self, outcome: Outcome, now: float) -> TaskRecord:
+        rec = self.complete_many([outcome], now)[0]
+        if rec is None:
+            raise StaleLeaseError(outcome.token)
+        return rec
+
+    def release(self, task_id: str, token: int, now: float) -> TaskRecord:
+        """Give a leased task back unrun; the attempt does not count."""
+        rec = self._current(task_id, token)
+        if rec is None:
+            raise StaleLeaseError(token)
+        new = replace(_unleased(rec, now), state=TaskState.READY, attempts=rec.attempts - 1)
+        self._commit(_Batch(tasks=[new]))
+        return new
+
+    def heartbeat(self, refs: Iterable[tuple[str, int]], now: float) -> list[bool]:
+        """Extend current leases by ``lease_ttl``; ``False`` marks a stale one (stop it)."""
+        batch = _Batch()
+        out: list[bool] = []
+        for task_id, token in refs:
+            rec = self._current(task_id, token)
+            out.append(rec is not None)
+            if rec is not None:
+                batch.tasks.append(
+                    replace(rec, lease_expires_at=now + self.config.lease_ttl, updated_at=now)
+                )
+        self._commit(batch)
+        return out
+
+    def worker_lost(self, worker: str, now: float) -> list[str]:
+        """Return the leases of a worker known to be dead; each counts a lost attempt."""
+        ids = sorted(self._by_worker.get(worker, ()))
+        batch = _Batch(tasks=[self._after_loss(self._tasks[i], now) for i in ids])
+        self._commit(batch)
+        return ids
+
+    def _after_failure(self, rec: TaskRecord, failure: Failure, now: float) -> TaskRecord:
+        base = replace(_unleased(rec, now), error=failure.error)
+        if not failure.retryable:
+            return _dead(base, now, "non_retryable")
+        if rec.attempts >= rec.retry.max_attempts:
+            return _dead(base, now, "max_attempts")
+        delay = failure.retry_delay
+        if delay is None or not math.isfinite(delay) or delay < 0:
+            delay = rec.retry.delay(rec.attempts, self._rng.random())
+        return replace(base, state=TaskState.FAILED, due_at=now + delay)
+
+    def _after_loss(self, rec: TaskRecord, now: float) -> TaskRecord:
+        lost = rec.lost_attempts + 1
+        base = replace(
+            _unleased(rec, now),
+            lost_attempts=lost,
+            error=ErrorInfo(
+                "WorkerLostError",
+                f"worker {rec.worker} died or stopped renewing its lease (lost attempt {lost})",
+            ),
+        )
+        if lost >= rec.retry.max_lost_attempts or rec.attempts >= rec.retry.max_attempts:
+            return _dead(base, now, "worker_lost")
+        return replace(base, state=TaskState.READY)
+
+    # --------------------------------------------------------------------- time
+    def tick(self, now: float) -> TickReport:
+        """Do what time demands: promote due tasks, expire leases, enforce timeouts,
+        fire periodic schedules and purge old results. One journal write."""
+        batch = _Batch()
+        timer_due = self._timers.pop_due(now)
+        deadline_due = self._deadlines.pop_due(now)
+        lease_due = self._leases.pop_due(now)
+        sched_due = self._schedule_timers.pop_due(now)
+        purge_due = self._purges.pop_due(now)
+        touched: set[str] = set()
+        for task_id in timer_due:
+            rec = self._tasks[task_id]
+            batch.tasks.append(replace(rec, state=TaskState.READY, updated_at=now))
+        timed_out: list[tuple[str, str]] = []
+        for task_id in deadline_due:
+            rec = self._tasks[task_id]
+            timed_out.append((task_id, rec.worker or ""))
+            err = ErrorInfo("TaskTimeoutError", f"attempt {rec.attempts} exceeded its "
+                                                f"timeout of {rec.timeout}s")
+            new = self._after_failure(rec, Failure(err), now)
+            if new.state is TaskState.DEAD:
+                new = replace(new, reason="timeout")
+            batch.tasks.append(new)
+            touched.add(task_id)
+        expired = [i for i in lease_due if i not in touched]
+        batch.tasks.extend(self._after_loss(self._tasks[i], now) for i in expired)
+        fired = 0
+        fresh_ids: set[str] = set()
+        for sched_id in sched_due:
+            sched = self._schedules[sched_id]
+            plan = plan_fires(sched.spec, sched.next_due, now, sched.misfire,
+                              self.config.misfire_grace)
+            for when in plan.run_now:
+                task_id = f"{sched.id}@{int(when * 1000)}"
+                if task_id in self._tasks or task_id in fresh_ids:
+                    continue
+                fresh_ids.add(task_id)
+                self._seq += 1
+                batch.tasks.append(_task_of(sched, task_id, self._seq, when, now))
+                fired += 1
+            batch.schedules.append(
+                replace(sched, next_due=plan.next_due, runs=sched.runs + len(plan.run_now))
+            )
+        batch.delete_tasks.extend(purge_due)
+        try:
+            self._commit(batch)
+        except BaseException:
+            for task_id in timer_due:
+                self._timers.set(task_id, self._tasks[task_id].due_at)
+            for task_id in deadline_due:
+                self._deadlines.set(task_id, self._tasks[task_id].deadline or now)
+            for task_id in lease_due:
+                self._leases.set(task_id, self._tasks[task_id].lease_expires_at or now)
+            for sched_id in sched_due:
+                self._schedule_timers.set(sched_id, self._schedules[sched_id].next_due)
+            for task_id in purge_due:
+                self._purges.set(task_id, now)
+            self._seq -= fired
+            raise
+        return TickReport(
+            promoted=len(timer_due) + fired,
+            expired=tuple(expired),
+            timed_out=tuple(timed_out),
+            fired=fired,
+            purged=len(purge_due),
+            dead=tuple(r.id for r in batch.tasks if r.state is TaskState.DEAD),
+        )
+
+    def next_wakeup(self) -> float | None:
+        """The earliest time at which :meth:`tick` has something to do."""
+        times = [
+            t
+            for t in (
+                self._timers.next_time(),
+                self._leases.next_time(),
+                self._deadlines.next_time(),
+                self._schedule_timers.next_time(),
+                self._purges.next_time(),
+            )
+            if t is not None
+        ]
+        return min(times) if times else None
+
+    # ---------------------------------------------------------------- schedules
+    def add_schedule(
+        self,
+        *,
+        schedule_id: str,
+        task_name: str,
+        payload: str,
+        spec: ScheduleSpec,
+        now: float,
+        priority: int,
+        pool: str = "default",
+        misfire: MisfirePolicy = MisfirePolicy.RUN_ONCE,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+    ) -> ScheduleRecord:
+        """Create a periodic schedule (idempotent for the same id, task and payload)."""
+        existing = self._schedules.get(_check_id(schedule_id))
+        if existing is not None:
+            if (existing.task_name, existing.payload, existing.spec) != (task_name, payload, spec):
+                raise DuplicateTaskError(schedule_id)
+            return existing
+        sched = ScheduleRecord(
+            id=schedule_id,
+            task_name=task_name,
+            payload=payload,
+            priority=validate_priority(priority),
+            pool=pool,
+            spec=spec,
+            misfire=MisfirePolicy(misfire),
+            next_due=next_fire(spec, now),
+            created_at=now,
+            retry=retry or RetryPolicy(),
+            timeout=timeout,
+        )
+        self._commit(_Batch(schedules=[sched]))
+        return sched
+
+    def remove_schedule(self, schedule_id: str) -> ScheduleRecord:
+        """Stop a periodic schedule; tasks it already created stay."""
+        sched = self._schedules.get(schedule_id)
+        if sched is None:
+            raise TaskNotFoundError(schedule_id)
+        self._write(delete_schedules=[schedule_id])
+        del self._schedules[schedule_id]
+        self._schedule_timers.discard(schedule_id)
+        return sched
+
+    def schedules(self) -> list[ScheduleRecord]:
+        """All periodic schedules."""
+        return list(self._schedules.values())
+
+    # ------------------------------------------------------------ reads/control
+    def get(self, task_id: str) -> TaskRecord:
+        """The record of a task. Raises :class:`TaskNotFoundError`."""
+        rec = self._tasks.get(task_id)
+        if rec is None:
+            raise TaskNotFoundError(task_id)
+        return rec
+
+    def find(self, task_id: str) -> TaskRecord | None:
+        """The record of a task, or ``None``."""
+        return self._tasks.get(task_id)
+
+    def peek(self, pool: str = "default") -> TaskRecord | None:
+        """The task a claim on ``pool`` would get next, without claiming it."""
+        index = self._ready.get(pool)
+        task_id = index.peek() if index else None
+        return None if task_id is None else self._tasks[task_id]
+
+    def cancel(self, task_id: str, now: float) -> TaskRecord | ScheduleRecord:
+        """Cancel a task that has not started, or stop a periodic schedule.
+
+        Raises:
+            TaskNotFoundError: no such task or schedule.
+            InvalidStateError: the task is running or already finished.
+        """
+        rec = self._tasks.get(task_id)
+        if rec is None:
+            if task_id in self._schedules:
+                return self.remove_schedule(task_id)
+            raise TaskNotFoundError(task_id)
+        if rec.state is TaskState.CANCELLED:
+            return rec
+        if rec.state not in (TaskState.READY, TaskState.SCHEDULED, TaskState.FAILED):
+            raise InvalidStateError(task_id, rec.state.value, "cancel")
+        new = replace(rec, state=TaskState.CANCELLED, finished_at=now, updated_at=now)
+        self._commit(_Batch(tasks=[new]))
+        return new
+
+    def retry_dead(self, task_id: str, now: float) -> TaskRecord:
+        """Put a dead task back as ready, with fresh attempt counts."""
+        rec = self.get(task_id)
+        if rec.state is not TaskState.DEAD:
+            raise InvalidStateError(task_id, rec.state.value, "retry (only dead tasks can be)")
+        new = replace(rec, state=TaskState.READY, attempts=0, lost_attempts=0, reason=None,
+                      due_at=now, finished_at=None, updated_at=now)
+        self._commit(_Batch(tasks=[new]))
+        return new
+
+    def dead_letters(self, limit: int = 100) -> list[TaskRecord]:
+        """Dead tasks, most recent first."""
+        dead = [r for r in self._tasks.values() if r.state is TaskState.DEAD]
+        dead.sort(key=lambda r: r.finished_at or 0.0, reverse=True)
+        return dead[:limit]
+
+    def size(self) -> int:
+        """Unfinished tasks (everything not succeeded, dead or cancelled)."""
+        counts = self._state_counts
+        return len(self._tasks) - sum(counts[s] for s in TaskState if s.terminal)
+
+    def ready_count(self, pool: str | None = None) -> int:
+        """Ready tasks in ``pool`` (all pools if ``None``)."""
+        if pool is None:
+            return self._state_counts[TaskState.READY]
+        index = self._ready.get(pool)
+        return len(index) if index else 0
+
+    def leased_count(self) -> int:
+        """Tasks leased to workers now."""
+        return self._state_counts[TaskState.LEASED]
+
+    def pools(self) -> list[str]:
+        """Pools that have had ready tasks."""
+        return list(self._ready)
+
+    def stats(self) -> QueueStats:
+        """Counts by state, ready tasks by pool and priority, and schedules."""
+        ready_by_priority: dict[str, dict[int, int]] = {}
+        for (pool, prio), n in self._ready_counts.items():
+            if n:
+                ready_by_priority.setdefault(pool, {})[prio] = n
+        return QueueStats(
+            by_state={s.value: self._state_counts[s] for s in TaskState},
+            ready_by_priority=ready_by_priority,
+            size=self.size(),
+            schedules=len(self._schedules),
+            max_size=self.config.max_size,
+            closed=self._closed,
+        )
+
+    # ------------------------------------------------------------------ plumbing
+    def _write(self, **kwargs: Sequence[object]) -> None:
+        try:
+            self.storage.write(**kwargs)  # type: ignore[arg-type]
+        except StorageError:
+            raise
+        except Exception as err:
+            raise StorageError(f"journal write failed ({type(err).__name__}: {err}); "
+                               "nothing was changed, try again") from err
+
+    def _commit(self, batch: _Batch) -> None:
+        if not (batch.tasks or batch.schedules or batch.delete_tasks):
+            return
+        self._write(tasks=batch.tasks, schedules=batch.schedules, delete_tasks=batch.delete_tasks)
+        for rec in batch.tasks:
+            self._apply(rec)
+        for sched in batch.schedules:
+            self._apply_schedule(sched)
+        for task_id in batch.delete_tasks:
+            old = self._tasks.pop(task_id, None)
+            if old is not None:
+                self._leave(old)
+
+    def _apply_schedule(self, sched: ScheduleRecord) -> None:
+        self._schedules[sched.id] = sched
+        self._schedule_timers.set(sched.id, sched.next_due)
+
+    def _apply(self, new: TaskRecord) -> None:
+        old = self._tasks.get(new.id)
+        if old is not None:
+            self._leave(old)
+        self._tasks[new.id] = new
+        self._state_counts[new.state] += 1
+        state = new.state
+        if state is TaskState.READY:
+            index = self._ready.get(new.pool)
+            if index is None:
+                index = self._ready[new.pool] = ReadyIndex(self.config.aging_rate)
+            index.push(new.id, new.priority, new.due_at, new.seq)
+            self._ready_counts[(new.pool, new.priority)] += 1
+        elif state in WAITING:
+            self._timers.set(new.id, new.due_at)
+        elif state is TaskState.LEASED:
+            self._leases.set(new.id, new.lease_expires_at or 0.0)
+            if new.deadline is not None:
+                self._deadlines.set(new.id, new.deadline)
+            self._by_worker.setdefault(new.worker or "", set()).add(new.id)
+        elif state is not TaskState.DEAD:
+            self._purges.set(new.id, (new.finished_at or new.updated_at) + self.config.result_ttl)
+
+    def _leave(self, old: TaskRecord) -> None:
+        self._state_counts[old.state] -= 1
+        state = old.state
+        if state is TaskState.READY:
+            self._ready[old.pool].discard(old.id)
+            self._ready_counts[(old.pool, old.priority)] -= 1
+        elif state in WAITING:
+            self._timers.discard(old.id)
+        elif state is TaskState.LEASED:
+            self._leases.discard(old.id)
+            self._deadlines.discard(old.id)
+            held = self._by_worker.get(old.worker or "")
+            if held is not None:
+                held.discard(old.id)
+                if not held:
+                    del self._by_worker[old.worker or ""]
+        else:
+            self._purges.discard(old.id)
+
+
+def _unleased(rec: TaskRecord, now: float) -> TaskRecord:
+    return replace(rec, worker=None, lease_expires_at=None, deadline=None, updated_at=now)
+
+
+def _dead(rec: TaskRecord, now: float, reason: str) -> TaskRecord:
+    return replace(rec, state=TaskState.DEAD, reason=reason, finished_at=now)
+
+
+def _task_of(sched: ScheduleRecord, task_id: str, seq: int, when: float, now: float) -> TaskRecord:
+    return TaskRecord(
+        id=task_id,
+        task_name=sched.task_name,
+        payload=sched.payload,
+        priority=sched.priority,
+        pool=sched.pool,
+        state=TaskState.READY,
+        seq=seq,
+        created_at=now,
+        due_at=when,
+        updated_at=now,
+        retry=sched.retry,
+        timeout=sched.timeout,
+        schedule_id=sched.id,
+    )
+
+
+def _check_id(task_id: object) -> str:
+    if not isinstance(task_id, str) or not task_id or len(task_id) > MAX_TASK_ID:
+        raise ValueError(f"task id must be a non-empty str of at most {MAX_TASK_ID} chars, "
+                         f"got {task_id!r}")
+    return task_id
+
+
+def _check_time(when: float) -> float:
+    if isinstance(when, bool) or not isinstance(when, (int, float)) or not math.isfinite(when):
+        raise InvalidScheduleError(f"run_at must be finite epoch seconds, got {when!r}")
+    return float(when)

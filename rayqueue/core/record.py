@@ -1,0 +1,217 @@
+"""Task and schedule records: the data the queue keeps, and its JSON form for storage."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from rayqueue.core.retry import RetryPolicy
+from rayqueue.core.schedule import MisfirePolicy, ScheduleSpec, spec_from_json, spec_to_json
+
+#: Longest error message kept on a record; the rest is cut with a marker.
+MAX_ERROR_MESSAGE = 2_000
+#: Longest traceback text kept on a record.
+MAX_TRACEBACK = 8_000
+
+
+class TaskState(str, Enum):
+    """Where a task is in its life.
+
+    ``failed`` means the last attempt failed and a retry is due at ``due_at``;
+    ``succeeded``, ``dead`` and ``cancelled`` are terminal.
+    """
+
+    SCHEDULED = "scheduled"
+    READY = "ready"
+    LEASED = "leased"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        """Whether no further transition happens on its own."""
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({TaskState.SUCCEEDED, TaskState.DEAD, TaskState.CANCELLED})
+#: States that wait in the timer index.
+WAITING = frozenset({TaskState.SCHEDULED, TaskState.FAILED})
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 20] + f"... [{len(text)} chars]"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """What went wrong in an attempt: exception type name, text and traceback (truncated)."""
+
+    type: str
+    message: str
+    traceback: str = ""
+
+    @classmethod
+    def of(cls, type_name: str, message: str, traceback: str = "") -> ErrorInfo:
+        """Build one with message and traceback cut to their limits."""
+        return cls(type_name, _cut(message, MAX_ERROR_MESSAGE), _cut(traceback, MAX_TRACEBACK))
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, traceback: str = "") -> ErrorInfo:
+        """Describe ``exc``."""
+        return cls.of(type(exc).__name__, str(exc), traceback)
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    """A validated request to add one task (what the client hands the core).
+
+    ``payload`` is JSON text produced by the task model; ``run_at`` is epoch seconds
+    (``None`` = now).
+    """
+
+    task_name: str
+    payload: str
+    priority: int
+    pool: str = "default"
+    run_at: float | None = None
+    task_id: str | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """One task as the queue knows it. Immutable: each change makes a new record.
+
+    Attributes:
+        id: unique id (client-supplied or generated).
+        seq: enqueue order, the last tie-break in the ready order.
+        due_at: when the task is or was due (enqueue time, ``run_at``, or retry time).
+        attempts: attempts started (a released lease does not count).
+        lost_attempts: attempts that ended with the worker gone or the lease expired.
+        lease_token: fencing token of the current (or last) lease; grows per lease.
+        lease_expires_at: when the current lease lapses unless extended by a heartbeat.
+        deadline: when the running attempt overruns its ``timeout``.
+        result: the result as JSON text, once succeeded.
+        reason: why the task is dead (``max_attempts``, ``non_retryable``, ``worker_lost``,
+            ``timeout``, ``unknown_task``).
+    """
+
+    id: str
+    task_name: str
+    payload: str
+    priority: int
+    pool: str
+    state: TaskState
+    seq: int
+    created_at: float
+    due_at: float
+    updated_at: float
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout: float | None = None
+    attempts: int = 0
+    lost_attempts: int = 0
+    lease_token: int = 0
+    worker: str | None = None
+    lease_expires_at: float | None = None
+    deadline: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: ErrorInfo | None = None
+    result: str | None = None
+    reason: str | None = None
+    schedule_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict for storage."""
+        return {
+            "id": self.id,
+            "task_name": self.task_name,
+            "payload": self.payload,
+            "priority": self.priority,
+            "pool": self.pool,
+            "state": self.state.value,
+            "seq": self.seq,
+            "created_at": self.created_at,
+            "due_at": self.due_at,
+            "updated_at": self.updated_at,
+            "retry": self.retry.to_json(),
+            "timeout": self.timeout,
+            "attempts": self.attempts,
+            "lost_attempts": self.lost_attempts,
+            "lease_token": self.lease_token,
+            "worker": self.worker,
+            "lease_expires_at": self.lease_expires_at,
+            "deadline": self.deadline,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "error": None
+            if self.error is None
+            else [self.error.type, self.error.message, self.error.traceback],
+            "result": self.result,
+            "reason": self.reason,
+            "schedule_id": self.schedule_id,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TaskRecord:
+        """Rebuild a record stored with :meth:`to_json`."""
+        values = dict(data)
+        values["state"] = TaskState(values["state"])
+        values["retry"] = RetryPolicy.from_json(values["retry"])
+        err = values.get("error")
+        values["error"] = None if err is None else ErrorInfo(*err)
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRecord:
+    """A periodic schedule: which task to create, and when it is next due."""
+
+    id: str
+    task_name: str
+    payload: str
+    priority: int
+    pool: str
+    spec: ScheduleSpec
+    misfire: MisfirePolicy
+    next_due: float
+    created_at: float
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout: float | None = None
+    runs: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict for storage."""
+        return {
+            "id": self.id,
+            "task_name": self.task_name,
+            "payload": self.payload,
+            "priority": self.priority,
+            "pool": self.pool,
+            "spec": spec_to_json(self.spec),
+            "misfire": self.misfire.value,
+            "next_due": self.next_due,
+            "created_at": self.created_at,
+            "retry": self.retry.to_json(),
+            "timeout": self.timeout,
+            "runs": self.runs,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ScheduleRecord:
+        """Rebuild a schedule stored with :meth:`to_json`."""
+        values = dict(data)
+        values["spec"] = spec_from_json(values["spec"])
+        values["misfire"] = MisfirePolicy(values["misfire"])
+        values["retry"] = RetryPolicy.from_json(values["retry"])
+        return cls(**values)
+
+
+def dumps(data: dict[str, Any]) -> str:
+    """Compact JSON text of a record dict."""
+    return json.dumps(data, separators=(",", ":"))

@@ -1,0 +1,20 @@
+"""QueueStats: the structured answer to "what is in the queue"."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class QueueStats(BaseModel):
+    """Counts of one queue at one moment."""
+
+    #: tasks per state name (every state present, zero included)
+    by_state: dict[str, int]
+    #: ready tasks per pool, then per priority
+    ready_by_priority: dict[str, dict[int, int]] = Field(default_factory=dict)
+    #: unfinished tasks (what max_size bounds)
+    size: int
+    #: periodic schedules
+    schedules: int = 0
+    max_size: int | None = None
+    closed: bool = False

@@ -1,0 +1,180 @@
+"""The error tree: every error rayqueue raises derives from one root.
+
+::
+
+    RayQueueError
+    ├── TaskError                    problems with a task type or a payload
+    │   ├── UnknownTaskError         a task name that no registered class has
+    │   ├── InvalidPayloadError      a payload that fails validation
+    │   ├── PayloadTooLargeError     a payload over the configured byte limit
+    │   └── TaskFailedError          the task ran and failed for good (carries remote type/text)
+    ├── QueueError                   problems with a queue operation
+    │   ├── InvalidPriorityError     not an int in [PRIORITY_MIN, PRIORITY_MAX]
+    │   ├── InvalidScheduleError     naive datetime, bad delay, invalid cron or time zone
+    │   ├── QueueFullError           the queue holds max_size unfinished tasks
+    │   ├── QueueClosedError         the queue was closed
+    │   ├── DuplicateTaskError       same task id, different payload
+    │   ├── TaskNotFoundError        no task (or schedule) with that id
+    │   ├── InvalidStateError        the operation does not apply to the task's state
+    │   ├── StaleLeaseError          a lease token that is no longer current (fencing)
+    │   ├── QueueUnavailableError    the queue actor cannot be reached
+    │   └── ResultTimeoutError       a result was not ready within the timeout
+    ├── StorageError                 the journal failed; the operation changed nothing
+    └── WorkerError                  problems in a worker or pool
+
+Every error carries its context as typed attributes and says what to do next.
+"""
+
+from __future__ import annotations
+
+
+class RayQueueError(Exception):
+    """Base class of every rayqueue error."""
+
+
+class TaskError(RayQueueError):
+    """A task type or payload problem."""
+
+
+class UnknownTaskError(TaskError):
+    """No registered task class has this name."""
+
+    def __init__(self, task_name: str) -> None:
+        self.task_name = task_name
+        super().__init__(
+            f"unknown task name {task_name!r}: define (and import) a Task subclass with "
+            "this name in the process that runs it"
+        )
+
+
+class InvalidPayloadError(TaskError):
+    """A payload that does not validate against its task model."""
+
+    def __init__(self, task_name: str, detail: str) -> None:
+        self.task_name = task_name
+        self.detail = detail
+        super().__init__(f"invalid payload for task {task_name!r}: {detail}")
+
+
+class PayloadTooLargeError(TaskError):
+    """A payload whose JSON is larger than the queue accepts."""
+
+    def __init__(self, task_name: str, size: int, limit: int) -> None:
+        self.task_name = task_name
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"payload of task {task_name!r} is {size} bytes of JSON, over the limit of "
+            f"{limit}: pass a reference (a path or key) instead of the data"
+        )
+
+
+class TaskFailedError(TaskError):
+    """The task failed for good; ``error_type`` and ``error_message`` come from the worker."""
+
+    def __init__(
+        self, task_id: str, state: str, error_type: str | None, error_message: str | None
+    ) -> None:
+        self.task_id = task_id
+        self.state = state
+        self.error_type = error_type
+        self.error_message = error_message
+        super().__init__(
+            f"task {task_id!r} ended {state}: {error_type or 'error'}: {error_message or ''}"
+        )
+
+
+class QueueError(RayQueueError):
+    """A queue operation that cannot be done."""
+
+
+class InvalidPriorityError(QueueError):
+    """A priority that is not an integer within the documented range."""
+
+    def __init__(self, value: object, low: int, high: int) -> None:
+        self.value = value
+        super().__init__(
+            f"invalid priority {value!r}: use an int from {low} to {high} "
+            "(or a rayqueue.Priority level)"
+        )
+
+
+class InvalidScheduleError(QueueError):
+    """A schedule that cannot be honoured: naive datetime, bad delay, bad cron or zone."""
+
+
+class QueueFullError(QueueError):
+    """The queue already holds ``max_size`` unfinished tasks."""
+
+    def __init__(self, max_size: int, adding: int) -> None:
+        self.max_size = max_size
+        self.adding = adding
+        super().__init__(
+            f"queue is full (max_size={max_size}); could not add {adding} task(s): "
+            "retry later or raise max_size"
+        )
+
+
+class QueueClosedError(QueueError):
+    """The queue was closed; no more tasks are accepted."""
+
+
+class DuplicateTaskError(QueueError):
+    """A task id that already exists with a different payload."""
+
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        super().__init__(
+            f"task id {task_id!r} already exists with a different task or payload: "
+            "use a new id, or the same payload to make enqueue idempotent"
+        )
+
+
+class TaskNotFoundError(QueueError):
+    """No task (or schedule) with this id."""
+
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        super().__init__(f"no task or schedule with id {task_id!r} (its result may have expired)")
+
+
+class InvalidStateError(QueueError):
+    """The operation does not apply to the task in its current state."""
+
+    def __init__(self, task_id: str, state: str, operation: str) -> None:
+        self.task_id = task_id
+        self.state = state
+        self.operation = operation
+        super().__init__(f"cannot {operation} task {task_id!r}: it is {state}")
+
+
+class StaleLeaseError(QueueError):
+    """A lease token that is no longer current: the task was re-leased or finished."""
+
+    def __init__(self, token: int) -> None:
+        self.token = token
+        super().__init__(
+            f"lease {token} is no longer current (expired, released or fenced); "
+            "the outcome was not recorded"
+        )
+
+
+class QueueUnavailableError(QueueError):
+    """The queue actor could not be reached; the operation may not have happened."""
+
+
+class ResultTimeoutError(QueueError):
+    """The task did not finish within the timeout."""
+
+    def __init__(self, task_id: str, timeout: float) -> None:
+        self.task_id = task_id
+        self.timeout = timeout
+        super().__init__(f"task {task_id!r} did not finish within {timeout}s")
+
+
+class StorageError(RayQueueError):
+    """The journal could not record a change; the operation changed nothing."""
+
+
+class WorkerError(RayQueueError):
+    """A worker or pool problem."""

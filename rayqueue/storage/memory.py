@@ -1,0 +1,51 @@
+"""InMemoryStorage: the Storage protocol in a process's memory, for tests and throwaway queues."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rayqueue.core.record import ScheduleRecord, TaskRecord
+from rayqueue.storage.base import StoredState
+
+
+class InMemoryStorage:
+    """Keeps records as JSON-ready dicts, so what it holds is data, as on disk.
+
+    ``writes`` counts batches, which tests use to check that batch operations are one
+    write each.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, dict[str, Any]] = {}
+        self._schedules: dict[str, dict[str, Any]] = {}
+        self.writes = 0
+
+    def load(self) -> StoredState:
+        """Return every stored record, rebuilt from its JSON form."""
+        return StoredState(
+            tasks=[TaskRecord.from_json(d) for d in self._tasks.values()],
+            schedules=[ScheduleRecord.from_json(d) for d in self._schedules.values()],
+        )
+
+    def write(
+        self,
+        *,
+        tasks: Sequence[TaskRecord] = (),
+        schedules: Sequence[ScheduleRecord] = (),
+        delete_tasks: Sequence[str] = (),
+        delete_schedules: Sequence[str] = (),
+    ) -> None:
+        """Apply one batch."""
+        for rec in tasks:
+            self._tasks[rec.id] = rec.to_json()
+        for sched in schedules:
+            self._schedules[sched.id] = sched.to_json()
+        for task_id in delete_tasks:
+            self._tasks.pop(task_id, None)
+        for schedule_id in delete_schedules:
+            self._schedules.pop(schedule_id, None)
+        self.writes += 1
+
+    def close(self) -> None:
+        """Nothing to release."""

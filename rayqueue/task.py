@@ -1,0 +1,194 @@
+"""Typed tasks: ``Task[R]`` models with ``execute()``, their defaults, and the registry.
+
+A task type is a pydantic model (its fields are the payload) with an ``execute()``
+method returning ``R``, plain or ``async``. Subclasses register themselves under a
+stable name (``module:QualName`` unless they set ``task_name``). Payloads cross process
+boundaries as that name plus JSON, and are validated again on the way in; nothing is
+ever pickled into storage.
+
+Example:
+    >>> class Receipt(BaseModel):
+    ...     charged: int
+    >>> class Charge(Task[Receipt]):
+    ...     cents: int
+    ...     def execute(self) -> Receipt:
+    ...         return Receipt(charged=self.cents)
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Awaitable, Mapping
+from functools import cache
+from typing import Any, ClassVar, Generic, TypeVar, cast
+
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError
+
+from rayqueue.core.priority import Priority, validate_priority
+from rayqueue.core.record import NewTask
+from rayqueue.core.retry import RetryPolicy
+from rayqueue.errors import InvalidPayloadError, TaskError, UnknownTaskError
+
+R = TypeVar("R")
+
+_REGISTRY: dict[str, type[Task[Any]]] = {}
+
+
+class Task(BaseModel, Generic[R]):
+    """Base class of every task type; ``R`` is the result type.
+
+    Class-level defaults (override in a subclass body):
+
+    Attributes:
+        task_name: stable name stored in the journal (default ``module:QualName``).
+        priority: default priority (an int in [0, 100]; higher runs first).
+        retry: the :class:`RetryPolicy` for failures.
+        timeout: seconds one attempt may run before its worker is killed (None = no limit).
+        pool: the worker pool that runs this type.
+        resources: Ray resources a worker of that pool needs, e.g. ``{"num_gpus": 1}``.
+    """
+
+    # NaN and infinities are not JSON: write them as constants so encode_payload sees
+    # and rejects them, instead of pydantic's default of silently writing null.
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="constants")
+
+    task_name: ClassVar[str]
+    priority: ClassVar[int] = Priority.NORMAL
+    retry: ClassVar[RetryPolicy] = RetryPolicy()
+    timeout: ClassVar[float | None] = None
+    pool: ClassVar[str] = "default"
+    resources: ClassVar[Mapping[str, float]] = {}
+
+    def execute(self) -> R | Awaitable[R]:
+        """Do the work and return the result (may be ``async def``)."""
+        raise NotImplementedError(f"{type(self).__name__} must define execute()")
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        if cls.__pydantic_generic_metadata__["origin"] is not None:
+            return  # Task[X] itself, made by subscripting: not a task type
+        if "task_name" not in cls.__dict__:
+            cls.task_name = f"{cls.__module__}:{cls.__qualname__}"
+        validate_priority(cls.priority)
+        register(cls)
+
+    @classmethod
+    def result_type(cls) -> Any:
+        """The declared ``R`` (``Any`` when the class did not parametrize ``Task``)."""
+        for klass in cls.__mro__:
+            meta = getattr(klass, "__pydantic_generic_metadata__", None)
+            if meta and meta["origin"] is Task and meta["args"]:
+                return meta["args"][0]
+        return Any
+
+    def to_payload(self) -> str:
+        """This task's payload as JSON text, checked by validating it back."""
+        return encode_payload(self)
+
+
+def register(cls: type[Task[Any]]) -> None:
+    """Register a task class under its ``task_name``.
+
+    Re-registering the same qualified name replaces the old class, so re-running a
+    notebook cell works; two different classes under one name are an error.
+    """
+    name = cls.task_name
+    old = _REGISTRY.get(name)
+    if old is not None and old is not cls and old.__qualname__ != cls.__qualname__:
+        raise TaskError(
+            f"task name {name!r} is already used by {old.__module__}.{old.__qualname__}; "
+            "set a distinct task_name on one of them"
+        )
+    _REGISTRY[name] = cls
+
+
+def lookup(name: str) -> type[Task[Any]]:
+    """The task class registered under ``name``. Raises :class:`UnknownTaskError`."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownTaskError(name) from None
+
+
+def registered() -> dict[str, type[Task[Any]]]:
+    """A copy of the registry."""
+    return dict(_REGISTRY)
+
+
+def encode_payload(task: Task[Any]) -> str:
+    """Serialize ``task`` to JSON and validate it back, so bad values fail here, not later."""
+    cls = type(task)
+    try:
+        text = task.model_dump_json()
+        json.loads(text, parse_constant=_no_constants)
+        cls.model_validate_json(text)
+    except (PydanticSerializationError, ValidationError, ValueError, TypeError) as err:
+        raise InvalidPayloadError(cls.task_name, str(err)) from err
+    return text
+
+
+def _no_constants(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def decode_payload(name: str, payload: str) -> Task[Any]:
+    """Rebuild a task from its name and JSON payload, validating it again."""
+    cls = lookup(name)
+    try:
+        return cls.model_validate_json(payload)
+    except ValidationError as err:
+        raise InvalidPayloadError(name, str(err)) from err
+
+
+@cache
+def _adapter(tp: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(tp)
+
+
+def encode_result(cls: type[Task[Any]], value: Any) -> str:
+    """A result as JSON text, checked against the class's declared result type."""
+    adapter = _adapter(cls.result_type())
+    try:
+        return adapter.dump_json(adapter.validate_python(value)).decode()
+    except (PydanticSerializationError, ValidationError, ValueError, TypeError) as err:
+        raise InvalidPayloadError(cls.task_name, f"result does not match its type: {err}") from err
+
+
+def decode_result(cls: type[Task[R]], text: str) -> R:
+    """A result read back as the class's declared type ``R``."""
+    return cast(R, _adapter(cls.result_type()).validate_json(text))
+
+
+def to_new_task(
+    task: Task[Any],
+    *,
+    priority: int | None = None,
+    run_at: float | None = None,
+    task_id: str | None = None,
+) -> NewTask:
+    """Turn a task instance into the core's enqueue request, applying class defaults."""
+    if not isinstance(task, Task):
+        raise TaskError(f"expected a Task instance, got {type(task).__name__}")
+    cls = type(task)
+    return NewTask(
+        task_name=cls.task_name,
+        payload=encode_payload(task),
+        priority=validate_priority(cls.priority if priority is None else priority),
+        pool=cls.pool,
+        run_at=run_at,
+        task_id=task_id,
+        retry=cls.retry,
+        timeout=cls.timeout,
+    )
+
+
+async def run_task(task: Task[R]) -> R:
+    """Execute ``task`` inline, awaiting it if ``execute`` is async (used by tests, demos)."""
+    value = task.execute()
+    if inspect.isawaitable(value):
+        result: R = await value
+        return result
+    return value

@@ -1,0 +1,1 @@
+"""Example task types of an e-commerce system: notifications, payments, reports."""

@@ -1,0 +1,82 @@
+"""PaymentTask: charge a customer's card, retried on transient gateway errors."""
+
+from __future__ import annotations
+
+import zlib
+from decimal import Decimal
+from typing import ClassVar
+
+from pydantic import BaseModel, Field
+
+from rayqueue import Priority, RetryPolicy, Task
+
+
+class GatewayTimeoutError(Exception):
+    """The payment gateway did not answer in time; safe to retry (idempotency key)."""
+
+
+class CardDeclinedError(Exception):
+    """The card was declined; retrying will not help."""
+
+
+class PaymentReceipt(BaseModel):
+    """A successful charge."""
+
+    order_id: str
+    amount: Decimal
+    currency: str
+    transaction_id: str
+    attempt_note: str = ""
+
+
+class PaymentTask(Task[PaymentReceipt]):
+    """Charge ``amount`` for ``order_id``. Runs before reports and most notifications.
+
+    ``transient_failures`` makes the simulated gateway time out that many times for
+    this order first (the demo's way to show retries); ``decline`` makes it refuse.
+    """
+
+    task_name: ClassVar[str] = "shop.payment"
+    priority: ClassVar[int] = Priority.HIGH
+    retry: ClassVar[RetryPolicy] = RetryPolicy(
+        max_attempts=4,
+        base_delay=0.2,
+        factor=2.0,
+        max_delay=5.0,
+        retry_on=(GatewayTimeoutError,),
+        dont_retry_on=(CardDeclinedError,),
+    )
+    timeout: ClassVar[float | None] = 30.0
+
+    order_id: str = Field(min_length=1, max_length=64)
+    amount: Decimal = Field(gt=0, max_digits=12, decimal_places=2)
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    transient_failures: int = Field(default=0, ge=0, le=10)
+    decline: bool = False
+
+    def execute(self) -> PaymentReceipt:
+        """Charge the card through the (simulated) gateway."""
+        if self.decline:
+            raise CardDeclinedError(f"card for order {self.order_id} was declined")
+        if self.transient_failures and _GATEWAY.timeouts_left(self) > 0:
+            raise GatewayTimeoutError(f"gateway timed out charging order {self.order_id}")
+        txn = zlib.crc32(f"{self.order_id}:{self.amount}".encode())
+        return PaymentReceipt(
+            order_id=self.order_id, amount=self.amount, currency=self.currency,
+            transaction_id=f"txn-{txn:08x}",
+        )
+
+
+class _SimulatedGateway:
+    """Counts calls per order in this process, to fail the first N of them."""
+
+    def __init__(self) -> None:
+        self._calls: dict[str, int] = {}
+
+    def timeouts_left(self, task: PaymentTask) -> int:
+        n = self._calls.get(task.order_id, 0) + 1
+        self._calls[task.order_id] = n
+        return task.transient_failures - n + 1
+
+
+_GATEWAY = _SimulatedGateway()

@@ -1,0 +1,467 @@
+"""QueueCore rules on a fake clock: order, leases, retries, timeouts, bad input."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from rayqueue import (
+    DuplicateTaskError,
+    ErrorInfo,
+    Failure,
+    FakeClock,
+    InMemoryStorage,
+    IntervalSpec,
+    InvalidPriorityError,
+    InvalidScheduleError,
+    InvalidStateError,
+    PayloadTooLargeError,
+    Priority,
+    QueueClosedError,
+    QueueCore,
+    QueueFullError,
+    RetryPolicy,
+    StaleLeaseError,
+    StorageError,
+    TaskNotFoundError,
+    TaskState,
+)
+from tests.unit.conftest import new
+
+BOOM = Failure(ErrorInfo("RuntimeError", "boom"))
+
+
+def claim_ids(core: QueueCore, now: float, n: int = 100, pool: str = "default") -> list[str]:
+    return [lease.task_id for lease in core.claim("w", n, now, pool)]
+
+
+# ------------------------------------------------------------------- ordering
+def test_higher_priority_first_then_enqueue_order(core: QueueCore, clock: FakeClock) -> None:
+    for i, prio in enumerate([Priority.LOW, Priority.HIGH, Priority.NORMAL, Priority.HIGH,
+                              Priority.CRITICAL, Priority.LOW]):
+        core.enqueue(new(priority=prio, task_id=f"t{i}"), clock.now())
+    assert claim_ids(core, clock.now()) == ["t4", "t1", "t3", "t2", "t0", "t5"]
+
+
+def test_ties_broken_by_due_time_before_enqueue_order(core: QueueCore, clock: FakeClock) -> None:
+    now = clock.now()
+    core.enqueue(new(task_id="late", run_at=now + 20), now)
+    core.enqueue(new(task_id="early", run_at=now + 10), now)
+    core.enqueue(new(task_id="plain"), now + 15)
+    core.tick(now + 30)
+    assert claim_ids(core, now + 30) == ["early", "plain", "late"]
+
+
+def test_strict_order_lets_low_priority_wait_forever(core: QueueCore, clock: FakeClock) -> None:
+    core.enqueue(new(priority=Priority.LOW, task_id="old-low"), clock.now())
+    clock.advance(10_000)
+    core.enqueue(new(priority=Priority.HIGH, task_id="new-high"), clock.now())
+    assert claim_ids(core, clock.now(), 1) == ["new-high"]
+
+
+def test_aging_lets_a_waiting_low_task_overtake(make_core: Callable[..., QueueCore],
+                                               clock: FakeClock) -> None:
+    core = make_core(aging_rate=1.0)  # one priority level per second
+    core.enqueue(new(priority=Priority.LOW, task_id="old-low"), clock.now())
+    clock.advance(50)  # LOW(25) + 50 ties HIGH(75) enqueued now; earlier due wins
+    core.enqueue(new(priority=Priority.HIGH, task_id="new-high"), clock.now())
+    assert core.peek() is not None and core.peek().id == "old-low"  # type: ignore[union-attr]
+    clock.advance(1)
+    core.enqueue(new(priority=Priority.HIGH, task_id="newer-high"), clock.now())
+    assert claim_ids(core, clock.now()) == ["old-low", "new-high", "newer-high"]
+
+
+def test_aging_does_not_reorder_before_the_gap_is_closed(make_core: Callable[..., QueueCore],
+                                                         clock: FakeClock) -> None:
+    core = make_core(aging_rate=1.0)
+    core.enqueue(new(priority=Priority.LOW, task_id="low"), clock.now())
+    clock.advance(10)  # 25 + 10 < 75
+    core.enqueue(new(priority=Priority.HIGH, task_id="high"), clock.now())
+    assert claim_ids(core, clock.now(), 1) == ["high"]
+
+
+def test_pools_are_separate(core: QueueCore, clock: FakeClock) -> None:
+    core.enqueue(new(task_id="cpu"), clock.now())
+    core.enqueue(new(task_id="gpu", pool="gpu", priority=100), clock.now())
+    assert claim_ids(core, clock.now()) == ["cpu"]
+    assert claim_ids(core, clock.now(), pool="gpu") == ["gpu"]
+
+
+def test_peek_does_not_claim(core: QueueCore, clock: FakeClock) -> None:
+    assert core.peek() is None
+    core.enqueue(new(task_id="a"), clock.now())
+    peeked = core.peek()
+    assert peeked is not None and peeked.id == "a"
+    assert core.get("a").state is TaskState.READY
+    assert claim_ids(core, clock.now()) == ["a"]
+    assert core.peek() is None
+
+
+# --------------------------------------------------------------------- leases
+def test_claim_leases_with_token_and_expiry(core: QueueCore, clock: FakeClock) -> None:
+    core.enqueue_many([new(task_id=f"t{i}") for i in range(5)], clock.now())
+    leases = core.claim("w1", 3, clock.now())
+    assert [lease.attempt for lease in leases] == [1, 1, 1]
+    assert all(lease.expires_at == clock.now() + core.config.lease_ttl for lease in leases)
+    assert core.get("t0").state is TaskState.LEASED and core.get("t0").worker == "w1"
+    assert len(core.claim("w2", 10, clock.now())) == 2
+    assert core.claim("w3", 10, clock.now()) == []
+
+
+def test_ack_records_result_and_stale_ack_changes_nothing(core: QueueCore,
+                                                           clock: FakeClock) -> None:
+    core.enqueue(new(task_id="a"), clock.now())
+    (lease,) = core.claim("w", 1, clock.now())
+    done = core.ack("a", lease.token, '{"ok":true}', clock.now())
+    assert done.state is TaskState.SUCCEEDED and done.result == '{"ok":true}'
+    with pytest.raises(StaleLeaseError):
+        core.ack("a", lease.token, '{"ok":false}', clock.now())
+    with pytest.raises(StaleLeaseError):
+        core.fail("a", lease.token, BOOM, clock.now())
+    assert core.get("a").result == '{"ok":true}'
+
+
+def test_zombie_ack_after_expiry_and_re_lease_is_fenced(core: QueueCore, clock: FakeClock) -> None:
+    core.enqueue(new(task_id="a"), clock.now())
+    (old,) = core.claim("zombie", 1, clock.now())
+    clock.advance(core.config.lease_ttl + 1)
+    report = core.tick(clock.now())
+    assert report.expired == ("a",)
+    (fresh,) = core.claim("b", 1, clock.now())
+    assert fresh.token > old.token and fresh.attempt == 2
+    assert core.ack_many([("a", old.token, '"zombie"')], clock.now()) == [False]
+    core.ack("a", fresh.token, '"b"', clock.now())
+    rec = core.get("a")
+    assert rec.result == '"b"' and rec.attempts == 2 and rec.lost_attempts == 1
+
+
+def test_heartbeat_keeps_lease_alive(core: QueueCore, clock: FakeClock) -> None:
+    core.enqueue(new(task_id="a"), clock.now())
+    (lease,) = core.claim("w", 1, clock.now())
+    for _ in range(5):
+        clock.advance(core.config.lease_ttl * 0.8)
+        assert core.heartbeat([("a", lease.token)], clock.now()) == [True]
+        assert core.tick(clock.now()).expired == ()
+    assert core.get("a").state is TaskState.LEASED
+    assert core.heartbeat([("a", lease.token + 1)], clock.now()) == [False]
+
+
+def test_release_gives_back_without_counting(core: QueueCore, clock: FakeClock) -> None:
+    core.enqueue(new(task_id="a"), clock.now())
+    (lease,) = core.claim("w", 1, clock.now())
+    rec = core.release("a", lease.token, clock.now())
+    assert rec.state is TaskState.READY and rec.attempts == 0
+    (again,) = core.claim("w", 1, clock.now())
+    assert again.attempt == 1
+    with pytest.raises(StaleLeaseError):
+        core.release("a", lease.token, clock.now())
+
+
+def test_worker_lost_returns_its_leases(core: QueueCore, clock: FakeClock) -> None:
+    core.enqueue_many([new(task_id="a"), new(task_id="b"), new(task_id="c")], clock.now())
+    core.claim("w1", 2, clock.now())
+    core.claim("w2", 1, clock.now())
+    assert core.worker_lost("w1", clock.now()) == ["a", "b"]
+    assert core.get("a").state is TaskState.READY and core.get("a").lost_attempts == 1
+    assert core.get("c").state is TaskState.LEASED
+    assert core.worker_lost("nobody", clock.now()) == []
+
+
+def test_poison_task_dies_after_max_lost_attempts(core: QueueCore, clock: FakeClock) -> None:
+    policy = RetryPolicy(max_attempts=5, max_lost_attempts=3, jitter=False)
+    core.enqueue(new(task_id="poison", retry=policy), clock.now())
+    for n in range(1, 4):
+        (lease,) = core.claim(f"w{n}", 1, clock.now())
+        assert lease.attempt == n
+        core.worker_lost(f"w{n}", clock.now())
+    rec = core.get("poison")
+    assert rec.state is TaskState.DEAD and rec.reason == "worker_lost" and rec.lost_attempts == 3
+    assert core.claim("w4", 1, clock.now()) == []
+    assert [r.id for r in core.dead_letters()] == ["poison"]
+
+
+# -------------------------------------------------------------------- retries
+def test_exponential_retry_timings_without_jitter(core: QueueCore, clock: FakeClock) -> None:
+    t0 = clock.now()
+    core.enqueue(new(task_id="a"), t0)
+    started = []
+    for _ in range(4):
+        core.tick(clock.now())
+        leases = core.claim("w", 1, clock.now())
+        while not leases:  # advance to the next due time the core announces
+            wake = core.next_wakeup()
+            assert wake is not None
+            clock.set(wake)
+            core.tick(clock.now())
+            leases = core.claim("w", 1, clock.now())
+        started.append(clock.now() - t0)
+        core.fail("a", leases[0].token, BOOM, clock.now())
+    assert started == [0, 10, 30, 70]
+    rec = core.get("a")
+    assert rec.state is TaskState.DEAD and rec.reason == "max_attempts"
+    assert rec.error == ErrorInfo("RuntimeError", "boom")
+
+
+def test_jitter_stays_within_the_backoff(make_core: Callable[..., QueueCore],
+                                         clock: FakeClock) -> None:
+    core = make_core()
+    policy = RetryPolicy(max_attempts=50, base_delay=10, factor=2, max_delay=60, jitter=True)
+    core.enqueue(new(task_id="a", retry=policy), clock.now())
+    for attempt in range(1, 20):
+        (lease,) = core.claim("w", 1, clock.now())
+        rec = core.fail("a", lease.token, BOOM, clock.now())
+        delay = rec.due_at - clock.now()
+        assert 0 <= delay <= min(60, 10 * 2 ** (attempt - 1))
+        clock.set(rec.due_at)
+        core.tick(clock.now())
+
+
+def test_retry_signal_delay_and_non_retryable(core: QueueCore, clock: FakeClock) -> None:
+    core.enqueue_many([new(task_id="a"), new(task_id="b")], clock.now())
+    la, lb = core.claim("w", 2, clock.now())
+    rec = core.fail("a", la.token, Failure(ErrorInfo("Retry", ""), retry_delay=3.5), clock.now())
+    assert rec.state is TaskState.FAILED and rec.due_at == clock.now() + 3.5
+    rec = core.fail("b", lb.token, Failure(ErrorInfo("CardDeclined", "no"), retryable=False),
+                    clock.now())
+    assert rec.state is TaskState.DEAD and rec.reason == "non_retryable"
+
+
+def test_retry_dead_puts_task_back(core: QueueCore, clock: FakeClock) -> None:
+    core.enqueue(new(task_id="a"), clock.now())
+    (lease,) = core.claim("w", 1, clock.now())
+    core.fail("a", lease.token, Failure(BOOM.error, retryable=False), clock.now())
+    rec = core.retry_dead("a", clock.now())
+    assert rec.state is TaskState.READY and rec.attempts == 0
+    with pytest.raises(InvalidStateError):
+        core.retry_dead("a", clock.now())
+
+
+# ------------------------------------------------------------------- timeouts
+def test_timeout_reports_worker_then_retries_then_dies(core: QueueCore, clock: FakeClock) -> None:
+    policy = RetryPolicy(max_attempts=2, base_delay=1, jitter=False)
+    core.enqueue(new(task_id="hung", retry=policy, timeout=3.0), clock.now())
+    core.claim("w1", 1, clock.now())
+    clock.advance(3)
+    report = core.tick(clock.now())
+    assert report.timed_out == (("hung", "w1"),)
+    rec = core.get("hung")
+    assert rec.state is TaskState.FAILED and rec.error is not None
+    assert rec.error.type == "TaskTimeoutError"
+    clock.advance(1)
+    core.tick(clock.now())
+    core.claim("w2", 1, clock.now())
+    clock.advance(3)
+    report = core.tick(clock.now())
+    assert report.timed_out == (("hung", "w2"),) and report.dead == ("hung",)
+    assert core.get("hung").reason == "timeout"
+
+
+# ------------------------------------------------------------------- schedule
+def test_run_at_waits_until_due(core: QueueCore, clock: FakeClock) -> None:
+    core.enqueue(new(task_id="later", run_at=clock.now() + 60), clock.now())
+    assert core.get("later").state is TaskState.SCHEDULED
+    assert core.claim("w", 1, clock.now()) == []
+    assert core.next_wakeup() == clock.now() + 60
+    clock.advance(59.9)
+    assert core.tick(clock.now()).promoted == 0
+    clock.advance(0.1)
+    assert core.tick(clock.now()).promoted == 1
+    assert claim_ids(core, clock.now()) == ["later"]
+
+
+def test_interval_schedule_fires_once_per_period(core: QueueCore, clock: FakeClock) -> None:
+    core.add_schedule(schedule_id="every-10", task_name="t", payload="{}", priority=50,
+                      spec=IntervalSpec(10.0), now=clock.now())
+    fired = []
+    for _ in range(30):
+        clock.advance(1)
+        fired.extend(claim_ids(core, clock.now()) if core.tick(clock.now()).fired else [])
+    assert len(fired) == 3 and len(set(fired)) == 3
+    assert all(i.startswith("every-10@") for i in fired)
+    core.cancel("every-10", clock.now())
+    clock.advance(100)
+    assert core.tick(clock.now()).fired == 0
+
+
+def test_schedule_missed_while_down_runs_once(core: QueueCore, clock: FakeClock) -> None:
+    core.add_schedule(schedule_id="s", task_name="t", payload="{}", priority=50,
+                      spec=IntervalSpec(60.0), now=clock.now())
+    clock.advance(3_600 * 5)
+    assert core.tick(clock.now()).fired == 1
+    assert core.tick(clock.now()).fired == 0
+
+
+# ---------------------------------------------------------------- cancel, ttl
+def test_cancel_queued_scheduled_and_waiting(core: QueueCore, clock: FakeClock) -> None:
+    core.enqueue_many([new(task_id="r"), new(task_id="s", run_at=clock.now() + 5)], clock.now())
+    assert core.cancel("r", clock.now()).state is TaskState.CANCELLED  # type: ignore[union-attr]
+    assert core.cancel("s", clock.now()).state is TaskState.CANCELLED  # type: ignore[union-attr]
+    assert core.cancel("r", clock.now()).state is TaskState.CANCELLED  # type: ignore[union-attr]
+    clock.advance(10)
+    core.tick(clock.now())
+    assert core.claim("w", 5, clock.now()) == []
+    assert core.size() == 0
+
+
+def test_cancel_running_or_unknown_is_an_error(core: QueueCore, clock: FakeClock) -> None:
+    core.enqueue(new(task_id="a"), clock.now())
+    core.claim("w", 1, clock.now())
+    with pytest.raises(InvalidStateError, match="leased"):
+        core.cancel("a", clock.now())
+    with pytest.raises(TaskNotFoundError):
+        core.cancel("nope", clock.now())
+
+
+def test_results_expire_after_ttl(make_core: Callable[..., QueueCore], clock: FakeClock) -> None:
+    core = make_core(result_ttl=100.0)
+    core.enqueue(new(task_id="a"), clock.now())
+    (lease,) = core.claim("w", 1, clock.now())
+    core.ack("a", lease.token, "1", clock.now())
+    clock.advance(99)
+    core.tick(clock.now())
+    assert core.get("a").result == "1"
+    clock.advance(1)
+    assert core.tick(clock.now()).purged == 1
+    with pytest.raises(TaskNotFoundError):
+        core.get("a")
+
+
+# ------------------------------------------------------------------ bad input
+@pytest.mark.parametrize("bad", [True, False, 1.0, math.nan, -1, 101, "50", None, 10**20])
+def test_bad_priority_rejected_and_nothing_changes(core: QueueCore, clock: FakeClock,
+                                                   bad: Any) -> None:
+    core.enqueue(new(task_id="ok"), clock.now())
+    with pytest.raises(InvalidPriorityError):
+        core.enqueue_many([new(task_id="x"), new(task_id="y", priority=bad)], clock.now())
+    assert core.size() == 1 and core.find("x") is None
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, True, "soon"])
+def test_bad_run_at_rejected(core: QueueCore, clock: FakeClock, bad: Any) -> None:
+    with pytest.raises(InvalidScheduleError):
+        core.enqueue(new(run_at=bad), clock.now())
+    assert core.size() == 0
+
+
+@pytest.mark.parametrize("bad", ["", "x" * 257, 7])
+def test_bad_task_id_rejected(core: QueueCore, clock: FakeClock, bad: Any) -> None:
+    with pytest.raises(ValueError, match="task id"):
+        core.enqueue(new(task_id=bad), clock.now())
+
+
+def test_queue_full_is_typed_and_changes_nothing(make_core: Callable[..., QueueCore],
+                                                 clock: FakeClock) -> None:
+    core = make_core(max_size=3)
+    core.enqueue_many([new(task_id="a"), new(task_id="b")], clock.now())
+    with pytest.raises(QueueFullError) as info:
+        core.enqueue_many([new(task_id="c"), new(task_id="d")], clock.now())
+    assert info.value.max_size == 3 and core.size() == 2 and core.find("c") is None
+    (lease,) = core.claim("w", 1, clock.now())
+    core.ack(lease.task_id, lease.token, "null", clock.now())
+    core.enqueue_many([new(task_id="c"), new(task_id="d")], clock.now())  # finished ones free room
+
+
+def test_payload_too_large(make_core: Callable[..., QueueCore], clock: FakeClock) -> None:
+    core = make_core(max_payload_bytes=100)
+    with pytest.raises(PayloadTooLargeError) as info:
+        core.enqueue(new(payload='"' + "é" * 60 + '"'), clock.now())
+    assert info.value.size > 100 and core.size() == 0
+
+
+def test_idempotent_enqueue_and_duplicate_id(core: QueueCore, clock: FakeClock,
+                                             storage: InMemoryStorage) -> None:
+    first = core.enqueue(new(task_id="order-1", payload='{"a":1}'), clock.now())
+    writes = storage.writes
+    again = core.enqueue(new(task_id="order-1", payload='{"a":1}'), clock.now() + 5)
+    assert again == first and storage.writes == writes
+    with pytest.raises(DuplicateTaskError, match="order-1"):
+        core.enqueue(new(task_id="order-1", payload='{"a":2}'), clock.now())
+    with pytest.raises(DuplicateTaskError):
+        core.enqueue_many([new(task_id="n", payload="1"), new(task_id="n", payload="2")],
+                          clock.now())
+    assert core.find("n") is None
+
+
+def test_closed_queue_refuses_enqueue(core: QueueCore, clock: FakeClock) -> None:
+    core.close()
+    with pytest.raises(QueueClosedError):
+        core.enqueue(new(), clock.now())
+
+
+def test_bad_claim_size(core: QueueCore, clock: FakeClock) -> None:
+    for bad in (0, -1, True, 1.5):
+        with pytest.raises(ValueError):
+            core.claim("w", bad, clock.now())  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------ batches, storage
+def test_batches_are_one_write_each(core: QueueCore, clock: FakeClock,
+                                    storage: InMemoryStorage) -> None:
+    core.enqueue_many([new(task_id=f"t{i}") for i in range(1_000)], clock.now())
+    assert storage.writes == 1
+    leases = core.claim("w", 500, clock.now())
+    assert storage.writes == 2
+    assert all(core.ack_many([(x.task_id, x.token, "null") for x in leases], clock.now()))
+    assert storage.writes == 3
+    assert core.stats().by_state["succeeded"] == 500
+
+
+class FlakyStorage(InMemoryStorage):
+    """Fails the next write when armed, like a full disk."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_next = False
+
+    def write(self, **kwargs: Any) -> None:
+        if self.fail_next:
+            self.fail_next = False
+            raise OSError("disk full")
+        super().write(**kwargs)
+
+
+def test_storage_failure_leaves_queue_unchanged(clock: FakeClock) -> None:
+    storage = FlakyStorage()
+    core = QueueCore(storage=storage)
+    core.enqueue_many([new(task_id="a", priority=80), new(task_id="b")], clock.now())
+    before = core.stats()
+
+    def attempt(op: Callable[[], object]) -> None:
+        storage.fail_next = True
+        with pytest.raises(StorageError, match="disk full"):
+            op()
+        assert core.stats() == before
+
+    attempt(lambda: core.enqueue(new(task_id="c"), clock.now()))
+    attempt(lambda: core.claim("w", 2, clock.now()))
+    attempt(lambda: core.cancel("a", clock.now()))
+    assert claim_ids(core, clock.now(), 1) == ["a"]  # order survived the failed claim
+    lease_b = core.claim("w", 1, clock.now())[0]
+    before = core.stats()
+    attempt(lambda: core.ack("b", lease_b.token, "1", clock.now()))
+    clock.advance(core.config.lease_ttl + 1)
+    attempt(lambda: core.tick(clock.now()))
+    assert core.tick(clock.now()).expired == ("a", "b")
+
+
+def test_recover_rebuilds_state_and_keeps_leases(clock: FakeClock,
+                                                 storage: InMemoryStorage) -> None:
+    core = QueueCore(storage=storage)
+    core.enqueue_many([new(task_id=f"t{i}", priority=10 * i) for i in range(5)], clock.now())
+    core.enqueue(new(task_id="later", run_at=clock.now() + 30), clock.now())
+    leases = core.claim("w", 2, clock.now())
+    core.add_schedule(schedule_id="s", task_name="t", payload="{}", priority=50,
+                      spec=IntervalSpec(10.0), now=clock.now())
+    again = QueueCore.recover(storage)
+    assert again.stats() == core.stats()
+    assert again.ack(leases[0].task_id, leases[0].token, "1", clock.now()).state is \
+        TaskState.SUCCEEDED
+    assert claim_ids(again, clock.now()) == ["t2", "t1", "t0"]
+    assert again.enqueue(new(task_id="new"), clock.now()).seq > 6
+    clock.advance(30)
+    report = again.tick(clock.now())
+    assert report.fired == 3  # runs at +10, +20, +30, all within the misfire grace
+    assert again.get("later").state is TaskState.READY

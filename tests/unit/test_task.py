@@ -1,0 +1,178 @@
+"""Typed tasks: registry, payload validation both ways, results, example task types."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from decimal import Decimal
+from typing import Any, ClassVar
+
+import pytest
+from pydantic import BaseModel
+
+from rayqueue import (
+    InvalidPayloadError,
+    InvalidPriorityError,
+    Priority,
+    QueueCore,
+    RayQueueError,
+    RetryPolicy,
+    Task,
+    TaskError,
+    UnknownTaskError,
+    lookup,
+)
+from rayqueue.task import decode_payload, decode_result, encode_result, run_task, to_new_task
+from tasks.notification import NotificationTask
+from tasks.payment import CardDeclinedError, GatewayTimeoutError, PaymentReceipt, PaymentTask
+from tasks.report import ReportTask, SalesReport
+
+
+class Thumbnail(BaseModel):
+    width: int
+    height: int
+
+
+class ThumbnailTask(Task[Thumbnail]):
+    """A new task type defined outside rayqueue/ and tasks/: no core change needed."""
+
+    priority: ClassVar[int] = 60
+    retry: ClassVar[RetryPolicy] = RetryPolicy(max_attempts=7)
+
+    image: str
+    scale: float = 0.5
+
+    async def execute(self) -> Thumbnail:
+        await asyncio.sleep(0)
+        return Thumbnail(width=int(640 * self.scale), height=int(480 * self.scale))
+
+
+def test_new_task_type_registers_under_module_and_qualname() -> None:
+    assert ThumbnailTask.task_name == f"{__name__}:ThumbnailTask"
+    assert lookup(ThumbnailTask.task_name) is ThumbnailTask
+    assert ThumbnailTask.result_type() is Thumbnail
+
+
+def test_new_task_type_runs_through_the_core() -> None:
+    core = QueueCore()
+    rec = core.enqueue(to_new_task(ThumbnailTask(image="a.png")), 0.0)
+    assert rec.priority == 60 and rec.retry.max_attempts == 7
+    (lease,) = core.claim("w", 1, 0.0)
+    task = decode_payload(lease.task_name, lease.payload)
+    result = asyncio.run(run_task(task))
+    core.ack(lease.task_id, lease.token, encode_result(type(task), result), 1.0)
+    back = decode_result(ThumbnailTask, core.get(rec.id).result or "")
+    assert back == Thumbnail(width=320, height=240)
+
+
+def test_unknown_name_is_typed() -> None:
+    with pytest.raises(UnknownTaskError) as info:
+        decode_payload("nobody:Nothing", "{}")
+    assert info.value.task_name == "nobody:Nothing"
+    assert isinstance(info.value, RayQueueError)
+
+
+def test_payload_validated_again_on_the_way_in() -> None:
+    with pytest.raises(InvalidPayloadError, match="scale"):
+        decode_payload(ThumbnailTask.task_name, '{"image": "a", "scale": "big"}')
+    with pytest.raises(InvalidPayloadError, match="extra"):
+        decode_payload(ThumbnailTask.task_name, '{"image": "a", "colour": 1}')
+    with pytest.raises(InvalidPayloadError):
+        decode_payload(ThumbnailTask.task_name, "not json")
+
+
+def test_unserializable_payload_rejected_at_enqueue() -> None:
+    class Blob(Task[None]):
+        data: Any
+
+        def execute(self) -> None:
+            return None
+
+    with pytest.raises(InvalidPayloadError, match="Blob"):
+        to_new_task(Blob(data=object()))
+    with pytest.raises(InvalidPayloadError):
+        to_new_task(Blob(data=float("nan")))  # NaN is no JSON; pydantic writes null
+
+
+def test_result_checked_against_declared_type() -> None:
+    with pytest.raises(InvalidPayloadError, match="result"):
+        encode_result(ThumbnailTask, {"width": "wide"})
+
+
+def test_priority_override_is_validated() -> None:
+    task = ThumbnailTask(image="a")
+    assert to_new_task(task, priority=Priority.CRITICAL).priority == 100
+    with pytest.raises(InvalidPriorityError):
+        to_new_task(task, priority=True)
+
+
+def test_not_a_task_rejected() -> None:
+    with pytest.raises(TaskError, match="Task instance"):
+        to_new_task("hello")  # type: ignore[arg-type]
+
+
+def test_same_name_two_classes_is_an_error() -> None:
+    with pytest.raises(TaskError, match="already used"):
+        class Other(Task[None]):
+            task_name: ClassVar[str] = "shop.payment"
+
+
+def test_redefining_a_class_replaces_it_as_in_a_notebook() -> None:
+    def define() -> type[Task[int]]:
+        class Cell(Task[int]):
+            task_name: ClassVar[str] = "notebook.cell"
+
+            def execute(self) -> int:
+                return 1
+
+        return Cell
+
+    first, second = define(), define()
+    assert first is not second and lookup("notebook.cell") is second
+
+
+# ------------------------------------------------------------ example task types
+def test_example_payment_retries_transient_then_succeeds() -> None:
+    task = PaymentTask(order_id="o-1", amount=Decimal("19.99"), currency="EUR",
+                       transient_failures=2)
+    with pytest.raises(GatewayTimeoutError):
+        task.execute()
+    with pytest.raises(GatewayTimeoutError):
+        task.execute()
+    receipt = task.execute()
+    assert isinstance(receipt, PaymentReceipt) and receipt.amount == Decimal("19.99")
+    policy = PaymentTask.retry
+    assert policy.is_retryable(GatewayTimeoutError())
+    assert not policy.is_retryable(CardDeclinedError())
+    assert not policy.is_retryable(ValueError())
+    assert PaymentTask.priority > ReportTask.priority
+
+
+@pytest.mark.parametrize("bad", [
+    {"order_id": "o", "amount": "-1", "currency": "EUR"},
+    {"order_id": "o", "amount": "1.001", "currency": "EUR"},
+    {"order_id": "o", "amount": "1", "currency": "euro"},
+    {"order_id": "", "amount": "1", "currency": "EUR"},
+])
+def test_example_payment_rejects_bad_payloads(bad: dict[str, str]) -> None:
+    import json
+
+    with pytest.raises(InvalidPayloadError):
+        decode_payload("shop.payment", json.dumps(bad))
+
+
+def test_example_notification_checks_address_per_channel() -> None:
+    sent = NotificationTask(channel="sms", to="+4915112345678", body="hi").execute()
+    assert sent.channel == "sms"
+    with pytest.raises(ValueError, match="@"):
+        NotificationTask(channel="email", to="no-at-sign", body="hi")
+    with pytest.raises(ValueError, match=r"E\.164"):
+        NotificationTask(channel="sms", to="0151", body="hi")
+
+
+def test_example_report_needs_a_monday_and_sums() -> None:
+    report = ReportTask(week_start=dt.date(2026, 11, 23), orders=100).execute()
+    assert isinstance(report, SalesReport) and report.orders == 100
+    assert report.week_end == dt.date(2026, 11, 29)
+    with pytest.raises(ValueError, match="Monday"):
+        ReportTask(week_start=dt.date(2026, 11, 24))
