@@ -9,7 +9,7 @@ import asyncio
 import datetime as dt
 from decimal import Decimal
 
-from rayqueue import ErrorInfo, FakeClock, Failure, QueueCore, TaskState
+from rayqueue import ErrorInfo, Failure, FakeClock, QueueCore, TaskState
 from rayqueue.task import decode_payload, encode_result, run_task, to_new_task
 from tasks.notification import NotificationTask
 from tasks.payment import PaymentTask

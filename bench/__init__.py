@@ -1,0 +1,1 @@
+"""Benchmarks: workloads that print figures. Never run as tests."""
