@@ -1,5 +1,13 @@
-"""rayqueue: a typed, prioritized, scheduled, durable task queue on Ray's actor model."""
+"""rayqueue: a typed, prioritized, scheduled, durable task queue on Ray's actor model.
 
+``import rayqueue`` does not import Ray: the client names (``init``, ``connect``,
+``TaskQueue``, ``TaskHandle``, ``ClaimedTask``) load it on first use, so the pure core
+and task definitions stay cheap to import in tests and tools.
+"""
+
+from typing import TYPE_CHECKING, Any
+
+from rayqueue.config import PoolConfig
 from rayqueue.core.clock import Clock, FakeClock, SystemClock
 from rayqueue.core.priority import PRIORITY_MAX, PRIORITY_MIN, Priority
 from rayqueue.core.queue import Failure, Lease, Outcome, QueueConfig, QueueCore, TickReport
@@ -30,9 +38,35 @@ from rayqueue.errors import (
     WorkerError,
 )
 from rayqueue.storage import InMemoryStorage, Storage
+from rayqueue.info import MetricsSnapshot, PoolInfo, TaskInfo, WorkerInfo
 from rayqueue.task import Task, lookup, register
 
+if TYPE_CHECKING:
+    from rayqueue.client import ClaimedTask, TaskHandle, TaskQueue, connect, init
+
+_CLIENT = ("init", "connect", "TaskQueue", "TaskHandle", "ClaimedTask")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CLIENT:
+        from rayqueue import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'rayqueue' has no attribute {name!r}")
+
+
 __all__ = [
+    # the client (on Ray)
+    "init",
+    "connect",
+    "TaskQueue",
+    "TaskHandle",
+    "ClaimedTask",
+    "PoolConfig",
+    "TaskInfo",
+    "WorkerInfo",
+    "PoolInfo",
+    "MetricsSnapshot",
     # typed tasks
     "Task",
     "Priority",

@@ -167,6 +167,7 @@ def to_new_task(
     *,
     priority: int | None = None,
     run_at: float | None = None,
+    delay: float | None = None,
     task_id: str | None = None,
 ) -> NewTask:
     """Turn a task instance into the core's enqueue request, applying class defaults."""
@@ -179,6 +180,7 @@ def to_new_task(
         priority=validate_priority(cls.priority if priority is None else priority),
         pool=cls.pool,
         run_at=run_at,
+        delay=delay,
         task_id=task_id,
         retry=cls.retry,
         timeout=cls.timeout,

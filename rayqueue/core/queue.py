@@ -151,6 +151,7 @@ class QueueCore:
         self._by_worker: dict[str, set[str]] = {}
         self._state_counts: Counter[TaskState] = Counter()
         self._ready_counts: Counter[tuple[str, int]] = Counter()
+        self._leased_counts: Counter[str] = Counter()
         self._seq = 0
         self._closed = False
 
@@ -215,6 +216,10 @@ class QueueCore:
                 out.append(existing)
                 continue
             due = now if new.run_at is None else _check_time(new.run_at)
+            if new.delay is not None:
+                if new.run_at is not None:
+                    raise InvalidScheduleError("give run_at or delay, not both")
+                due = now + _check_delay(new.delay)
             seq += 1
             rec = TaskRecord(
                 id=task_id,
@@ -595,6 +600,10 @@ class QueueCore:
         """Tasks leased to workers now."""
         return self._state_counts[TaskState.LEASED]
 
+    def leased_by_pool(self) -> dict[str, int]:
+        """Leased tasks per pool."""
+        return {pool: n for pool, n in self._leased_counts.items() if n}
+
     def pools(self) -> list[str]:
         """Pools that have had ready tasks."""
         return list(self._ready)
@@ -661,6 +670,7 @@ class QueueCore:
             if new.deadline is not None:
                 self._deadlines.set(new.id, new.deadline)
             self._by_worker.setdefault(new.worker or "", set()).add(new.id)
+            self._leased_counts[new.pool] += 1
         elif state is not TaskState.DEAD:
             self._purges.set(new.id, (new.finished_at or new.updated_at) + self.config.result_ttl)
 
@@ -675,6 +685,7 @@ class QueueCore:
         elif state is TaskState.LEASED:
             self._leases.discard(old.id)
             self._deadlines.discard(old.id)
+            self._leased_counts[old.pool] -= 1
             held = self._by_worker.get(old.worker or "")
             if held is not None:
                 held.discard(old.id)
@@ -715,6 +726,14 @@ def _check_id(task_id: object) -> str:
         raise ValueError(f"task id must be a non-empty str of at most {MAX_TASK_ID} chars, "
                          f"got {task_id!r}")
     return task_id
+
+
+def _check_delay(delay: float) -> float:
+    if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not (
+        math.isfinite(delay) and delay >= 0
+    ):
+        raise InvalidScheduleError(f"delay must be finite seconds >= 0, got {delay!r}")
+    return float(delay)
 
 
 def _check_time(when: float) -> float:

@@ -70,7 +70,8 @@ class NewTask:
     """A validated request to add one task (what the client hands the core).
 
     ``payload`` is JSON text produced by the task model; ``run_at`` is epoch seconds
-    (``None`` = now).
+    (``None`` = now); ``delay`` is seconds after the queue's own now (the queue's clock is
+    the one authority on time, so a client's clock skew does not matter).
     """
 
     task_name: str
@@ -81,6 +82,7 @@ class NewTask:
     task_id: str | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeout: float | None = None
+    delay: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -465,3 +465,17 @@ def test_recover_rebuilds_state_and_keeps_leases(clock: FakeClock,
     report = again.tick(clock.now())
     assert report.fired == 3  # runs at +10, +20, +30, all within the misfire grace
     assert again.get("later").state is TaskState.READY
+
+
+def test_delay_is_measured_on_the_queue_clock(core: QueueCore, clock: FakeClock) -> None:
+    rec = core.enqueue(_delayed(2.5), clock.now())
+    assert rec.state is TaskState.SCHEDULED and rec.due_at == clock.now() + 2.5
+    for bad in (-1.0, math.nan, math.inf, True):
+        with pytest.raises(InvalidScheduleError):
+            core.enqueue(_delayed(bad), clock.now())
+
+
+def _delayed(delay: Any) -> Any:
+    from dataclasses import replace
+
+    return replace(new(), delay=delay)

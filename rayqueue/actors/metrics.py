@@ -1,0 +1,76 @@
+"""MetricsActor: aggregates lifecycle events and exports them to Ray's Prometheus endpoint.
+
+Events arrive in batches from the queue and pool actors (never one call per task). The
+aggregation itself lives in :class:`rayqueue.core.aggregate.MetricsAggregate` (pure);
+this shell adds the clock and the ``ray.util.metrics`` exporters.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ray.util import metrics as ray_metrics
+
+from rayqueue.core.aggregate import BUCKETS, MetricsAggregate
+from rayqueue.info import MetricsSnapshot
+from rayqueue.logging import configure
+
+
+class MetricsActor:
+    """Counts, rates, histograms, depth and the worker table of one queue."""
+
+    def __init__(self, queue: str, window_s: float = 60.0) -> None:
+        configure("metrics")
+        self._queue = queue
+        self._agg = MetricsAggregate(queue, window_s)
+        tags = ("queue", "task", "outcome")
+        self._tasks = ray_metrics.Counter(
+            "rayqueue_tasks_finished", "Attempts finished, by task type and outcome.", tags)
+        self._enqueued = ray_metrics.Counter(
+            "rayqueue_tasks_enqueued", "Tasks enqueued, by task type.", ("queue", "task"))
+        self._wait = ray_metrics.Histogram(
+            "rayqueue_task_wait_seconds", "Time from due to start.", BUCKETS, ("queue", "task"))
+        self._run = ray_metrics.Histogram(
+            "rayqueue_task_run_seconds", "Time from start to end of an attempt.", BUCKETS,
+            ("queue", "task"))
+        self._depth = ray_metrics.Gauge(
+            "rayqueue_queue_depth", "Tasks in the queue, by state.", ("queue", "state"))
+        self._ready = ray_metrics.Gauge(
+            "rayqueue_ready_tasks", "Ready tasks, by pool and priority.",
+            ("queue", "pool", "priority"))
+        self._workers = ray_metrics.Gauge(
+            "rayqueue_workers", "Worker actors, by pool and state.", ("queue", "pool", "state"))
+
+    def __repr__(self) -> str:
+        return f"Metrics({self._queue})"
+
+    async def record(self, events: list[tuple[Any, ...]]) -> None:
+        """Take a batch of events (see ``MetricsAggregate.add``) and export them."""
+        now = time.time()
+        q = self._queue
+        for event in events:
+            self._agg.add(event, now)
+            kind = event[0]
+            if kind == "enqueued":
+                self._enqueued.inc(event[2], {"queue": q, "task": event[1]})
+            elif kind == "started":
+                self._wait.observe(event[2], {"queue": q, "task": event[1]})
+            elif kind == "outcome":
+                self._tasks.inc(1, {"queue": q, "task": event[1], "outcome": event[2]})
+                if event[3] is not None:
+                    self._run.observe(event[3], {"queue": q, "task": event[1]})
+            elif kind == "depth":
+                for state, n in event[1].items():
+                    self._depth.set(n, {"queue": q, "state": state})
+                for pool, by_prio in self._agg.ready_by_priority_all().items():
+                    for prio, n in by_prio.items():
+                        self._ready.set(n, {"queue": q, "pool": pool, "priority": str(prio)})
+            elif kind == "workers":
+                for pool, states in self._agg.workers_by_state().items():
+                    for state, n in states.items():
+                        self._workers.set(n, {"queue": q, "pool": pool, "state": state})
+
+    async def snapshot(self) -> MetricsSnapshot:
+        """Everything aggregated so far."""
+        return self._agg.snapshot(time.time())

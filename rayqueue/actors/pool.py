@@ -1,0 +1,227 @@
+"""PoolManagerActor: keeps each pool's worker count where the backlog wants it.
+
+Every cycle it reads demand from the queue, asks the pure ``ScalingPolicy`` for a
+desired count, spawns workers (Ray resources, spread over nodes) or drains the surplus,
+kills workers whose task overran its timeout, and learns of a dead worker at once by
+awaiting its ``run()`` reference, then hands the worker's leases back to the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from loguru import logger
+
+from rayqueue.actors.worker import WorkerActor
+from rayqueue.config import NAMESPACE, PoolConfig, actor_name
+from rayqueue.core.scaling import ScalingPolicy
+from rayqueue.info import PoolInfo, WorkerInfo
+from rayqueue.logging import configure
+
+#: Seconds between scaling cycles.
+CYCLE_S = 0.25
+#: Longest pause before replacing workers that keep dying (poison tasks, bad nodes).
+MAX_RESPAWN_BACKOFF_S = 5.0
+
+
+@dataclass
+class _Worker:
+    id: str
+    pool: str
+    handle: Any
+    run_ref: Any
+    started_at: float
+    state: str = "starting"
+    node_id: str | None = None
+    pid: int | None = None
+
+
+@dataclass
+class _Pool:
+    config: PoolConfig
+    policy: ScalingPolicy
+    workers: dict[str, _Worker] = field(default_factory=dict)
+    desired: int = 0
+    deaths: int = 0
+    recent_deaths: int = 0
+    next_spawn_at: float = 0.0
+
+
+class PoolManagerActor:
+    """Spawns, drains and replaces the worker actors of a queue's pools."""
+
+    def __init__(self, queue: str, pools: list[PoolConfig], metrics: Any = None,
+                 heartbeat_s: float = 5.0) -> None:
+        configure("pool")
+        self._queue_name = queue
+        self._queue = ray.get_actor(actor_name(queue, "queue"), namespace=NAMESPACE)
+        self._metrics = metrics
+        self._heartbeat_s = heartbeat_s
+        self._pools = {p.name: _Pool(p, ScalingPolicy(p.scaling())) for p in pools}
+        self._ids = itertools.count(1)
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._log = logger.bind(queue=queue)
+
+    def __repr__(self) -> str:
+        return f"PoolManager({self._queue_name}: {', '.join(self._pools)})"
+
+    async def start(self) -> None:
+        """Start the scaling loop (idempotent)."""
+        if self._loop_task is None:
+            self._loop_task = asyncio.get_running_loop().create_task(self._cycle_loop())
+
+    async def _cycle_loop(self) -> None:
+        while not self._stopping:
+            try:
+                await self._cycle()
+            except Exception as err:  # the loop must outlive any one cycle
+                self._log.exception("scaling cycle failed: {}", err, action="pool_cycle_failed")
+            await asyncio.sleep(CYCLE_S)
+
+    async def _cycle(self) -> None:
+        status = await self._queue.pool_status.remote()
+        for task_id, worker_id in status["timed_out"]:
+            self._kill_overrunning(worker_id, task_id)
+        now = time.monotonic()
+        for name, pool in self._pools.items():
+            ready = status["ready"].get(name, 0)
+            leased = status["leased"].get(name, 0)
+            live = [w for w in pool.workers.values() if w.state != "draining"]
+            decision = pool.policy.decide(backlog=ready, in_flight=leased,
+                                          current=len(live), now=now)
+            pool.desired = decision.desired
+            if decision.desired > len(live) and now >= pool.next_spawn_at:
+                for _ in range(decision.desired - len(live)):
+                    self._spawn(pool)
+                self._scaled(pool, len(live), decision.desired, decision.reason)
+            elif decision.desired < len(live):
+                surplus = sorted(live, key=lambda w: w.started_at, reverse=True)
+                for worker in surplus[: len(live) - decision.desired]:
+                    worker.state = "draining"
+                    worker.handle.drain.remote()
+                self._scaled(pool, len(live), decision.desired, decision.reason)
+        self._report_workers()
+
+    def _scaled(self, pool: _Pool, old: int, new: int, reason: str) -> None:
+        self._log.info("pool {} scaled {} -> {} ({})", pool.config.name, old, new, reason,
+                       action="pool_scaled", pool=pool.config.name, old=old, new=new)
+        if pool.config.request_resources and new > old:
+            from ray.autoscaler.sdk import request_resources
+
+            bundle = {"CPU": pool.config.num_cpus, **pool.config.resources}
+            if pool.config.num_gpus:
+                bundle["GPU"] = pool.config.num_gpus
+            request_resources(bundles=[bundle] * new)
+
+    def _spawn(self, pool: _Pool) -> None:
+        cfg = pool.config
+        worker_id = f"{self._queue_name}/{cfg.name}-{next(self._ids)}"
+        handle = (
+            ray.remote(WorkerActor)
+            .options(max_concurrency=cfg.concurrency + 16, max_restarts=0,
+                     namespace=NAMESPACE, **cfg.ray_options())
+            .remote(self._queue_name, cfg.name, worker_id, cfg.concurrency, self._heartbeat_s)
+        )
+        worker = _Worker(worker_id, cfg.name, handle, handle.run.remote(), time.monotonic())
+        pool.workers[worker_id] = worker
+        asyncio.get_running_loop().create_task(self._watch(pool, worker))
+
+    async def _watch(self, pool: _Pool, worker: _Worker) -> None:
+        try:
+            info = await worker.handle.info.remote()
+            worker.node_id, worker.pid = info["node_id"], info["pid"]
+            if worker.state == "starting":
+                worker.state = "running"
+            await worker.run_ref
+        except ray.exceptions.RayError as err:
+            await self._lost(pool, worker, err)
+            return
+        pool.workers.pop(worker.id, None)
+        ray.kill(worker.handle)
+        self._log.info("worker retired", action="worker_retired", worker=worker.id)
+
+    async def _lost(self, pool: _Pool, worker: _Worker, err: Exception) -> None:
+        pool.workers.pop(worker.id, None)
+        pool.deaths += 1
+        lived = time.monotonic() - worker.started_at
+        pool.recent_deaths = 0 if lived > 30 else pool.recent_deaths + 1
+        backoff = min(MAX_RESPAWN_BACKOFF_S, 0.1 * 2 ** max(0, pool.recent_deaths - 1))
+        pool.next_spawn_at = time.monotonic() + backoff
+        self._log.warning("worker {} died ({}); respawn after {:.1f}s", worker.id,
+                          type(err).__name__, backoff, action="worker_lost", worker=worker.id)
+        try:
+            await self._queue.worker_lost.remote(worker.id)
+        except ray.exceptions.RayError as qerr:
+            self._log.error("could not return leases of {}: {}", worker.id, qerr,
+                            action="worker_lost_unreported")
+
+    def _kill_overrunning(self, worker_id: str, task_id: str) -> None:
+        for pool in self._pools.values():
+            worker = pool.workers.get(worker_id)
+            if worker is not None:
+                self._log.warning("killing {}: task {} overran its timeout", worker_id, task_id,
+                                  action="worker_killed_timeout", worker=worker_id,
+                                  task_id=task_id)
+                ray.kill(worker.handle, no_restart=True)
+
+    def _report_workers(self) -> None:
+        if self._metrics is not None:
+            self._metrics.record.remote([("workers", self.pool_infos(), self.worker_infos())])
+
+    def pool_infos(self) -> list[PoolInfo]:
+        """Size and demand of each pool."""
+        return [
+            PoolInfo(name=name, workers=len(p.workers), desired=p.desired, ready=0, leased=0,
+                     min_workers=p.config.min_workers, max_workers=p.config.max_workers,
+                     deaths=p.deaths)
+            for name, p in self._pools.items()
+        ]
+
+    def worker_infos(self) -> list[WorkerInfo]:
+        """Every worker with its pool, node and state."""
+        now_wall, now_mono = time.time(), time.monotonic()
+        return [
+            WorkerInfo(id=w.id, pool=w.pool, state=w.state, node_id=w.node_id, pid=w.pid,
+                       started_at=now_wall - (now_mono - w.started_at))
+            for p in self._pools.values()
+            for w in p.workers.values()
+        ]
+
+    async def workers(self) -> list[WorkerInfo]:
+        """Every worker with its pool, node and state."""
+        return self.worker_infos()
+
+    async def worker_pid(self, worker_id: str) -> int | None:
+        """The process id of a worker (for fault-injection tests)."""
+        for pool in self._pools.values():
+            worker = pool.workers.get(worker_id)
+            if worker is not None:
+                info = await worker.handle.info.remote()
+                return int(info["pid"])
+        return None
+
+    async def shutdown(self, timeout: float = 10.0) -> None:
+        """Drain every worker (waiting up to ``timeout`` s), then kill what is left."""
+        self._stopping = True
+        workers = [w for p in self._pools.values() for w in p.workers.values()]
+        for worker in workers:
+            worker.handle.drain.remote()
+        if workers:
+            await asyncio.wait([asyncio.ensure_future(_settle(w.run_ref)) for w in workers],
+                               timeout=timeout)
+        for worker in workers:
+            ray.kill(worker.handle)
+        for pool in self._pools.values():
+            pool.workers.clear()
+
+
+async def _settle(ref: Any) -> None:
+    with contextlib.suppress(ray.exceptions.RayError):
+        await ref

@@ -1,0 +1,403 @@
+"""QueueActor: one queue's core, storage and clock behind a Ray async actor.
+
+Workers claim by long-polling: a claim that finds nothing parks on a future that an
+enqueue (or a due timer) resolves, so an idle system does not spin and new work starts
+within milliseconds. Reads run in their own concurrency group, so they stay responsive
+while many claims are parked; a lock keeps the two groups' access to the core serial.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, cast
+
+import ray
+from loguru import logger
+
+from rayqueue.core.clock import Clock, SystemClock
+from rayqueue.core.queue import Lease, Outcome, QueueConfig, QueueCore, TickReport
+from rayqueue.core.record import NewTask, ScheduleRecord, TaskRecord, TaskState
+from rayqueue.core.retry import RetryPolicy
+from rayqueue.core.schedule import MisfirePolicy, ScheduleSpec
+from rayqueue.core.stats import QueueStats
+from rayqueue.errors import StorageError
+from rayqueue.info import TaskInfo
+from rayqueue.logging import configure, debug_enabled
+from rayqueue.storage.base import Storage
+from rayqueue.storage.memory import InMemoryStorage
+
+#: Longest sleep of the timer loop; bounds how late a due task or expired lease is seen.
+TICK_MAX_S = 0.05
+#: How often lifecycle events are flushed to the metrics actor.
+FLUSH_EVERY_S = 0.5
+
+Event = tuple[Any, ...]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _control(method: F) -> F:
+    """Run ``method`` in the actor's ``control`` concurrency group."""
+    return cast(F, ray.method(concurrency_group="control")(method))
+
+
+class QueueActor:
+    """The owner of one queue's tasks. Created by :func:`rayqueue.init`."""
+
+    def __init__(
+        self,
+        name: str,
+        config: QueueConfig | None = None,
+        metrics: Any = None,
+        storage: Storage | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        configure("queue")
+        self._name = name
+        self._core = QueueCore(config, storage if storage is not None else InMemoryStorage())
+        self._clock = clock or SystemClock()
+        self._lock = threading.Lock()
+        self._metrics = metrics
+        self._claims: dict[str, deque[asyncio.Future[None]]] = {}
+        self._results: dict[str, list[asyncio.Future[None]]] = {}
+        self._types: dict[str, bytes] = {}
+        self._events: list[Event] = []
+        self._timed_out: list[tuple[str, str]] = []
+        self._ticker: asyncio.Task[None] | None = None
+        self._log = logger.bind(queue=name)
+
+    def __repr__(self) -> str:
+        return f"QueueActor({self._name})"
+
+    # ------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        """Start the timer loop (idempotent). Called once by the creating client."""
+        if self._ticker is None:
+            self._ticker = asyncio.get_running_loop().create_task(self._tick_loop())
+            self._log.info("queue started", action="queue_started")
+
+    async def _tick_loop(self) -> None:
+        last_flush = 0.0
+        while True:
+            now = self._clock.now()
+            try:
+                with self._lock:
+                    report = self._core.tick(now)
+                    wake = self._core.next_wakeup()
+                self._after_tick(report)
+            except StorageError as err:
+                self._log.error("tick failed: {}", err, action="queue_tick_failed")
+                wake = None
+            mono = time.monotonic()
+            if mono - last_flush >= FLUSH_EVERY_S:
+                last_flush = mono
+                self._flush_events()
+            delay = TICK_MAX_S if wake is None else min(max(wake - now, 0.001), TICK_MAX_S)
+            await asyncio.sleep(delay)
+
+    def _after_tick(self, report: TickReport) -> None:
+        if report.promoted:
+            self._wake_claims(None, report.promoted)
+        for task_id in report.expired:
+            self._event_of(task_id, "lost")
+        for task_id, worker in report.timed_out:
+            self._timed_out.append((task_id, worker))
+            self._log.warning("task timed out on {}", worker, action="task_timed_out",
+                              task_id=task_id, worker=worker)
+            self._event_of(task_id, "timed_out")
+        for task_id in report.dead:
+            self._log.warning("task dead", action="task_dead", task_id=task_id)
+        self._resolve_results([*report.dead, *report.expired,
+                               *(t for t, _ in report.timed_out)])
+
+    # ---------------------------------------------------------------- events
+    def _event_of(self, task_id: str, outcome: str) -> None:
+        rec = self._core.find(task_id)
+        if rec is not None:
+            self._events.append(("outcome", rec.task_name, outcome, None))
+            if rec.state is TaskState.DEAD:
+                self._events.append(("outcome", rec.task_name, "dead", None))
+
+    def _flush_events(self) -> None:
+        with self._lock:
+            stats = self._core.stats()
+        events, self._events = self._events, []
+        events.append(("depth", stats.by_state, stats.ready_by_priority))
+        if self._metrics is not None:
+            self._metrics.record.remote(events)
+
+    # ------------------------------------------------------------- producers
+    async def enqueue_many(self, news: Sequence[NewTask]) -> list[TaskInfo]:
+        """Add tasks (all or nothing); returns their records in order."""
+        now = self._clock.now()
+        with self._lock:
+            before = self._core.size()
+            recs = self._core.enqueue_many(news, now)
+            added = self._core.size() - before
+        counts: dict[str, int] = {}
+        for rec in recs:
+            counts[rec.task_name] = counts.get(rec.task_name, 0) + 1
+        self._events.extend(("enqueued", name, n) for name, n in counts.items())
+        if added:
+            self._wake_claims(None, added)
+        if debug_enabled():
+            for rec in recs:
+                self._log.debug("task enqueued", action="task_enqueued", task_id=rec.id,
+                                task=rec.task_name, priority=rec.priority)
+        return [TaskInfo.of(r) for r in recs]
+
+    async def register_types(self, types: dict[str, bytes]) -> None:
+        """Keep task classes (cloudpickled by the client) for workers that lack them.
+
+        This is code the driver ships, like Ray ships functions; it is never stored in
+        the journal, which holds names and JSON only.
+        """
+        self._types.update(types)
+
+    async def add_schedule(
+        self,
+        *,
+        schedule_id: str,
+        task_name: str,
+        payload: str,
+        spec: ScheduleSpec,
+        priority: int,
+        pool: str,
+        misfire: MisfirePolicy,
+        retry: RetryPolicy,
+        timeout: float | None,
+    ) -> ScheduleRecord:
+        """Create a periodic schedule (idempotent)."""
+        with self._lock:
+            return self._core.add_schedule(
+                schedule_id=schedule_id, task_name=task_name, payload=payload, spec=spec,
+                now=self._clock.now(), priority=priority, pool=pool, misfire=misfire,
+                retry=retry, timeout=timeout,
+            )
+
+    async def cancel(self, task_id: str) -> str:
+        """Cancel a queued task or stop a schedule; returns the new state."""
+        with self._lock:
+            out = self._core.cancel(task_id, self._clock.now())
+        self._resolve_results([task_id])
+        return out.state.value if isinstance(out, TaskRecord) else "removed"
+
+    async def retry_dead(self, task_id: str) -> TaskInfo:
+        """Put a dead task back to ready."""
+        with self._lock:
+            rec = self._core.retry_dead(task_id, self._clock.now())
+        self._wake_claims(rec.pool, 1)
+        return TaskInfo.of(rec)
+
+    async def close(self) -> None:
+        """Refuse further enqueues."""
+        with self._lock:
+            self._core.close()
+
+    # --------------------------------------------------------------- workers
+    async def claim(
+        self, worker: str, pool: str = "default", max_n: int = 1, wait: float = 1.0
+    ) -> list[Lease]:
+        """Lease up to ``max_n`` tasks of ``pool``, waiting up to ``wait`` s for work."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, wait)
+        while True:
+            now = self._clock.now()
+            with self._lock:
+                leases = self._core.claim(worker, max_n, now, pool)
+            if leases or loop.time() >= deadline:
+                break
+            fut: asyncio.Future[None] = loop.create_future()
+            self._claims.setdefault(pool, deque()).append(fut)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(fut, deadline - loop.time())
+        for lease in leases:
+            wait_s = max(0.0, now - self._core_due(lease))
+            self._events.append(("started", lease.task_name, wait_s))
+        return leases
+
+    def _core_due(self, lease: Lease) -> float:
+        rec = self._core.find(lease.task_id)
+        return rec.due_at if rec is not None else self._clock.now()
+
+    def _wake_claims(self, pool: str | None, n: int) -> None:
+        pools = [pool] if pool is not None else list(self._claims)
+        for name in pools:
+            waiters = self._claims.get(name)
+            woken = 0
+            while waiters and woken < n:
+                fut = waiters.popleft()
+                if not fut.done():
+                    fut.set_result(None)
+                    woken += 1
+
+    async def report(self, worker: str, outcomes: Sequence[Outcome]) -> list[bool]:
+        """Record finished attempts in one write; ``False`` marks a fenced (stale) one."""
+        now = self._clock.now()
+        with self._lock:
+            started = {o.task_id: self._started_at(o.task_id) for o in outcomes}
+            recs = self._core.complete_many(outcomes, now)
+        done: list[str] = []
+        for outcome, rec in zip(outcomes, recs, strict=True):
+            if rec is None:
+                self._log.info("stale report ignored", action="task_report_fenced",
+                               task_id=outcome.task_id, worker=worker)
+                continue
+            run_s = max(0.0, now - (started[outcome.task_id] or now))
+            self._events.append(("outcome", rec.task_name, _outcome_of(rec), run_s))
+            self._log_outcome(rec, worker)
+            if rec.state.terminal:
+                done.append(rec.id)
+        self._resolve_results(done)
+        return [r is not None for r in recs]
+
+    def _started_at(self, task_id: str) -> float | None:
+        rec = self._core.find(task_id)
+        return rec.started_at if rec is not None else None
+
+    def _log_outcome(self, rec: TaskRecord, worker: str) -> None:
+        log = self._log.bind(task_id=rec.id, task=rec.task_name, attempt=rec.attempts,
+                             worker=worker)
+        if rec.state is TaskState.SUCCEEDED:
+            if debug_enabled():
+                log.debug("task succeeded", action="task_succeeded")
+        elif rec.state is TaskState.FAILED:
+            err = rec.error
+            log.info("task failed ({}), retry in {:.2f}s", err.type if err else "?",
+                     rec.due_at - rec.updated_at, action="task_retry_scheduled")
+        elif rec.state is TaskState.DEAD:
+            err = rec.error
+            log.warning("task dead ({}): {}", rec.reason, err.message if err else "",
+                        action="task_dead", reason=rec.reason)
+
+    async def heartbeat(self, refs: Sequence[tuple[str, int]]) -> list[bool]:
+        """Extend leases; ``False`` tells the worker its lease is gone."""
+        with self._lock:
+            return self._core.heartbeat(refs, self._clock.now())
+
+    async def release(self, task_id: str, token: int) -> None:
+        """Give a leased task back unrun."""
+        with self._lock:
+            rec = self._core.release(task_id, token, self._clock.now())
+        self._wake_claims(rec.pool, 1)
+
+    async def worker_lost(self, worker: str) -> list[str]:
+        """Return a dead worker's leases to the queue (each counts a lost attempt)."""
+        with self._lock:
+            ids = self._core.worker_lost(worker, self._clock.now())
+        for task_id in ids:
+            self._event_of(task_id, "lost")
+        if ids:
+            self._log.warning("worker lost; {} lease(s) returned", len(ids),
+                              action="worker_lost", worker=worker, task_ids=ids)
+            self._wake_claims(None, len(ids))
+            self._resolve_results(ids)
+        return ids
+
+    # --------------------------------------------------------------- results
+    async def wait_results(self, task_ids: Sequence[str], timeout: float) -> list[TaskInfo | None]:
+        """Wait until every task is finished, or ``timeout`` s; return their records."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout)
+        for task_id in task_ids:
+            while True:
+                with self._lock:
+                    rec = self._core.find(task_id)
+                if rec is None or rec.state.terminal or loop.time() >= deadline:
+                    break
+                fut: asyncio.Future[None] = loop.create_future()
+                self._results.setdefault(task_id, []).append(fut)
+                try:
+                    await asyncio.wait_for(fut, deadline - loop.time())
+                except asyncio.TimeoutError:
+                    break
+        with self._lock:
+            return [_info(self._core.find(i)) for i in task_ids]
+
+    def _resolve_results(self, task_ids: Sequence[str]) -> None:
+        for task_id in task_ids:
+            for fut in self._results.pop(task_id, ()):
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def join(self, timeout: float) -> bool:
+        """Wait until no unfinished task is left (or ``timeout``); True if drained."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            with self._lock:
+                if self._core.size() == 0:
+                    return True
+            await asyncio.sleep(0.02)  # an actor-side poll, cheap and bounded
+        with self._lock:
+            return self._core.size() == 0
+
+    # ----------------------------------------------------------------- reads
+    @_control
+    async def stats(self) -> QueueStats:
+        """Counts by state and priority."""
+        with self._lock:
+            return self._core.stats()
+
+    @_control
+    async def peek(self, pool: str = "default") -> TaskInfo | None:
+        """The next task a claim on ``pool`` would get."""
+        with self._lock:
+            return _info(self._core.peek(pool))
+
+    @_control
+    async def get(self, task_id: str) -> TaskInfo | None:
+        """One task's record, or None."""
+        with self._lock:
+            return _info(self._core.find(task_id))
+
+    @_control
+    async def dead_letters(self, limit: int = 100) -> list[TaskInfo]:
+        """Dead tasks, most recent first."""
+        with self._lock:
+            return [TaskInfo.of(r) for r in self._core.dead_letters(limit)]
+
+    @_control
+    async def schedules(self) -> list[ScheduleRecord]:
+        """Periodic schedules."""
+        with self._lock:
+            return self._core.schedules()
+
+    @_control
+    async def pool_status(self) -> dict[str, Any]:
+        """Demand per pool, and workers whose task overran its timeout (taken once)."""
+        with self._lock:
+            pools = {p: self._core.ready_count(p) for p in self._core.pools()}
+            leased = self._core.leased_by_pool()
+        timed_out, self._timed_out = self._timed_out, []
+        return {"ready": pools, "leased": leased, "timed_out": timed_out}
+
+    @_control
+    async def get_type(self, task_name: str) -> bytes | None:
+        """A task class shipped by a client, cloudpickled."""
+        return self._types.get(task_name)
+
+    @_control
+    async def ping(self) -> str:
+        """Liveness check."""
+        return self._name
+
+
+def _info(rec: TaskRecord | None) -> TaskInfo | None:
+    return None if rec is None else TaskInfo.of(rec)
+
+
+def _outcome_of(rec: TaskRecord) -> str:
+    if rec.state is TaskState.SUCCEEDED:
+        return "succeeded"
+    if rec.state is TaskState.DEAD:
+        return "dead"
+    return "retried"
+
+
+#: Concurrency groups of the actor: reads get their own, so parked claims never block them.
+CONCURRENCY_GROUPS = {"control": 8}

@@ -1,0 +1,480 @@
+"""The client: ``init``/``connect``, the typed ``TaskQueue[T]`` and ``TaskHandle[R]``.
+
+This is a facade over the queue's actors, in the way Ray's ``util/queue.py`` is: sync
+methods with async twins where waiting is involved, batch calls, and every Ray or
+asyncio error translated into the rayqueue error tree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+import uuid
+from collections.abc import Awaitable, Generator, Iterable, Sequence
+from typing import Any, Generic, TypeVar
+
+import ray
+import ray.cloudpickle as cloudpickle
+
+from rayqueue.actors.metrics import MetricsActor
+from rayqueue.actors.pool import PoolManagerActor
+from rayqueue.actors.queue import CONCURRENCY_GROUPS, QueueActor
+from rayqueue.config import NAMESPACE, PoolConfig, actor_name
+from rayqueue.core.queue import Failure, Lease, Outcome, QueueConfig
+from rayqueue.core.record import ErrorInfo
+from rayqueue.core.retry import Retry
+from rayqueue.core.schedule import (
+    CronSpec,
+    IntervalSpec,
+    MisfirePolicy,
+    ScheduleSpec,
+    delay_to_seconds,
+    to_epoch,
+)
+from rayqueue.core.stats import QueueStats
+from rayqueue.errors import (
+    InvalidScheduleError,
+    QueueUnavailableError,
+    RayQueueError,
+    ResultTimeoutError,
+    TaskFailedError,
+    TaskNotFoundError,
+)
+from rayqueue.info import MetricsSnapshot, TaskInfo, WorkerInfo
+from rayqueue.task import Task, decode_payload, decode_result, encode_result, to_new_task
+
+T = TypeVar("T", bound=Task[Any])
+R = TypeVar("R")
+
+#: Longest single wait inside one actor call; longer waits loop, so no call hangs forever.
+_WAIT_SLICE_S = 30.0
+
+
+def _translate(err: BaseException) -> BaseException:
+    """Map a Ray error to the rayqueue error it stands for."""
+    if isinstance(err, ray.exceptions.RayTaskError):
+        cause = err.cause
+        if isinstance(cause, RayQueueError):
+            return cause
+        if isinstance(cause, (ValueError, TypeError)):
+            return cause
+    if isinstance(err, (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)):
+        return QueueUnavailableError(
+            f"the queue's actor is unreachable ({type(err).__name__}); the operation may "
+            "not have happened: retry with the same task ids to be safe"
+        )
+    if isinstance(err, ray.exceptions.GetTimeoutError):
+        return QueueUnavailableError(f"the queue's actor did not answer in time: {err}")
+    return err
+
+
+def _get(ref: Any, timeout: float | None = None) -> Any:
+    try:
+        return ray.get(ref, timeout=timeout)
+    except ray.exceptions.RayError as err:
+        raise _translate(err) from None
+
+
+async def _aget(ref: Any) -> Any:
+    try:
+        return await ref
+    except ray.exceptions.RayError as err:
+        raise _translate(err) from None
+
+
+def _ensure_ray(address: str | None, ray_init: dict[str, Any] | None) -> None:
+    if not ray.is_initialized():
+        ray.init(address=address, **(ray_init or {}))
+
+
+def init(
+    name: str = "default",
+    *,
+    pools: Sequence[PoolConfig] | None = None,
+    config: QueueConfig | None = None,
+    address: str | None = None,
+    ray_init: dict[str, Any] | None = None,
+    heartbeat_s: float | None = None,
+) -> TaskQueue[Any]:
+    """Start (or find) queue ``name`` with its queue, pool and metrics actors.
+
+    Joins the Ray cluster at ``address`` (or the one running on this machine, or starts
+    a local one with ``ray_init`` keywords). The actors are detached and named in the
+    ``rayqueue`` namespace, so other drivers, notebooks and Ray jobs attach with
+    :func:`connect`. Creating is idempotent: a queue that exists is joined as it is.
+
+    Args:
+        name: the queue's name.
+        pools: worker pools (default: one ``default`` pool).
+        config: the queue's rules (lease TTL, aging, result TTL, max size...).
+        address: a Ray cluster address (``auto``, ``ray://...``), or None.
+        ray_init: keywords for ``ray.init`` when a local Ray is started.
+        heartbeat_s: how often workers renew leases (default: a third of the lease TTL).
+    """
+    _ensure_ray(address, ray_init)
+    config = config or QueueConfig()
+    pools = list(pools or [PoolConfig()])
+    names = [p.name for p in pools]
+    if len(set(names)) != len(names):
+        raise ValueError(f"pool names must be unique, got {names}")
+    beat = heartbeat_s if heartbeat_s is not None else config.lease_ttl / 3
+    common = {"namespace": NAMESPACE, "lifetime": "detached", "get_if_exists": True,
+              "num_cpus": 0}
+    metrics = ray.remote(MetricsActor).options(
+        name=actor_name(name, "metrics"), **common).remote(name)
+    queue = ray.remote(concurrency_groups=CONCURRENCY_GROUPS)(QueueActor).options(
+        name=actor_name(name, "queue"), max_concurrency=10_000, **common,
+    ).remote(name, config, metrics)
+    _get(queue.start.remote())
+    pool = ray.remote(PoolManagerActor).options(
+        name=actor_name(name, "pool"), max_concurrency=1_000, **common,
+    ).remote(name, pools, metrics, beat)
+    _get(pool.start.remote())
+    return TaskQueue(name, queue, pool, metrics)
+
+
+def connect(name: str = "default", *, address: str | None = None,
+            ray_init: dict[str, Any] | None = None) -> TaskQueue[Any]:
+    """Attach to a queue created by :func:`init` (in this or another driver).
+
+    Raises:
+        QueueUnavailableError: no queue of that name runs on the cluster.
+    """
+    _ensure_ray(address, ray_init)
+    handles = []
+    for role in ("queue", "pool", "metrics"):
+        try:
+            handles.append(ray.get_actor(actor_name(name, role), namespace=NAMESPACE))
+        except ValueError:
+            raise QueueUnavailableError(
+                f"no rayqueue queue named {name!r} on this cluster: create it with "
+                f"rayqueue.init({name!r})"
+            ) from None
+    return TaskQueue(name, *handles)
+
+
+class TaskHandle(Generic[R]):
+    """A promise of one task's result; ``await handle`` or ``handle.result()``."""
+
+    def __init__(self, queue: TaskQueue[Any], task_id: str,
+                 task_cls: type[Task[R]] | None) -> None:
+        self.id = task_id
+        self._queue = queue
+        self._cls = task_cls
+
+    def __repr__(self) -> str:
+        return f"TaskHandle({self.id!r})"
+
+    def info(self) -> TaskInfo:
+        """The task's record now."""
+        return self._queue.get(self.id)
+
+    def status(self) -> str:
+        """The task's state now (``ready``, ``leased``, ``succeeded``, ...)."""
+        return self.info().state
+
+    def cancel(self) -> str:
+        """Cancel the task if it has not started."""
+        return self._queue.cancel(self.id)
+
+    def result(self, timeout: float | None = None) -> R:
+        """Wait for the result.
+
+        Raises:
+            ResultTimeoutError: not finished within ``timeout`` seconds.
+            TaskFailedError: the task ended dead or cancelled (carries the remote error).
+        """
+        info = self._queue._wait([self.id], timeout)[0]
+        return self._value(info, timeout)
+
+    async def result_async(self, timeout: float | None = None) -> R:
+        """Like :meth:`result`, without blocking the event loop."""
+        info = (await self._queue._wait_async([self.id], timeout))[0]
+        return self._value(info, timeout)
+
+    def __await__(self) -> Generator[Any, None, R]:
+        return self.result_async().__await__()
+
+    def _value(self, info: TaskInfo | None, timeout: float | None) -> R:
+        if info is None:
+            raise TaskNotFoundError(self.id)
+        if not info.terminal:
+            raise ResultTimeoutError(self.id, timeout or 0.0)
+        if info.state != "succeeded":
+            raise TaskFailedError(self.id, info.state, info.error_type or info.reason,
+                                  info.error_message)
+        return _decode(self._cls, info.result_json or "null")
+
+
+def _decode(cls: type[Task[R]] | None, text: str) -> R:
+    if cls is None:
+        import json
+
+        value: R = json.loads(text)
+        return value
+    return decode_result(cls, text)
+
+
+class ClaimedTask(Generic[T]):
+    """A task taken with :meth:`TaskQueue.dequeue`; finish it with ack, fail or release."""
+
+    def __init__(self, queue: TaskQueue[Any], lease: Lease, task: T) -> None:
+        self.lease = lease
+        self.task = task
+        self._queue = queue
+
+    @property
+    def id(self) -> str:
+        """The task id."""
+        return self.lease.task_id
+
+    @property
+    def attempt(self) -> int:
+        """Which attempt this is (1-based)."""
+        return self.lease.attempt
+
+    def ack(self, result: Any) -> bool:
+        """Report success; False if the lease was no longer current (fenced)."""
+        text = encode_result(type(self.task), result)
+        return bool(self._queue._report(Outcome(self.id, self.lease.token, result=text)))
+
+    def fail(self, exc: BaseException) -> bool:
+        """Report a failure; the task's retry policy decides what happens next."""
+        retry_delay = exc.delay if isinstance(exc, Retry) else None
+        failure = Failure(ErrorInfo.from_exception(exc),
+                          retryable=type(self.task).retry.is_retryable(exc),
+                          retry_delay=retry_delay)
+        return bool(self._queue._report(Outcome(self.id, self.lease.token, failure=failure)))
+
+    def release(self) -> None:
+        """Give the task back unrun (the attempt does not count)."""
+        _get(self._queue._actor.release.remote(self.id, self.lease.token))
+
+
+class TaskQueue(Generic[T]):
+    """A queue of tasks of type ``T`` (use ``TaskQueue[Any]`` for mixed types)."""
+
+    def __init__(self, name: str, queue: Any, pool: Any, metrics: Any) -> None:
+        self.name = name
+        self._actor = queue
+        self._pool = pool
+        self._metrics = metrics
+        self._shipped: set[type[Task[Any]]] = set()
+        self._client_id = f"client-{uuid.uuid4().hex[:8]}"
+
+    def __repr__(self) -> str:
+        return f"TaskQueue({self.name!r})"
+
+    # -------------------------------------------------------------- producing
+    def enqueue(
+        self,
+        task: Task[R],
+        *,
+        priority: int | None = None,
+        run_at: dt.datetime | None = None,
+        delay: float | dt.timedelta | None = None,
+        task_id: str | None = None,
+    ) -> TaskHandle[R]:
+        """Add one task; returns once it is in the queue's journal.
+
+        Args:
+            task: a task instance (its payload is validated here and on the worker).
+            priority: overrides the class default; int in [0, 100], higher first.
+            run_at: a timezone-aware time to run at.
+            delay: seconds (or timedelta) from now, on the queue's clock.
+            task_id: your id, to make the enqueue idempotent.
+        """
+        return self.enqueue_many([task], priority=priority, run_at=run_at, delay=delay,
+                                 task_ids=None if task_id is None else [task_id])[0]
+
+    def enqueue_many(
+        self,
+        tasks: Iterable[Task[R]],
+        *,
+        priority: int | None = None,
+        run_at: dt.datetime | None = None,
+        delay: float | dt.timedelta | None = None,
+        task_ids: Sequence[str] | None = None,
+    ) -> list[TaskHandle[R]]:
+        """Add many tasks in one call and one journal write; all or nothing."""
+        tasks = list(tasks)
+        if task_ids is not None and len(task_ids) != len(tasks):
+            raise ValueError(f"{len(task_ids)} task ids for {len(tasks)} tasks")
+        if run_at is not None and delay is not None:
+            raise InvalidScheduleError("give run_at or delay, not both")
+        at = None if run_at is None else to_epoch(run_at)
+        after = None if delay is None else delay_to_seconds(delay)
+        ids: Sequence[str | None] = task_ids if task_ids is not None else [None] * len(tasks)
+        news = [to_new_task(t, priority=priority, run_at=at, delay=after, task_id=i)
+                for t, i in zip(tasks, ids, strict=True)]
+        self._ship({type(t) for t in tasks})
+        infos: list[TaskInfo] = _get(self._actor.enqueue_many.remote(news))
+        return [TaskHandle(self, info.id, type(t)) for info, t in zip(infos, tasks, strict=True)]
+
+    def _ship(self, classes: set[type[Task[Any]]]) -> None:
+        fresh = classes - self._shipped
+        if fresh:
+            blobs = {c.task_name: cloudpickle.dumps(c) for c in fresh}
+            _get(self._actor.register_types.remote(blobs))
+            self._shipped |= fresh
+
+    def schedule(
+        self,
+        task: Task[Any],
+        *,
+        every: float | dt.timedelta | None = None,
+        cron: str | None = None,
+        tz: str = "UTC",
+        schedule_id: str | None = None,
+        priority: int | None = None,
+        misfire: MisfirePolicy | str = MisfirePolicy.RUN_ONCE,
+    ) -> str:
+        """Run ``task`` periodically: ``every`` seconds, or by ``cron`` in time zone ``tz``.
+
+        Returns the schedule id (stop it with :meth:`cancel`). Creating the same id
+        again with the same task is a no-op.
+        """
+        spec: ScheduleSpec
+        if (every is None) == (cron is None):
+            raise InvalidScheduleError("give exactly one of every= or cron=")
+        if every is not None:
+            spec = IntervalSpec(delay_to_seconds(every))
+        else:
+            spec = CronSpec(str(cron), tz)
+        new = to_new_task(task, priority=priority)
+        self._ship({type(task)})
+        sid = schedule_id or f"schedule-{uuid.uuid4().hex[:12]}"
+        _get(self._actor.add_schedule.remote(
+            schedule_id=sid, task_name=new.task_name, payload=new.payload, spec=spec,
+            priority=new.priority, pool=new.pool, misfire=MisfirePolicy(misfire),
+            retry=new.retry, timeout=new.timeout))
+        return sid
+
+    # -------------------------------------------------------------- consuming
+    def dequeue(self, timeout: float = 0.0, pool: str = "default") -> ClaimedTask[T] | None:
+        """Claim the next task for this caller under a lease (None if none came).
+
+        The caller must ``ack``, ``fail`` or ``release`` it before the lease expires.
+        """
+        leases: list[Lease] = _get(self._actor.claim.remote(self._client_id, pool, 1, timeout))
+        if not leases:
+            return None
+        lease = leases[0]
+        task: T = decode_payload(lease.task_name, lease.payload)  # type: ignore[assignment]
+        return ClaimedTask(self, lease, task)
+
+    def _report(self, outcome: Outcome) -> bool:
+        return bool(_get(self._actor.report.remote(self._client_id, [outcome]))[0])
+
+    # ------------------------------------------------------------------ reads
+    def peek(self, pool: str = "default") -> TaskInfo | None:
+        """The task a worker of ``pool`` would get next, without taking it."""
+        info: TaskInfo | None = _get(self._actor.peek.remote(pool))
+        return info
+
+    def get(self, task_id: str) -> TaskInfo:
+        """A task's record. Raises :class:`TaskNotFoundError`."""
+        info: TaskInfo | None = _get(self._actor.get.remote(task_id))
+        if info is None:
+            raise TaskNotFoundError(task_id)
+        return info
+
+    def handle(self, task_id: str, task_cls: type[Task[R]] | None = None) -> TaskHandle[R]:
+        """A handle on an existing task (e.g. one enqueued by another driver)."""
+        return TaskHandle(self, task_id, task_cls)
+
+    def stats(self) -> QueueStats:
+        """Counts by state and by pool and priority."""
+        stats: QueueStats = _get(self._actor.stats.remote())
+        return stats
+
+    def size(self) -> int:
+        """Unfinished tasks."""
+        return self.stats().size
+
+    def cancel(self, task_id: str) -> str:
+        """Cancel a task that has not started, or stop a schedule."""
+        state: str = _get(self._actor.cancel.remote(task_id))
+        return state
+
+    def dead_letters(self, limit: int = 100) -> list[TaskInfo]:
+        """Dead tasks with their reasons and last errors, most recent first."""
+        dead: list[TaskInfo] = _get(self._actor.dead_letters.remote(limit))
+        return dead
+
+    def retry_dead(self, task_id: str) -> TaskInfo:
+        """Put a dead task back in the queue with fresh attempts."""
+        info: TaskInfo = _get(self._actor.retry_dead.remote(task_id))
+        return info
+
+    def metrics(self) -> MetricsSnapshot:
+        """The metrics actor's aggregate: counts, rates, histograms, workers."""
+        snap: MetricsSnapshot = _get(self._metrics.snapshot.remote())
+        return snap
+
+    def workers(self) -> list[WorkerInfo]:
+        """Every worker actor with its pool, node and state."""
+        workers: list[WorkerInfo] = _get(self._pool.workers.remote())
+        return workers
+
+    # ---------------------------------------------------------------- waiting
+    def _wait(self, ids: Sequence[str], timeout: float | None) -> list[TaskInfo | None]:
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = _WAIT_SLICE_S if end is None else max(0.0, min(_WAIT_SLICE_S,
+                                                                  end - time.monotonic()))
+            infos: list[TaskInfo | None] = _get(self._actor.wait_results.remote(ids, left))
+            if all(i is None or i.terminal for i in infos) or (
+                end is not None and time.monotonic() >= end
+            ):
+                return infos
+
+    async def _wait_async(self, ids: Sequence[str],
+                          timeout: float | None) -> list[TaskInfo | None]:
+        loop = asyncio.get_running_loop()
+        end = None if timeout is None else loop.time() + timeout
+        while True:
+            left = _WAIT_SLICE_S if end is None else max(0.0, min(_WAIT_SLICE_S,
+                                                                  end - loop.time()))
+            infos: list[TaskInfo | None] = await _aget(self._actor.wait_results.remote(ids, left))
+            if all(i is None or i.terminal for i in infos) or (
+                end is not None and loop.time() >= end
+            ):
+                return infos
+
+    def results(self, handles: Sequence[TaskHandle[R]], timeout: float | None = None) -> list[R]:
+        """Wait for many results with one call per slice (not one per task)."""
+        infos = self._wait([h.id for h in handles], timeout)
+        return [h._value(i, timeout) for h, i in zip(handles, infos, strict=True)]
+
+    def join(self, timeout: float = 60.0) -> None:
+        """Wait until no unfinished task is left (scheduled and retrying ones count).
+
+        Raises:
+            ResultTimeoutError: tasks were still unfinished after ``timeout`` seconds.
+        """
+        end = time.monotonic() + timeout
+        while True:
+            left = min(_WAIT_SLICE_S, max(0.0, end - time.monotonic()))
+            if _get(self._actor.join.remote(left)):
+                return
+            if time.monotonic() >= end:
+                raise ResultTimeoutError(f"<queue {self.name}>", timeout)
+
+    def wait(self, aw: Awaitable[R]) -> R:
+        """Run an awaitable to completion (for scripts mixing sync and async)."""
+        return asyncio.get_event_loop().run_until_complete(aw)
+
+    # -------------------------------------------------------------- lifecycle
+    def close(self) -> None:
+        """Refuse further enqueues (``QueueClosedError``); running work finishes."""
+        _get(self._actor.close.remote())
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Drain the workers, then remove this queue's actors from the cluster."""
+        try:
+            _get(self._pool.shutdown.remote(timeout))
+        finally:
+            for handle in (self._pool, self._actor, self._metrics):
+                ray.kill(handle)

@@ -1,0 +1,115 @@
+"""Public read models: what a client, CLI, notebook or dashboard is told about tasks."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from rayqueue.core.record import TaskRecord
+
+
+class TaskInfo(BaseModel):
+    """A task as the queue knows it, for reading (never for changing it)."""
+
+    id: str
+    task_name: str
+    state: str
+    priority: int
+    pool: str
+    attempts: int
+    lost_attempts: int
+    created_at: float
+    due_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    worker: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    traceback: str | None = None
+    reason: str | None = None
+    result_json: str | None = None
+    payload_json: str
+    schedule_id: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the task has finished (succeeded, dead or cancelled)."""
+        return self.state in ("succeeded", "dead", "cancelled")
+
+    @classmethod
+    def of(cls, rec: TaskRecord) -> TaskInfo:
+        """Build from a core record."""
+        err = rec.error
+        return cls(
+            id=rec.id,
+            task_name=rec.task_name,
+            state=rec.state.value,
+            priority=rec.priority,
+            pool=rec.pool,
+            attempts=rec.attempts,
+            lost_attempts=rec.lost_attempts,
+            created_at=rec.created_at,
+            due_at=rec.due_at,
+            started_at=rec.started_at,
+            finished_at=rec.finished_at,
+            worker=rec.worker,
+            error_type=err.type if err else None,
+            error_message=err.message if err else None,
+            traceback=err.traceback if err else None,
+            reason=rec.reason,
+            result_json=rec.result,
+            payload_json=rec.payload,
+            schedule_id=rec.schedule_id,
+        )
+
+
+class WorkerInfo(BaseModel):
+    """One worker actor as its pool manager sees it."""
+
+    id: str
+    pool: str
+    state: str  # starting | running | draining
+    node_id: str | None = None
+    pid: int | None = None
+    started_at: float
+
+
+class PoolInfo(BaseModel):
+    """A pool's size and demand at one moment."""
+
+    name: str
+    workers: int
+    desired: int
+    ready: int
+    leased: int
+    min_workers: int
+    max_workers: int
+    deaths: int = 0
+
+
+class MetricsSnapshot(BaseModel):
+    """What the metrics actor has aggregated, for the CLI, notebooks and dashboards."""
+
+    queue: str
+    taken_at: float
+    #: finished tasks per task name, then outcome (succeeded, retried, dead, lost, ...)
+    counts: dict[str, dict[str, int]]
+    #: enqueued tasks per task name
+    enqueued: dict[str, int]
+    #: tasks finished per second over the sliding window, by outcome
+    rates: dict[str, float]
+    window_s: float
+    #: success share of finished attempts in the window (None when none finished)
+    success_ratio: float | None
+    #: histogram bucket upper bounds (seconds) and counts, plus sums
+    wait_buckets: list[float]
+    wait_counts: list[int]
+    run_counts: list[int]
+    wait_sum: float
+    run_sum: float
+    #: queue depth by state, and ready tasks by pool then priority
+    depth: dict[str, int]
+    ready_by_priority: dict[str, dict[int, int]]
+    pools: list[PoolInfo]
+    workers: list[WorkerInfo]
+    #: worker count over time: (time, pool, workers) samples
+    worker_history: list[tuple[float, str, int]]
