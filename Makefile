@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m tasks.demo_core
+	$(BIN)/python -m tasks.demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

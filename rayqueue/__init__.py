@@ -8,7 +8,7 @@ and task definitions stay cheap to import in tests and tools.
 from typing import TYPE_CHECKING, Any
 
 from rayqueue.config import PoolConfig
-from rayqueue.core.clock import Clock, FakeClock, SystemClock
+from rayqueue.core.clock import Clock, FakeClock, OffsetClock, SystemClock
 from rayqueue.core.priority import PRIORITY_MAX, PRIORITY_MIN, Priority
 from rayqueue.core.queue import Failure, Lease, Outcome, QueueConfig, QueueCore, TickReport
 from rayqueue.core.record import ErrorInfo, NewTask, ScheduleRecord, TaskRecord, TaskState
@@ -37,8 +37,8 @@ from rayqueue.errors import (
     UnknownTaskError,
     WorkerError,
 )
-from rayqueue.storage import InMemoryStorage, Storage
 from rayqueue.info import MetricsSnapshot, PoolInfo, TaskInfo, WorkerInfo
+from rayqueue.storage import InMemoryStorage, Storage
 from rayqueue.task import Task, lookup, register
 
 if TYPE_CHECKING:
@@ -100,6 +100,7 @@ __all__ = [
     "Clock",
     "SystemClock",
     "FakeClock",
+    "OffsetClock",
     "Storage",
     "InMemoryStorage",
     # errors

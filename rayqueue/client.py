@@ -21,6 +21,7 @@ from rayqueue.actors.metrics import MetricsActor
 from rayqueue.actors.pool import PoolManagerActor
 from rayqueue.actors.queue import CONCURRENCY_GROUPS, QueueActor
 from rayqueue.config import NAMESPACE, PoolConfig, actor_name
+from rayqueue.core.clock import Clock
 from rayqueue.core.queue import Failure, Lease, Outcome, QueueConfig
 from rayqueue.core.record import ErrorInfo
 from rayqueue.core.retry import Retry
@@ -96,6 +97,7 @@ def init(
     address: str | None = None,
     ray_init: dict[str, Any] | None = None,
     heartbeat_s: float | None = None,
+    clock: Clock | None = None,
 ) -> TaskQueue[Any]:
     """Start (or find) queue ``name`` with its queue, pool and metrics actors.
 
@@ -111,6 +113,7 @@ def init(
         address: a Ray cluster address (``auto``, ``ray://...``), or None.
         ray_init: keywords for ``ray.init`` when a local Ray is started.
         heartbeat_s: how often workers renew leases (default: a third of the lease TTL).
+        clock: the queue's clock (default: the system clock; tests pass an OffsetClock).
     """
     _ensure_ray(address, ray_init)
     config = config or QueueConfig()
@@ -125,7 +128,7 @@ def init(
         name=actor_name(name, "metrics"), **common).remote(name)
     queue = ray.remote(concurrency_groups=CONCURRENCY_GROUPS)(QueueActor).options(
         name=actor_name(name, "queue"), max_concurrency=10_000, **common,
-    ).remote(name, config, metrics)
+    ).remote(name, config, metrics, None, clock)
     _get(queue.start.remote())
     pool = ray.remote(PoolManagerActor).options(
         name=actor_name(name, "pool"), max_concurrency=1_000, **common,
@@ -379,6 +382,11 @@ class TaskQueue(Generic[T]):
         if info is None:
             raise TaskNotFoundError(task_id)
         return info
+
+    def get_many(self, task_ids: Sequence[str]) -> list[TaskInfo | None]:
+        """Many tasks' records in one call (None where a task is unknown)."""
+        infos: list[TaskInfo | None] = _get(self._actor.wait_results.remote(list(task_ids), 0.0))
+        return infos
 
     def handle(self, task_id: str, task_cls: type[Task[R]] | None = None) -> TaskHandle[R]:
         """A handle on an existing task (e.g. one enqueued by another driver)."""

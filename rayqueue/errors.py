@@ -27,9 +27,24 @@ Every error carries its context as typed attributes and says what to do next.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class RayQueueError(Exception):
     """Base class of every rayqueue error."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Subclasses take typed arguments, not the message; rebuild them from their
+        # state so they survive pickling across Ray processes with their attributes.
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[RayQueueError], args: tuple[Any, ...],
+             state: dict[str, Any]) -> RayQueueError:
+    err = cls.__new__(cls)
+    err.args = args
+    err.__dict__.update(state)
+    return err
 
 
 class TaskError(RayQueueError):

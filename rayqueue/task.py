@@ -20,6 +20,8 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Awaitable, Mapping
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
 from functools import cache
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
@@ -87,6 +89,37 @@ class Task(BaseModel, Generic[R]):
     def to_payload(self) -> str:
         """This task's payload as JSON text, checked by validating it back."""
         return encode_payload(self)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskContext:
+    """Which execution is running: available inside ``execute()`` via :func:`current`."""
+
+    task_id: str
+    attempt: int
+    worker: str
+
+
+_CURRENT: ContextVar[TaskContext | None] = ContextVar("rayqueue_current_task", default=None)
+
+
+def current() -> TaskContext | None:
+    """The running task's id, attempt number (1-based) and worker; None outside a task.
+
+    Tasks use it to be idempotent across retries (e.g. an idempotency key of
+    ``f"{task_id}"``) or to behave differently on a later attempt.
+    """
+    return _CURRENT.get()
+
+
+def set_current(ctx: TaskContext | None) -> Token[TaskContext | None]:
+    """Set the running task's context (for workers and test harnesses)."""
+    return _CURRENT.set(ctx)
+
+
+def reset_current(token: Token[TaskContext | None]) -> None:
+    """Undo :func:`set_current`."""
+    _CURRENT.reset(token)
 
 
 def register(cls: type[Task[Any]]) -> None:

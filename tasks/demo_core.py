@@ -10,7 +10,14 @@ import datetime as dt
 from decimal import Decimal
 
 from rayqueue import ErrorInfo, Failure, FakeClock, QueueCore, TaskState
-from rayqueue.task import decode_payload, encode_result, run_task, to_new_task
+from rayqueue.task import (
+    TaskContext,
+    decode_payload,
+    encode_result,
+    run_task,
+    set_current,
+    to_new_task,
+)
 from tasks.notification import NotificationTask
 from tasks.payment import PaymentTask
 from tasks.report import ReportTask
@@ -45,6 +52,7 @@ def main() -> None:
         task = decode_payload(lease.task_name, lease.payload)
         name = type(task).__name__
         try:
+            set_current(TaskContext(lease.task_id, lease.attempt, "demo-worker"))
             result = asyncio.run(run_task(task))
         except Exception as exc:
             rec = core.fail(lease.task_id, lease.token,

@@ -9,6 +9,7 @@ from typing import ClassVar
 from pydantic import BaseModel, Field
 
 from rayqueue import Priority, RetryPolicy, Task
+from rayqueue.task import current
 
 
 class GatewayTimeoutError(Exception):
@@ -32,8 +33,8 @@ class PaymentReceipt(BaseModel):
 class PaymentTask(Task[PaymentReceipt]):
     """Charge ``amount`` for ``order_id``. Runs before reports and most notifications.
 
-    ``transient_failures`` makes the simulated gateway time out that many times for
-    this order first (the demo's way to show retries); ``decline`` makes it refuse.
+    ``transient_failures`` makes the simulated gateway time out on that many first
+    attempts (the demo's way to show retries); ``decline`` makes it refuse the card.
     """
 
     task_name: ClassVar[str] = "shop.payment"
@@ -58,25 +59,12 @@ class PaymentTask(Task[PaymentReceipt]):
         """Charge the card through the (simulated) gateway."""
         if self.decline:
             raise CardDeclinedError(f"card for order {self.order_id} was declined")
-        if self.transient_failures and _GATEWAY.timeouts_left(self) > 0:
+        ctx = current()
+        attempt = ctx.attempt if ctx is not None else 1
+        if attempt <= self.transient_failures:
             raise GatewayTimeoutError(f"gateway timed out charging order {self.order_id}")
         txn = zlib.crc32(f"{self.order_id}:{self.amount}".encode())
         return PaymentReceipt(
             order_id=self.order_id, amount=self.amount, currency=self.currency,
             transaction_id=f"txn-{txn:08x}",
         )
-
-
-class _SimulatedGateway:
-    """Counts calls per order in this process, to fail the first N of them."""
-
-    def __init__(self) -> None:
-        self._calls: dict[str, int] = {}
-
-    def timeouts_left(self, task: PaymentTask) -> int:
-        n = self._calls.get(task.order_id, 0) + 1
-        self._calls[task.order_id] = n
-        return task.transient_failures - n + 1
-
-
-_GATEWAY = _SimulatedGateway()

@@ -336,6 +336,15 @@ class QueueActor:
         with self._lock:
             return self._core.size() == 0
 
+    async def advance_clock(self, seconds: float) -> float:
+        """Test hook: jump the queue's clock ahead (only with an advanceable clock)."""
+        advance = getattr(self._clock, "advance", None)
+        if advance is None:
+            raise TypeError("this queue runs on the system clock; create it with "
+                            "clock=OffsetClock() to advance time in tests")
+        now: float = advance(seconds)
+        return now
+
     # ----------------------------------------------------------------- reads
     @_control
     async def stats(self) -> QueueStats:
@@ -380,6 +389,12 @@ class QueueActor:
     async def get_type(self, task_name: str) -> bytes | None:
         """A task class shipped by a client, cloudpickled."""
         return self._types.get(task_name)
+
+    @_control
+    async def debug_task_ids(self) -> list[str]:
+        """Test hook: every task id the queue holds."""
+        with self._lock:
+            return self._core.task_ids()
 
     @_control
     async def ping(self) -> str:

@@ -26,7 +26,15 @@ from rayqueue.core.record import ErrorInfo
 from rayqueue.core.retry import Retry
 from rayqueue.errors import InvalidPayloadError, UnknownTaskError
 from rayqueue.logging import configure
-from rayqueue.task import Task, decode_payload, encode_result, lookup
+from rayqueue.task import (
+    Task,
+    TaskContext,
+    decode_payload,
+    encode_result,
+    lookup,
+    register,
+    set_current,
+)
 
 #: Seconds a claim waits for work before the run loop looks around again.
 CLAIM_WAIT_S = 1.0
@@ -120,6 +128,7 @@ class WorkerActor:
             cls = await self._resolve(lease.task_name)
             task = decode_payload(lease.task_name, lease.payload)
             log.debug("task started", action="task_started")
+            set_current(TaskContext(lease.task_id, lease.attempt, self._id))
             with logger.contextualize(task_id=lease.task_id, attempt=lease.attempt):
                 value = await self._call(task)
             outcome = Outcome(lease.task_id, lease.token, result=encode_result(cls, value))
@@ -150,6 +159,9 @@ class WorkerActor:
             if blob is None:
                 raise
             cls: type[Task[Any]] = cloudpickle.loads(blob)
+            # A class rebuilt by value gets its attributes (task_name included) after
+            # its creation hook ran: register it again under its real name.
+            register(cls)
             return cls
 
     async def _report_loop(self) -> None:

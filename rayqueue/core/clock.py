@@ -22,6 +22,28 @@ class SystemClock:
         return time.time()
 
 
+class OffsetClock:
+    """Real time plus an offset that only grows: a test hook to jump a live queue ahead.
+
+    Time still flows; :meth:`advance` adds a jump (a cron due in five minutes fires
+    now). Used through ``QueueActor.advance_clock`` in integration tests.
+    """
+
+    def __init__(self) -> None:
+        self._offset = 0.0
+
+    def now(self) -> float:
+        """``time.time()`` plus the offset."""
+        return time.time() + self._offset
+
+    def advance(self, seconds: float) -> float:
+        """Jump ahead by ``seconds`` and return the new time."""
+        if seconds < 0:
+            raise ValueError(f"a clock cannot go backwards (advance by {seconds})")
+        self._offset += seconds
+        return self.now()
+
+
 class FakeClock:
     """A clock that moves only when told to; use it in your own tests.
 

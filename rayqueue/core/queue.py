@@ -538,6 +538,10 @@ class QueueCore:
             raise TaskNotFoundError(task_id)
         return rec
 
+    def task_ids(self) -> list[str]:
+        """Every task id held (finished ones until their TTL ends)."""
+        return list(self._tasks)
+
     def find(self, task_id: str) -> TaskRecord | None:
         """The record of a task, or ``None``."""
         return self._tasks.get(task_id)

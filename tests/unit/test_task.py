@@ -22,7 +22,17 @@ from rayqueue import (
     UnknownTaskError,
     lookup,
 )
-from rayqueue.task import decode_payload, decode_result, encode_result, run_task, to_new_task
+from rayqueue.task import (
+    TaskContext,
+    current,
+    decode_payload,
+    decode_result,
+    encode_result,
+    reset_current,
+    run_task,
+    set_current,
+    to_new_task,
+)
 from tasks.notification import NotificationTask
 from tasks.payment import CardDeclinedError, GatewayTimeoutError, PaymentReceipt, PaymentTask
 from tasks.report import ReportTask, SalesReport
@@ -135,11 +145,14 @@ def test_redefining_a_class_replaces_it_as_in_a_notebook() -> None:
 def test_example_payment_retries_transient_then_succeeds() -> None:
     task = PaymentTask(order_id="o-1", amount=Decimal("19.99"), currency="EUR",
                        transient_failures=2)
-    with pytest.raises(GatewayTimeoutError):
-        task.execute()
-    with pytest.raises(GatewayTimeoutError):
-        task.execute()
+    for attempt in (1, 2):
+        token = set_current(TaskContext("p", attempt, "w"))
+        with pytest.raises(GatewayTimeoutError):
+            task.execute()
+        reset_current(token)
+    token = set_current(TaskContext("p", 3, "w"))
     receipt = task.execute()
+    reset_current(token)
     assert isinstance(receipt, PaymentReceipt) and receipt.amount == Decimal("19.99")
     policy = PaymentTask.retry
     assert policy.is_retryable(GatewayTimeoutError())
@@ -161,6 +174,10 @@ def test_example_payment_rejects_bad_payloads(bad: dict[str, str]) -> None:
         decode_payload("shop.payment", json.dumps(bad))
 
 
+def test_current_is_none_outside_a_task() -> None:
+    assert current() is None
+
+
 def test_example_notification_checks_address_per_channel() -> None:
     sent = NotificationTask(channel="sms", to="+4915112345678", body="hi").execute()
     assert sent.channel == "sms"
@@ -176,3 +193,14 @@ def test_example_report_needs_a_monday_and_sums() -> None:
     assert report.week_end == dt.date(2026, 11, 29)
     with pytest.raises(ValueError, match="Monday"):
         ReportTask(week_start=dt.date(2026, 11, 24))
+
+
+def test_every_error_survives_pickling_with_its_attributes() -> None:
+    import pickle
+
+    from rayqueue import QueueFullError, TaskFailedError
+
+    err = pickle.loads(pickle.dumps(QueueFullError(10, 3)))
+    assert isinstance(err, QueueFullError) and err.max_size == 10 and "max_size=10" in str(err)
+    failed = pickle.loads(pickle.dumps(TaskFailedError("t", "dead", "ValueError", "bad")))
+    assert failed.error_type == "ValueError" and failed.task_id == "t"

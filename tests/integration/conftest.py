@@ -1,0 +1,80 @@
+"""One local Ray per test session; each test gets its own queue, removed afterwards."""
+
+from __future__ import annotations
+
+import os
+
+# Ray 2.60 reads this at import: our throwaway cluster runs without token auth.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import ray
+import ray.cloudpickle as cloudpickle
+
+import rayqueue
+from tests.integration import probe_tasks
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[dict[str, Any]]:
+    """A private local Ray: 8 logical CPUs, a custom resource, metrics on a known port."""
+    # Task classes defined in test modules travel by value, as a notebook's would.
+    cloudpickle.register_pickle_by_value(probe_tasks)
+    port = _free_port()
+    temp = tempfile.mkdtemp(prefix="rq-", dir="/tmp")
+    ray.init(
+        address="local",
+        num_cpus=8,
+        resources={"special": 2},
+        include_dashboard=False,
+        _temp_dir=temp,
+        _metrics_export_port=port,
+        _system_config={"metrics_report_interval_ms": 1000},
+        log_to_driver=False,
+    )
+    yield {"metrics_port": port}
+    ray.shutdown()
+
+
+@pytest.fixture
+def make_queue(ray_cluster: dict[str, Any]) -> Iterator[Callable[..., rayqueue.TaskQueue[Any]]]:
+    """Create queues with unique names; shut each down after the test."""
+    made: list[rayqueue.TaskQueue[Any]] = []
+
+    def make(**kwargs: Any) -> rayqueue.TaskQueue[Any]:
+        queue = rayqueue.init(f"t-{uuid.uuid4().hex[:8]}", **kwargs)
+        made.append(queue)
+        return queue
+
+    yield make
+    for queue in made:
+        queue.shutdown(timeout=5)
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout``."""
+    end = time.monotonic() + timeout
+    pause = threading.Event()
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+        pause.wait(0.05)

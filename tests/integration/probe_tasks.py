@@ -1,0 +1,102 @@
+"""Task types for the integration tests (pickled by value to the workers)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import ClassVar
+
+from rayqueue import Priority, RetryPolicy, Task
+from rayqueue.task import current
+
+
+def _attempt() -> int:
+    ctx = current()
+    return ctx.attempt if ctx is not None else 1
+
+
+class Probe(Task[int]):
+    """Returns ``value``; can sleep, fail its first attempts, or block its first attempt."""
+
+    retry: ClassVar[RetryPolicy] = RetryPolicy(max_attempts=3, base_delay=0.1, factor=2.0,
+                                               jitter=False, max_lost_attempts=3)
+
+    value: int = 0
+    sleep_s: float = 0.0
+    fail_times: int = 0
+    block_first_s: float = 0.0
+
+    def execute(self) -> int:
+        attempt = _attempt()
+        if attempt == 1 and self.block_first_s:
+            time.sleep(self.block_first_s)  # a long first attempt, to be killed mid-way
+        if self.sleep_s:
+            time.sleep(self.sleep_s)
+        if attempt <= self.fail_times:
+            raise RuntimeError(f"planned failure on attempt {attempt}")
+        return self.value
+
+
+class Exits(Task[int]):
+    """Raises SystemExit or KeyboardInterrupt from task code; the worker must survive."""
+
+    retry: ClassVar[RetryPolicy] = RetryPolicy(max_attempts=1)
+
+    kind: str
+
+    def execute(self) -> int:
+        if self.kind == "exit":
+            raise SystemExit(3)
+        raise KeyboardInterrupt
+
+
+class AsyncProbe(Task[str]):
+    """An async task: runs on the worker's event loop."""
+
+    text: str
+
+    async def execute(self) -> str:
+        return self.text.upper()
+
+
+class Hung(Task[int]):
+    """Hangs past its timeout on the first attempt (a blocking call), then succeeds."""
+
+    timeout: ClassVar[float | None] = 1.5
+    retry: ClassVar[RetryPolicy] = RetryPolicy(max_attempts=2, base_delay=0.1, jitter=False)
+
+    def execute(self) -> int:
+        if _attempt() == 1:
+            time.sleep(120)
+        return os.getpid()
+
+
+class Manual(Task[str]):
+    """Lives in a pool no worker serves: taken only with dequeue()."""
+
+    pool: ClassVar[str] = "manual"
+
+    name: str
+
+    def execute(self) -> str:
+        return f"hello {self.name}"
+
+
+class Special(Task[str]):
+    """Runs only in the pool whose workers hold the custom resource ``special``."""
+
+    pool: ClassVar[str] = "special"
+    priority: ClassVar[int] = Priority.HIGH
+
+    def execute(self) -> str:
+        ctx = current()
+        return ctx.worker if ctx else ""
+
+
+class NeedsGpu(Task[str]):
+    """Runs only in the gpu pool, whose workers ask for a GPU this cluster lacks."""
+
+    pool: ClassVar[str] = "gpu"
+
+    def execute(self) -> str:
+        return "ran on a GPU"

@@ -1,0 +1,239 @@
+"""The Ray runtime end to end on a shared local Ray: order, time, retries, faults, scaling."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import rayqueue
+from rayqueue import OffsetClock, PoolConfig, Priority, QueueConfig
+from tests.integration.conftest import wait_for
+from tests.integration.probe_tasks import (
+    AsyncProbe,
+    Exits,
+    Hung,
+    Manual,
+    NeedsGpu,
+    Probe,
+    Special,
+)
+
+MakeQueue = Callable[..., rayqueue.TaskQueue[Any]]
+ONE_SLOT = PoolConfig(min_workers=0, max_workers=2, concurrency=1)
+
+
+def test_results_are_typed_and_async_tasks_run(make_queue: MakeQueue) -> None:
+    q = make_queue(pools=[ONE_SLOT])
+    handles = q.enqueue_many([Probe(value=i) for i in range(20)])
+    assert q.results(handles, timeout=60) == list(range(20))
+    assert q.enqueue(AsyncProbe(text="abc")).result(timeout=30) == "ABC"
+
+
+def test_priority_order_holds_across_workers(make_queue: MakeQueue) -> None:
+    q = make_queue(pools=[ONE_SLOT])
+    low = q.enqueue_many([Probe(value=i) for i in range(15)], priority=Priority.LOW, delay=1.0)
+    high = q.enqueue_many([Probe(value=i) for i in range(15)], priority=Priority.HIGH,
+                          delay=1.0)
+    q.results(low + high, timeout=60)
+    started_high = [q.get(h.id).started_at or 0 for h in high]
+    started_low = [q.get(h.id).started_at or 0 for h in low]
+    assert max(started_high) <= min(started_low)
+
+
+def test_retries_with_backoff_end_in_success_or_dead_letters(make_queue: MakeQueue) -> None:
+    q = make_queue(pools=[ONE_SLOT])
+    ok = q.enqueue(Probe(value=7, fail_times=2))
+    bad = q.enqueue(Probe(value=8, fail_times=5))
+    assert ok.result(timeout=60) == 7
+    info = q.get(ok.id)
+    assert info.attempts == 3 and info.state == "succeeded"
+    with pytest.raises(rayqueue.TaskFailedError) as err:
+        bad.result(timeout=60)
+    assert err.value.state == "dead" and err.value.error_type == "RuntimeError"
+    dead = q.dead_letters()
+    assert [d.id for d in dead] == [bad.id]
+    assert dead[0].reason == "max_attempts" and "planned failure" in (dead[0].error_message or "")
+    assert "Traceback" in (dead[0].traceback or "")
+
+
+def test_system_exit_and_keyboard_interrupt_are_caught(make_queue: MakeQueue) -> None:
+    q = make_queue(pools=[PoolConfig(min_workers=1, max_workers=1, concurrency=1)])
+    first = wait_for(q.workers, what="a worker")[0]
+    for kind in ("exit", "interrupt"):
+        with pytest.raises(rayqueue.TaskFailedError) as err:
+            q.enqueue(Exits(kind=kind)).result(timeout=30)
+        assert err.value.error_type in ("SystemExit", "KeyboardInterrupt")
+    assert q.enqueue(Probe(value=1)).result(timeout=30) == 1
+    assert [w.id for w in q.workers()] == [first.id]  # the same worker survived both
+
+
+def test_scheduled_tasks_and_interval_and_cron_fire_once(make_queue: MakeQueue) -> None:
+    q = make_queue(pools=[ONE_SLOT], clock=OffsetClock())
+    later = q.enqueue(Probe(value=1), delay=60)
+    assert q.get(later.id).state == "scheduled"
+    cron = q.schedule(Probe(value=2), cron="*/5 * * * *", tz="Europe/Berlin", schedule_id="c")
+    assert q._actor.advance_clock.remote(301) is not None
+    assert later.result(timeout=30) == 1
+    fired = wait_for(lambda: _fired(q, "c"), what="the cron run")
+    assert len(fired) == 1
+    q.join(timeout=30)
+    assert len(_fired(q, "c")) == 1  # once, not again while nothing advanced
+    q.cancel(cron)
+    every = q.schedule(Probe(value=3), every=600, schedule_id="i")
+    import ray
+
+    ray.get(q._actor.advance_clock.remote(601))
+    wait_for(lambda: len(_fired(q, "i")) == 1, what="the interval run")
+    q.cancel(every)
+
+
+def _fired(q: rayqueue.TaskQueue[Any], schedule_id: str) -> list[str]:
+    import ray
+
+    stats = ray.get(q._actor.debug_task_ids.remote())
+    return [i for i in stats if i.startswith(f"{schedule_id}@")]
+
+
+def test_dequeue_and_peek_from_the_client(make_queue: MakeQueue) -> None:
+    q = make_queue(pools=[ONE_SLOT])
+    assert q.dequeue(pool="manual") is None
+    q.enqueue(Manual(name="low"), priority=Priority.LOW)
+    urgent = q.enqueue(Manual(name="urgent"), priority=Priority.CRITICAL)
+    peeked = q.peek(pool="manual")
+    assert peeked is not None and peeked.id == urgent.id and peeked.state == "ready"
+    claimed = q.dequeue(pool="manual", timeout=1)
+    assert claimed is not None and claimed.id == urgent.id and claimed.attempt == 1
+    assert isinstance(claimed.task, Manual) and claimed.task.name == "urgent"
+    assert q.get(urgent.id).state == "leased"
+    assert claimed.ack(claimed.task.execute())
+    assert urgent.result(timeout=5) == "hello urgent"
+    assert not claimed.ack("again")  # a second ack is fenced
+    other = q.dequeue(pool="manual", timeout=1)
+    assert other is not None
+    other.release()
+    assert q.get(other.id).state == "ready" and q.get(other.id).attempts == 0
+
+
+def test_worker_killed_mid_task_runs_it_again(make_queue: MakeQueue) -> None:
+    q = make_queue(pools=[PoolConfig(min_workers=1, max_workers=2, concurrency=1)],
+                   config=QueueConfig(lease_ttl=30))
+    handle = q.enqueue(Probe(value=5, block_first_s=60))
+    info = wait_for(lambda: (i := q.get(handle.id)).state == "leased" and i, what="lease")
+    import ray
+
+    pid = ray.get(q._pool.worker_pid.remote(info.worker))
+    os.kill(pid, signal.SIGKILL)
+    assert handle.result(timeout=60) == 5  # long before the 30 s lease would expire
+    done = q.get(handle.id)
+    assert done.attempts == 2 and done.lost_attempts == 1
+    assert done.worker is None and q.size() == 0
+
+
+def test_hung_task_is_killed_by_its_timeout(make_queue: MakeQueue) -> None:
+    q = make_queue(pools=[PoolConfig(min_workers=1, max_workers=1, concurrency=1)])
+    handle = q.enqueue(Hung())
+    pid = handle.result(timeout=60)
+    info = q.get(handle.id)
+    assert info.attempts == 2 and info.state == "succeeded"
+    assert info.error_type == "TaskTimeoutError"  # the first attempt's error is kept
+    assert pid > 0
+    wait_for(lambda: q.metrics().pools and q.metrics().pools[0].deaths >= 1,
+             what="the killed worker counted")
+
+
+def test_scales_up_under_backlog_and_down_by_draining(make_queue: MakeQueue) -> None:
+    pool = PoolConfig(min_workers=0, max_workers=3, concurrency=1, target_tasks_per_worker=2,
+                      downscale_delay_s=0.5)
+    q = make_queue(pools=[pool])
+    q.enqueue_many([Probe(value=i, sleep_s=0.1) for i in range(40)])
+    wait_for(lambda: len(q.workers()) == 3, what="three workers")
+    q.join(timeout=60)
+    wait_for(lambda: not q.workers(), what="pool drained to zero")
+    history = wait_for(lambda: (m := q.metrics()).worker_history and m.worker_history[-1][2] == 0
+                       and m.worker_history, what="history down to zero")
+    counts = [n for _, _, n in history]
+    assert max(counts) == 3 and counts[-1] == 0
+    assert q.stats().by_state["succeeded"] == 40
+
+
+def test_pools_are_routed_by_resources(make_queue: MakeQueue) -> None:
+    pools = [
+        PoolConfig(name="default", max_workers=1, concurrency=1),
+        PoolConfig(name="special", max_workers=1, concurrency=1, resources={"special": 1}),
+        PoolConfig(name="gpu", max_workers=1, num_gpus=1),
+    ]
+    q = make_queue(pools=pools)
+    special = q.enqueue(Special())
+    gpu = q.enqueue(NeedsGpu())
+    assert "/special-" in special.result(timeout=60)
+    assert q.enqueue(Probe(value=1)).result(timeout=60) == 1
+    assert q.get(gpu.id).state == "ready"  # no node has a GPU: its worker never starts
+    assert {w.pool: w.state for w in q.workers()}.get("gpu") == "starting"
+
+
+def test_metrics_snapshot_agrees_with_what_ran(make_queue: MakeQueue) -> None:
+    q = make_queue(pools=[ONE_SLOT])
+    good = q.enqueue_many([Probe(value=i) for i in range(10)])
+    flaky = q.enqueue(Probe(value=1, fail_times=1))
+    dead = q.enqueue(Probe(value=2, fail_times=9))
+    q.results([*good, flaky], timeout=60)
+    with pytest.raises(rayqueue.TaskFailedError):
+        dead.result(timeout=60)
+    name = Probe.task_name
+    expected = {"succeeded": 11, "retried": 3, "dead": 1}
+    snap = wait_for(lambda: (s := q.metrics()).counts.get(name) == expected and s,
+                    what=f"counts {expected}")
+    assert snap.enqueued[name] == 12
+    assert sum(snap.wait_counts) == 11 + 3 + 1  # one start per attempt
+    assert sum(snap.run_counts) == 15
+    assert snap.depth["succeeded"] == 11 and snap.depth["dead"] == 1
+
+
+def test_prometheus_endpoint_carries_rayqueue_series(make_queue: MakeQueue,
+                                                     ray_cluster: dict[str, Any]) -> None:
+    import urllib.request
+
+    q = make_queue(pools=[ONE_SLOT])
+    q.results(q.enqueue_many([Probe(value=i) for i in range(3)]), timeout=60)
+    url = f"http://127.0.0.1:{ray_cluster['metrics_port']}/metrics"
+
+    def succeeded_series() -> tuple[str, list[str]] | None:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            text: str = resp.read().decode()
+        lines = [ln for ln in text.splitlines()
+                 if ln.startswith("ray_rayqueue_tasks_finished_total{")
+                 and f'queue="{q.name}"' in ln and 'outcome="succeeded"' in ln]
+        return (text, lines) if lines and float(lines[0].split()[-1]) == 3.0 else None
+
+    text, lines = wait_for(succeeded_series, timeout=60, what="3 successes on the endpoint")
+    assert f'task="{Probe.task_name}"' in lines[0]
+    assert "ray_rayqueue_queue_depth" in text and "ray_rayqueue_task_run_seconds" in text
+
+
+def test_bad_input_gets_typed_errors_through_ray(make_queue: MakeQueue) -> None:
+    q = make_queue(pools=[ONE_SLOT], config=QueueConfig(max_size=2))
+    import datetime as dt
+
+    with pytest.raises(rayqueue.InvalidPriorityError):
+        q.enqueue(Probe(), priority=1000)
+    with pytest.raises(rayqueue.InvalidScheduleError):
+        q.enqueue(Probe(), run_at=dt.datetime(2030, 1, 1))  # naive
+    with pytest.raises(rayqueue.InvalidScheduleError):
+        q.schedule(Probe(), cron="every monday")
+    q.enqueue(Probe(value=1), task_id="same", delay=60)
+    with pytest.raises(rayqueue.DuplicateTaskError):
+        q.enqueue(Probe(value=2), task_id="same")
+    with pytest.raises(rayqueue.QueueFullError):
+        q.enqueue_many([Probe(), Probe()], delay=60)
+    assert q.size() == 1
+    q.close()
+    with pytest.raises(rayqueue.QueueClosedError):
+        q.enqueue(Probe())
+    with pytest.raises(rayqueue.TaskNotFoundError):
+        q.get("missing")
+    with pytest.raises(rayqueue.QueueUnavailableError):
+        rayqueue.connect("no-such-queue")
