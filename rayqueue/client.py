@@ -36,6 +36,7 @@ from rayqueue.core.schedule import (
 from rayqueue.core.stats import QueueStats
 from rayqueue.errors import (
     InvalidScheduleError,
+    QueueBusyError,
     QueueUnavailableError,
     RayQueueError,
     ResultTimeoutError,
@@ -48,6 +49,9 @@ from rayqueue.task import Task, decode_payload, decode_result, encode_result, to
 T = TypeVar("T", bound=Task[Any])
 R = TypeVar("R")
 
+#: Calls one client handle may have waiting on the queue actor before QueueBusyError:
+#: a flood of producers meets a typed error, not an unbounded backlog in the actor.
+MAX_PENDING_CALLS = 1_000
 #: Longest single wait inside one actor call; longer waits loop, so no call hangs forever.
 _WAIT_SLICE_S = 30.0
 
@@ -64,6 +68,11 @@ def _translate(err: BaseException) -> BaseException:
         return QueueUnavailableError(
             f"the queue's actor is unreachable ({type(err).__name__}); the operation may "
             "not have happened: retry with the same task ids to be safe"
+        )
+    if isinstance(err, ray.exceptions.PendingCallsLimitExceeded):
+        return QueueBusyError(
+            f"more than {MAX_PENDING_CALLS} calls are waiting on the queue actor: slow "
+            "down, batch with enqueue_many, or retry later"
         )
     if isinstance(err, ray.exceptions.GetTimeoutError):
         return QueueUnavailableError(f"the queue's actor did not answer in time: {err}")
@@ -127,7 +136,8 @@ def init(
     metrics = ray.remote(MetricsActor).options(
         name=actor_name(name, "metrics"), **common).remote(name)
     queue = ray.remote(concurrency_groups=CONCURRENCY_GROUPS)(QueueActor).options(
-        name=actor_name(name, "queue"), max_concurrency=10_000, **common,
+        name=actor_name(name, "queue"), max_concurrency=10_000,
+        max_pending_calls=MAX_PENDING_CALLS, **common,
     ).remote(name, config, metrics, None, clock)
     _get(queue.start.remote())
     pool = ray.remote(PoolManagerActor).options(

@@ -18,6 +18,7 @@
     │   ├── InvalidStateError        the operation does not apply to the task's state
     │   ├── StaleLeaseError          a lease token that is no longer current (fencing)
     │   ├── QueueUnavailableError    the queue actor cannot be reached
+    │   ├── QueueBusyError           too many calls already waiting on the queue actor
     │   └── ResultTimeoutError       a result was not ready within the timeout
     ├── StorageError                 the journal failed; the operation changed nothing
     └── WorkerError                  problems in a worker or pool
@@ -176,6 +177,10 @@ class StaleLeaseError(QueueError):
 
 class QueueUnavailableError(QueueError):
     """The queue actor could not be reached; the operation may not have happened."""
+
+
+class QueueBusyError(QueueError):
+    """Too many calls from this client are already waiting on the queue actor."""
 
 
 class ResultTimeoutError(QueueError):
