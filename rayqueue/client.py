@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import time
 import uuid
-from collections.abc import Awaitable, Generator, Iterable, Sequence
-from typing import Any, Generic, TypeVar
+from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Generic, Literal, TypeVar
 
 import ray
-import ray.cloudpickle as cloudpickle
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from rayqueue import codebook
 from rayqueue.actors.metrics import MetricsActor
 from rayqueue.actors.pool import PoolManagerActor
 from rayqueue.actors.queue import CONCURRENCY_GROUPS, QueueActor
@@ -37,14 +40,23 @@ from rayqueue.core.stats import QueueStats
 from rayqueue.errors import (
     InvalidScheduleError,
     QueueBusyError,
+    QueueFullError,
     QueueUnavailableError,
     RayQueueError,
     ResultTimeoutError,
+    StorageBusyError,
     TaskFailedError,
     TaskNotFoundError,
 )
 from rayqueue.info import MetricsSnapshot, TaskInfo, WorkerInfo
-from rayqueue.task import Task, decode_payload, decode_result, encode_result, to_new_task
+from rayqueue.task import (
+    Task,
+    decode_payload,
+    decode_result,
+    encode_result,
+    registered,
+    to_new_task,
+)
 
 T = TypeVar("T", bound=Task[Any])
 R = TypeVar("R")
@@ -98,15 +110,28 @@ def _ensure_ray(address: str | None, ray_init: dict[str, Any] | None) -> None:
         ray.init(address=address, **(ray_init or {}))
 
 
+#: Where a queue's journal lives unless told: under the driver's working directory.
+DEFAULT_JOURNAL_DIR = ".rayqueue"
+
+
+def default_journal(name: str) -> str:
+    """The default journal path of queue ``name`` (absolute, on the driver's node)."""
+    return str(Path(os.environ.get("RAYQUEUE_HOME", DEFAULT_JOURNAL_DIR)).resolve()
+               / f"{name}.sqlite")
+
+
 def init(
     name: str = "default",
     *,
     pools: Sequence[PoolConfig] | None = None,
     config: QueueConfig | None = None,
+    journal: str | os.PathLike[str] | Literal["default"] | None = "default",
+    durability: Literal["full", "process"] = "full",
     address: str | None = None,
     ray_init: dict[str, Any] | None = None,
     heartbeat_s: float | None = None,
     clock: Clock | None = None,
+    queue_env: dict[str, str] | None = None,
 ) -> TaskQueue[Any]:
     """Start (or find) queue ``name`` with its queue, pool and metrics actors.
 
@@ -119,10 +144,19 @@ def init(
         name: the queue's name.
         pools: worker pools (default: one ``default`` pool).
         config: the queue's rules (lease TTL, aging, result TTL, max size...).
+        journal: the SQLite journal's path; ``"default"`` is ``.rayqueue/<name>.sqlite``
+            under the working directory (or ``$RAYQUEUE_HOME``); ``None`` keeps tasks in
+            the queue actor's memory only (lost if it dies). With a journal the queue
+            actor is pinned to this node, where the file is, and restarts on failure
+            with its state rebuilt from the journal.
+        durability: ``"full"`` (fsync per commit, survives power loss) or ``"process"``
+            (survives process crashes, not power loss; faster).
         address: a Ray cluster address (``auto``, ``ray://...``), or None.
         ray_init: keywords for ``ray.init`` when a local Ray is started.
         heartbeat_s: how often workers renew leases (default: a third of the lease TTL).
         clock: the queue's clock (default: the system clock; tests pass an OffsetClock).
+        queue_env: environment variables for the queue actor (test hooks such as
+            ``RAYQUEUE_CRASHPOINT``).
     """
     _ensure_ray(address, ray_init)
     config = config or QueueConfig()
@@ -131,20 +165,33 @@ def init(
     if len(set(names)) != len(names):
         raise ValueError(f"pool names must be unique, got {names}")
     beat = heartbeat_s if heartbeat_s is not None else config.lease_ttl / 3
+    path = default_journal(name) if journal == "default" else (
+        None if journal is None else str(Path(journal).resolve()))
     common = {"namespace": NAMESPACE, "lifetime": "detached", "get_if_exists": True,
-              "num_cpus": 0}
+              "num_cpus": 0, "max_restarts": -1}
     metrics = ray.remote(MetricsActor).options(
         name=actor_name(name, "metrics"), **common).remote(name)
+    placement: dict[str, Any] = {}
+    if path is not None:
+        # The journal is a file on this node: the queue actor must live (and restart)
+        # here, or it would find no journal.
+        placement["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+            node_id=ray.get_runtime_context().get_node_id(), soft=False)
+    else:
+        # A restarted in-memory queue would come back empty; better to stay dead.
+        placement["max_restarts"] = 0
     queue = ray.remote(concurrency_groups=CONCURRENCY_GROUPS)(QueueActor).options(
         name=actor_name(name, "queue"), max_concurrency=10_000,
-        max_pending_calls=MAX_PENDING_CALLS, **common,
-    ).remote(name, config, metrics, None, clock)
-    _get(queue.start.remote())
+        max_pending_calls=MAX_PENDING_CALLS,
+        runtime_env={"env_vars": dict(queue_env)} if queue_env else None,
+        **{**common, **placement},
+    ).remote(name, config, metrics, path, clock, durability)
+    _get(queue.ping.remote())
     pool = ray.remote(PoolManagerActor).options(
         name=actor_name(name, "pool"), max_concurrency=1_000, **common,
     ).remote(name, pools, metrics, beat)
     _get(pool.start.remote())
-    return TaskQueue(name, queue, pool, metrics)
+    return TaskQueue(name, queue, pool, metrics, journal=path)
 
 
 def connect(name: str = "default", *, address: str | None = None,
@@ -260,21 +307,29 @@ class ClaimedTask(Generic[T]):
                           retry_delay=retry_delay)
         return bool(self._queue._report(Outcome(self.id, self.lease.token, failure=failure)))
 
-    def release(self) -> None:
-        """Give the task back unrun (the attempt does not count)."""
-        _get(self._queue._actor.release.remote(self.id, self.lease.token))
+    def release(self) -> bool:
+        """Give the task back unrun (the attempt does not count); False if stale."""
+        return bool(_get(self._queue._actor.release.remote([(self.id, self.lease.token)]))[0])
 
 
 class TaskQueue(Generic[T]):
     """A queue of tasks of type ``T`` (use ``TaskQueue[Any]`` for mixed types)."""
 
-    def __init__(self, name: str, queue: Any, pool: Any, metrics: Any) -> None:
+    def __init__(self, name: str, queue: Any, pool: Any, metrics: Any,
+                 journal: str | None = None, retry_timeout: float = 30.0) -> None:
         self.name = name
+        #: the journal's path (None: memory only, or unknown when connected)
+        self.journal = journal
+        #: how long idempotent calls are retried while the queue actor restarts
+        self.retry_timeout = retry_timeout
         self._actor = queue
         self._pool = pool
         self._metrics = metrics
         self._shipped: set[type[Task[Any]]] = set()
         self._client_id = f"client-{uuid.uuid4().hex[:8]}"
+        # Every task class this process knows goes to the workers' codebook now: after
+        # a restart, tasks recovered from the journal find their classes again.
+        self._ship(registered().values())
 
     def __repr__(self) -> str:
         return f"TaskQueue({self.name!r})"
@@ -288,6 +343,8 @@ class TaskQueue(Generic[T]):
         run_at: dt.datetime | None = None,
         delay: float | dt.timedelta | None = None,
         task_id: str | None = None,
+        block: bool = False,
+        timeout: float | None = None,
     ) -> TaskHandle[R]:
         """Add one task; returns once it is in the queue's journal.
 
@@ -296,10 +353,15 @@ class TaskQueue(Generic[T]):
             priority: overrides the class default; int in [0, 100], higher first.
             run_at: a timezone-aware time to run at.
             delay: seconds (or timedelta) from now, on the queue's clock.
-            task_id: your id, to make the enqueue idempotent.
+            task_id: your id (default: a new uuid). The enqueue is idempotent on it, so
+                it is retried safely while the queue actor restarts.
+            block: when the queue is full, wait for room (up to ``timeout`` s) instead
+                of raising :class:`QueueFullError` at once.
+            timeout: how long ``block`` waits (None: ``retry_timeout``).
         """
         return self.enqueue_many([task], priority=priority, run_at=run_at, delay=delay,
-                                 task_ids=None if task_id is None else [task_id])[0]
+                                 task_ids=None if task_id is None else [task_id],
+                                 block=block, timeout=timeout)[0]
 
     def enqueue_many(
         self,
@@ -309,8 +371,15 @@ class TaskQueue(Generic[T]):
         run_at: dt.datetime | None = None,
         delay: float | dt.timedelta | None = None,
         task_ids: Sequence[str] | None = None,
+        block: bool = False,
+        timeout: float | None = None,
     ) -> list[TaskHandle[R]]:
-        """Add many tasks in one call and one journal write; all or nothing."""
+        """Add many tasks in one call and one journal write; all or nothing.
+
+        Every task gets an id here (yours or a new uuid) before anything is sent, so a
+        call retried after an ambiguous failure (the queue actor died between commit and
+        reply) creates each task once.
+        """
         tasks = list(tasks)
         if task_ids is not None and len(task_ids) != len(tasks):
             raise ValueError(f"{len(task_ids)} task ids for {len(tasks)} tasks")
@@ -318,18 +387,42 @@ class TaskQueue(Generic[T]):
             raise InvalidScheduleError("give run_at or delay, not both")
         at = None if run_at is None else to_epoch(run_at)
         after = None if delay is None else delay_to_seconds(delay)
-        ids: Sequence[str | None] = task_ids if task_ids is not None else [None] * len(tasks)
+        ids = list(task_ids) if task_ids is not None else [uuid.uuid4().hex for _ in tasks]
         news = [to_new_task(t, priority=priority, run_at=at, delay=after, task_id=i)
                 for t, i in zip(tasks, ids, strict=True)]
         self._ship({type(t) for t in tasks})
-        infos: list[TaskInfo] = _get(self._actor.enqueue_many.remote(news))
+        infos: list[TaskInfo] = self._retrying(
+            lambda: self._actor.enqueue_many.remote(news),
+            retry_full=block, timeout=timeout)
         return [TaskHandle(self, info.id, type(t)) for info, t in zip(infos, tasks, strict=True)]
 
-    def _ship(self, classes: set[type[Task[Any]]]) -> None:
-        fresh = classes - self._shipped
+    def _read(self, method: str, *args: Any) -> Any:
+        """Call an idempotent queue-actor method, retrying while the actor restarts."""
+        return self._retrying(lambda: getattr(self._actor, method).remote(*args))
+
+    def _retrying(self, call: Callable[[], Any], *, retry_full: bool = False,
+                  timeout: float | None = None) -> Any:
+        """Run an idempotent call, retrying while the queue is unreachable or busy
+        (and, with ``retry_full``, full) for up to ``timeout`` (or retry_timeout) s."""
+        end = time.monotonic() + (self.retry_timeout if timeout is None else timeout)
+        pause = 0.05
+        retry_on: tuple[type[BaseException], ...] = (
+            QueueUnavailableError, QueueBusyError, StorageBusyError)
+        if retry_full:
+            retry_on += (QueueFullError,)
+        while True:
+            try:
+                return _get(call())
+            except retry_on:
+                if time.monotonic() + pause > end:
+                    raise
+                time.sleep(pause)  # backing off between retries of a failed call
+                pause = min(pause * 2, 1.0)
+
+    def _ship(self, classes: Iterable[type[Task[Any]]]) -> None:
+        fresh = set(classes) - self._shipped
         if fresh:
-            blobs = {c.task_name: cloudpickle.dumps(c) for c in fresh}
-            _get(self._actor.register_types.remote(blobs))
+            codebook.ship(self.name, fresh)
             self._shipped |= fresh
 
     def schedule(
@@ -383,19 +476,19 @@ class TaskQueue(Generic[T]):
     # ------------------------------------------------------------------ reads
     def peek(self, pool: str = "default") -> TaskInfo | None:
         """The task a worker of ``pool`` would get next, without taking it."""
-        info: TaskInfo | None = _get(self._actor.peek.remote(pool))
+        info: TaskInfo | None = self._read("peek", pool)
         return info
 
     def get(self, task_id: str) -> TaskInfo:
         """A task's record. Raises :class:`TaskNotFoundError`."""
-        info: TaskInfo | None = _get(self._actor.get.remote(task_id))
+        info: TaskInfo | None = self._read("get", task_id)
         if info is None:
             raise TaskNotFoundError(task_id)
         return info
 
     def get_many(self, task_ids: Sequence[str]) -> list[TaskInfo | None]:
         """Many tasks' records in one call (None where a task is unknown)."""
-        infos: list[TaskInfo | None] = _get(self._actor.wait_results.remote(list(task_ids), 0.0))
+        infos: list[TaskInfo | None] = self._read("wait_results", list(task_ids), 0.0)
         return infos
 
     def handle(self, task_id: str, task_cls: type[Task[R]] | None = None) -> TaskHandle[R]:
@@ -404,7 +497,7 @@ class TaskQueue(Generic[T]):
 
     def stats(self) -> QueueStats:
         """Counts by state and by pool and priority."""
-        stats: QueueStats = _get(self._actor.stats.remote())
+        stats: QueueStats = self._read("stats")
         return stats
 
     def size(self) -> int:
@@ -418,7 +511,7 @@ class TaskQueue(Generic[T]):
 
     def dead_letters(self, limit: int = 100) -> list[TaskInfo]:
         """Dead tasks with their reasons and last errors, most recent first."""
-        dead: list[TaskInfo] = _get(self._actor.dead_letters.remote(limit))
+        dead: list[TaskInfo] = self._read("dead_letters", limit)
         return dead
 
     def retry_dead(self, task_id: str) -> TaskInfo:
@@ -442,7 +535,7 @@ class TaskQueue(Generic[T]):
         while True:
             left = _WAIT_SLICE_S if end is None else max(0.0, min(_WAIT_SLICE_S,
                                                                   end - time.monotonic()))
-            infos: list[TaskInfo | None] = _get(self._actor.wait_results.remote(ids, left))
+            infos: list[TaskInfo | None] = self._read("wait_results", ids, left)
             if all(i is None or i.terminal for i in infos) or (
                 end is not None and time.monotonic() >= end
             ):
@@ -475,7 +568,7 @@ class TaskQueue(Generic[T]):
         end = time.monotonic() + timeout
         while True:
             left = min(_WAIT_SLICE_S, max(0.0, end - time.monotonic()))
-            if _get(self._actor.join.remote(left)):
+            if self._read("join", left):
                 return
             if time.monotonic() >= end:
                 raise ResultTimeoutError(f"<queue {self.name}>", timeout)
@@ -485,9 +578,16 @@ class TaskQueue(Generic[T]):
         return asyncio.get_event_loop().run_until_complete(aw)
 
     # -------------------------------------------------------------- lifecycle
-    def close(self) -> None:
-        """Refuse further enqueues (``QueueClosedError``); running work finishes."""
+    def close(self, drain_timeout: float | None = None) -> None:
+        """Refuse further enqueues at once (:class:`QueueClosedError`).
+
+        With ``drain_timeout``, also stop the workers: they finish what they can within
+        that many seconds and release the rest back to the queue without counting a
+        failure (it runs when the queue is opened again).
+        """
         _get(self._actor.close.remote())
+        if drain_timeout is not None:
+            _get(self._pool.shutdown.remote(drain_timeout))
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Drain the workers, then remove this queue's actors from the cluster."""

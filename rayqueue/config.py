@@ -35,6 +35,10 @@ class PoolConfig(BaseModel):
         spread: place workers with Ray's SPREAD strategy across nodes.
         request_resources: ask Ray's cluster autoscaler for capacity when workers wait
             for resources.
+        imports: modules each worker imports at start, so their task types are known
+            without a client shipping them (as Celery's ``imports`` setting).
+        max_rss_mb: recycle a worker (drain and replace it) once its resident memory
+            passes this after a task, against slow leaks in task code.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -52,6 +56,8 @@ class PoolConfig(BaseModel):
     label_selector: dict[str, str] = Field(default_factory=dict)
     spread: bool = True
     request_resources: bool = False
+    max_rss_mb: float | None = Field(default=None, gt=0)
+    imports: tuple[str, ...] = ()
 
     @field_validator("target_tasks_per_worker", "upscale_delay_s", "downscale_delay_s",
                      "num_cpus", "num_gpus")

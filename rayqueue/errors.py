@@ -21,6 +21,9 @@
     │   ├── QueueBusyError           too many calls already waiting on the queue actor
     │   └── ResultTimeoutError       a result was not ready within the timeout
     ├── StorageError                 the journal failed; the operation changed nothing
+    │   ├── StorageBusyError         another writer held the journal past the busy timeout
+    │   ├── StorageFullError         the disk (or the journal's size cap) is full
+    │   └── JournalNotFoundError     no journal at its path (e.g. the actor moved node)
     └── WorkerError                  problems in a worker or pool
 
 Every error carries its context as typed attributes and says what to do next.
@@ -194,6 +197,30 @@ class ResultTimeoutError(QueueError):
 
 class StorageError(RayQueueError):
     """The journal could not record a change; the operation changed nothing."""
+
+
+class StorageBusyError(StorageError):
+    """Another connection held the journal locked longer than the busy timeout."""
+
+
+class StorageFullError(StorageError):
+    """The journal's disk (or its configured size cap) is full."""
+
+
+class JournalNotFoundError(StorageError):
+    """The queue's journal is not at its path.
+
+    Typically the queue actor was restarted on another node. It refuses to start with an
+    empty queue, which would silently lose every task.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(
+            f"the queue journal is missing at {path!r}: the queue actor must run on the node "
+            "that holds it (it refuses to start with an empty queue); pin the actor to that "
+            "node, or move the file there"
+        )
 
 
 class WorkerError(RayQueueError):

@@ -36,6 +36,8 @@ from rayqueue.errors import InvalidPayloadError, TaskError, UnknownTaskError
 R = TypeVar("R")
 
 _REGISTRY: dict[str, type[Task[Any]]] = {}
+#: Class-level options of a task type; a payload field of one of these names is an error.
+_OPTIONS = frozenset({"task_name", "priority", "retry", "timeout", "pool", "resources"})
 
 
 class Task(BaseModel, Generic[R]):
@@ -72,6 +74,12 @@ class Task(BaseModel, Generic[R]):
         super().__pydantic_init_subclass__(**kwargs)
         if cls.__pydantic_generic_metadata__["origin"] is not None:
             return  # Task[X] itself, made by subscripting: not a task type
+        clash = sorted(set(cls.model_fields) & _OPTIONS)
+        if clash:
+            raise TaskError(
+                f"{cls.__qualname__} declares {', '.join(clash)} as payload field(s); task "
+                f"options must be class variables: e.g. `timeout: ClassVar[float | None] = 30`"
+            )
         if "task_name" not in cls.__dict__:
             cls.task_name = f"{cls.__module__}:{cls.__qualname__}"
         validate_priority(cls.priority)
@@ -167,9 +175,12 @@ def _no_constants(name: str) -> None:
     raise ValueError(f"{name} is not a JSON value")
 
 
-def decode_payload(name: str, payload: str) -> Task[Any]:
-    """Rebuild a task from its name and JSON payload, validating it again."""
-    cls = lookup(name)
+def decode_payload(name: str, payload: str, cls: type[Task[Any]] | None = None) -> Task[Any]:
+    """Rebuild a task from its name and JSON payload, validating it again.
+
+    ``cls`` is the class to use when the caller resolved it already.
+    """
+    cls = cls or lookup(name)
     try:
         return cls.model_validate_json(payload)
     except ValidationError as err:

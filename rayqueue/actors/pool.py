@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,23 +61,35 @@ class PoolManagerActor:
     def __init__(self, queue: str, pools: list[PoolConfig], metrics: Any = None,
                  heartbeat_s: float = 5.0) -> None:
         configure("pool")
+        ctx = ray.get_runtime_context()
         self._queue_name = queue
         self._queue = ray.get_actor(actor_name(queue, "queue"), namespace=NAMESPACE)
         self._metrics = metrics
         self._heartbeat_s = heartbeat_s
         self._pools = {p.name: _Pool(p, ScalingPolicy(p.scaling())) for p in pools}
         self._ids = itertools.count(1)
+        # Worker ids carry this incarnation, so a restarted manager can tell the queue
+        # to take back the leases of the workers that died with its predecessor.
+        self._incarnation = uuid.uuid4().hex[:6]
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._log = logger.bind(queue=queue)
+        self._restarted = bool(ctx.was_current_actor_reconstructed)
+        ctx.current_actor.start.remote()
 
     def __repr__(self) -> str:
         return f"PoolManager({self._queue_name}: {', '.join(self._pools)})"
 
     async def start(self) -> None:
-        """Start the scaling loop (idempotent)."""
-        if self._loop_task is None:
-            self._loop_task = asyncio.get_running_loop().create_task(self._cycle_loop())
+        """Start the scaling loop (idempotent); after a restart, reclaim orphaned leases."""
+        if self._loop_task is not None:
+            return
+        self._loop_task = asyncio.get_running_loop().create_task(self._cycle_loop())
+        if self._restarted:
+            # Our old workers were owned by the dead incarnation and died with it.
+            ids = await self._queue.reclaim_workers.remote(f"{self._queue_name}/")
+            self._log.warning("pool manager restarted: {} lease(s) of its old workers "
+                              "returned", len(ids), action="pool_restarted")
 
     async def _cycle_loop(self) -> None:
         while not self._stopping:
@@ -122,12 +136,13 @@ class PoolManagerActor:
 
     def _spawn(self, pool: _Pool) -> None:
         cfg = pool.config
-        worker_id = f"{self._queue_name}/{cfg.name}-{next(self._ids)}"
+        worker_id = f"{self._queue_name}/{cfg.name}-{self._incarnation}-{next(self._ids)}"
         handle = (
             ray.remote(WorkerActor)
             .options(max_concurrency=cfg.concurrency + 16, max_restarts=0,
                      namespace=NAMESPACE, **cfg.ray_options())
-            .remote(self._queue_name, cfg.name, worker_id, cfg.concurrency, self._heartbeat_s)
+            .remote(self._queue_name, cfg.name, worker_id, cfg.concurrency, self._heartbeat_s,
+                    cfg.max_rss_mb, cfg.imports)
         )
         worker = _Worker(worker_id, cfg.name, handle, handle.run.remote(), time.monotonic())
         pool.workers[worker_id] = worker
@@ -198,6 +213,14 @@ class PoolManagerActor:
         """Every worker with its pool, node and state."""
         return self.worker_infos()
 
+    async def pid(self) -> int:
+        """This manager's process id (for fault-injection tests)."""
+        return os.getpid()
+
+    async def debug_handles(self) -> list[tuple[str, Any]]:
+        """Test hook: (worker id, actor handle) of every worker."""
+        return [(w.id, w.handle) for p in self._pools.values() for w in p.workers.values()]
+
     async def worker_pid(self, worker_id: str) -> int | None:
         """The process id of a worker (for fault-injection tests)."""
         for pool in self._pools.values():
@@ -208,14 +231,21 @@ class PoolManagerActor:
         return None
 
     async def shutdown(self, timeout: float = 10.0) -> None:
-        """Drain every worker (waiting up to ``timeout`` s), then kill what is left."""
+        """Drain every worker (waiting up to ``timeout`` s), then kill what is left.
+
+        Workers finish what they can within ``timeout`` and release the rest to the
+        queue without counting an attempt.
+        """
         self._stopping = True
+        if self._loop_task is not None:
+            self._loop_task.cancel()
         workers = [w for p in self._pools.values() for w in p.workers.values()]
         for worker in workers:
-            worker.handle.drain.remote()
+            worker.state = "draining"
+            worker.handle.drain.remote(timeout)
         if workers:
             await asyncio.wait([asyncio.ensure_future(_settle(w.run_ref)) for w in workers],
-                               timeout=timeout)
+                               timeout=timeout + 5)
         for worker in workers:
             ray.kill(worker.handle)
         for pool in self._pools.values():

@@ -1,19 +1,25 @@
-"""QueueActor: one queue's core, storage and clock behind a Ray async actor.
+"""QueueActor: one queue's core, journal and clock behind a Ray async actor.
 
 Workers claim by long-polling: a claim that finds nothing parks on a future that an
 enqueue (or a due timer) resolves, so an idle system does not spin and new work starts
-within milliseconds. Reads run in their own concurrency group, so they stay responsive
-while many claims are parked; a lock keeps the two groups' access to the core serial.
+within milliseconds. Writes are group-committed: every call changes the core at once,
+its journal batch is buffered, one transaction commits everything buffered every few
+milliseconds, and each call is answered only after the commit that holds its change.
+If a commit fails, the core is rebuilt from the journal and every uncommitted call
+fails with the storage error, so nothing is ever acknowledged that is not durable.
+Reads run in their own concurrency group and stay responsive while claims are parked.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import ray
@@ -29,12 +35,17 @@ from rayqueue.errors import StorageError
 from rayqueue.info import TaskInfo
 from rayqueue.logging import configure, debug_enabled
 from rayqueue.storage.base import Storage
+from rayqueue.storage.buffered import CommitBuffer
 from rayqueue.storage.memory import InMemoryStorage
 
 #: Longest sleep of the timer loop; bounds how late a due task or expired lease is seen.
 TICK_MAX_S = 0.05
+#: How long writes gather before one commit (group commit window).
+GROUP_COMMIT_S = 0.002
 #: How often lifecycle events are flushed to the metrics actor.
 FLUSH_EVERY_S = 0.5
+#: Concurrency groups of the actor: reads get their own, so parked claims never block them.
+CONCURRENCY_GROUPS = {"control": 8}
 
 Event = tuple[Any, ...]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -45,6 +56,62 @@ def _control(method: F) -> F:
     return cast(F, ray.method(concurrency_group="control")(method))
 
 
+def crashpoint(name: str) -> None:
+    """Test hook: exit the process here if ``RAYQUEUE_CRASHPOINT`` names this point.
+
+    ``RAYQUEUE_CRASHPOINT_AFTER=n`` fires on the n-th pass (default 1);
+    ``RAYQUEUE_CRASHPOINT_ONCE=<file>`` fires only if the file does not exist yet (it is
+    created first), so a restarted actor does not crash again.
+    """
+    if os.environ.get("RAYQUEUE_CRASHPOINT") != name:
+        return
+    passes = _CRASH_PASSES[name] = _CRASH_PASSES.get(name, 0) + 1
+    if passes < int(os.environ.get("RAYQUEUE_CRASHPOINT_AFTER", "1")):
+        return
+    marker = os.environ.get("RAYQUEUE_CRASHPOINT_ONCE")
+    if marker:
+        if os.path.exists(marker):
+            return
+        Path(marker).touch()
+    logger.warning("crash point {} reached: exiting", name, action="crashpoint")
+    os._exit(137)
+
+
+_CRASH_PASSES: dict[str, int] = {}
+
+
+def open_storage(journal: str | None, durability: str, reconstructed: bool) -> Storage:
+    """The journal: SQLite at ``journal``, or memory when ``journal`` is None.
+
+    A restarted actor must find its journal where it was: serving an empty queue would
+    silently lose every task, so a missing file is an error
+    (:class:`~rayqueue.errors.JournalNotFoundError`).
+    """
+    from rayqueue.storage.sqlite import SQLiteStorage
+
+    storage: Storage = InMemoryStorage() if journal is None else SQLiteStorage(
+        journal, durability="process" if durability == "process" else "full",
+        create=not reconstructed)
+    faults = os.environ.get("RAYQUEUE_STORAGE_FAULTS")
+    if faults:
+        storage = _faulty(storage, faults)
+    return storage
+
+
+def _faulty(storage: Storage, spec: str) -> Storage:
+    """Test hook: wrap the journal in FaultyStorage (``busy=0.01,ioerr=0.01,seed=3``)."""
+    import random
+
+    from rayqueue.storage.faulty import FaultyStorage
+
+    rates = dict(part.split("=") for part in spec.split(","))
+    seed = int(rates.pop("seed", "0"))
+    cap = rates.pop("max", None)
+    return FaultyStorage(storage, rng=random.Random(seed),
+                         faults={k: float(v) for k, v in rates.items()},
+                         max_faults=None if cap is None else int(cap))
+
+
 class QueueActor:
     """The owner of one queue's tasks. Created by :func:`rayqueue.init`."""
 
@@ -53,35 +120,52 @@ class QueueActor:
         name: str,
         config: QueueConfig | None = None,
         metrics: Any = None,
-        storage: Storage | None = None,
+        journal: str | None = None,
         clock: Clock | None = None,
+        durability: str = "full",
     ) -> None:
         configure("queue")
+        ctx = ray.get_runtime_context()
+        reconstructed = bool(ctx.was_current_actor_reconstructed)
         self._name = name
-        self._core = QueueCore(config, storage if storage is not None else InMemoryStorage())
+        self._config = config or QueueConfig()
+        self._storage = open_storage(journal, durability, reconstructed)
+        self._buffer = CommitBuffer(self._storage)
+        self._core = QueueCore.recover(self._buffer, self._config)
         self._clock = clock or SystemClock()
+        if reconstructed:
+            self._core.renew_all_leases(self._clock.now())
         self._lock = threading.Lock()
         self._metrics = metrics
         self._claims: dict[str, deque[asyncio.Future[None]]] = {}
         self._results: dict[str, list[asyncio.Future[None]]] = {}
-        self._types: dict[str, bytes] = {}
         self._events: list[Event] = []
         self._timed_out: list[tuple[str, str]] = []
         self._ticker: asyncio.Task[None] | None = None
+        self._io = ThreadPoolExecutor(1, thread_name_prefix="journal")
+        self._waiters: list[asyncio.Future[None]] = []
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._flushing = False
         self._log = logger.bind(queue=name)
+        stats = self._core.stats()
+        self._log.info("queue {} ({}): {} unfinished task(s) recovered from {}",
+                       "restarted" if reconstructed else "started", name, stats.size,
+                       journal or "memory", action="queue_started", recovered=stats.size)
+        # Start the timer loop on the actor's event loop, also after a restart.
+        ctx.current_actor.start.remote()
 
     def __repr__(self) -> str:
         return f"QueueActor({self._name})"
 
     # ------------------------------------------------------------- lifecycle
     async def start(self) -> None:
-        """Start the timer loop (idempotent). Called once by the creating client."""
+        """Start the timer loop (idempotent)."""
         if self._ticker is None:
             self._ticker = asyncio.get_running_loop().create_task(self._tick_loop())
-            self._log.info("queue started", action="queue_started")
 
     async def _tick_loop(self) -> None:
         last_flush = 0.0
+        loop = asyncio.get_running_loop()
         while True:
             now = self._clock.now()
             try:
@@ -92,16 +176,17 @@ class QueueActor:
             except StorageError as err:
                 self._log.error("tick failed: {}", err, action="queue_tick_failed")
                 wake = None
-            mono = time.monotonic()
-            if mono - last_flush >= FLUSH_EVERY_S:
-                last_flush = mono
+            if self._buffer.pending:
+                self._schedule_flush()
+            if loop.time() - last_flush >= FLUSH_EVERY_S:
+                last_flush = loop.time()
                 self._flush_events()
             delay = TICK_MAX_S if wake is None else min(max(wake - now, 0.001), TICK_MAX_S)
             await asyncio.sleep(delay)
 
     def _after_tick(self, report: TickReport) -> None:
-        if report.promoted:
-            self._wake_claims(None, report.promoted)
+        if report.promoted or report.expired:
+            self._wake_claims(None, report.promoted + len(report.expired))
         for task_id in report.expired:
             self._event_of(task_id, "lost")
         for task_id, worker in report.timed_out:
@@ -113,6 +198,64 @@ class QueueActor:
             self._log.warning("task dead", action="task_dead", task_id=task_id)
         self._resolve_results([*report.dead, *report.expired,
                                *(t for t, _ in report.timed_out)])
+
+    # ---------------------------------------------------------- group commit
+    async def _durable(self) -> None:
+        """Wait until every change made so far is committed to the journal."""
+        if not self._buffer.pending and not self._flushing:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        self._schedule_flush()
+        await fut
+
+    def _schedule_flush(self) -> None:
+        if self._flush_handle is None and not self._flushing:
+            loop = asyncio.get_running_loop()
+            self._flush_handle = loop.call_later(
+                GROUP_COMMIT_S, lambda: loop.create_task(self._flush()))
+
+    async def _flush(self) -> None:
+        self._flush_handle = None
+        if self._flushing:
+            return
+        self._flushing = True
+        merged, waiters = self._buffer.take(), self._waiters
+        self._waiters = []
+        try:
+            if merged:
+                await asyncio.get_running_loop().run_in_executor(
+                    self._io, merged.write_to, self._storage)
+        except Exception as err:
+            self._rollback(err, waiters)
+        else:
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+        finally:
+            self._flushing = False
+            if self._waiters or self._buffer.pending:
+                self._schedule_flush()
+
+    def _rollback(self, err: Exception, waiters: list[asyncio.Future[None]]) -> None:
+        error = err if isinstance(err, StorageError) else StorageError(
+            f"journal commit failed ({type(err).__name__}: {err}); nothing was changed, "
+            "try again")
+        # Everything uncommitted, also what was buffered during this commit, is void.
+        waiters = waiters + self._waiters
+        self._waiters = []
+        self._buffer.take()
+        with self._lock:
+            closed = self._core.closed
+            self._core = QueueCore.recover(self._buffer, self._config)
+            if closed:
+                self._core.close()
+        self._log.error("journal commit failed, state reloaded from the journal: {}", error,
+                        action="journal_commit_failed", calls=len(waiters))
+        for fut in waiters:
+            if not fut.done():
+                fut.set_exception(error)
+        self._wake_claims(None, 1 << 30)
 
     # ---------------------------------------------------------------- events
     def _event_of(self, task_id: str, outcome: str) -> None:
@@ -132,12 +275,14 @@ class QueueActor:
 
     # ------------------------------------------------------------- producers
     async def enqueue_many(self, news: Sequence[NewTask]) -> list[TaskInfo]:
-        """Add tasks (all or nothing); returns their records in order."""
+        """Add tasks (all or nothing); answers once they are in the journal."""
         now = self._clock.now()
         with self._lock:
             before = self._core.size()
             recs = self._core.enqueue_many(news, now)
             added = self._core.size() - before
+        await self._durable()
+        crashpoint("enqueue.after_commit_before_reply")
         counts: dict[str, int] = {}
         for rec in recs:
             counts[rec.task_name] = counts.get(rec.task_name, 0) + 1
@@ -149,14 +294,6 @@ class QueueActor:
                 self._log.debug("task enqueued", action="task_enqueued", task_id=rec.id,
                                 task=rec.task_name, priority=rec.priority)
         return [TaskInfo.of(r) for r in recs]
-
-    async def register_types(self, types: dict[str, bytes]) -> None:
-        """Keep task classes (cloudpickled by the client) for workers that lack them.
-
-        This is code the driver ships, like Ray ships functions; it is never stored in
-        the journal, which holds names and JSON only.
-        """
-        self._types.update(types)
 
     async def add_schedule(
         self,
@@ -173,16 +310,19 @@ class QueueActor:
     ) -> ScheduleRecord:
         """Create a periodic schedule (idempotent)."""
         with self._lock:
-            return self._core.add_schedule(
+            sched = self._core.add_schedule(
                 schedule_id=schedule_id, task_name=task_name, payload=payload, spec=spec,
                 now=self._clock.now(), priority=priority, pool=pool, misfire=misfire,
                 retry=retry, timeout=timeout,
             )
+        await self._durable()
+        return sched
 
     async def cancel(self, task_id: str) -> str:
         """Cancel a queued task or stop a schedule; returns the new state."""
         with self._lock:
             out = self._core.cancel(task_id, self._clock.now())
+        await self._durable()
         self._resolve_results([task_id])
         return out.state.value if isinstance(out, TaskRecord) else "removed"
 
@@ -190,11 +330,12 @@ class QueueActor:
         """Put a dead task back to ready."""
         with self._lock:
             rec = self._core.retry_dead(task_id, self._clock.now())
+        await self._durable()
         self._wake_claims(rec.pool, 1)
         return TaskInfo.of(rec)
 
     async def close(self) -> None:
-        """Refuse further enqueues."""
+        """Refuse further enqueues at once."""
         with self._lock:
             self._core.close()
 
@@ -215,14 +356,18 @@ class QueueActor:
             self._claims.setdefault(pool, deque()).append(fut)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(fut, deadline - loop.time())
-        for lease in leases:
-            wait_s = max(0.0, now - self._core_due(lease))
-            self._events.append(("started", lease.task_name, wait_s))
+        if not leases:
+            return leases
+        dues = [self._due_at(lease.task_id, now) for lease in leases]
+        await self._durable()
+        crashpoint("claim.after_commit_before_reply")
+        for lease, due in zip(leases, dues, strict=True):
+            self._events.append(("started", lease.task_name, max(0.0, now - due)))
         return leases
 
-    def _core_due(self, lease: Lease) -> float:
-        rec = self._core.find(lease.task_id)
-        return rec.due_at if rec is not None else self._clock.now()
+    def _due_at(self, task_id: str, default: float) -> float:
+        rec = self._core.find(task_id)
+        return rec.due_at if rec is not None else default
 
     def _wake_claims(self, pool: str | None, n: int) -> None:
         pools = [pool] if pool is not None else list(self._claims)
@@ -236,11 +381,14 @@ class QueueActor:
                     woken += 1
 
     async def report(self, worker: str, outcomes: Sequence[Outcome]) -> list[bool]:
-        """Record finished attempts in one write; ``False`` marks a fenced (stale) one."""
+        """Record finished attempts; ``False`` marks a fenced (stale) one."""
         now = self._clock.now()
+        crashpoint("ack.before_commit")
         with self._lock:
             started = {o.task_id: self._started_at(o.task_id) for o in outcomes}
             recs = self._core.complete_many(outcomes, now)
+        await self._durable()
+        crashpoint("ack.after_commit_before_reply")
         done: list[str] = []
         for outcome, rec in zip(outcomes, recs, strict=True):
             if rec is None:
@@ -250,6 +398,8 @@ class QueueActor:
             run_s = max(0.0, now - (started[outcome.task_id] or now))
             self._events.append(("outcome", rec.task_name, _outcome_of(rec), run_s))
             self._log_outcome(rec, worker)
+            if rec.state is TaskState.FAILED:
+                crashpoint("retry.after_commit")
             if rec.state.terminal:
                 done.append(rec.id)
         self._resolve_results(done)
@@ -277,26 +427,80 @@ class QueueActor:
     async def heartbeat(self, refs: Sequence[tuple[str, int]]) -> list[bool]:
         """Extend leases; ``False`` tells the worker its lease is gone."""
         with self._lock:
-            return self._core.heartbeat(refs, self._clock.now())
+            alive = self._core.heartbeat(refs, self._clock.now())
+        await self._durable()
+        return alive
 
-    async def release(self, task_id: str, token: int) -> None:
-        """Give a leased task back unrun."""
+    async def release(self, refs: Sequence[tuple[str, int]]) -> list[bool]:
+        """Give leased tasks back unrun (attempts not counted); False where stale."""
+        now = self._clock.now()
+        out: list[bool] = []
         with self._lock:
-            rec = self._core.release(task_id, token, self._clock.now())
-        self._wake_claims(rec.pool, 1)
+            for task_id, token in refs:
+                try:
+                    self._core.release(task_id, token, now)
+                    out.append(True)
+                except StorageError:
+                    raise
+                except Exception:  # a stale lease: nothing to give back
+                    out.append(False)
+        await self._durable()
+        self._wake_claims(None, sum(out))
+        return out
 
     async def worker_lost(self, worker: str) -> list[str]:
         """Return a dead worker's leases to the queue (each counts a lost attempt)."""
         with self._lock:
             ids = self._core.worker_lost(worker, self._clock.now())
+        await self._durable()
         for task_id in ids:
             self._event_of(task_id, "lost")
         if ids:
             self._log.warning("worker lost; {} lease(s) returned", len(ids),
                               action="worker_lost", worker=worker, task_ids=ids)
-            self._wake_claims(None, len(ids))
             self._resolve_results(ids)
         return ids
+
+    async def reclaim_workers(self, prefix: str, keep: Sequence[str] = ()) -> list[str]:
+        """Return the leases of every worker whose id starts with ``prefix``, but ``keep``.
+
+        A restarted pool manager calls this: its old workers died with it.
+        """
+        with self._lock:
+            gone = [w for w in self._core.workers() if w.startswith(prefix) and w not in keep]
+        ids: list[str] = []
+        for worker in gone:
+            ids.extend(await self.worker_lost(worker))
+        return ids
+
+    async def pool_status(self) -> dict[str, Any]:
+        """Demand per pool, and workers whose task overran its timeout (taken once)."""
+        with self._lock:
+            ready = {p: self._core.ready_count(p) for p in self._core.pools()}
+            leased = self._core.leased_by_pool()
+        timed_out, self._timed_out = self._timed_out, []
+        return {"ready": ready, "leased": leased, "timed_out": timed_out}
+
+    async def recover_now(self) -> dict[str, int]:
+        """Test hook: reload the core from the journal, as a restart would, then tick."""
+        await self._durable()
+        with self._lock:
+            closed = self._core.closed
+            self._core = QueueCore.recover(self._buffer, self._config)
+            if closed:
+                self._core.close()
+            self._after_tick(self._core.tick(self._clock.now()))
+        await self._durable()
+        return self._core.stats().by_state
+
+    async def advance_clock(self, seconds: float) -> float:
+        """Test hook: jump the queue's clock ahead (only with an advanceable clock)."""
+        advance = getattr(self._clock, "advance", None)
+        if advance is None:
+            raise TypeError("this queue runs on the system clock; create it with "
+                            "clock=OffsetClock() to advance time in tests")
+        now: float = advance(seconds)
+        return now
 
     # --------------------------------------------------------------- results
     async def wait_results(self, task_ids: Sequence[str], timeout: float) -> list[TaskInfo | None]:
@@ -336,15 +540,6 @@ class QueueActor:
         with self._lock:
             return self._core.size() == 0
 
-    async def advance_clock(self, seconds: float) -> float:
-        """Test hook: jump the queue's clock ahead (only with an advanceable clock)."""
-        advance = getattr(self._clock, "advance", None)
-        if advance is None:
-            raise TypeError("this queue runs on the system clock; create it with "
-                            "clock=OffsetClock() to advance time in tests")
-        now: float = advance(seconds)
-        return now
-
     # ----------------------------------------------------------------- reads
     @_control
     async def stats(self) -> QueueStats:
@@ -377,24 +572,15 @@ class QueueActor:
             return self._core.schedules()
 
     @_control
-    async def pool_status(self) -> dict[str, Any]:
-        """Demand per pool, and workers whose task overran its timeout (taken once)."""
-        with self._lock:
-            pools = {p: self._core.ready_count(p) for p in self._core.pools()}
-            leased = self._core.leased_by_pool()
-        timed_out, self._timed_out = self._timed_out, []
-        return {"ready": pools, "leased": leased, "timed_out": timed_out}
-
-    @_control
-    async def get_type(self, task_name: str) -> bytes | None:
-        """A task class shipped by a client, cloudpickled."""
-        return self._types.get(task_name)
-
-    @_control
     async def debug_task_ids(self) -> list[str]:
         """Test hook: every task id the queue holds."""
         with self._lock:
             return self._core.task_ids()
+
+    @_control
+    async def pid(self) -> int:
+        """The actor's process id (for fault-injection tests)."""
+        return os.getpid()
 
     @_control
     async def ping(self) -> str:
@@ -412,7 +598,3 @@ def _outcome_of(rec: TaskRecord) -> str:
     if rec.state is TaskState.DEAD:
         return "dead"
     return "retried"
-
-
-#: Concurrency groups of the actor: reads get their own, so parked claims never block them.
-CONCURRENCY_GROUPS = {"control": 8}

@@ -9,17 +9,20 @@ lives on. The worker never decides retries or order: the queue does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
 import inspect
 import os
 import traceback
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import copy_context
 from typing import Any
 
 import ray
-import ray.cloudpickle as cloudpickle
 from loguru import logger
 
+from rayqueue.codebook import resolve
 from rayqueue.config import NAMESPACE, actor_name
 from rayqueue.core.queue import Failure, Lease, Outcome
 from rayqueue.core.record import ErrorInfo
@@ -31,13 +34,14 @@ from rayqueue.task import (
     TaskContext,
     decode_payload,
     encode_result,
-    lookup,
-    register,
     set_current,
 )
 
 #: Seconds a claim waits for work before the run loop looks around again.
 CLAIM_WAIT_S = 1.0
+#: Longest error message and traceback text kept from a failed attempt.
+MAX_MESSAGE = 2_000
+MAX_TRACEBACK = 8_000
 
 
 class WorkerActor:
@@ -50,9 +54,16 @@ class WorkerActor:
         worker_id: str,
         concurrency: int = 4,
         heartbeat_s: float = 5.0,
+        max_rss_mb: float | None = None,
+        imports: Sequence[str] = (),
     ) -> None:
         configure("worker")
         self._queue = ray.get_actor(actor_name(queue, "queue"), namespace=NAMESPACE)
+        self._queue_name = queue
+        self._classes: dict[str, type[Task[Any]]] = {}
+        self._resolving = asyncio.Lock()
+        for module in imports:
+            importlib.import_module(module)  # configured code: registers its task types
         self._pool = pool
         self._id = worker_id
         self._concurrency = concurrency
@@ -61,6 +72,8 @@ class WorkerActor:
         self._running: dict[str, Lease] = {}
         self._outcomes: list[Outcome] = []
         self._draining = False
+        self._drain_deadline: float | None = None
+        self._max_rss_mb = max_rss_mb
         self._wakeup: asyncio.Event | None = None
         self._report_kick: asyncio.Event | None = None
         self._node = ray.get_runtime_context().get_node_id()
@@ -77,9 +90,15 @@ class WorkerActor:
         return {"id": self._id, "pid": os.getpid(), "node_id": self._node,
                 "running": len(self._running), "done": self._done}
 
-    async def drain(self) -> None:
-        """Stop claiming; ``run()`` returns once the tasks held are finished and reported."""
+    async def drain(self, timeout: float | None = None) -> None:
+        """Stop claiming; ``run()`` returns once the tasks held are finished and reported.
+
+        With ``timeout``, tasks still running after that many seconds are released back
+        to the queue (their attempt does not count) and ``run()`` returns without them.
+        """
         self._draining = True
+        if timeout is not None:
+            self._drain_deadline = asyncio.get_running_loop().time() + timeout
         if self._wakeup is not None:
             self._wakeup.set()
 
@@ -97,21 +116,44 @@ class WorkerActor:
                     self._wakeup.clear()
                     await self._wakeup.wait()
                     continue
-                leases: list[Lease] = await self._queue.claim.remote(
-                    self._id, self._pool, free, CLAIM_WAIT_S)
+                try:
+                    leases: list[Lease] = await self._queue.claim.remote(
+                        self._id, self._pool, free, CLAIM_WAIT_S)
+                except ray.exceptions.RayError as err:
+                    # The queue is restarting or its journal failed: wait and try again.
+                    self._log.warning("claim failed ({}); retrying", type(err).__name__,
+                                      action="worker_claim_failed")
+                    await asyncio.sleep(CLAIM_WAIT_S)
+                    continue
                 for lease in leases:
                     self._running[lease.task_id] = lease
                     job = asyncio.create_task(self._execute(lease))
                     active.add(job)
                     job.add_done_callback(self._finished(active))
             if active:
-                await asyncio.gather(*active)
+                await self._finish(active)
             await self._flush()
         finally:
             reporter.cancel()
             beater.cancel()
         self._log.info("worker drained after {} task(s)", self._done, action="worker_drained")
         return self._done
+
+    async def _finish(self, active: set[asyncio.Task[None]]) -> None:
+        """Wait for running tasks; past the drain deadline, release what is left."""
+        loop = asyncio.get_running_loop()
+        left = None if self._drain_deadline is None else self._drain_deadline - loop.time()
+        _, pending = await asyncio.wait(set(active), timeout=left)
+        if not pending:
+            return
+        refs = [(lease.task_id, lease.token) for lease in self._running.values()]
+        self._running.clear()
+        for job in pending:
+            job.cancel()  # a thread cannot be stopped; its outcome is dropped
+        self._log.info("drain deadline passed: releasing {} task(s)", len(refs),
+                       action="worker_released", tasks=[r[0] for r in refs])
+        with contextlib.suppress(ray.exceptions.RayError):
+            await self._queue.release.remote(refs)
 
     def _finished(self, active: set[asyncio.Task[None]]) -> Any:
         def done(job: asyncio.Task[None]) -> None:
@@ -123,18 +165,43 @@ class WorkerActor:
     async def _execute(self, lease: Lease) -> None:
         log = self._log.bind(task_id=lease.task_id, task=lease.task_name, attempt=lease.attempt)
         outcome: Outcome
-        cls: type[Task[Any]] | None = None
         try:
             cls = await self._resolve(lease.task_name)
-            task = decode_payload(lease.task_name, lease.payload)
+            task = decode_payload(lease.task_name, lease.payload, cls)
+        except UnknownTaskError as exc:
+            # No class for this name yet (a client may still ship it, e.g. after a cold
+            # restart): retry with backoff; dead as unknown_task when attempts run out.
+            # Never an import of the name: the name is data.
+            failure = Failure(ErrorInfo.from_exception(exc), retryable=True,
+                              retry_delay=min(2.0 ** lease.attempt, 30.0), reason="unknown_task")
+            self._deliver(lease, Outcome(lease.task_id, lease.token, failure=failure))
+            log.warning("no class for task {!r}", lease.task_name, action="task_unknown")
+            return
+        except InvalidPayloadError as exc:
+            # Data the code cannot take: never retried.
+            reason = _payload_reason(exc)
+            self._deliver(lease, Outcome(lease.task_id, lease.token, failure=Failure(
+                ErrorInfo.from_exception(exc), retryable=False, reason=reason)))
+            log.warning("task rejected ({}): {}", reason, exc, action="task_rejected")
+            return
+        try:
             log.debug("task started", action="task_started")
             set_current(TaskContext(lease.task_id, lease.attempt, self._id))
             with logger.contextualize(task_id=lease.task_id, attempt=lease.attempt):
                 value = await self._call(task)
             outcome = Outcome(lease.task_id, lease.token, result=encode_result(cls, value))
+        except asyncio.CancelledError:
+            raise  # released at a drain deadline: no outcome
         except BaseException as exc:  # task code may raise anything
             outcome = Outcome(lease.task_id, lease.token, failure=_failure(cls, exc))
-            log.debug("task failed: {}: {}", type(exc).__name__, exc, action="task_failed")
+            log.debug("task failed: {}", _describe(exc), action="task_failed")
+        self._deliver(lease, outcome)
+        if self._max_rss_mb is not None and _rss_mb() > self._max_rss_mb:
+            self._log.warning("memory {:.0f} MB over the limit of {:.0f} MB: recycling",
+                              _rss_mb(), self._max_rss_mb, action="worker_recycled")
+            await self.drain()
+
+    def _deliver(self, lease: Lease, outcome: Outcome) -> None:
         self._running.pop(lease.task_id, None)
         self._done += 1
         self._outcomes.append(outcome)
@@ -152,17 +219,17 @@ class WorkerActor:
         return value
 
     async def _resolve(self, name: str) -> type[Task[Any]]:
-        try:
-            return lookup(name)
-        except UnknownTaskError:
-            blob = await self._queue.get_type.remote(name)
-            if blob is None:
-                raise
-            cls: type[Task[Any]] = cloudpickle.loads(blob)
-            # A class rebuilt by value gets its attributes (task_name included) after
-            # its creation hook ran: register it again under its real name.
-            register(cls)
-            return cls
+        cls = self._classes.get(name)
+        if cls is None:
+            # One resolution at a time: a class being rebuilt by value is incomplete
+            # until cloudpickle has set its state, and must not be used before.
+            async with self._resolving:
+                cls = self._classes.get(name)
+                if cls is None:
+                    loop = asyncio.get_running_loop()
+                    cls = await loop.run_in_executor(None, resolve, self._queue_name, name)
+                    self._classes[name] = cls
+        return cls
 
     async def _report_loop(self) -> None:
         assert self._report_kick is not None
@@ -195,10 +262,49 @@ class WorkerActor:
                     self._log.warning("heartbeat failed: {}", err, action="worker_heartbeat_failed")
 
 
-def _failure(cls: type[Task[Any]] | None, exc: BaseException) -> Failure:
-    error = ErrorInfo.of(type(exc).__name__, str(exc), "".join(traceback.format_exception(exc)))
-    if isinstance(exc, (UnknownTaskError, InvalidPayloadError)) or cls is None:
-        return Failure(error, retryable=False)
+def _describe(exc: BaseException) -> str:
+    """``Type: message``, even for exceptions whose ``__str__`` raises."""
+    try:
+        text = str(exc)
+    except Exception as err:  # a misbehaving exception must not take the worker down
+        text = f"<str() failed: {type(err).__name__}>"
+    return f"{type(exc).__name__}: {text[:MAX_MESSAGE]}"
+
+
+def _failure(cls: type[Task[Any]], exc: BaseException) -> Failure:
+    try:
+        message = str(exc)
+    except Exception as err:
+        message = f"<str() failed: {type(err).__name__}>"
+    try:
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception as err:
+        tb = f"<traceback unavailable: {type(err).__name__}>"
+    # Cut before building the record: a 50 MB message must not be copied around.
+    error = ErrorInfo.of(type(exc).__name__, message[:MAX_MESSAGE], tb[-MAX_TRACEBACK:])
+    if isinstance(exc, InvalidPayloadError):  # the result did not match its type
+        return Failure(error, retryable=False, reason="invalid_result")
     if isinstance(exc, Retry):
         return Failure(error, retryable=True, retry_delay=exc.delay)
-    return Failure(error, retryable=cls.retry.is_retryable(exc))
+    try:
+        retryable = cls.retry.is_retryable(exc)
+    except Exception:
+        retryable = False
+    return Failure(error, retryable=retryable)
+
+
+def _payload_reason(exc: InvalidPayloadError) -> str:
+    """``invalid_payload`` for data that is not JSON (e.g. an injected pickle), else
+    ``schema_mismatch`` (JSON that no longer fits the task model)."""
+    return "invalid_payload" if "json_invalid" in exc.detail.lower() or (
+        "invalid json" in exc.detail.lower()) else "schema_mismatch"
+
+
+def _rss_mb() -> float:
+    """Resident memory of this process in MB (Linux /proc; 0 where unavailable)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20

@@ -89,11 +89,16 @@ class Lease:
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """A failed attempt as a worker reports it."""
+    """A failed attempt as a worker reports it.
+
+    ``reason`` names why a non-retryable failure ends the task (e.g. ``unknown_task``,
+    ``schema_mismatch``); it defaults to ``non_retryable``.
+    """
 
     error: ErrorInfo
     retryable: bool = True
     retry_delay: float | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +368,13 @@ class QueueCore:
         self._commit(batch)
         return out
 
+    def renew_all_leases(self, now: float) -> int:
+        """Give every lease a fresh ``lease_ttl`` (after a restart: while the queue was
+        down, no worker could renew, and a live one must not lose its task for that)."""
+        refs = [(i, self._tasks[i].lease_token) for ids in self._by_worker.values() for i in ids]
+        self.heartbeat(refs, now)
+        return len(refs)
+
     def worker_lost(self, worker: str, now: float) -> list[str]:
         """Return the leases of a worker known to be dead; each counts a lost attempt."""
         ids = sorted(self._by_worker.get(worker, ()))
@@ -373,9 +385,9 @@ class QueueCore:
     def _after_failure(self, rec: TaskRecord, failure: Failure, now: float) -> TaskRecord:
         base = replace(_unleased(rec, now), error=failure.error)
         if not failure.retryable:
-            return _dead(base, now, "non_retryable")
+            return _dead(base, now, failure.reason or "non_retryable")
         if rec.attempts >= rec.retry.max_attempts:
-            return _dead(base, now, "max_attempts")
+            return _dead(base, now, failure.reason or "max_attempts")
         delay = failure.retry_delay
         if delay is None or not math.isfinite(delay) or delay < 0:
             delay = rec.retry.delay(rec.attempts, self._rng.random())
@@ -393,7 +405,10 @@ class QueueCore:
         )
         if lost >= rec.retry.max_lost_attempts or rec.attempts >= rec.retry.max_attempts:
             return _dead(base, now, "worker_lost")
-        return replace(base, state=TaskState.READY)
+        # Back off with jitter: tasks that shared a dying worker with a poison task would
+        # otherwise come back together and be claimed together again, and die with it.
+        delay = rec.retry.delay(lost, self._rng.random())
+        return replace(base, state=TaskState.FAILED, due_at=now + delay)
 
     # --------------------------------------------------------------------- time
     def tick(self, now: float) -> TickReport:
@@ -603,6 +618,10 @@ class QueueCore:
     def leased_count(self) -> int:
         """Tasks leased to workers now."""
         return self._state_counts[TaskState.LEASED]
+
+    def workers(self) -> list[str]:
+        """Workers (and dequeuing clients) that hold leases now."""
+        return list(self._by_worker)
 
     def leased_by_pool(self) -> dict[str, int]:
         """Leased tasks per pool."""

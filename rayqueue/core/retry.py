@@ -32,7 +32,9 @@ class RetryPolicy:
         jitter: full jitter (uniform in ``[0, delay]``), as AWS recommends for herds.
         max_lost_attempts: attempts lost to a dying worker (or an expired lease)
             before the task is declared poison and goes to the dead letters.
-        retry_on: exception types that retry (subclasses included).
+        retry_on: exception types that retry (subclasses included). The default retries
+            everything task code raises, ``SystemExit`` and ``KeyboardInterrupt`` too:
+            the worker catches them, and they are failures of one attempt like others.
         dont_retry_on: exception types that never retry; checked first.
     """
 
@@ -43,7 +45,7 @@ class RetryPolicy:
     max_delay: float = 300.0
     jitter: bool = True
     max_lost_attempts: int = 3
-    retry_on: tuple[type[BaseException], ...] = field(default=(Exception,))
+    retry_on: tuple[type[BaseException], ...] = field(default=(BaseException,))
     dont_retry_on: tuple[type[BaseException], ...] = field(default=())
 
     def __post_init__(self) -> None:

@@ -1,6 +1,8 @@
 """Storage backends: the protocol and its implementations."""
 
 from rayqueue.storage.base import Storage, StoredState
+from rayqueue.storage.faulty import FaultyStorage
 from rayqueue.storage.memory import InMemoryStorage
+from rayqueue.storage.sqlite import SQLiteStorage
 
-__all__ = ["InMemoryStorage", "Storage", "StoredState"]
+__all__ = ["FaultyStorage", "InMemoryStorage", "SQLiteStorage", "Storage", "StoredState"]

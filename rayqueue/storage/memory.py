@@ -36,11 +36,11 @@ class InMemoryStorage:
         delete_tasks: Sequence[str] = (),
         delete_schedules: Sequence[str] = (),
     ) -> None:
-        """Apply one batch."""
-        for rec in tasks:
-            self._tasks[rec.id] = rec.to_json()
-        for sched in schedules:
-            self._schedules[sched.id] = sched.to_json()
+        """Apply one batch, all or nothing (records are encoded before anything changes)."""
+        encoded_tasks = [(rec.id, rec.to_json()) for rec in tasks]
+        encoded_schedules = [(sched.id, sched.to_json()) for sched in schedules]
+        self._tasks.update(encoded_tasks)
+        self._schedules.update(encoded_schedules)
         for task_id in delete_tasks:
             self._tasks.pop(task_id, None)
         for schedule_id in delete_schedules:

@@ -11,7 +11,6 @@ import pytest
 
 import rayqueue
 from rayqueue import OffsetClock, PoolConfig, Priority, QueueConfig
-from tests.integration.conftest import wait_for
 from tests.integration.probe_tasks import (
     AsyncProbe,
     Exits,
@@ -21,6 +20,7 @@ from tests.integration.probe_tasks import (
     Probe,
     Special,
 )
+from tests.ray_fixtures import wait_for
 
 MakeQueue = Callable[..., rayqueue.TaskQueue[Any]]
 ONE_SLOT = PoolConfig(min_workers=0, max_workers=2, concurrency=1)

@@ -29,7 +29,7 @@ from rayqueue import (
     TaskNotFoundError,
     TaskState,
 )
-from tests.unit.conftest import new
+from tests.unit.conftest import NO_JITTER, new
 
 BOOM = Failure(ErrorInfo("RuntimeError", "boom"))
 
@@ -130,6 +130,8 @@ def test_zombie_ack_after_expiry_and_re_lease_is_fenced(core: QueueCore, clock: 
     clock.advance(core.config.lease_ttl + 1)
     report = core.tick(clock.now())
     assert report.expired == ("a",)
+    clock.set(core.get("a").due_at)  # a lost attempt backs off before it is claimable
+    core.tick(clock.now())
     (fresh,) = core.claim("b", 1, clock.now())
     assert fresh.token > old.token and fresh.attempt == 2
     assert core.ack_many([("a", old.token, '"zombie"')], clock.now()) == [False]
@@ -149,6 +151,15 @@ def test_heartbeat_keeps_lease_alive(core: QueueCore, clock: FakeClock) -> None:
     assert core.heartbeat([("a", lease.token + 1)], clock.now()) == [False]
 
 
+def test_renew_all_leases_after_a_restart(core: QueueCore, clock: FakeClock) -> None:
+    core.enqueue_many([new(task_id="a"), new(task_id="b")], clock.now())
+    core.claim("w", 2, clock.now())
+    clock.advance(core.config.lease_ttl - 1)
+    assert core.renew_all_leases(clock.now()) == 2
+    clock.advance(core.config.lease_ttl - 1)
+    assert core.tick(clock.now()).expired == ()
+
+
 def test_release_gives_back_without_counting(core: QueueCore, clock: FakeClock) -> None:
     core.enqueue(new(task_id="a"), clock.now())
     (lease,) = core.claim("w", 1, clock.now())
@@ -165,7 +176,9 @@ def test_worker_lost_returns_its_leases(core: QueueCore, clock: FakeClock) -> No
     core.claim("w1", 2, clock.now())
     core.claim("w2", 1, clock.now())
     assert core.worker_lost("w1", clock.now()) == ["a", "b"]
-    assert core.get("a").state is TaskState.READY and core.get("a").lost_attempts == 1
+    lost = core.get("a")
+    assert lost.state is TaskState.FAILED and lost.lost_attempts == 1
+    assert clock.now() <= lost.due_at <= clock.now() + NO_JITTER.base_delay
     assert core.get("c").state is TaskState.LEASED
     assert core.worker_lost("nobody", clock.now()) == []
 
@@ -174,6 +187,8 @@ def test_poison_task_dies_after_max_lost_attempts(core: QueueCore, clock: FakeCl
     policy = RetryPolicy(max_attempts=5, max_lost_attempts=3, jitter=False)
     core.enqueue(new(task_id="poison", retry=policy), clock.now())
     for n in range(1, 4):
+        clock.set(core.get("poison").due_at)
+        core.tick(clock.now())
         (lease,) = core.claim(f"w{n}", 1, clock.now())
         assert lease.attempt == n
         core.worker_lost(f"w{n}", clock.now())
@@ -445,6 +460,14 @@ def test_storage_failure_leaves_queue_unchanged(clock: FakeClock) -> None:
     clock.advance(core.config.lease_ttl + 1)
     attempt(lambda: core.tick(clock.now()))
     assert core.tick(clock.now()).expired == ("a", "b")
+
+
+def test_non_retryable_failure_keeps_its_reason(core: QueueCore, clock: FakeClock) -> None:
+    core.enqueue(new(task_id="a"), clock.now())
+    (lease,) = core.claim("w", 1, clock.now())
+    failure = Failure(ErrorInfo("InvalidPayloadError", "x"), retryable=False,
+                      reason="schema_mismatch")
+    assert core.fail("a", lease.token, failure, clock.now()).reason == "schema_mismatch"
 
 
 def test_recover_rebuilds_state_and_keeps_leases(clock: FakeClock,

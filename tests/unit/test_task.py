@@ -127,6 +127,12 @@ def test_same_name_two_classes_is_an_error() -> None:
             task_name: ClassVar[str] = "shop.payment"
 
 
+def test_options_declared_as_fields_are_an_error() -> None:
+    with pytest.raises(TaskError, match="ClassVar"):
+        class Wrong(Task[None]):
+            timeout: float = 3.0  # forgot ClassVar: would silently be payload
+
+
 def test_redefining_a_class_replaces_it_as_in_a_notebook() -> None:
     def define() -> type[Task[int]]:
         class Cell(Task[int]):

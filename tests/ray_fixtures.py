@@ -1,7 +1,12 @@
-"""One local Ray per test session; each test gets its own queue, removed afterwards."""
+"""Ray fixtures shared by integration and fault tests: one local Ray per test session.
+
+Loaded as a pytest plugin from ``tests/conftest.py``; Ray itself is imported only when
+a test asks for the cluster, so the unit suite never pays for it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 # Ray 2.60 reads this at import: our throwaway cluster runs without token auth.
@@ -16,13 +21,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import ray
-import ray.cloudpickle as cloudpickle
 
 import rayqueue
-from tests.integration import probe_tasks
-
-pytestmark = pytest.mark.integration
 
 
 def _free_port() -> int:
@@ -34,8 +34,15 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[dict[str, Any]]:
     """A private local Ray: 8 logical CPUs, a custom resource, metrics on a known port."""
+    import ray
+    import ray.cloudpickle as cloudpickle
+
+    from tests.faults import ledger_tasks
+    from tests.integration import probe_tasks
+
     # Task classes defined in test modules travel by value, as a notebook's would.
     cloudpickle.register_pickle_by_value(probe_tasks)
+    cloudpickle.register_pickle_by_value(ledger_tasks)
     port = _free_port()
     temp = tempfile.mkdtemp(prefix="rq-", dir="/tmp")
     ray.init(
@@ -58,13 +65,16 @@ def make_queue(ray_cluster: dict[str, Any]) -> Iterator[Callable[..., rayqueue.T
     made: list[rayqueue.TaskQueue[Any]] = []
 
     def make(**kwargs: Any) -> rayqueue.TaskQueue[Any]:
-        queue = rayqueue.init(f"t-{uuid.uuid4().hex[:8]}", **kwargs)
+        kwargs.setdefault("journal", None)  # memory unless a test is about the journal
+        queue = rayqueue.init(kwargs.pop("name", None) or f"t-{uuid.uuid4().hex[:8]}",
+                              **kwargs)
         made.append(queue)
         return queue
 
     yield make
     for queue in made:
-        queue.shutdown(timeout=5)
+        with contextlib.suppress(rayqueue.RayQueueError):
+            queue.shutdown(timeout=5)  # a test may have removed it already
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:

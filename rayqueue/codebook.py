@@ -1,0 +1,69 @@
+"""Where workers find task classes: shipped by clients into Ray's cluster key-value store.
+
+A client ships each task class it uses (cloudpickled: by reference when its module is
+importable, by value when it is defined in ``__main__`` or a notebook) under its task
+name. Workers look a name up in their own registry first, then here. This is code the
+driver ships, as Ray ships functions; the journal never holds it (the journal is data),
+and no worker ever imports a module because a journal row names it.
+
+The store lives in Ray's GCS: it outlives queue and worker actor restarts, and a client
+that attaches to a queue ships its classes again (after a whole-cluster restart).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray.cloudpickle as cloudpickle
+from loguru import logger
+from ray.experimental import internal_kv
+
+from rayqueue.errors import UnknownTaskError
+from rayqueue.task import Task, lookup, register
+
+_NAMESPACE = "rayqueue"
+
+
+def _key(queue: str, task_name: str) -> str:
+    return f"types/{queue}/{task_name}"
+
+
+def ship(queue: str, classes: Any) -> list[str]:
+    """Publish task classes for queue ``queue``; returns the names shipped.
+
+    A class that cannot be pickled is skipped with a warning: workers that import its
+    module themselves (``PoolConfig.imports``) can still run it.
+    """
+    shipped = []
+    for cls in classes:
+        try:
+            blob = cloudpickle.dumps(cls)
+        except Exception as err:
+            logger.warning("cannot ship task class {}: {}", cls.__qualname__, err,
+                           action="task_class_unshippable")
+            continue
+        internal_kv._internal_kv_put(_key(queue, cls.task_name), blob, namespace=_NAMESPACE)
+        shipped.append(cls.task_name)
+    return shipped
+
+
+def resolve(queue: str, task_name: str) -> type[Task[Any]]:
+    """The class for ``task_name``: this process's registry, else a shipped one.
+
+    Raises:
+        UnknownTaskError: nobody shipped or imported it (yet).
+    """
+    try:
+        return lookup(task_name)
+    except UnknownTaskError:
+        blob = internal_kv._internal_kv_get(_key(queue, task_name), namespace=_NAMESPACE)
+        if not blob:
+            raise
+    try:
+        cls: type[Task[Any]] = cloudpickle.loads(blob)
+    except Exception as err:  # e.g. shipped by reference and its module is missing here
+        raise UnknownTaskError(task_name) from err
+    # A class rebuilt by value gets its attributes (task_name included) after its
+    # creation hook ran: register it again under its real name.
+    register(cls)
+    return cls

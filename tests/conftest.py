@@ -1,0 +1,3 @@
+"""Test configuration shared by every suite."""
+
+pytest_plugins = ["tests.ray_fixtures"]

@@ -1,0 +1,198 @@
+"""RELIABILITY.md scenarios 6, 7, 13, 14 and 16: the queue actor and its journal fail."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+
+import rayqueue
+from rayqueue import PoolConfig, QueueConfig
+from tests.faults import ledger
+from tests.faults.conftest import settle
+from tests.faults.ledger_tasks import SlowRetry, Work
+from tests.ray_fixtures import wait_for
+
+MakeQueue = Callable[..., rayqueue.TaskQueue[Any]]
+TWO = PoolConfig(min_workers=2, max_workers=2, concurrency=2)
+FAST = QueueConfig(lease_ttl=2.0)
+
+
+def _succeeded(q: rayqueue.TaskQueue[Any], ids: list[str]) -> int:
+    return sum(1 for i in q.get_many(ids) if i and i.state == "succeeded")
+
+
+def test_6_queue_actor_killed_under_load(make_queue: MakeQueue, ledger_path: str,
+                                         tmp_path: Path) -> None:
+    q = make_queue(pools=[TWO], config=FAST, heartbeat_s=0.5,
+                   journal=str(tmp_path / "q.sqlite"))
+    ready = q.enqueue_many([Work(ledger=ledger_path, value=i, seconds=0.01)
+                            for i in range(300)])
+    later = q.enqueue_many([Work(ledger=ledger_path, value=i) for i in range(20)], delay=600)
+    flaky = q.enqueue_many([Work(ledger=ledger_path, value=i, how="fail", how_times=1)
+                            for i in range(20)])
+    due_before = {i.id: i.due_at for i in q.get_many([h.id for h in later]) if i}
+    ids = [h.id for h in ready]
+    wait_for(lambda: _succeeded(q, ids) >= 50, what="50 completions")
+
+    produced: list[rayqueue.TaskHandle[int]] = []
+    errors: list[BaseException] = []
+
+    def producer() -> None:  # enqueues straight through the crash
+        for i in range(100):
+            try:
+                produced.append(q.enqueue(Work(ledger=ledger_path, value=i), task_id=f"p{i}"))
+            except rayqueue.QueueUnavailableError as err:
+                errors.append(err)
+
+    thread = threading.Thread(target=producer)
+    thread.start()
+    pid = ray.get(q._actor.pid.remote())
+    os.kill(pid, signal.SIGKILL)
+    thread.join(timeout=120)
+    assert not thread.is_alive() and errors == []  # every enqueue returned or was retried
+    history = settle(q, ready + flaky + produced, ledger_path)
+    assert history.lost == [] and history.undercounted == []
+    assert history.duplicates <= 4  # at most the leases outstanding at the crash
+    assert ray.get(q._actor.pid.remote()) != pid  # it did restart
+    after = {i.id: (i.state, i.due_at) for i in q.get_many(list(due_before)) if i}
+    assert after == {k: ("scheduled", v) for k, v in due_before.items()}
+    assert len(ray.get(q._actor.debug_task_ids.remote())) == 440  # no duplicate rows
+
+
+@pytest.mark.parametrize("point", ["enqueue.after_commit_before_reply",
+                                   "claim.after_commit_before_reply",
+                                   "ack.after_commit_before_reply", "ack.before_commit",
+                                   "retry.after_commit"])
+def test_7_crash_between_commit_and_reply(make_queue: MakeQueue, ledger_path: str,
+                                          tmp_path: Path, point: str) -> None:
+    env = {"RAYQUEUE_CRASHPOINT": point, "RAYQUEUE_CRASHPOINT_AFTER": "5",
+           "RAYQUEUE_CRASHPOINT_ONCE": str(tmp_path / "fired")}
+    q = make_queue(pools=[PoolConfig(min_workers=1, max_workers=1, concurrency=1)],
+                   config=FAST, heartbeat_s=0.5, journal=str(tmp_path / "q.sqlite"),
+                   queue_env=env)
+    how = "fail" if point.startswith("retry") else ""
+    handles = [q.enqueue(Work(ledger=ledger_path, value=i, how=how, how_times=1),
+                         task_id=f"t{i}") for i in range(30)]
+    history = settle(q, handles, ledger_path)
+    assert (tmp_path / "fired").exists(), "the crash point never fired"
+    assert history.lost == [] and history.undercounted == []
+    assert history.duplicates == 0  # the worker never ran a task twice
+    assert sorted(ray.get(q._actor.debug_task_ids.remote())) == sorted(f"t{i}"
+                                                                       for i in range(30))
+
+
+def test_13_close_with_drain_timeout_releases_the_rest(make_queue: MakeQueue,
+                                                       ledger_path: str,
+                                                       tmp_path: Path) -> None:
+    journal = str(tmp_path / "q.sqlite")
+    q = make_queue(pools=[PoolConfig(min_workers=2, max_workers=2, concurrency=4)],
+                   journal=journal)
+    short = q.enqueue_many([Work(ledger=ledger_path, value=i, seconds=0.3) for i in range(4)])
+    long = q.enqueue_many([Work(ledger=ledger_path, value=i, first_seconds=120)
+                           for i in range(4)])
+    wait_for(lambda: len(ledger.rows(ledger_path)) == 8, what="all eight started")
+    q.close(drain_timeout=3)
+    with pytest.raises(rayqueue.QueueClosedError):
+        q.enqueue(Work(ledger=ledger_path))
+    assert {i.state for i in q.get_many([h.id for h in short]) if i} == {"succeeded"}
+    released = [i for i in q.get_many([h.id for h in long]) if i]
+    assert {(i.state, i.attempts) for i in released} == {("ready", 0)}  # not failures
+    name = q.name
+    q.shutdown(timeout=1)
+    again = make_queue(name=name, journal=journal,
+                       pools=[PoolConfig(min_workers=1, max_workers=1, concurrency=4)])
+    history = settle(again, short + long, ledger_path)
+    assert history.lost == [] and history.duplicates == 0
+    assert history.states["succeeded"] == 8
+
+
+def test_14_whole_cluster_crash_and_cold_restart(make_queue: MakeQueue, ledger_path: str,
+                                                  tmp_path: Path) -> None:
+    journal = str(tmp_path / "cold.sqlite")
+    temp = Path(f"/tmp/rqcold-{os.getpid()}")
+    script = Path(__file__).with_name("cold_crash_main.py")
+    proc = subprocess.run(
+        [sys.executable, str(script), journal, ledger_path, str(temp)],
+        capture_output=True, text=True, timeout=180, check=False,
+        env={**os.environ, "RAY_AUTH_MODE": "disabled"}, start_new_session=True)
+    _kill_leftovers(str(temp))
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    before = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert before["states"] == {"succeeded": 200, "scheduled": 20, "failed": 10}
+
+    q = make_queue(journal=journal, pools=[PoolConfig(min_workers=0, max_workers=1)])
+    infos = {i.id: i for i in q.get_many(list(before["tasks"])) if i}
+    assert set(infos) == set(before["tasks"])  # every acked task is there
+    for task_id, (state, due) in before["tasks"].items():
+        assert infos[task_id].state == state and infos[task_id].due_at == due
+    history = ledger.check(ledger_path, infos.values())
+    assert history.duplicates == 0 and history.undercounted == []
+
+
+def _kill_leftovers(marker: str) -> None:
+    """SIGKILL any process of the crashed cluster still alive (found by its temp dir)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmdline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGKILL)
+
+
+def test_16_storage_faults_never_lose_or_duplicate(make_queue: MakeQueue, ledger_path: str,
+                                                   tmp_path: Path) -> None:
+    faults = "busy=0.02,ioerr=0.02,timeout=0.02,execute_and_timeout=0.02,seed=11"
+    q = make_queue(pools=[TWO], config=FAST, heartbeat_s=0.5,
+                   journal=str(tmp_path / "q.sqlite"),
+                   queue_env={"RAYQUEUE_STORAGE_FAULTS": faults})
+    pid = ray.get(q._actor.pid.remote())
+    handles: list[rayqueue.TaskHandle[int]] = []
+    for start in range(0, 500, 50):
+        batch = [Work(ledger=ledger_path, value=i) for i in range(start, start + 50)]
+        ids = [f"s{i}" for i in range(start, start + 50)]
+        while True:
+            try:
+                handles += q.enqueue_many(batch, task_ids=ids)
+                break
+            except rayqueue.StorageError:
+                continue  # a typed error: retry the same ids (idempotent)
+    history = settle(q, handles, ledger_path)
+    assert history.lost == [] and history.undercounted == []
+    assert history.duplicates <= sum(1 for i in q.get_many([h.id for h in handles])
+                                     if i and i.lost_attempts)
+    assert len(ray.get(q._actor.debug_task_ids.remote())) == 500
+    assert ray.get(q._actor.pid.remote()) == pid  # storage errors never crashed it
+
+
+def test_17_retry_state_survives_a_queue_restart(make_queue: MakeQueue, ledger_path: str,
+                                                 tmp_path: Path) -> None:
+    q = make_queue(pools=[PoolConfig(min_workers=1, max_workers=1, concurrency=1)],
+                   journal=str(tmp_path / "q.sqlite"))
+    handle = q.enqueue(SlowRetry(ledger=ledger_path, value=4, how="fail", how_times=1))
+    waiting = wait_for(lambda: (i := q.get(handle.id)).state == "failed" and i,
+                       what="the retry wait")
+    os.kill(ray.get(q._actor.pid.remote()), signal.SIGKILL)
+    after = wait_for(lambda: _get_or_none(q, handle.id), what="the restarted queue")
+    assert (after.state, after.due_at, after.attempts) == ("failed", waiting.due_at, 1)
+
+
+def _get_or_none(q: rayqueue.TaskQueue[Any], task_id: str) -> rayqueue.TaskInfo | None:
+    try:
+        return q.get(task_id)
+    except rayqueue.QueueUnavailableError:
+        return None
