@@ -1,15 +1,18 @@
 """The e-commerce demo on a local Ray: thousands of mixed tasks, priorities, retries, scaling.
 
 Run with ``make demo`` (or ``python -m tasks.demo``). It starts a private local Ray,
-creates a queue with a worker pool, enqueues a burst of notifications, payments and
-reports, and prints what happened: throughput, the order priorities were served in,
-retries and dead letters, the worker count over time, and the final metrics.
+opens the queue ``shop`` on its SQLite journal (``.rayqueue/shop.sqlite``), enqueues a
+burst of notifications, payments and reports, and prints what happened: throughput,
+the order priorities were served in, retries and dead letters, the worker count over
+time, and the final metrics. Interrupt it (Ctrl-C) and run it again: the second run
+finds the unfinished tasks in the journal and finishes them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -72,17 +75,58 @@ def _workload() -> list[Task[Any]]:
 
 
 def main() -> None:
-    """Run the demo end to end and print what happened."""
+    """Run the demo end to end; on Ctrl-C, leave the rest in the journal for next time."""
     print("rayqueue demo: an e-commerce burst on a local Ray\n")
     t0 = time.monotonic()
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
              _temp_dir=tempfile.mkdtemp(prefix="rqdemo-", dir="/tmp"))
-    pool = PoolConfig(min_workers=0, max_workers=4, concurrency=8, target_tasks_per_worker=64,
-                      downscale_delay_s=2.0)
-    queue = rayqueue.init("shop", pools=[pool], config=QueueConfig(lease_ttl=10))
-    print(f"local Ray and queue 'shop' up in {time.monotonic() - t0:.1f}s; pool: "
-          f"{pool.min_workers}..{pool.max_workers} workers x {pool.concurrency} slots")
+    try:
+        pool = PoolConfig(min_workers=0, max_workers=4, concurrency=8,
+                          target_tasks_per_worker=64, downscale_delay_s=2.0)
+        queue = rayqueue.init("shop", pools=[pool], config=QueueConfig(lease_ttl=10))
+        print(f"local Ray and queue 'shop' up in {time.monotonic() - t0:.1f}s; pool: "
+              f"{pool.min_workers}..{pool.max_workers} workers x {pool.concurrency} slots")
+        print(f"journal: {queue.journal}")
+        left = queue.size()
+        if left:
+            _resume(queue, left)
+        else:
+            _burst(queue)
+        queue.shutdown()
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut shutdown
+        print("\n\ninterrupted: the unfinished tasks stay in the journal; run `make demo` "
+              "again to finish them")
+    finally:
+        ray.shutdown()
+    print(f"\ndone in {time.monotonic() - t0:.1f}s")
 
+
+def _wait_with_progress(queue: rayqueue.TaskQueue[Any], total: int) -> float:
+    """Show progress until the queue is empty; returns the seconds it took."""
+    t1 = time.monotonic()
+    while True:
+        size = queue.size()
+        _bar(total - min(size, total), total, t1)
+        if size == 0 or time.monotonic() - t1 > 120:
+            break
+        time.sleep(0.5)  # progress display only
+    return time.monotonic() - t1
+
+
+def _resume(queue: rayqueue.TaskQueue[Any], left: int) -> None:
+    """Finish what an interrupted run left in the journal."""
+    print(f"\nthe journal holds {left} unfinished task(s) from an interrupted run: "
+          "finishing them\n")
+    elapsed = _wait_with_progress(queue, left)
+    print(f"\n\nfinished {left} recovered task(s) in {elapsed:.1f}s")
+    print(f"queue now: {queue.stats().by_state}")
+    for info in queue.dead_letters(5):
+        print(f"dead letter: {info.task_name} {info.id[:12]} reason={info.reason}")
+
+
+def _burst(queue: rayqueue.TaskQueue[Any]) -> None:
+    """Enqueue the e-commerce burst, run it, and print what happened."""
     weekly = queue.schedule(ReportTask(week_start=dt.date(2026, 11, 23)),
                             cron="0 9 * * MON", tz="Europe/Berlin", schedule_id="weekly-report")
     queue.schedule(NotificationTask(channel="email", to="ops@example.com", body="heartbeat"),
@@ -98,14 +142,7 @@ def main() -> None:
           f"{(time.monotonic() - t1) * 1e3:.0f} ms\n")
 
     total = len(handles) + 1
-    while True:
-        stats = queue.stats()
-        done = sum(stats.by_state[s] for s in ("succeeded", "dead", "cancelled"))
-        _bar(min(done, total), total, t1)
-        if stats.size == 0 or time.monotonic() - t1 > 120:
-            break
-        time.sleep(0.5)  # progress display only
-    elapsed = time.monotonic() - t1
+    elapsed = _wait_with_progress(queue, total)
     print(f"\n\nran {total} tasks in {elapsed:.1f}s: {total / elapsed:,.0f} tasks/s "
           "end to end (2-core machine)\n")
 
@@ -135,9 +172,10 @@ def main() -> None:
 
     print("\nwaiting for the idle pool to drain...")
     end = time.monotonic() + 20
-    while queue.workers() and time.monotonic() < end:
-        time.sleep(0.25)  # display only: the pool drains on its own
     snap = queue.metrics()
+    while snap.worker_history[-1][2] and time.monotonic() < end:
+        time.sleep(0.25)  # display only: the pool drains on its own
+        snap = queue.metrics()
     print("worker count over time (pool 'default'):")
     for when, name, n in snap.worker_history:
         print(f"  t+{when - snap.worker_history[0][0]:5.1f}s  {name:<8} {'#' * n} {n}")
@@ -150,9 +188,6 @@ def main() -> None:
     print(f"  mean wait {mean_wait * 1e3:.1f} ms, mean run {mean_run * 1e3:.2f} ms, "
           f"success ratio {snap.success_ratio or 0:.3f}")
     print(f"  depth: {snap.depth}")
-    queue.shutdown()
-    ray.shutdown()
-    print(f"\ndone in {time.monotonic() - t0:.1f}s")
 
 
 if __name__ == "__main__":

@@ -341,15 +341,19 @@ class QueueActor:
 
     # --------------------------------------------------------------- workers
     async def claim(
-        self, worker: str, pool: str = "default", max_n: int = 1, wait: float = 1.0
+        self, worker: str, pool: str = "default", max_n: int = 1, wait: float = 1.0,
+        idle: bool = True,
     ) -> list[Lease]:
-        """Lease up to ``max_n`` tasks of ``pool``, waiting up to ``wait`` s for work."""
+        """Lease up to ``max_n`` tasks of ``pool``, waiting up to ``wait`` s for work.
+
+        ``idle`` says the worker runs nothing now (it may then get a suspect task).
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, wait)
         while True:
             now = self._clock.now()
             with self._lock:
-                leases = self._core.claim(worker, max_n, now, pool)
+                leases = self._core.claim(worker, max_n, now, pool, idle=idle)
             if leases or loop.time() >= deadline:
                 break
             fut: asyncio.Future[None] = loop.create_future()

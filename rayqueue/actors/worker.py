@@ -72,6 +72,7 @@ class WorkerActor:
         self._running: dict[str, Lease] = {}
         self._outcomes: list[Outcome] = []
         self._draining = False
+        self._isolating = False
         self._drain_deadline: float | None = None
         self._max_rss_mb = max_rss_mb
         self._wakeup: asyncio.Event | None = None
@@ -111,14 +112,14 @@ class WorkerActor:
         active: set[asyncio.Task[None]] = set()
         try:
             while not self._draining:
-                free = self._concurrency - len(active)
+                free = 0 if self._isolating else self._concurrency - len(active)
                 if free <= 0:
                     self._wakeup.clear()
                     await self._wakeup.wait()
                     continue
                 try:
                     leases: list[Lease] = await self._queue.claim.remote(
-                        self._id, self._pool, free, CLAIM_WAIT_S)
+                        self._id, self._pool, free, CLAIM_WAIT_S, not active)
                 except ray.exceptions.RayError as err:
                     # The queue is restarting or its journal failed: wait and try again.
                     self._log.warning("claim failed ({}); retrying", type(err).__name__,
@@ -126,6 +127,9 @@ class WorkerActor:
                     await asyncio.sleep(CLAIM_WAIT_S)
                     continue
                 for lease in leases:
+                    if lease.suspect:
+                        # Its last worker died under it: run it alone (claims nothing more).
+                        self._isolating = True
                     self._running[lease.task_id] = lease
                     job = asyncio.create_task(self._execute(lease))
                     active.add(job)
@@ -158,6 +162,8 @@ class WorkerActor:
     def _finished(self, active: set[asyncio.Task[None]]) -> Any:
         def done(job: asyncio.Task[None]) -> None:
             active.discard(job)
+            if not active:
+                self._isolating = False
             if self._wakeup is not None:
                 self._wakeup.set()
         return done

@@ -85,6 +85,8 @@ class Lease:
     expires_at: float
     timeout: float | None
     retry: RetryPolicy
+    #: a worker died under this task before: run it alone
+    suspect: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,8 +253,16 @@ class QueueCore:
         return out
 
     # ------------------------------------------------------------ claim/report
-    def claim(self, worker: str, max_n: int, now: float, pool: str = "default") -> list[Lease]:
-        """Lease up to ``max_n`` of the best ready tasks of ``pool`` to ``worker``."""
+    def claim(
+        self, worker: str, max_n: int, now: float, pool: str = "default", *, idle: bool = True
+    ) -> list[Lease]:
+        """Lease up to ``max_n`` of the best ready tasks of ``pool`` to ``worker``.
+
+        A *suspect* (a task whose worker died under it before) is leased alone, and only
+        to an ``idle`` worker (one running nothing), so a poison task cannot take healthy
+        neighbours down with it; a suspect ready for longer than ``lease_ttl`` goes to
+        any worker, so it cannot starve behind a busy pool.
+        """
         if isinstance(max_n, bool) or not isinstance(max_n, int) or max_n < 1:
             raise ValueError(f"max_n must be an int >= 1, got {max_n!r}")
         index = self._ready.get(pool)
@@ -260,11 +270,17 @@ class QueueCore:
             return []
         ttl = self.config.lease_ttl
         batch = _Batch()
+        skipped: list[TaskRecord] = []
         while len(batch.tasks) < max_n:
             task_id = index.pop()
             if task_id is None:
                 break
             rec = self._tasks[task_id]
+            if rec.lost_attempts:
+                if batch.tasks or not (idle or now - rec.due_at > ttl):
+                    skipped.append(rec)
+                    continue
+                max_n = 1  # the suspect runs alone
             batch.tasks.append(
                 replace(
                     rec,
@@ -278,6 +294,8 @@ class QueueCore:
                     updated_at=now,
                 )
             )
+        for rec in skipped:
+            index.push(rec.id, rec.priority, rec.due_at, rec.seq)
         try:
             self._commit(batch)
         except BaseException:
@@ -287,7 +305,7 @@ class QueueCore:
             raise
         return [
             Lease(r.id, r.lease_token, r.task_name, r.payload, r.attempts, r.priority, r.pool,
-                  now + ttl, r.timeout, r.retry)
+                  now + ttl, r.timeout, r.retry, r.lost_attempts > 0)
             for r in batch.tasks
         ]
 

@@ -502,3 +502,18 @@ def _delayed(delay: Any) -> Any:
     from dataclasses import replace
 
     return replace(new(), delay=delay)
+
+
+def test_a_suspect_runs_alone_on_an_idle_worker(core: QueueCore, clock: FakeClock) -> None:
+    core.enqueue_many([new(task_id="s", priority=90), new(task_id="a"), new(task_id="b")],
+                      clock.now())
+    core.claim("w1", 1, clock.now())
+    core.worker_lost("w1", clock.now())  # "s" is now a suspect
+    clock.set(core.get("s").due_at)
+    core.tick(clock.now())
+    assert claim_ids(core, clock.now(), 3) == ["s"]  # alone, though 3 were asked for
+    core.release("s", core.get("s").lease_token, clock.now())
+    busy = [x.task_id for x in core.claim("w2", 3, clock.now(), idle=False)]
+    assert busy == ["a", "b"]  # a busy worker does not get the suspect
+    clock.advance(core.config.lease_ttl + 1)  # but it cannot starve
+    assert [x.task_id for x in core.claim("w3", 3, clock.now(), idle=False)] == ["s"]
