@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import os
 import time
 import uuid
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
 import ray
+from loguru import logger
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from rayqueue import codebook
@@ -26,7 +28,7 @@ from rayqueue.actors.queue import CONCURRENCY_GROUPS, QueueActor
 from rayqueue.config import NAMESPACE, PoolConfig, actor_name
 from rayqueue.core.clock import Clock
 from rayqueue.core.queue import Failure, Lease, Outcome, QueueConfig
-from rayqueue.core.record import ErrorInfo
+from rayqueue.core.record import ErrorInfo, NewTask
 from rayqueue.core.retry import Retry
 from rayqueue.core.schedule import (
     CronSpec,
@@ -39,6 +41,7 @@ from rayqueue.core.schedule import (
 from rayqueue.core.stats import QueueStats
 from rayqueue.errors import (
     InvalidScheduleError,
+    PayloadTooLargeError,
     QueueBusyError,
     QueueFullError,
     QueueUnavailableError,
@@ -98,6 +101,33 @@ def _get(ref: Any, timeout: float | None = None) -> Any:
         raise _translate(err) from None
 
 
+def _retrying(call: Callable[[], Any], timeout: float, *, retry_full: bool = False) -> Any:
+    """Run an idempotent actor call, retrying with backoff while the actor is unreachable
+    or busy (and, with ``retry_full``, while the queue is full) for up to ``timeout`` s."""
+    end = time.monotonic() + timeout
+    pause = 0.05
+    retry_on: tuple[type[BaseException], ...] = (
+        QueueUnavailableError, QueueBusyError, StorageBusyError)
+    if retry_full:
+        retry_on += (QueueFullError,)
+    while True:
+        try:
+            return _get(_submit(call))
+        except retry_on:
+            if time.monotonic() + pause > end:
+                raise
+            time.sleep(pause)  # backing off between retries of a failed call
+            pause = min(pause * 2, 1.0)
+
+
+def _submit(call: Callable[[], Any]) -> Any:
+    """Submit an actor call; a refusal at submission (too many pending) is translated."""
+    try:
+        return call()
+    except ray.exceptions.RayError as err:
+        raise _translate(err) from None
+
+
 async def _aget(ref: Any) -> Any:
     try:
         return await ref
@@ -106,8 +136,25 @@ async def _aget(ref: Any) -> Any:
 
 
 def _ensure_ray(address: str | None, ray_init: dict[str, Any] | None) -> None:
+    # rayqueue never passes dashboard_host: Ray's dashboard stays on 127.0.0.1 unless
+    # the user says otherwise in ray_init.
     if not ray.is_initialized():
         ray.init(address=address, **(ray_init or {}))
+    for warning in security_warnings(len([n for n in ray.nodes() if n.get("Alive")]),
+                                     os.environ.get("RAY_AUTH_MODE"), ray.__version__):
+        logger.warning(warning, action="security_warning")
+
+
+def security_warnings(nodes: int, auth_mode: str | None, ray_version: str) -> list[str]:
+    """What is unsafe about this cluster's setup, in words (empty when nothing is)."""
+    out = []
+    if nodes > 1 and auth_mode != "token":
+        out.append(f"this Ray cluster has {nodes} nodes and RAY_AUTH_MODE={auth_mode!r}: "
+                   "anyone who reaches it can run code; set RAY_AUTH_MODE=token everywhere")
+    major, minor = (int(x) for x in ray_version.split(".")[:2])
+    if (major, minor) < (2, 52):
+        out.append(f"Ray {ray_version} has no token authentication; use Ray >= 2.52")
+    return out
 
 
 #: Where a queue's journal lives unless told: under the driver's working directory.
@@ -186,11 +233,11 @@ def init(
         runtime_env={"env_vars": dict(queue_env)} if queue_env else None,
         **{**common, **placement},
     ).remote(name, config, metrics, path, clock, durability)
-    _get(queue.ping.remote())
+    _retrying(lambda: queue.ping.remote(), 60.0)
     pool = ray.remote(PoolManagerActor).options(
         name=actor_name(name, "pool"), max_concurrency=1_000, **common,
     ).remote(name, pools, metrics, beat)
-    _get(pool.start.remote())
+    _retrying(lambda: pool.start.remote(), 60.0)
     return TaskQueue(name, queue, pool, metrics, journal=path)
 
 
@@ -269,8 +316,6 @@ class TaskHandle(Generic[R]):
 
 def _decode(cls: type[Task[R]] | None, text: str) -> R:
     if cls is None:
-        import json
-
         value: R = json.loads(text)
         return value
     return decode_result(cls, text)
@@ -327,6 +372,7 @@ class TaskQueue(Generic[T]):
         self._metrics = metrics
         self._shipped: set[type[Task[Any]]] = set()
         self._client_id = f"client-{uuid.uuid4().hex[:8]}"
+        self._max_payload: int | None = None
         # Every task class this process knows goes to the workers' codebook now: after
         # a restart, tasks recovered from the journal find their classes again.
         self._ship(registered().values())
@@ -390,34 +436,51 @@ class TaskQueue(Generic[T]):
         ids = list(task_ids) if task_ids is not None else [uuid.uuid4().hex for _ in tasks]
         news = [to_new_task(t, priority=priority, run_at=at, delay=after, task_id=i)
                 for t, i in zip(tasks, ids, strict=True)]
+        self._check_sizes(news)
         self._ship({type(t) for t in tasks})
         infos: list[TaskInfo] = self._retrying(
             lambda: self._actor.enqueue_many.remote(news),
             retry_full=block, timeout=timeout)
         return [TaskHandle(self, info.id, type(t)) for info, t in zip(infos, tasks, strict=True)]
 
-    def _read(self, method: str, *args: Any) -> Any:
-        """Call an idempotent queue-actor method, retrying while the actor restarts."""
-        return self._retrying(lambda: getattr(self._actor, method).remote(*args))
+    def _read(self, method: str, *args: Any, waits: float = 0.0) -> Any:
+        """Call an idempotent queue-actor method, retrying while the actor restarts.
+
+        ``waits`` is how long the call itself may park; retries get that much more time.
+        """
+        return self._retrying(lambda: getattr(self._actor, method).remote(*args),
+                              timeout=self.retry_timeout + waits)
 
     def _retrying(self, call: Callable[[], Any], *, retry_full: bool = False,
                   timeout: float | None = None) -> Any:
         """Run an idempotent call, retrying while the queue is unreachable or busy
         (and, with ``retry_full``, full) for up to ``timeout`` (or retry_timeout) s."""
-        end = time.monotonic() + (self.retry_timeout if timeout is None else timeout)
-        pause = 0.05
-        retry_on: tuple[type[BaseException], ...] = (
-            QueueUnavailableError, QueueBusyError, StorageBusyError)
-        if retry_full:
-            retry_on += (QueueFullError,)
-        while True:
-            try:
-                return _get(call())
-            except retry_on:
-                if time.monotonic() + pause > end:
-                    raise
-                time.sleep(pause)  # backing off between retries of a failed call
-                pause = min(pause * 2, 1.0)
+        return _retrying(call, self.retry_timeout if timeout is None else timeout,
+                         retry_full=retry_full)
+
+    def _check_sizes(self, news: Sequence[NewTask]) -> None:
+        """Refuse oversized payloads here, before anything is sent."""
+        if self._max_payload is None:
+            self._max_payload = int(self._read("max_payload_bytes"))
+        limit = self._max_payload
+        for new in news:
+            if len(new.payload) * 4 > limit and len(new.payload.encode()) > limit:
+                raise PayloadTooLargeError(new.task_name, len(new.payload.encode()), limit)
+
+    def enqueue_payload(
+        self,
+        task_name: str,
+        payload: str | dict[str, Any],
+        **options: Any,
+    ) -> TaskHandle[Any]:
+        """Enqueue by task name and JSON payload (for CLIs and other languages' glue).
+
+        The payload is validated against the registered class now, with the field
+        paths of any error (:class:`InvalidPayloadError`), and again on the worker.
+        """
+        text = payload if isinstance(payload, str) else json.dumps(payload)
+        task = decode_payload(task_name, text)
+        return self.enqueue(task, **options)
 
     def _ship(self, classes: Iterable[type[Task[Any]]]) -> None:
         fresh = set(classes) - self._shipped
@@ -535,7 +598,7 @@ class TaskQueue(Generic[T]):
         while True:
             left = _WAIT_SLICE_S if end is None else max(0.0, min(_WAIT_SLICE_S,
                                                                   end - time.monotonic()))
-            infos: list[TaskInfo | None] = self._read("wait_results", ids, left)
+            infos: list[TaskInfo | None] = self._read("wait_results", ids, left, waits=left)
             if all(i is None or i.terminal for i in infos) or (
                 end is not None and time.monotonic() >= end
             ):
@@ -568,7 +631,7 @@ class TaskQueue(Generic[T]):
         end = time.monotonic() + timeout
         while True:
             left = min(_WAIT_SLICE_S, max(0.0, end - time.monotonic()))
-            if self._read("join", left):
+            if self._read("join", left, waits=left):
                 return
             if time.monotonic() >= end:
                 raise ResultTimeoutError(f"<queue {self.name}>", timeout)
@@ -585,14 +648,16 @@ class TaskQueue(Generic[T]):
         that many seconds and release the rest back to the queue without counting a
         failure (it runs when the queue is opened again).
         """
-        _get(self._actor.close.remote())
+        self._retrying(lambda: self._actor.close.remote())
         if drain_timeout is not None:
-            _get(self._pool.shutdown.remote(drain_timeout))
+            self._retrying(lambda: self._pool.shutdown.remote(drain_timeout),
+                           timeout=self.retry_timeout + drain_timeout)
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Drain the workers, then remove this queue's actors from the cluster."""
         try:
-            _get(self._pool.shutdown.remote(timeout))
+            self._retrying(lambda: self._pool.shutdown.remote(timeout),
+                           timeout=self.retry_timeout + timeout)
         finally:
             for handle in (self._pool, self._actor, self._metrics):
                 ray.kill(handle)

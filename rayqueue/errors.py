@@ -10,7 +10,8 @@
     │   └── TaskFailedError          the task ran and failed for good (carries remote type/text)
     ├── QueueError                   problems with a queue operation
     │   ├── InvalidPriorityError     not an int in [PRIORITY_MIN, PRIORITY_MAX]
-    │   ├── InvalidScheduleError     naive datetime, bad delay, invalid cron or time zone
+    │   ├── InvalidScheduleError     bad delay, invalid cron or time zone
+    │   │   └── NaiveDatetimeError   a datetime without a time zone
     │   ├── QueueFullError           the queue holds max_size unfinished tasks
     │   ├── QueueClosedError         the queue was closed
     │   ├── DuplicateTaskError       same task id, different payload
@@ -120,6 +121,10 @@ class InvalidPriorityError(QueueError):
 
 class InvalidScheduleError(QueueError):
     """A schedule that cannot be honoured: naive datetime, bad delay, bad cron or zone."""
+
+
+class NaiveDatetimeError(InvalidScheduleError):
+    """A datetime without a time zone: when it is would depend on the machine."""
 
 
 class QueueFullError(QueueError):

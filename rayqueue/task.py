@@ -167,8 +167,18 @@ def encode_payload(task: Task[Any]) -> str:
         json.loads(text, parse_constant=_no_constants)
         cls.model_validate_json(text)
     except (PydanticSerializationError, ValidationError, ValueError, TypeError) as err:
-        raise InvalidPayloadError(cls.task_name, str(err)) from err
+        raise InvalidPayloadError(cls.task_name, _culprit(task) + str(err)) from err
     return text
+
+
+def _culprit(task: Task[Any]) -> str:
+    """``field 'x': `` for the first field that does not serialize on its own (or '')."""
+    for name in type(task).model_fields:
+        try:
+            json.loads(task.model_dump_json(include={name}), parse_constant=_no_constants)
+        except (PydanticSerializationError, ValueError, TypeError):
+            return f"field {name!r}: "
+    return ""
 
 
 def _no_constants(name: str) -> None:

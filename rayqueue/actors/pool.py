@@ -150,7 +150,7 @@ class PoolManagerActor:
 
     async def _watch(self, pool: _Pool, worker: _Worker) -> None:
         try:
-            info = await worker.handle.info.remote()
+            info = await _info_of(worker.handle)
             worker.node_id, worker.pid = info["node_id"], info["pid"]
             if worker.state == "starting":
                 worker.state = "running"
@@ -164,6 +164,9 @@ class PoolManagerActor:
 
     async def _lost(self, pool: _Pool, worker: _Worker, err: Exception) -> None:
         pool.workers.pop(worker.id, None)
+        # Make sure: a call that failed on the way (not a death) must not leave an
+        # orphan worker claiming tasks that the queue is about to hand out again.
+        ray.kill(worker.handle, no_restart=True)
         pool.deaths += 1
         lived = time.monotonic() - worker.started_at
         pool.recent_deaths = 0 if lived > 30 else pool.recent_deaths + 1
@@ -250,6 +253,21 @@ class PoolManagerActor:
             ray.kill(worker.handle)
         for pool in self._pools.values():
             pool.workers.clear()
+
+
+async def _info_of(handle: Any, tries: int = 5) -> dict[str, Any]:
+    """A worker's ``info()``, retried when the call (not the worker) failed."""
+    for attempt in range(1, tries + 1):
+        try:
+            info: dict[str, Any] = await handle.info.remote()
+            return info
+        except ray.exceptions.ActorDiedError:
+            raise
+        except ray.exceptions.RayError:
+            if attempt == tries:
+                raise
+            await asyncio.sleep(0.1 * attempt)
+    raise AssertionError("unreachable")
 
 
 async def _settle(ref: Any) -> None:

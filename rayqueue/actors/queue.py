@@ -342,13 +342,22 @@ class QueueActor:
     # --------------------------------------------------------------- workers
     async def claim(
         self, worker: str, pool: str = "default", max_n: int = 1, wait: float = 1.0,
-        idle: bool = True,
+        idle: bool = True, held: Sequence[str] | None = None,
     ) -> list[Lease]:
         """Lease up to ``max_n`` tasks of ``pool``, waiting up to ``wait`` s for work.
 
         ``idle`` says the worker runs nothing now (it may then get a suspect task).
+        ``held`` lists every task the worker holds or has not seen acknowledged; its
+        other leases were granted by claims whose replies it never got, and go back.
         """
         loop = asyncio.get_running_loop()
+        if held is not None:
+            with self._lock:
+                returned = self._core.reconcile(worker, held, self._clock.now())
+            if returned:
+                self._log.warning("{} lease(s) whose claim reply was lost returned",
+                                  len(returned), action="lease_reconciled", worker=worker)
+                self._wake_claims(pool, len(returned))
         deadline = loop.time() + max(0.0, wait)
         while True:
             now = self._clock.now()
@@ -574,6 +583,11 @@ class QueueActor:
         """Periodic schedules."""
         with self._lock:
             return self._core.schedules()
+
+    @_control
+    async def max_payload_bytes(self) -> int:
+        """The largest payload this queue accepts, in bytes of JSON."""
+        return self._config.max_payload_bytes
 
     @_control
     async def debug_task_ids(self) -> list[str]:

@@ -73,6 +73,9 @@ class WorkerActor:
         self._outcomes: list[Outcome] = []
         self._draining = False
         self._isolating = False
+        self._claim_failures = 0
+        #: tasks whose outcome is buffered or being reported, not yet acknowledged
+        self._unacked: set[str] = set()
         self._drain_deadline: float | None = None
         self._max_rss_mb = max_rss_mb
         self._wakeup: asyncio.Event | None = None
@@ -118,13 +121,17 @@ class WorkerActor:
                     await self._wakeup.wait()
                     continue
                 try:
+                    held = [*self._running, *self._unacked]
                     leases: list[Lease] = await self._queue.claim.remote(
-                        self._id, self._pool, free, CLAIM_WAIT_S, not active)
+                        self._id, self._pool, free, CLAIM_WAIT_S, not active, held)
+                    self._claim_failures = 0
                 except ray.exceptions.RayError as err:
-                    # The queue is restarting or its journal failed: wait and try again.
+                    # The queue is restarting, its journal failed, or the call was lost:
+                    # back off and try again (leases granted meanwhile are reconciled).
+                    self._claim_failures += 1
                     self._log.warning("claim failed ({}); retrying", type(err).__name__,
                                       action="worker_claim_failed")
-                    await asyncio.sleep(CLAIM_WAIT_S)
+                    await asyncio.sleep(min(0.05 * 2 ** self._claim_failures, CLAIM_WAIT_S))
                     continue
                 for lease in leases:
                     if lease.suspect:
@@ -208,6 +215,7 @@ class WorkerActor:
             await self.drain()
 
     def _deliver(self, lease: Lease, outcome: Outcome) -> None:
+        self._unacked.add(lease.task_id)
         self._running.pop(lease.task_id, None)
         self._done += 1
         self._outcomes.append(outcome)
@@ -249,6 +257,7 @@ class WorkerActor:
             batch, self._outcomes = self._outcomes, []
             try:
                 await self._queue.report.remote(self._id, batch)
+                self._unacked.difference_update(o.task_id for o in batch)
             except ray.exceptions.RayError as err:
                 # The queue is unreachable: keep the outcomes and try again; if we die
                 # first, the leases expire and the tasks run again (at-least-once).
@@ -282,12 +291,16 @@ def _failure(cls: type[Task[Any]], exc: BaseException) -> Failure:
         message = str(exc)
     except Exception as err:
         message = f"<str() failed: {type(err).__name__}>"
+    message = message[:MAX_MESSAGE]  # cut first: a 50 MB message is not copied around
     try:
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        frames = "".join(traceback.format_tb(exc.__traceback__))
     except Exception as err:
-        tb = f"<traceback unavailable: {type(err).__name__}>"
-    # Cut before building the record: a 50 MB message must not be copied around.
-    error = ErrorInfo.of(type(exc).__name__, message[:MAX_MESSAGE], tb[-MAX_TRACEBACK:])
+        frames = f"  <frames unavailable: {type(err).__name__}>\n"
+    room = MAX_TRACEBACK - MAX_MESSAGE - 200
+    if len(frames) > room:
+        frames = "  ...\n" + frames[-room:]  # the innermost frames matter most
+    tb = f"Traceback (most recent call last):\n{frames}{type(exc).__name__}: {message}\n"
+    error = ErrorInfo.of(type(exc).__name__, message, tb)
     if isinstance(exc, InvalidPayloadError):  # the result did not match its type
         return Failure(error, retryable=False, reason="invalid_result")
     if isinstance(exc, Retry):

@@ -386,6 +386,19 @@ class QueueCore:
         self._commit(batch)
         return out
 
+    def reconcile(self, worker: str, held: Iterable[str], now: float) -> list[str]:
+        """Release the leases of ``worker`` that it does not hold: their claim replies
+        were lost on the way, so it never ran them (no attempt is counted)."""
+        keep = set(held)
+        lost = sorted(self._by_worker.get(worker, set()) - keep)
+        batch = _Batch(tasks=[
+            replace(_unleased(self._tasks[i], now), state=TaskState.READY,
+                    attempts=self._tasks[i].attempts - 1)
+            for i in lost
+        ])
+        self._commit(batch)
+        return lost
+
     def renew_all_leases(self, now: float) -> int:
         """Give every lease a fresh ``lease_ttl`` (after a restart: while the queue was
         down, no worker could renew, and a live one must not lose its task for that)."""

@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 
 from croniter import CroniterError, croniter
 
-from rayqueue.errors import InvalidScheduleError
+from rayqueue.errors import InvalidScheduleError, NaiveDatetimeError
 
 __all__ = [
     "CronSpec",
@@ -122,9 +122,15 @@ def to_epoch(value: datetime) -> float:
     """Convert a timezone-aware datetime to epoch seconds.
 
     Raises:
-        InvalidScheduleError: ``value`` is not a datetime or is naive.
+        NaiveDatetimeError: ``value`` has no time zone.
+        InvalidScheduleError: ``value`` is not a datetime.
     """
-    if not isinstance(value, datetime) or value.utcoffset() is None:
+    if isinstance(value, datetime) and value.utcoffset() is None:
+        raise NaiveDatetimeError(
+            f"naive datetime {value!r}: use a timezone-aware one, e.g. "
+            "datetime.now(timezone.utc) or datetime(..., tzinfo=ZoneInfo('Europe/Berlin'))"
+        )
+    if not isinstance(value, datetime):
         raise InvalidScheduleError(
             f"naive or non-datetime value {value!r}: use a timezone-aware datetime, "
             "e.g. datetime.now(timezone.utc)"

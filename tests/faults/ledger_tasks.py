@@ -10,6 +10,8 @@ import threading
 import time
 from typing import Any, ClassVar
 
+from pydantic import ConfigDict, Field
+
 from rayqueue import RetryPolicy, Task
 from rayqueue.task import current
 from tests.faults import ledger
@@ -124,3 +126,53 @@ class SlowRetry(Work):
     """A Work whose retries wait an hour: it stays in the retry wait during a test."""
 
     retry: ClassVar[RetryPolicy] = RetryPolicy(max_attempts=3, base_delay=3_600, jitter=False)
+
+
+class Strict(Task[int]):
+    """A strict model: no coercion ("1" is not an int), bounded list."""
+
+    model_config = ConfigDict(strict=True)
+
+    count: int
+    ratio: float = 1.0
+    tags: list[str] = Field(default_factory=list, max_length=1_000)
+
+    def execute(self) -> int:
+        return self.count
+
+
+class Anything(Task[int]):
+    """A payload of any shape: only JSON-serializable values get through."""
+
+    data: Any = None
+
+    def execute(self) -> int:
+        return 0
+
+
+class SchemaV1(Task[int]):
+    """Version 1 of a task type whose schema changes under queued tasks."""
+
+    task_name: ClassVar[str] = "faults.schema_change"
+    pool: ClassVar[str] = "schema"
+
+    amount: int
+
+    def execute(self) -> int:
+        return self.amount
+
+
+def schema_v2() -> type[Task[int]]:
+    """Version 2: ``amount`` became ``cents`` (a breaking change)."""
+
+    class SchemaV2(Task[int]):
+        __qualname__ = "SchemaV1"  # the same class, redeployed with a new schema
+        task_name: ClassVar[str] = "faults.schema_change"
+        pool: ClassVar[str] = "schema"
+
+        cents: int
+
+        def execute(self) -> int:
+            return self.cents
+
+    return SchemaV2

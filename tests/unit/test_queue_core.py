@@ -517,3 +517,13 @@ def test_a_suspect_runs_alone_on_an_idle_worker(core: QueueCore, clock: FakeCloc
     assert busy == ["a", "b"]  # a busy worker does not get the suspect
     clock.advance(core.config.lease_ttl + 1)  # but it cannot starve
     assert [x.task_id for x in core.claim("w3", 3, clock.now(), idle=False)] == ["s"]
+
+
+def test_reconcile_returns_leases_whose_claim_reply_was_lost(core: QueueCore,
+                                                              clock: FakeClock) -> None:
+    core.enqueue_many([new(task_id="a"), new(task_id="b"), new(task_id="c")], clock.now())
+    core.claim("w", 2, clock.now())  # the worker got only "a": the reply for "b" was lost
+    assert core.reconcile("w", ["a"], clock.now()) == ["b"]
+    b = core.get("b")
+    assert b.state is TaskState.READY and b.attempts == 0 and b.lost_attempts == 0
+    assert core.get("a").state is TaskState.LEASED

@@ -1,0 +1,56 @@
+"""RELIABILITY.md scenarios 8 and 25: lossy RPC and leaking task code."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import rayqueue
+from rayqueue import PoolConfig
+from tests.faults import ledger
+from tests.faults.conftest import settle
+from tests.faults.ledger_tasks import Work
+
+MakeQueue = Callable[..., rayqueue.TaskQueue[Any]]
+
+
+def test_25_leaking_worker_is_recycled(make_queue: MakeQueue, ledger_path: str) -> None:
+    pool = PoolConfig(min_workers=1, max_workers=1, concurrency=1, max_rss_mb=400)
+    q = make_queue(pools=[pool])
+    handles = q.enqueue_many([Work(ledger=ledger_path, value=i, how="leak") for i in range(12)])
+    history = settle(q, handles, ledger_path)
+    assert history.lost == [] and history.duplicates == 0
+    workers = {r["worker"] for r in ledger.rows(ledger_path)}
+    assert len(workers) >= 2  # 50 MB a task: recycled before reaching 600 MB
+
+
+@pytest.mark.skip(reason="OOM kills by Ray's memory monitor need a small node to be safe; "
+                         "on this shared 24 GiB machine we do not provoke one. An OOM kill "
+                         "is a worker death: scenarios 1-3 cover that path (lost attempts, "
+                         "then dead with reason worker_lost).")
+def test_25_oom_killed_attempts_count_as_lost() -> None:
+    raise AssertionError("skipped")
+
+
+@pytest.mark.timeout(400)
+def test_8_lossy_rpc_loses_nothing(tmp_path: Path) -> None:
+    """Its own Ray (in a subprocess): Ray's RPC failure injection is cluster-wide."""
+    script = Path(__file__).with_name("lossy_rpc_main.py")
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled",
+           "RAY_testing_rpc_failure": json.dumps({"CoreWorkerService.grpc_client.PushTask": {
+               "num_failures": 20, "req_failure_prob": 25, "resp_failure_prob": 25}})}
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True,
+                          text=True, timeout=300, check=False, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["states"] == {"succeeded": summary["total"]}
+    assert summary["unique_ids"] == summary["total"]  # idempotent enqueue under loss
+    assert summary["lost"] == 0 and summary["undercounted"] == 0
+    assert summary["duplicates"] <= 20  # bounded by the injected failures (20 a process)
