@@ -47,16 +47,17 @@ from rayqueue.storage import InMemoryStorage, Storage
 from rayqueue.task import Task, lookup, register
 
 if TYPE_CHECKING:
-    from rayqueue.client import ClaimedTask, TaskHandle, TaskQueue, connect, init
+    from rayqueue.client import TaskQueue, connect, init
+    from rayqueue.handle import ClaimedTask, TaskHandle
 
 _CLIENT = ("init", "connect", "TaskQueue", "TaskHandle", "ClaimedTask")
 
 
 def __getattr__(name: str) -> Any:
     if name in _CLIENT:
-        from rayqueue import client
+        from rayqueue import client, handle
 
-        return getattr(client, name)
+        return getattr(handle if name in ("TaskHandle", "ClaimedTask") else client, name)
     raise AttributeError(f"module 'rayqueue' has no attribute {name!r}")
 
 

@@ -13,7 +13,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
@@ -25,11 +25,11 @@ from rayqueue import codebook
 from rayqueue.actors.metrics import MetricsActor
 from rayqueue.actors.pool import PoolManagerActor
 from rayqueue.actors.queue import CONCURRENCY_GROUPS, QueueActor
+from rayqueue.calls import MAX_PENDING_CALLS, _aget, _get, _retrying
 from rayqueue.config import NAMESPACE, PoolConfig, actor_name
 from rayqueue.core.clock import Clock
-from rayqueue.core.queue import Failure, Lease, Outcome, QueueConfig
-from rayqueue.core.record import ErrorInfo, NewTask
-from rayqueue.core.retry import Retry
+from rayqueue.core.queue import Lease, Outcome, QueueConfig
+from rayqueue.core.record import NewTask
 from rayqueue.core.schedule import (
     CronSpec,
     IntervalSpec,
@@ -42,21 +42,15 @@ from rayqueue.core.stats import QueueStats
 from rayqueue.errors import (
     InvalidScheduleError,
     PayloadTooLargeError,
-    QueueBusyError,
-    QueueFullError,
     QueueUnavailableError,
-    RayQueueError,
     ResultTimeoutError,
-    StorageBusyError,
-    TaskFailedError,
     TaskNotFoundError,
 )
+from rayqueue.handle import ClaimedTask, TaskHandle
 from rayqueue.info import MetricsSnapshot, TaskInfo, WorkerInfo
 from rayqueue.task import (
     Task,
     decode_payload,
-    decode_result,
-    encode_result,
     registered,
     to_new_task,
 )
@@ -64,75 +58,8 @@ from rayqueue.task import (
 T = TypeVar("T", bound=Task[Any])
 R = TypeVar("R")
 
-#: Calls one client handle may have waiting on the queue actor before QueueBusyError:
-#: a flood of producers meets a typed error, not an unbounded backlog in the actor.
-MAX_PENDING_CALLS = 1_000
 #: Longest single wait inside one actor call; longer waits loop, so no call hangs forever.
 _WAIT_SLICE_S = 30.0
-
-
-def _translate(err: BaseException) -> BaseException:
-    """Map a Ray error to the rayqueue error it stands for."""
-    if isinstance(err, ray.exceptions.RayTaskError):
-        cause = err.cause
-        if isinstance(cause, RayQueueError):
-            return cause
-        if isinstance(cause, (ValueError, TypeError)):
-            return cause
-    if isinstance(err, (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)):
-        return QueueUnavailableError(
-            f"the queue's actor is unreachable ({type(err).__name__}); the operation may "
-            "not have happened: retry with the same task ids to be safe"
-        )
-    if isinstance(err, ray.exceptions.PendingCallsLimitExceeded):
-        return QueueBusyError(
-            f"more than {MAX_PENDING_CALLS} calls are waiting on the queue actor: slow "
-            "down, batch with enqueue_many, or retry later"
-        )
-    if isinstance(err, ray.exceptions.GetTimeoutError):
-        return QueueUnavailableError(f"the queue's actor did not answer in time: {err}")
-    return err
-
-
-def _get(ref: Any, timeout: float | None = None) -> Any:
-    try:
-        return ray.get(ref, timeout=timeout)
-    except ray.exceptions.RayError as err:
-        raise _translate(err) from None
-
-
-def _retrying(call: Callable[[], Any], timeout: float, *, retry_full: bool = False) -> Any:
-    """Run an idempotent actor call, retrying with backoff while the actor is unreachable
-    or busy (and, with ``retry_full``, while the queue is full) for up to ``timeout`` s."""
-    end = time.monotonic() + timeout
-    pause = 0.05
-    retry_on: tuple[type[BaseException], ...] = (
-        QueueUnavailableError, QueueBusyError, StorageBusyError)
-    if retry_full:
-        retry_on += (QueueFullError,)
-    while True:
-        try:
-            return _get(_submit(call))
-        except retry_on:
-            if time.monotonic() + pause > end:
-                raise
-            time.sleep(pause)  # backing off between retries of a failed call
-            pause = min(pause * 2, 1.0)
-
-
-def _submit(call: Callable[[], Any]) -> Any:
-    """Submit an actor call; a refusal at submission (too many pending) is translated."""
-    try:
-        return call()
-    except ray.exceptions.RayError as err:
-        raise _translate(err) from None
-
-
-async def _aget(ref: Any) -> Any:
-    try:
-        return await ref
-    except ray.exceptions.RayError as err:
-        raise _translate(err) from None
 
 
 def _ensure_ray(address: str | None, ray_init: dict[str, Any] | None) -> None:
@@ -259,102 +186,6 @@ def connect(name: str = "default", *, address: str | None = None,
                 f"rayqueue.init({name!r})"
             ) from None
     return TaskQueue(name, *handles)
-
-
-class TaskHandle(Generic[R]):
-    """A promise of one task's result; ``await handle`` or ``handle.result()``."""
-
-    def __init__(self, queue: TaskQueue[Any], task_id: str,
-                 task_cls: type[Task[R]] | None) -> None:
-        self.id = task_id
-        self._queue = queue
-        self._cls = task_cls
-
-    def __repr__(self) -> str:
-        return f"TaskHandle({self.id!r})"
-
-    def info(self) -> TaskInfo:
-        """The task's record now."""
-        return self._queue.get(self.id)
-
-    def status(self) -> str:
-        """The task's state now (``ready``, ``leased``, ``succeeded``, ...)."""
-        return self.info().state
-
-    def cancel(self) -> str:
-        """Cancel the task if it has not started."""
-        return self._queue.cancel(self.id)
-
-    def result(self, timeout: float | None = None) -> R:
-        """Wait for the result.
-
-        Raises:
-            ResultTimeoutError: not finished within ``timeout`` seconds.
-            TaskFailedError: the task ended dead or cancelled (carries the remote error).
-        """
-        info = self._queue._wait([self.id], timeout)[0]
-        return self._value(info, timeout)
-
-    async def result_async(self, timeout: float | None = None) -> R:
-        """Like :meth:`result`, without blocking the event loop."""
-        info = (await self._queue._wait_async([self.id], timeout))[0]
-        return self._value(info, timeout)
-
-    def __await__(self) -> Generator[Any, None, R]:
-        return self.result_async().__await__()
-
-    def _value(self, info: TaskInfo | None, timeout: float | None) -> R:
-        if info is None:
-            raise TaskNotFoundError(self.id)
-        if not info.terminal:
-            raise ResultTimeoutError(self.id, timeout or 0.0)
-        if info.state != "succeeded":
-            raise TaskFailedError(self.id, info.state, info.error_type or info.reason,
-                                  info.error_message)
-        return _decode(self._cls, info.result_json or "null")
-
-
-def _decode(cls: type[Task[R]] | None, text: str) -> R:
-    if cls is None:
-        value: R = json.loads(text)
-        return value
-    return decode_result(cls, text)
-
-
-class ClaimedTask(Generic[T]):
-    """A task taken with :meth:`TaskQueue.dequeue`; finish it with ack, fail or release."""
-
-    def __init__(self, queue: TaskQueue[Any], lease: Lease, task: T) -> None:
-        self.lease = lease
-        self.task = task
-        self._queue = queue
-
-    @property
-    def id(self) -> str:
-        """The task id."""
-        return self.lease.task_id
-
-    @property
-    def attempt(self) -> int:
-        """Which attempt this is (1-based)."""
-        return self.lease.attempt
-
-    def ack(self, result: Any) -> bool:
-        """Report success; False if the lease was no longer current (fenced)."""
-        text = encode_result(type(self.task), result)
-        return bool(self._queue._report(Outcome(self.id, self.lease.token, result=text)))
-
-    def fail(self, exc: BaseException) -> bool:
-        """Report a failure; the task's retry policy decides what happens next."""
-        retry_delay = exc.delay if isinstance(exc, Retry) else None
-        failure = Failure(ErrorInfo.from_exception(exc),
-                          retryable=type(self.task).retry.is_retryable(exc),
-                          retry_delay=retry_delay)
-        return bool(self._queue._report(Outcome(self.id, self.lease.token, failure=failure)))
-
-    def release(self) -> bool:
-        """Give the task back unrun (the attempt does not count); False if stale."""
-        return bool(_get(self._queue._actor.release.remote([(self.id, self.lease.token)]))[0])
 
 
 class TaskQueue(Generic[T]):

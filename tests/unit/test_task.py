@@ -127,6 +127,7 @@ def test_same_name_two_classes_is_an_error() -> None:
             task_name: ClassVar[str] = "shop.payment"
 
 
+@pytest.mark.filterwarnings("ignore:Field name .timeout. .* shadows")
 def test_options_declared_as_fields_are_an_error() -> None:
     with pytest.raises(TaskError, match="ClassVar"):
         class Wrong(Task[None]):

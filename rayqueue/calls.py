@@ -1,0 +1,89 @@
+"""Ray call plumbing for the client: submit, wait, retry, and translate Ray's errors.
+
+Every call the client makes to an actor goes through here, so no Ray or asyncio error
+reaches a user raw: each is mapped onto the rayqueue error tree.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import ray
+
+from rayqueue.errors import (
+    QueueBusyError,
+    QueueFullError,
+    QueueUnavailableError,
+    RayQueueError,
+    StorageBusyError,
+)
+
+#: Calls one client handle may have waiting on the queue actor before QueueBusyError:
+#: a flood of producers meets a typed error, not an unbounded backlog in the actor.
+MAX_PENDING_CALLS = 1_000
+
+
+def _translate(err: BaseException) -> BaseException:
+    """Map a Ray error to the rayqueue error it stands for."""
+    if isinstance(err, ray.exceptions.RayTaskError):
+        cause = err.cause
+        if isinstance(cause, RayQueueError):
+            return cause
+        if isinstance(cause, (ValueError, TypeError)):
+            return cause
+    if isinstance(err, (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)):
+        return QueueUnavailableError(
+            f"the queue's actor is unreachable ({type(err).__name__}); the operation may "
+            "not have happened: retry with the same task ids to be safe"
+        )
+    if isinstance(err, ray.exceptions.PendingCallsLimitExceeded):
+        return QueueBusyError(
+            f"more than {MAX_PENDING_CALLS} calls are waiting on the queue actor: slow "
+            "down, batch with enqueue_many, or retry later"
+        )
+    if isinstance(err, ray.exceptions.GetTimeoutError):
+        return QueueUnavailableError(f"the queue's actor did not answer in time: {err}")
+    return err
+
+
+def _get(ref: Any, timeout: float | None = None) -> Any:
+    try:
+        return ray.get(ref, timeout=timeout)
+    except ray.exceptions.RayError as err:
+        raise _translate(err) from None
+
+
+def _retrying(call: Callable[[], Any], timeout: float, *, retry_full: bool = False) -> Any:
+    """Run an idempotent actor call, retrying with backoff while the actor is unreachable
+    or busy (and, with ``retry_full``, while the queue is full) for up to ``timeout`` s."""
+    end = time.monotonic() + timeout
+    pause = 0.05
+    retry_on: tuple[type[BaseException], ...] = (
+        QueueUnavailableError, QueueBusyError, StorageBusyError)
+    if retry_full:
+        retry_on += (QueueFullError,)
+    while True:
+        try:
+            return _get(_submit(call))
+        except retry_on:
+            if time.monotonic() + pause > end:
+                raise
+            time.sleep(pause)  # backing off between retries of a failed call
+            pause = min(pause * 2, 1.0)
+
+
+def _submit(call: Callable[[], Any]) -> Any:
+    """Submit an actor call; a refusal at submission (too many pending) is translated."""
+    try:
+        return call()
+    except ray.exceptions.RayError as err:
+        raise _translate(err) from None
+
+
+async def _aget(ref: Any) -> Any:
+    try:
+        return await ref
+    except ray.exceptions.RayError as err:
+        raise _translate(err) from None

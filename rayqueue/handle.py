@@ -1,0 +1,120 @@
+"""Handles on tasks: ``TaskHandle[R]`` (a typed promise of a result) and ``ClaimedTask``.
+
+Both are thin views that call back into their :class:`~rayqueue.client.TaskQueue`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from rayqueue.calls import _get
+from rayqueue.core.queue import Failure, Lease, Outcome
+from rayqueue.core.record import ErrorInfo
+from rayqueue.core.retry import Retry
+from rayqueue.errors import ResultTimeoutError, TaskFailedError, TaskNotFoundError
+from rayqueue.info import TaskInfo
+from rayqueue.task import Task, decode_result, encode_result
+
+if TYPE_CHECKING:
+    from rayqueue.client import TaskQueue
+
+T = TypeVar("T", bound=Task[Any])
+R = TypeVar("R")
+
+
+class TaskHandle(Generic[R]):
+    """A promise of one task's result; ``await handle`` or ``handle.result()``."""
+
+    def __init__(self, queue: TaskQueue[Any], task_id: str,
+                 task_cls: type[Task[R]] | None) -> None:
+        self.id = task_id
+        self._queue = queue
+        self._cls = task_cls
+
+    def __repr__(self) -> str:
+        return f"TaskHandle({self.id!r})"
+
+    def info(self) -> TaskInfo:
+        """The task's record now."""
+        return self._queue.get(self.id)
+
+    def status(self) -> str:
+        """The task's state now (``ready``, ``leased``, ``succeeded``, ...)."""
+        return self.info().state
+
+    def cancel(self) -> str:
+        """Cancel the task if it has not started."""
+        return self._queue.cancel(self.id)
+
+    def result(self, timeout: float | None = None) -> R:
+        """Wait for the result.
+
+        Raises:
+            ResultTimeoutError: not finished within ``timeout`` seconds.
+            TaskFailedError: the task ended dead or cancelled (carries the remote error).
+        """
+        info = self._queue._wait([self.id], timeout)[0]
+        return self._value(info, timeout)
+
+    async def result_async(self, timeout: float | None = None) -> R:
+        """Like :meth:`result`, without blocking the event loop."""
+        info = (await self._queue._wait_async([self.id], timeout))[0]
+        return self._value(info, timeout)
+
+    def __await__(self) -> Generator[Any, None, R]:
+        return self.result_async().__await__()
+
+    def _value(self, info: TaskInfo | None, timeout: float | None) -> R:
+        if info is None:
+            raise TaskNotFoundError(self.id)
+        if not info.terminal:
+            raise ResultTimeoutError(self.id, timeout or 0.0)
+        if info.state != "succeeded":
+            raise TaskFailedError(self.id, info.state, info.error_type or info.reason,
+                                  info.error_message)
+        return _decode(self._cls, info.result_json or "null")
+
+
+def _decode(cls: type[Task[R]] | None, text: str) -> R:
+    if cls is None:
+        value: R = json.loads(text)
+        return value
+    return decode_result(cls, text)
+
+
+class ClaimedTask(Generic[T]):
+    """A task taken with :meth:`TaskQueue.dequeue`; finish it with ack, fail or release."""
+
+    def __init__(self, queue: TaskQueue[Any], lease: Lease, task: T) -> None:
+        self.lease = lease
+        self.task = task
+        self._queue = queue
+
+    @property
+    def id(self) -> str:
+        """The task id."""
+        return self.lease.task_id
+
+    @property
+    def attempt(self) -> int:
+        """Which attempt this is (1-based)."""
+        return self.lease.attempt
+
+    def ack(self, result: Any) -> bool:
+        """Report success; False if the lease was no longer current (fenced)."""
+        text = encode_result(type(self.task), result)
+        return bool(self._queue._report(Outcome(self.id, self.lease.token, result=text)))
+
+    def fail(self, exc: BaseException) -> bool:
+        """Report a failure; the task's retry policy decides what happens next."""
+        retry_delay = exc.delay if isinstance(exc, Retry) else None
+        failure = Failure(ErrorInfo.from_exception(exc),
+                          retryable=type(self.task).retry.is_retryable(exc),
+                          retry_delay=retry_delay)
+        return bool(self._queue._report(Outcome(self.id, self.lease.token, failure=failure)))
+
+    def release(self) -> bool:
+        """Give the task back unrun (the attempt does not count); False if stale."""
+        return bool(_get(self._queue._actor.release.remote([(self.id, self.lease.token)]))[0])
