@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from rayqueue.config import PoolConfig
 from rayqueue.core.clock import Clock, FakeClock, OffsetClock, SystemClock
+from rayqueue.core.lease import Failure, Lease, Outcome
 from rayqueue.core.priority import PRIORITY_MAX, PRIORITY_MIN, Priority
-from rayqueue.core.queue import Failure, Lease, Outcome, QueueConfig, QueueCore, TickReport
+from rayqueue.core.queue import QueueConfig, QueueCore, TickReport
 from rayqueue.core.record import ErrorInfo, NewTask, ScheduleRecord, TaskRecord, TaskState
 from rayqueue.core.retry import Retry, RetryPolicy
 from rayqueue.core.scaling import ScalingConfig, ScalingDecision, ScalingPolicy

@@ -28,7 +28,8 @@ from rayqueue.actors.queue import CONCURRENCY_GROUPS, QueueActor
 from rayqueue.calls import MAX_PENDING_CALLS, _aget, _get, _retrying
 from rayqueue.config import NAMESPACE, PoolConfig, actor_name
 from rayqueue.core.clock import Clock
-from rayqueue.core.queue import Lease, Outcome, QueueConfig
+from rayqueue.core.lease import Lease, Outcome
+from rayqueue.core.queue import QueueConfig
 from rayqueue.core.record import NewTask
 from rayqueue.core.schedule import (
     CronSpec,

@@ -10,7 +10,7 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from rayqueue.calls import _get
-from rayqueue.core.queue import Failure, Lease, Outcome
+from rayqueue.core.lease import Failure, Lease, Outcome
 from rayqueue.core.record import ErrorInfo
 from rayqueue.core.retry import Retry
 from rayqueue.errors import ResultTimeoutError, TaskFailedError, TaskNotFoundError

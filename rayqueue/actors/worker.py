@@ -24,7 +24,7 @@ from loguru import logger
 
 from rayqueue.codebook import resolve
 from rayqueue.config import NAMESPACE, actor_name
-from rayqueue.core.queue import Failure, Lease, Outcome
+from rayqueue.core.lease import Failure, Lease, Outcome
 from rayqueue.core.record import ErrorInfo
 from rayqueue.core.retry import Retry
 from rayqueue.errors import InvalidPayloadError, UnknownTaskError

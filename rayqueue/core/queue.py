@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from rayqueue.core.index import ReadyIndex, TimerIndex
+from rayqueue.core.lease import Failure, Lease, Outcome
 from rayqueue.core.priority import validate_priority
 from rayqueue.core.record import WAITING, ErrorInfo, NewTask, ScheduleRecord, TaskRecord, TaskState
 from rayqueue.core.retry import RetryPolicy
@@ -69,48 +70,6 @@ class QueueConfig:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if self.lease_ttl <= 0:
             raise ValueError(f"lease_ttl must be > 0, got {self.lease_ttl!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """A claimed task: run it, then report with ``(task_id, token)``."""
-
-    task_id: str
-    token: int
-    task_name: str
-    payload: str
-    attempt: int
-    priority: int
-    pool: str
-    expires_at: float
-    timeout: float | None
-    retry: RetryPolicy
-    #: a worker died under this task before: run it alone
-    suspect: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    """A failed attempt as a worker reports it.
-
-    ``reason`` names why a non-retryable failure ends the task (e.g. ``unknown_task``,
-    ``schema_mismatch``); it defaults to ``non_retryable``.
-    """
-
-    error: ErrorInfo
-    retryable: bool = True
-    retry_delay: float | None = None
-    reason: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """The end of one attempt: a result (JSON text) or a failure."""
-
-    task_id: str
-    token: int
-    result: str | None = None
-    failure: Failure | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,73 @@
+"""Opening a queue's journal, and the test hooks that break it on purpose.
+
+The hooks are off unless their environment variables are set (tests set them on the
+queue actor through ``rayqueue.init(queue_env=...)``): ``RAYQUEUE_CRASHPOINT`` exits
+the process at a named point, ``RAYQUEUE_STORAGE_FAULTS`` wraps the journal in
+:class:`~rayqueue.storage.faulty.FaultyStorage`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from loguru import logger
+
+from rayqueue.storage.base import Storage
+from rayqueue.storage.memory import InMemoryStorage
+
+
+def crashpoint(name: str) -> None:
+    """Test hook: exit the process here if ``RAYQUEUE_CRASHPOINT`` names this point.
+
+    ``RAYQUEUE_CRASHPOINT_AFTER=n`` fires on the n-th pass (default 1);
+    ``RAYQUEUE_CRASHPOINT_ONCE=<file>`` fires only if the file does not exist yet (it is
+    created first), so a restarted actor does not crash again.
+    """
+    if os.environ.get("RAYQUEUE_CRASHPOINT") != name:
+        return
+    passes = _CRASH_PASSES[name] = _CRASH_PASSES.get(name, 0) + 1
+    if passes < int(os.environ.get("RAYQUEUE_CRASHPOINT_AFTER", "1")):
+        return
+    marker = os.environ.get("RAYQUEUE_CRASHPOINT_ONCE")
+    if marker:
+        if os.path.exists(marker):
+            return
+        Path(marker).touch()
+    logger.warning("crash point {} reached: exiting", name, action="crashpoint")
+    os._exit(137)
+
+
+_CRASH_PASSES: dict[str, int] = {}
+
+
+def open_storage(journal: str | None, durability: str, reconstructed: bool) -> Storage:
+    """The journal: SQLite at ``journal``, or memory when ``journal`` is None.
+
+    A restarted actor must find its journal where it was: serving an empty queue would
+    silently lose every task, so a missing file is an error
+    (:class:`~rayqueue.errors.JournalNotFoundError`).
+    """
+    from rayqueue.storage.sqlite import SQLiteStorage
+
+    storage: Storage = InMemoryStorage() if journal is None else SQLiteStorage(
+        journal, durability="process" if durability == "process" else "full",
+        create=not reconstructed)
+    faults = os.environ.get("RAYQUEUE_STORAGE_FAULTS")
+    if faults:
+        storage = _faulty(storage, faults)
+    return storage
+
+
+def _faulty(storage: Storage, spec: str) -> Storage:
+    """Test hook: wrap the journal in FaultyStorage (``busy=0.01,ioerr=0.01,seed=3``)."""
+    import random
+
+    from rayqueue.storage.faulty import FaultyStorage
+
+    rates = dict(part.split("=") for part in spec.split(","))
+    seed = int(rates.pop("seed", "0"))
+    cap = rates.pop("max", None)
+    return FaultyStorage(storage, rng=random.Random(seed),
+                         faults={k: float(v) for k, v in rates.items()},
+                         max_faults=None if cap is None else int(cap))
