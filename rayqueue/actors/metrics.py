@@ -39,6 +39,7 @@ class MetricsActor:
         self._ready = ray_metrics.Gauge(
             "rayqueue_ready_tasks", "Ready tasks, by pool and priority.",
             ("queue", "pool", "priority"))
+        self._ready_keys: set[tuple[str, str]] = set()
         self._workers = ray_metrics.Gauge(
             "rayqueue_workers", "Worker actors, by pool and state.", ("queue", "pool", "state"))
 
@@ -63,9 +64,15 @@ class MetricsActor:
             elif kind == "depth":
                 for state, n in event[1].items():
                     self._depth.set(n, {"queue": q, "state": state})
-                for pool, by_prio in self._agg.ready_by_priority_all().items():
-                    for prio, n in by_prio.items():
-                        self._ready.set(n, {"queue": q, "pool": pool, "priority": str(prio)})
+                now_ready = {(pool, str(prio)): n
+                             for pool, by_prio in self._agg.ready_by_priority_all().items()
+                             for prio, n in by_prio.items()}
+                # A priority whose tasks are all gone must read 0, not its last count.
+                for key in self._ready_keys - now_ready.keys():
+                    now_ready[key] = 0
+                for (pool, prio), n in now_ready.items():
+                    self._ready.set(n, {"queue": q, "pool": pool, "priority": prio})
+                self._ready_keys = {k for k, n in now_ready.items() if n}
             elif kind == "workers":
                 for pool, states in self._agg.workers_by_state().items():
                     for state, n in states.items():
