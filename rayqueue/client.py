@@ -13,7 +13,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
@@ -270,10 +270,10 @@ class TaskQueue(Generic[T]):
                 for t, i in zip(tasks, ids, strict=True)]
         self._check_sizes(news)
         self._ship({type(t) for t in tasks})
-        infos: list[TaskInfo] = self._retrying(
+        done: list[str] = self._retrying(
             lambda: self._actor.enqueue_many.remote(news),
             retry_full=block, timeout=timeout)
-        return [TaskHandle(self, info.id, type(t)) for info, t in zip(infos, tasks, strict=True)]
+        return [TaskHandle(self, task_id, type(t)) for task_id, t in zip(done, tasks, strict=True)]
 
     def _read(self, method: str, *args: Any, waits: float = 0.0) -> Any:
         """Call an idempotent queue-actor method, retrying while the actor restarts.
@@ -467,10 +467,6 @@ class TaskQueue(Generic[T]):
                 return
             if time.monotonic() >= end:
                 raise ResultTimeoutError(f"<queue {self.name}>", timeout)
-
-    def wait(self, aw: Awaitable[R]) -> R:
-        """Run an awaitable to completion (for scripts mixing sync and async)."""
-        return asyncio.get_event_loop().run_until_complete(aw)
 
     # -------------------------------------------------------------- lifecycle
     def close(self, drain_timeout: float | None = None) -> None:

@@ -32,7 +32,7 @@ from rayqueue.core.record import NewTask, ScheduleRecord, TaskRecord, TaskState
 from rayqueue.core.retry import RetryPolicy
 from rayqueue.core.schedule import MisfirePolicy, ScheduleSpec
 from rayqueue.core.stats import QueueStats
-from rayqueue.errors import StorageError
+from rayqueue.errors import StaleLeaseError, StorageError
 from rayqueue.info import TaskInfo
 from rayqueue.logging import configure, debug_enabled
 from rayqueue.storage.buffered import CommitBuffer
@@ -217,8 +217,11 @@ class QueueActor:
             self._metrics.record.remote(events)
 
     # ------------------------------------------------------------- producers
-    async def enqueue_many(self, news: Sequence[NewTask]) -> list[TaskInfo]:
-        """Add tasks (all or nothing); answers once they are in the journal."""
+    async def enqueue_many(self, news: Sequence[NewTask]) -> list[str]:
+        """Add tasks (all or nothing); answers their ids once they are in the journal.
+
+        Only ids go back: a pydantic model per task would cost more than the enqueue.
+        """
         now = self._clock.now()
         with self._lock:
             before = self._core.size()
@@ -236,7 +239,7 @@ class QueueActor:
             for rec in recs:
                 self._log.debug("task enqueued", action="task_enqueued", task_id=rec.id,
                                 task=rec.task_name, priority=rec.priority)
-        return [TaskInfo.of(r) for r in recs]
+        return [r.id for r in recs]
 
     async def add_schedule(
         self,
@@ -396,9 +399,7 @@ class QueueActor:
                 try:
                     self._core.release(task_id, token, now)
                     out.append(True)
-                except StorageError:
-                    raise
-                except Exception:  # a stale lease: nothing to give back
+                except StaleLeaseError:  # finished or re-leased: nothing to give back
                     out.append(False)
         await self._durable()
         self._wake_claims(None, sum(out))

@@ -277,21 +277,22 @@ class WorkerActor:
                     self._log.warning("heartbeat failed: {}", err, action="worker_heartbeat_failed")
 
 
-def _describe(exc: BaseException) -> str:
-    """``Type: message``, even for exceptions whose ``__str__`` raises."""
+def _message(exc: BaseException) -> str:
+    """``str(exc)`` cut to MAX_MESSAGE, even for exceptions whose ``__str__`` raises."""
     try:
         text = str(exc)
     except Exception as err:  # a misbehaving exception must not take the worker down
         text = f"<str() failed: {type(err).__name__}>"
-    return f"{type(exc).__name__}: {text[:MAX_MESSAGE]}"
+    return text[:MAX_MESSAGE]  # cut first: a 50 MB message is not copied around
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message`` for logs."""
+    return f"{type(exc).__name__}: {_message(exc)}"
 
 
 def _failure(cls: type[Task[Any]], exc: BaseException) -> Failure:
-    try:
-        message = str(exc)
-    except Exception as err:
-        message = f"<str() failed: {type(err).__name__}>"
-    message = message[:MAX_MESSAGE]  # cut first: a 50 MB message is not copied around
+    message = _message(exc)
     try:
         frames = "".join(traceback.format_tb(exc.__traceback__))
     except Exception as err:
