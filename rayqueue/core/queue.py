@@ -120,6 +120,7 @@ class QueueCore:
         self._leased_counts: Counter[str] = Counter()
         self._seq = 0
         self._closed = False
+        self._paused = False
 
     # ----------------------------------------------------------------- recovery
     @classmethod
@@ -149,6 +150,19 @@ class QueueCore:
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
         return self._closed
+
+    def pause(self) -> None:
+        """Hand out no tasks until :meth:`resume` (enqueues go on; running work finishes)."""
+        self._paused = True
+
+    def resume(self) -> None:
+        """Hand out tasks again."""
+        self._paused = False
+
+    @property
+    def paused(self) -> bool:
+        """Whether claims are paused."""
+        return self._paused
 
     def enqueue(self, new: NewTask, now: float) -> TaskRecord:
         """Add one task; see :meth:`enqueue_many`."""
@@ -213,9 +227,14 @@ class QueueCore:
 
     # ------------------------------------------------------------ claim/report
     def claim(
-        self, worker: str, max_n: int, now: float, pool: str = "default", *, idle: bool = True
+        self, worker: str, max_n: int, now: float, pool: str = "default", *, idle: bool = True,
+        prefetch: int = 0,
     ) -> list[Lease]:
         """Lease up to ``max_n`` of the best ready tasks of ``pool`` to ``worker``.
+
+        ``prefetch`` more may follow, but only of the first task's priority: a worker
+        buffers work it will start soon, never lower-priority work that would keep a
+        higher one waiting behind it.
 
         A *suspect* (a task whose worker died under it before) is leased alone, and only
         to an ``idle`` worker (one running nothing), so a poison task cannot take healthy
@@ -224,13 +243,20 @@ class QueueCore:
         """
         if isinstance(max_n, bool) or not isinstance(max_n, int) or max_n < 1:
             raise ValueError(f"max_n must be an int >= 1, got {max_n!r}")
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
+            raise ValueError(f"prefetch must be an int >= 0, got {prefetch!r}")
         index = self._ready.get(pool)
-        if not index:
+        if not index or self._paused:
             return []
         ttl = self.config.lease_ttl
         batch = _Batch()
         skipped: list[TaskRecord] = []
-        while len(batch.tasks) < max_n:
+        while len(batch.tasks) < max_n + prefetch:
+            if len(batch.tasks) >= max_n:
+                head = index.peek()
+                if head is None or (self._tasks[head].priority != batch.tasks[0].priority
+                                    or self._tasks[head].lost_attempts):
+                    break
             task_id = index.pop()
             if task_id is None:
                 break
@@ -239,10 +265,9 @@ class QueueCore:
                 if batch.tasks or not (idle or now - rec.due_at > ttl):
                     skipped.append(rec)
                     continue
-                max_n = 1  # the suspect runs alone
+                max_n, prefetch = 1, 0  # the suspect runs alone
             batch.tasks.append(
-                replace(
-                    rec,
+                rec.evolve(
                     state=TaskState.LEASED,
                     attempts=rec.attempts + 1,
                     lease_token=rec.lease_token + 1,
@@ -290,11 +315,9 @@ class QueueCore:
                 continue
             seen.add(o.task_id)
             if o.failure is None:
-                new = replace(
-                    _unleased(rec, now),
-                    state=TaskState.SUCCEEDED,
-                    result=o.result,
-                    finished_at=now,
+                new = rec.evolve(
+                    state=TaskState.SUCCEEDED, result=o.result, finished_at=now, updated_at=now,
+                    worker=None, lease_expires_at=None, deadline=None,
                 )
             else:
                 new = self._after_failure(rec, o.failure, now)
@@ -327,7 +350,7 @@ class QueueCore:
         rec = self._current(task_id, token)
         if rec is None:
             raise StaleLeaseError(token)
-        new = replace(_unleased(rec, now), state=TaskState.READY, attempts=rec.attempts - 1)
+        new = _unleased(rec, now).evolve(state=TaskState.READY, attempts=rec.attempts - 1)
         self._commit(_Batch(tasks=[new]))
         return new
 
@@ -340,7 +363,7 @@ class QueueCore:
             out.append(rec is not None)
             if rec is not None:
                 batch.tasks.append(
-                    replace(rec, lease_expires_at=now + self.config.lease_ttl, updated_at=now)
+                    rec.evolve(lease_expires_at=now + self.config.lease_ttl, updated_at=now)
                 )
         self._commit(batch)
         return out
@@ -351,7 +374,7 @@ class QueueCore:
         keep = set(held)
         lost = sorted(self._by_worker.get(worker, set()) - keep)
         batch = _Batch(tasks=[
-            replace(_unleased(self._tasks[i], now), state=TaskState.READY,
+            _unleased(self._tasks[i], now).evolve(state=TaskState.READY,
                     attempts=self._tasks[i].attempts - 1)
             for i in lost
         ])
@@ -373,7 +396,7 @@ class QueueCore:
         return ids
 
     def _after_failure(self, rec: TaskRecord, failure: Failure, now: float) -> TaskRecord:
-        base = replace(_unleased(rec, now), error=failure.error)
+        base = _unleased(rec, now).evolve(error=failure.error)
         if not failure.retryable:
             return _dead(base, now, failure.reason or "non_retryable")
         if rec.attempts >= rec.retry.max_attempts:
@@ -381,12 +404,11 @@ class QueueCore:
         delay = failure.retry_delay
         if delay is None or not math.isfinite(delay) or delay < 0:
             delay = rec.retry.delay(rec.attempts, self._rng.random())
-        return replace(base, state=TaskState.FAILED, due_at=now + delay)
+        return base.evolve(state=TaskState.FAILED, due_at=now + delay)
 
     def _after_loss(self, rec: TaskRecord, now: float) -> TaskRecord:
         lost = rec.lost_attempts + 1
-        base = replace(
-            _unleased(rec, now),
+        base = _unleased(rec, now).evolve(
             lost_attempts=lost,
             error=ErrorInfo(
                 "WorkerLostError",
@@ -398,7 +420,7 @@ class QueueCore:
         # Back off with jitter: tasks that shared a dying worker with a poison task would
         # otherwise come back together and be claimed together again, and die with it.
         delay = rec.retry.delay(lost, self._rng.random())
-        return replace(base, state=TaskState.FAILED, due_at=now + delay)
+        return base.evolve(state=TaskState.FAILED, due_at=now + delay)
 
     # --------------------------------------------------------------------- time
     def tick(self, now: float) -> TickReport:
@@ -413,7 +435,7 @@ class QueueCore:
         touched: set[str] = set()
         for task_id in timer_due:
             rec = self._tasks[task_id]
-            batch.tasks.append(replace(rec, state=TaskState.READY, updated_at=now))
+            batch.tasks.append(rec.evolve(state=TaskState.READY, updated_at=now))
         timed_out: list[tuple[str, str]] = []
         for task_id in deadline_due:
             rec = self._tasks[task_id]
@@ -422,7 +444,7 @@ class QueueCore:
                                                 f"timeout of {rec.timeout}s")
             new = self._after_failure(rec, Failure(err), now)
             if new.state is TaskState.DEAD:
-                new = replace(new, reason="timeout")
+                new = new.evolve(reason="timeout")
             batch.tasks.append(new)
             touched.add(task_id)
         expired = [i for i in lease_due if i not in touched]
@@ -573,7 +595,7 @@ class QueueCore:
             return rec
         if rec.state not in (TaskState.READY, TaskState.SCHEDULED, TaskState.FAILED):
             raise InvalidStateError(task_id, rec.state.value, "cancel")
-        new = replace(rec, state=TaskState.CANCELLED, finished_at=now, updated_at=now)
+        new = rec.evolve(state=TaskState.CANCELLED, finished_at=now, updated_at=now)
         self._commit(_Batch(tasks=[new]))
         return new
 
@@ -582,7 +604,7 @@ class QueueCore:
         rec = self.get(task_id)
         if rec.state is not TaskState.DEAD:
             raise InvalidStateError(task_id, rec.state.value, "retry (only dead tasks can be)")
-        new = replace(rec, state=TaskState.READY, attempts=0, lost_attempts=0, reason=None,
+        new = rec.evolve(state=TaskState.READY, attempts=0, lost_attempts=0, reason=None,
                       due_at=now, finished_at=None, updated_at=now)
         self._commit(_Batch(tasks=[new]))
         return new
@@ -634,6 +656,7 @@ class QueueCore:
             schedules=len(self._schedules),
             max_size=self.config.max_size,
             closed=self._closed,
+            paused=self._paused,
         )
 
     # ------------------------------------------------------------------ plumbing
@@ -709,11 +732,12 @@ class QueueCore:
 
 
 def _unleased(rec: TaskRecord, now: float) -> TaskRecord:
-    return replace(rec, worker=None, lease_expires_at=None, deadline=None, updated_at=now)
+    # keep in step with the success path of complete_many, which inlines this
+    return rec.evolve(worker=None, lease_expires_at=None, deadline=None, updated_at=now)
 
 
 def _dead(rec: TaskRecord, now: float, reason: str) -> TaskRecord:
-    return replace(rec, state=TaskState.DEAD, reason=reason, finished_at=now)
+    return rec.evolve(state=TaskState.DEAD, reason=reason, finished_at=now)
 
 
 def _task_of(sched: ScheduleRecord, task_id: str, seq: int, when: float, now: float) -> TaskRecord:

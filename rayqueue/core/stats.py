@@ -18,3 +18,5 @@ class QueueStats(BaseModel):
     schedules: int = 0
     max_size: int | None = None
     closed: bool = False
+    #: claims hand out nothing while paused (enqueues are still accepted)
+    paused: bool = False

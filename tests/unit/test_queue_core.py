@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,7 @@ from rayqueue import (
     InvalidPriorityError,
     InvalidScheduleError,
     InvalidStateError,
+    NewTask,
     PayloadTooLargeError,
     Priority,
     QueueClosedError,
@@ -527,3 +529,36 @@ def test_reconcile_returns_leases_whose_claim_reply_was_lost(core: QueueCore,
     b = core.get("b")
     assert b.state is TaskState.READY and b.attempts == 0 and b.lost_attempts == 0
     assert core.get("a").state is TaskState.LEASED
+
+
+def test_a_paused_core_hands_out_nothing_until_resumed() -> None:
+    core = QueueCore()
+    core.enqueue_many([NewTask("t", "{}", 50), NewTask("t", "{}", 90)], 0.0)
+    core.pause()
+    assert core.claim("w", 5, 0.0) == []
+    assert core.stats().paused and core.ready_count() == 2
+    core.enqueue(NewTask("t", "{}", 10), 0.0)  # enqueues go on
+    core.resume()
+    assert [lease.priority for lease in core.claim("w", 5, 0.0)] == [90, 50, 10]
+
+
+def test_prefetch_takes_only_more_of_the_first_tasks_priority() -> None:
+    core = QueueCore()
+    core.enqueue_many([NewTask("t", "{}", 90) for _ in range(3)]
+                      + [NewTask("t", "{}", 10) for _ in range(5)], 0.0)
+    first = core.claim("w", 1, 0.0, prefetch=10)
+    assert [lease.priority for lease in first] == [90, 90, 90]
+    second = core.claim("w", 2, 0.0, prefetch=2)
+    assert [lease.priority for lease in second] == [10] * 4
+    with pytest.raises(ValueError, match="prefetch"):
+        core.claim("w", 1, 0.0, prefetch=-1)
+
+
+def test_evolve_copies_with_changes_and_leaves_the_original_alone() -> None:
+    core = QueueCore()
+    rec = core.enqueue(NewTask("t", '{"a":1}', 50), 0.0)
+    new = rec.evolve(state=TaskState.LEASED, attempts=2, worker="w")
+    assert new == dataclasses.replace(rec, state=TaskState.LEASED, attempts=2, worker="w")
+    assert rec.state is TaskState.READY and rec.attempts == 0 and rec.worker is None
+    with pytest.raises(AttributeError):
+        rec.evolve(no_such_field=1)
