@@ -28,7 +28,7 @@ from rayqueue.actors.queue import CONCURRENCY_GROUPS, QueueActor
 from rayqueue.calls import MAX_PENDING_CALLS, _aget, _get, _retrying
 from rayqueue.config import NAMESPACE, PoolConfig, actor_name
 from rayqueue.core.clock import Clock
-from rayqueue.core.lease import Lease, Outcome
+from rayqueue.core.lease import Outcome, pack_outcomes, unpack_leases
 from rayqueue.core.queue import QueueConfig
 from rayqueue.core.record import NewTask
 from rayqueue.core.schedule import (
@@ -49,6 +49,7 @@ from rayqueue.errors import (
 )
 from rayqueue.handle import ClaimedTask, TaskHandle
 from rayqueue.info import MetricsSnapshot, TaskInfo, WorkerInfo
+from rayqueue.sender import Sender
 from rayqueue.task import (
     Task,
     decode_payload,
@@ -107,6 +108,7 @@ def init(
     heartbeat_s: float | None = None,
     clock: Clock | None = None,
     queue_env: dict[str, str] | None = None,
+    actor_env: dict[str, str] | None = None,
 ) -> TaskQueue[Any]:
     """Start (or find) queue ``name`` with its queue, pool and metrics actors.
 
@@ -132,6 +134,9 @@ def init(
         clock: the queue's clock (default: the system clock; tests pass an OffsetClock).
         queue_env: environment variables for the queue actor (test hooks such as
             ``RAYQUEUE_CRASHPOINT``).
+        actor_env: environment variables for every actor of the queue, workers
+            included (e.g. ``RAYQUEUE_LOG_LEVEL``, ``RAYQUEUE_LOG_FILE``,
+            ``RAYQUEUE_LIFECYCLE_LEVEL``).
     """
     _ensure_ray(address, ray_init)
     config = config or QueueConfig()
@@ -142,8 +147,11 @@ def init(
     beat = heartbeat_s if heartbeat_s is not None else config.lease_ttl / 3
     path = default_journal(name) if journal == "default" else (
         None if journal is None else str(Path(journal).resolve()))
-    common = {"namespace": NAMESPACE, "lifetime": "detached", "get_if_exists": True,
-              "num_cpus": 0, "max_restarts": -1}
+    common: dict[str, Any] = {"namespace": NAMESPACE, "lifetime": "detached",
+                              "get_if_exists": True, "num_cpus": 0, "max_restarts": -1}
+    if actor_env:
+        # Workers inherit the pool manager's runtime environment, so they get it too.
+        common["runtime_env"] = {"env_vars": dict(actor_env)}
     metrics = ray.remote(MetricsActor).options(
         name=actor_name(name, "metrics"), **common).remote(name)
     placement: dict[str, Any] = {}
@@ -158,8 +166,8 @@ def init(
     queue = ray.remote(concurrency_groups=CONCURRENCY_GROUPS)(QueueActor).options(
         name=actor_name(name, "queue"), max_concurrency=10_000,
         max_pending_calls=MAX_PENDING_CALLS,
-        runtime_env={"env_vars": dict(queue_env)} if queue_env else None,
-        **{**common, **placement},
+        **{**common, **placement, **({"runtime_env": {"env_vars": {
+            **(actor_env or {}), **queue_env}}} if queue_env else {})},
     ).remote(name, config, metrics, path, clock, durability)
     _retrying(lambda: queue.ping.remote(), 60.0)
     pool = ray.remote(PoolManagerActor).options(
@@ -205,6 +213,7 @@ class TaskQueue(Generic[T]):
         self._shipped: set[type[Task[Any]]] = set()
         self._client_id = f"client-{uuid.uuid4().hex[:8]}"
         self._max_payload: int | None = None
+        self._sender = Sender(self._send_news, name)
         # Every task class this process knows goes to the workers' codebook now: after
         # a restart, tasks recovered from the journal find their classes again.
         self._ship(registered().values())
@@ -223,8 +232,12 @@ class TaskQueue(Generic[T]):
         task_id: str | None = None,
         block: bool = False,
         timeout: float | None = None,
+        wait: bool = True,
     ) -> TaskHandle[R]:
         """Add one task; returns once it is in the queue's journal.
+
+        Single enqueues from many threads or coroutines share actor calls (they are
+        coalesced into batches), so per-task enqueue is not one round trip per task.
 
         Args:
             task: a task instance (its payload is validated here and on the worker).
@@ -236,10 +249,67 @@ class TaskQueue(Generic[T]):
             block: when the queue is full, wait for room (up to ``timeout`` s) instead
                 of raising :class:`QueueFullError` at once.
             timeout: how long ``block`` waits (None: ``retry_timeout``).
+            wait: False returns the handle at once, before the task is durable; it is
+                sent in the background with other tasks. :meth:`flush` waits for every
+                such task and raises the first failure; ``handle.sent()`` checks one.
+                Tasks still unsent when the process dies are lost: not acknowledged.
         """
-        return self.enqueue_many([task], priority=priority, run_at=run_at, delay=delay,
-                                 task_ids=None if task_id is None else [task_id],
-                                 block=block, timeout=timeout)[0]
+        if block or timeout is not None:
+            return self.enqueue_many([task], priority=priority, run_at=run_at, delay=delay,
+                                     task_ids=None if task_id is None else [task_id],
+                                     block=block, timeout=timeout)[0]
+        new = self._new_task(task, priority, run_at, delay, task_id)
+        if wait:
+            self._sender.send([new])
+            return TaskHandle(self, new.task_id or "", type(task))
+        return TaskHandle(self, new.task_id or "", type(task), sent=self._sender.submit([new]))
+
+    async def enqueue_async(
+        self,
+        task: Task[R],
+        *,
+        priority: int | None = None,
+        run_at: dt.datetime | None = None,
+        delay: float | dt.timedelta | None = None,
+        task_id: str | None = None,
+    ) -> TaskHandle[R]:
+        """:meth:`enqueue` for coroutines: concurrent callers share batched calls."""
+        new = self._new_task(task, priority, run_at, delay, task_id)
+        sent = self._sender.submit([new])
+        await asyncio.wrap_future(sent)
+        return TaskHandle(self, new.task_id or "", type(task), sent=sent)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every task enqueued with ``wait=False`` is durable.
+
+        Raises:
+            ResultTimeoutError: some were still unsent after ``timeout`` s.
+            RayQueueError: the first of the enqueues that failed since the last flush
+                (a warning counts them; each handle's ``sent()`` raises its own).
+        """
+        if not self._sender.flush(timeout):
+            raise ResultTimeoutError(f"<{self._sender.pending} unsent enqueue(s)>",
+                                     timeout or 0.0)
+        errors = self._sender.take_errors()
+        if errors:
+            if len(errors) > 1:
+                logger.warning("{} enqueues failed since the last flush; raising the first "
+                               "(each handle's sent() raises its own)", len(errors),
+                               action="enqueue_failed", errors=len(errors))
+            raise errors[0]
+
+    def _new_task(self, task: Task[Any], priority: int | None, run_at: dt.datetime | None,
+                  delay: float | dt.timedelta | None, task_id: str | None) -> NewTask:
+        """One validated NewTask with its id assigned here (so retries are idempotent)."""
+        if run_at is not None and delay is not None:
+            raise InvalidScheduleError("give run_at or delay, not both")
+        new = to_new_task(task, priority=priority,
+                          run_at=None if run_at is None else to_epoch(run_at),
+                          delay=None if delay is None else delay_to_seconds(delay),
+                          task_id=task_id or uuid.uuid4().hex)
+        self._check_sizes([new])
+        self._ship({type(task)})
+        return new
 
     def enqueue_many(
         self,
@@ -274,6 +344,10 @@ class TaskQueue(Generic[T]):
             lambda: self._actor.enqueue_many.remote(news),
             retry_full=block, timeout=timeout)
         return [TaskHandle(self, task_id, type(t)) for task_id, t in zip(done, tasks, strict=True)]
+
+    def _send_news(self, news: list[NewTask]) -> list[str]:
+        ids: list[str] = self._retrying(lambda: self._actor.enqueue_many.remote(news))
+        return ids
 
     def _read(self, method: str, *args: Any, waits: float = 0.0) -> Any:
         """Call an idempotent queue-actor method, retrying while the actor restarts.
@@ -358,7 +432,7 @@ class TaskQueue(Generic[T]):
 
         The caller must ``ack``, ``fail`` or ``release`` it before the lease expires.
         """
-        leases: list[Lease] = _get(self._actor.claim.remote(self._client_id, pool, 1, timeout))
+        leases = unpack_leases(_get(self._actor.claim.remote(self._client_id, pool, 1, timeout)))
         if not leases:
             return None
         lease = leases[0]
@@ -366,7 +440,7 @@ class TaskQueue(Generic[T]):
         return ClaimedTask(self, lease, task)
 
     def _report(self, outcome: Outcome) -> bool:
-        return bool(_get(self._actor.report.remote(self._client_id, [outcome]))[0])
+        return bool(_get(self._actor.report.remote(self._client_id, pack_outcomes([outcome])))[0])
 
     # ------------------------------------------------------------------ reads
     def peek(self, pool: str = "default") -> TaskInfo | None:
@@ -451,6 +525,8 @@ class TaskQueue(Generic[T]):
 
     def results(self, handles: Sequence[TaskHandle[R]], timeout: float | None = None) -> list[R]:
         """Wait for many results with one call per slice (not one per task)."""
+        for handle in handles:
+            handle.sent(timeout)
         infos = self._wait([h.id for h in handles], timeout)
         return [h._value(i, timeout) for h, i in zip(handles, infos, strict=True)]
 
@@ -481,8 +557,20 @@ class TaskQueue(Generic[T]):
             self._retrying(lambda: self._pool.shutdown.remote(drain_timeout),
                            timeout=self.retry_timeout + drain_timeout)
 
+    def pause(self) -> None:
+        """Stop handing tasks to workers; enqueues go on and running tasks finish.
+
+        Kept in the queue actor's memory: a restarted queue actor runs again.
+        """
+        self._retrying(lambda: self._actor.pause.remote())
+
+    def resume(self) -> None:
+        """Hand tasks to workers again."""
+        self._retrying(lambda: self._actor.resume.remote())
+
     def shutdown(self, timeout: float = 10.0) -> None:
         """Drain the workers, then remove this queue's actors from the cluster."""
+        self._sender.close(timeout)
         try:
             self._retrying(lambda: self._pool.shutdown.remote(timeout),
                            timeout=self.retry_timeout + timeout)

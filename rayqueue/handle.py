@@ -5,8 +5,11 @@ Both are thin views that call back into their :class:`~rayqueue.client.TaskQueue
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Generator
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from rayqueue.calls import _get
@@ -28,10 +31,25 @@ class TaskHandle(Generic[R]):
     """A promise of one task's result; ``await handle`` or ``handle.result()``."""
 
     def __init__(self, queue: TaskQueue[Any], task_id: str,
-                 task_cls: type[Task[R]] | None) -> None:
+                 task_cls: type[Task[R]] | None, sent: Future[list[str]] | None = None) -> None:
         self.id = task_id
         self._queue = queue
         self._cls = task_cls
+        self._sent = sent
+
+    def sent(self, timeout: float | None = None) -> None:
+        """Wait until the task is durable in the queue (after ``enqueue(wait=False)``).
+
+        Raises:
+            RayQueueError: the enqueue failed (the task is not in the queue).
+            ResultTimeoutError: it was not sent within ``timeout`` s.
+        """
+        if self._sent is None:
+            return
+        try:
+            self._sent.result(timeout)
+        except FutureTimeout:
+            raise ResultTimeoutError(self.id, timeout or 0.0) from None
 
     def __repr__(self) -> str:
         return f"TaskHandle({self.id!r})"
@@ -55,11 +73,14 @@ class TaskHandle(Generic[R]):
             ResultTimeoutError: not finished within ``timeout`` seconds.
             TaskFailedError: the task ended dead or cancelled (carries the remote error).
         """
+        self.sent(timeout)
         info = self._queue._wait([self.id], timeout)[0]
         return self._value(info, timeout)
 
     async def result_async(self, timeout: float | None = None) -> R:
         """Like :meth:`result`, without blocking the event loop."""
+        if self._sent is not None:
+            await asyncio.wait_for(asyncio.wrap_future(self._sent), timeout)
         info = (await self._queue._wait_async([self.id], timeout))[0]
         return self._value(info, timeout)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from loguru import logger
 
 from rayqueue.storage.base import Storage
-from rayqueue.storage.memory import InMemoryStorage
+from rayqueue.storage.memory import InMemoryStorage, NullStorage
 
 
 def crashpoint(name: str) -> None:
@@ -42,7 +42,10 @@ _CRASH_PASSES: dict[str, int] = {}
 
 
 def open_storage(journal: str | None, durability: str, reconstructed: bool) -> Storage:
-    """The journal: SQLite at ``journal``, or memory when ``journal`` is None.
+    """The journal: SQLite at ``journal``; when ``journal`` is None, nothing
+    (:class:`NullStorage`: the queue lives in its actor's memory), or an
+    :class:`InMemoryStorage` under injected faults, so a failed commit has something
+    to roll back to.
 
     A restarted actor must find its journal where it was: serving an empty queue would
     silently lose every task, so a missing file is an error
@@ -50,13 +53,14 @@ def open_storage(journal: str | None, durability: str, reconstructed: bool) -> S
     """
     from rayqueue.storage.sqlite import SQLiteStorage
 
-    storage: Storage = InMemoryStorage() if journal is None else SQLiteStorage(
-        journal, durability="process" if durability == "process" else "full",
-        create=not reconstructed)
     faults = os.environ.get("RAYQUEUE_STORAGE_FAULTS")
-    if faults:
-        storage = _faulty(storage, faults)
-    return storage
+    storage: Storage
+    if journal is not None:
+        storage = SQLiteStorage(journal, durability="process" if durability == "process"
+                                else "full", create=not reconstructed)
+    else:
+        storage = InMemoryStorage() if faults else NullStorage()
+    return _faulty(storage, faults) if faults else storage
 
 
 def _faulty(storage: Storage, spec: str) -> Storage:

@@ -25,8 +25,9 @@ import ray
 from loguru import logger
 
 from rayqueue.actors.journal import crashpoint, open_storage
+from rayqueue.actors.profiling import LoopProfiler
 from rayqueue.core.clock import Clock, SystemClock
-from rayqueue.core.lease import Lease, Outcome
+from rayqueue.core.lease import pack_leases, unpack_outcomes
 from rayqueue.core.queue import QueueConfig, QueueCore, TickReport
 from rayqueue.core.record import NewTask, ScheduleRecord, TaskRecord, TaskState
 from rayqueue.core.retry import RetryPolicy
@@ -34,13 +35,13 @@ from rayqueue.core.schedule import MisfirePolicy, ScheduleSpec
 from rayqueue.core.stats import QueueStats
 from rayqueue.errors import StaleLeaseError, StorageError
 from rayqueue.info import TaskInfo
-from rayqueue.logging import configure, debug_enabled
+from rayqueue.logging import configure, lifecycle_level
+from rayqueue.storage.base import Storage
 from rayqueue.storage.buffered import CommitBuffer
+from rayqueue.storage.memory import NullStorage
 
 #: Longest sleep of the timer loop; bounds how late a due task or expired lease is seen.
 TICK_MAX_S = 0.05
-#: How long writes gather before one commit (group commit window).
-GROUP_COMMIT_S = 0.002
 #: How often lifecycle events are flushed to the metrics actor.
 FLUSH_EVERY_S = 0.5
 #: Concurrency groups of the actor: reads get their own, so parked claims never block them.
@@ -74,7 +75,11 @@ class QueueActor:
         self._config = config or QueueConfig()
         self._storage = open_storage(journal, durability, reconstructed)
         self._buffer = CommitBuffer(self._storage)
-        self._core = QueueCore.recover(self._buffer, self._config)
+        # A queue without a journal has nothing to commit: its core writes straight to
+        # the NullStorage, the buffer stays empty, and no call waits for a commit.
+        self._journal: Storage = self._storage if isinstance(
+            self._storage, NullStorage) else self._buffer
+        self._core = QueueCore.recover(self._journal, self._config)
         self._clock = clock or SystemClock()
         if reconstructed:
             self._core.renew_all_leases(self._clock.now())
@@ -87,9 +92,10 @@ class QueueActor:
         self._ticker: asyncio.Task[None] | None = None
         self._io = ThreadPoolExecutor(1, thread_name_prefix="journal")
         self._waiters: list[asyncio.Future[None]] = []
-        self._flush_handle: asyncio.TimerHandle | None = None
+        self._flush_handle: asyncio.Handle | None = None
         self._flushing = False
         self._log = logger.bind(queue=name)
+        self._profiler = LoopProfiler()
         stats = self._core.stats()
         self._log.info("queue {} ({}): {} unfinished task(s) recovered from {}",
                        "restarted" if reconstructed else "started", name, stats.size,
@@ -153,10 +159,12 @@ class QueueActor:
         await fut
 
     def _schedule_flush(self) -> None:
+        # No timer: the commit starts as soon as the calls already dispatched have run,
+        # so an idle queue commits at once, and under load every change made while one
+        # commit is writing rides on the next (group commit without a fixed delay).
         if self._flush_handle is None and not self._flushing:
             loop = asyncio.get_running_loop()
-            self._flush_handle = loop.call_later(
-                GROUP_COMMIT_S, lambda: loop.create_task(self._flush()))
+            self._flush_handle = loop.call_soon(lambda: loop.create_task(self._flush()))
 
     async def _flush(self) -> None:
         self._flush_handle = None
@@ -189,16 +197,22 @@ class QueueActor:
         self._waiters = []
         self._buffer.take()
         with self._lock:
-            closed = self._core.closed
-            self._core = QueueCore.recover(self._buffer, self._config)
-            if closed:
-                self._core.close()
+            self._core = self._reloaded()
         self._log.error("journal commit failed, state reloaded from the journal: {}", error,
                         action="journal_commit_failed", calls=len(waiters))
         for fut in waiters:
             if not fut.done():
                 fut.set_exception(error)
         self._wake_claims(None, 1 << 30)
+
+    def _reloaded(self) -> QueueCore:
+        """A core rebuilt from the journal, with the closed and paused flags kept."""
+        core = QueueCore.recover(self._journal, self._config)
+        if self._core.closed:
+            core.close()
+        if self._core.paused:
+            core.pause()
+        return core
 
     # ---------------------------------------------------------------- events
     def _event_of(self, task_id: str, outcome: str) -> None:
@@ -235,10 +249,11 @@ class QueueActor:
         self._events.extend(("enqueued", name, n) for name, n in counts.items())
         if added:
             self._wake_claims(None, added)
-        if debug_enabled():
+        level = lifecycle_level()
+        if level:
             for rec in recs:
-                self._log.debug("task enqueued", action="task_enqueued", task_id=rec.id,
-                                task=rec.task_name, priority=rec.priority)
+                self._log.log(level, "task enqueued", action="task_enqueued", task_id=rec.id,
+                              task=rec.task_name, priority=rec.priority)
         return [r.id for r in recs]
 
     async def add_schedule(
@@ -285,12 +300,31 @@ class QueueActor:
         with self._lock:
             self._core.close()
 
+    @_control
+    async def pause(self) -> None:
+        """Stop handing out tasks (kept in memory: a restarted queue runs again)."""
+        with self._lock:
+            self._core.pause()
+        self._log.info("queue paused", action="queue_paused")
+
+    @_control
+    async def resume(self) -> None:
+        """Hand out tasks again, at once."""
+        with self._lock:
+            self._core.resume()
+        self._log.info("queue resumed", action="queue_resumed")
+        self._wake_claims(None, 1 << 30)
+
     # --------------------------------------------------------------- workers
     async def claim(
         self, worker: str, pool: str = "default", max_n: int = 1, wait: float = 1.0,
-        idle: bool = True, held: Sequence[str] | None = None,
-    ) -> list[Lease]:
+        idle: bool = True, held: Sequence[str] | None = None, prefetch: int = 0,
+    ) -> bytes:
         """Lease up to ``max_n`` tasks of ``pool``, waiting up to ``wait`` s for work.
+
+        Answers the leases packed (:func:`~rayqueue.core.lease.unpack_leases`).
+
+        ``prefetch`` more of the first task's priority may follow (see QueueCore.claim).
 
         ``idle`` says the worker runs nothing now (it may then get a suspect task).
         ``held`` lists every task the worker holds or has not seen acknowledged; its
@@ -308,7 +342,8 @@ class QueueActor:
         while True:
             now = self._clock.now()
             with self._lock:
-                leases = self._core.claim(worker, max_n, now, pool, idle=idle)
+                leases = self._core.claim(worker, max_n, now, pool, idle=idle,
+                                          prefetch=prefetch)
             if leases or loop.time() >= deadline:
                 break
             fut: asyncio.Future[None] = loop.create_future()
@@ -316,13 +351,13 @@ class QueueActor:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(fut, deadline - loop.time())
         if not leases:
-            return leases
+            return pack_leases(leases)
         dues = [self._due_at(lease.task_id, now) for lease in leases]
         await self._durable()
         crashpoint("claim.after_commit_before_reply")
         for lease, due in zip(leases, dues, strict=True):
             self._events.append(("started", lease.task_name, max(0.0, now - due)))
-        return leases
+        return pack_leases(leases)
 
     def _due_at(self, task_id: str, default: float) -> float:
         rec = self._core.find(task_id)
@@ -339,8 +374,10 @@ class QueueActor:
                     fut.set_result(None)
                     woken += 1
 
-    async def report(self, worker: str, outcomes: Sequence[Outcome]) -> list[bool]:
-        """Record finished attempts; ``False`` marks a fenced (stale) one."""
+    async def report(self, worker: str, packed: bytes) -> list[bool]:
+        """Record finished attempts (packed by :func:`~rayqueue.core.lease.pack_outcomes`);
+        ``False`` marks a fenced (stale) one."""
+        outcomes = unpack_outcomes(packed)
         now = self._clock.now()
         crashpoint("ack.before_commit")
         with self._lock:
@@ -369,11 +406,13 @@ class QueueActor:
         return rec.started_at if rec is not None else None
 
     def _log_outcome(self, rec: TaskRecord, worker: str) -> None:
+        level = lifecycle_level()
+        if rec.state is TaskState.SUCCEEDED and not level:
+            return  # the hot path: nothing to log
         log = self._log.bind(task_id=rec.id, task=rec.task_name, attempt=rec.attempts,
                              worker=worker)
         if rec.state is TaskState.SUCCEEDED:
-            if debug_enabled():
-                log.debug("task succeeded", action="task_succeeded")
+            log.log(level or "DEBUG", "task succeeded", action="task_succeeded")
         elif rec.state is TaskState.FAILED:
             err = rec.error
             log.info("task failed ({}), retry in {:.2f}s", err.type if err else "?",
@@ -442,10 +481,7 @@ class QueueActor:
         """Test hook: reload the core from the journal, as a restart would, then tick."""
         await self._durable()
         with self._lock:
-            closed = self._core.closed
-            self._core = QueueCore.recover(self._buffer, self._config)
-            if closed:
-                self._core.close()
+            self._core = self._reloaded()
             self._after_tick(self._core.tick(self._clock.now()))
         await self._durable()
         return self._core.stats().by_state
@@ -538,6 +574,14 @@ class QueueActor:
         """Test hook: every task id the queue holds."""
         with self._lock:
             return self._core.task_ids()
+
+    async def profile_start(self) -> None:
+        """Bench hook: start a CPU profile of the event loop (needs pyinstrument)."""
+        self._profiler.start()
+
+    async def profile_stop(self) -> dict[str, str]:
+        """Bench hook: stop the profile; returns its report as ``html`` and ``text``."""
+        return self._profiler.stop()
 
     @_control
     async def pid(self) -> int:

@@ -13,6 +13,7 @@ import contextlib
 import importlib
 import inspect
 import os
+import time
 import traceback
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,13 +23,14 @@ from typing import Any
 import ray
 from loguru import logger
 
+from rayqueue.actors.profiling import LoopProfiler
 from rayqueue.codebook import resolve
 from rayqueue.config import NAMESPACE, actor_name
-from rayqueue.core.lease import Failure, Lease, Outcome
+from rayqueue.core.lease import Failure, Lease, Outcome, pack_outcomes, unpack_leases
 from rayqueue.core.record import ErrorInfo
 from rayqueue.core.retry import Retry
 from rayqueue.errors import InvalidPayloadError, UnknownTaskError
-from rayqueue.logging import configure
+from rayqueue.logging import configure, lifecycle_level
 from rayqueue.task import (
     Task,
     TaskContext,
@@ -39,6 +41,11 @@ from rayqueue.task import (
 
 #: Seconds a claim waits for work before the run loop looks around again.
 CLAIM_WAIT_S = 1.0
+#: A worker holds beyond its free slots only what it expects to start within this
+#: many seconds at its measured rate, so a batch never keeps urgent work waiting long.
+PREFETCH_HORIZON_S = 0.05
+#: Most tasks a worker holds waiting for a slot.
+MAX_PREFETCH = 500
 #: Longest error message and traceback text kept from a failed attempt.
 MAX_MESSAGE = 2_000
 MAX_TRACEBACK = 8_000
@@ -82,6 +89,11 @@ class WorkerActor:
         self._report_kick: asyncio.Event | None = None
         self._node = ray.get_runtime_context().get_node_id()
         self._done = 0
+        self._slots: asyncio.Semaphore | None = None
+        self._rate = _RateMeter()
+        #: prefetched tasks not started before a drain: given back unrun
+        self._unstarted: list[Lease] = []
+        self._profiler = LoopProfiler()
         self._log = logger.bind(worker=worker_id, pool=pool)
         self._log.info("worker started", action="worker_started", node=self._node[:12],
                        pid=os.getpid())
@@ -93,6 +105,14 @@ class WorkerActor:
         """Where this worker runs and what it holds."""
         return {"id": self._id, "pid": os.getpid(), "node_id": self._node,
                 "running": len(self._running), "done": self._done}
+
+    async def profile_start(self) -> None:
+        """Bench hook: start a CPU profile of the event loop (needs pyinstrument)."""
+        self._profiler.start()
+
+    async def profile_stop(self) -> dict[str, str]:
+        """Bench hook: stop the profile; returns its report as ``html`` and ``text``."""
+        return self._profiler.stop()
 
     async def drain(self, timeout: float | None = None) -> None:
         """Stop claiming; ``run()`` returns once the tasks held are finished and reported.
@@ -110,20 +130,28 @@ class WorkerActor:
         """The run loop; returns the number of tasks run once drained."""
         self._wakeup = asyncio.Event()
         self._report_kick = asyncio.Event()
+        self._slots = asyncio.Semaphore(self._concurrency)
         reporter = asyncio.create_task(self._report_loop())
         beater = asyncio.create_task(self._heartbeat_loop())
         active: set[asyncio.Task[None]] = set()
         try:
             while not self._draining:
-                free = 0 if self._isolating else self._concurrency - len(active)
-                if free <= 0:
+                # Claim when a slot is free, or when the prefetched work ran down to half
+                # of what is wanted: big batches, and the next one arrives in time.
+                free = self._concurrency - len(active)
+                target = self._concurrency + self._rate.expected(
+                    PREFETCH_HORIZON_S, MAX_PREFETCH, self._done)
+                if self._isolating or (free <= 0 and len(active) > target // 2):
                     self._wakeup.clear()
                     await self._wakeup.wait()
                     continue
+                room = target - len(active)
+                slots = min(room, max(free, 1))
                 try:
                     held = [*self._running, *self._unacked]
-                    leases: list[Lease] = await self._queue.claim.remote(
-                        self._id, self._pool, free, CLAIM_WAIT_S, not active, held)
+                    leases = unpack_leases(await self._queue.claim.remote(
+                        self._id, self._pool, slots, CLAIM_WAIT_S, not active, held,
+                        room - slots))
                     self._claim_failures = 0
                 except ray.exceptions.RayError as err:
                     # The queue is restarting, its journal failed, or the call was lost:
@@ -143,6 +171,7 @@ class WorkerActor:
                     job.add_done_callback(self._finished(active))
             if active:
                 await self._finish(active)
+            await self._give_back_unstarted()
             await self._flush()
         finally:
             reporter.cancel()
@@ -166,6 +195,16 @@ class WorkerActor:
         with contextlib.suppress(ray.exceptions.RayError):
             await self._queue.release.remote(refs)
 
+    async def _give_back_unstarted(self) -> None:
+        """Release prefetched tasks a drain stopped before they started (not an attempt)."""
+        refs = [(lease.task_id, lease.token) for lease in self._unstarted]
+        self._unstarted.clear()
+        if refs:
+            self._log.info("draining: {} prefetched task(s) given back unrun", len(refs),
+                           action="worker_released", tasks=[r[0] for r in refs])
+            with contextlib.suppress(ray.exceptions.RayError):
+                await self._queue.release.remote(refs)
+
     def _finished(self, active: set[asyncio.Task[None]]) -> Any:
         def done(job: asyncio.Task[None]) -> None:
             active.discard(job)
@@ -176,7 +215,16 @@ class WorkerActor:
         return done
 
     async def _execute(self, lease: Lease) -> None:
-        log = self._log.bind(task_id=lease.task_id, task=lease.task_name, attempt=lease.attempt)
+        assert self._slots is not None
+        async with self._slots:
+            if self._draining:
+                # A draining worker hands prefetched work back rather than start it.
+                self._running.pop(lease.task_id, None)
+                self._unstarted.append(lease)
+                return
+            await self._run_one(lease)
+
+    async def _run_one(self, lease: Lease) -> None:
         outcome: Outcome
         try:
             cls = await self._resolve(lease.task_name)
@@ -188,17 +236,21 @@ class WorkerActor:
             failure = Failure(ErrorInfo.from_exception(exc), retryable=True,
                               retry_delay=min(2.0 ** lease.attempt, 30.0), reason="unknown_task")
             self._deliver(lease, Outcome(lease.task_id, lease.token, failure=failure))
-            log.warning("no class for task {!r}", lease.task_name, action="task_unknown")
+            self._task_log(lease).warning("no class for task {!r}", lease.task_name,
+                                          action="task_unknown")
             return
         except InvalidPayloadError as exc:
             # Data the code cannot take: never retried.
             reason = _payload_reason(exc)
             self._deliver(lease, Outcome(lease.task_id, lease.token, failure=Failure(
                 ErrorInfo.from_exception(exc), retryable=False, reason=reason)))
-            log.warning("task rejected ({}): {}", reason, exc, action="task_rejected")
+            self._task_log(lease).warning("task rejected ({}): {}", reason, exc,
+                                          action="task_rejected")
             return
         try:
-            log.debug("task started", action="task_started")
+            level = lifecycle_level()
+            if level:
+                self._task_log(lease).log(level, "task started", action="task_started")
             set_current(TaskContext(lease.task_id, lease.attempt, self._id))
             with logger.contextualize(task_id=lease.task_id, attempt=lease.attempt):
                 value = await self._call(task)
@@ -207,12 +259,19 @@ class WorkerActor:
             raise  # released at a drain deadline: no outcome
         except BaseException as exc:  # task code may raise anything
             outcome = Outcome(lease.task_id, lease.token, failure=_failure(cls, exc))
-            log.debug("task failed: {}", _describe(exc), action="task_failed")
+            level = lifecycle_level()
+            if level:
+                self._task_log(lease).log(level, "task failed: {}", _describe(exc),
+                                          action="task_failed")
         self._deliver(lease, outcome)
         if self._max_rss_mb is not None and _rss_mb() > self._max_rss_mb:
             self._log.warning("memory {:.0f} MB over the limit of {:.0f} MB: recycling",
                               _rss_mb(), self._max_rss_mb, action="worker_recycled")
             await self.drain()
+
+    def _task_log(self, lease: Lease) -> Any:
+        return self._log.bind(task_id=lease.task_id, task=lease.task_name,
+                              attempt=lease.attempt)
 
     def _deliver(self, lease: Lease, outcome: Outcome) -> None:
         self._unacked.add(lease.task_id)
@@ -256,7 +315,7 @@ class WorkerActor:
         while self._outcomes:
             batch, self._outcomes = self._outcomes, []
             try:
-                await self._queue.report.remote(self._id, batch)
+                await self._queue.report.remote(self._id, pack_outcomes(batch))
                 self._unacked.difference_update(o.task_id for o in batch)
             except ray.exceptions.RayError as err:
                 # The queue is unreachable: keep the outcomes and try again; if we die
@@ -328,3 +387,23 @@ def _rss_mb() -> float:
     except (OSError, ValueError, IndexError):
         return 0.0
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class _RateMeter:
+    """Tasks finished per second, smoothed; decays to zero when the worker idles."""
+
+    def __init__(self, every: float = 0.1) -> None:
+        self._every = every
+        self._rate = 0.0
+        self._at = 0.0
+        self._done = 0
+
+    def expected(self, horizon: float, cap: int, done: int) -> int:
+        """How many tasks this worker finishes in ``horizon`` s at its recent rate."""
+        now = time.monotonic()
+        if now - self._at >= self._every:
+            if self._at:
+                recent = (done - self._done) / (now - self._at)
+                self._rate = 0.5 * self._rate + 0.5 * recent
+            self._at, self._done = now, done
+        return min(cap, int(self._rate * horizon))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 
 from rayqueue.core.record import ErrorInfo
@@ -48,3 +49,38 @@ class Outcome:
     token: int
     result: str | None = None
     failure: Failure | None = None
+
+
+# ------------------------------------------------------------------ wire format
+# Ray serializes a list of dataclasses object by object (a pickle each, through a
+# Python-level __getstate__): 100 leases cost ~5 ms a call. A batch goes across as one
+# pickle of plain tuples instead (~0.1 ms), with shared retry policies pickled once.
+# Only our own actors exchange these blobs, in the same way Ray pickles every argument.
+
+
+def pack_leases(leases: list[Lease]) -> bytes:
+    """Leases as one compact blob (see :func:`unpack_leases`)."""
+    return pickle.dumps([(x.task_id, x.token, x.task_name, x.payload, x.attempt, x.priority,
+                          x.pool, x.expires_at, x.timeout, x.retry, x.suspect)
+                         for x in leases], protocol=5)
+
+
+def unpack_leases(blob: bytes) -> list[Lease]:
+    """The leases packed by :func:`pack_leases`."""
+    return [Lease(*row) for row in pickle.loads(blob)]
+
+
+def pack_outcomes(outcomes: list[Outcome]) -> bytes:
+    """Outcomes as one compact blob (see :func:`unpack_outcomes`)."""
+    return pickle.dumps([
+        (o.task_id, o.token, o.result, None if o.failure is None else (
+            o.failure.error.type, o.failure.error.message, o.failure.error.traceback,
+            o.failure.retryable, o.failure.retry_delay, o.failure.reason))
+        for o in outcomes], protocol=5)
+
+
+def unpack_outcomes(blob: bytes) -> list[Outcome]:
+    """The outcomes packed by :func:`pack_outcomes`."""
+    return [Outcome(task_id, token, result, None if f is None else Failure(
+        ErrorInfo(f[0], f[1], f[2]), f[3], f[4], f[5]))
+        for task_id, token, result, f in pickle.loads(blob)]

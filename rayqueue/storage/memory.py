@@ -49,3 +49,28 @@ class InMemoryStorage:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+class NullStorage:
+    """Keeps nothing: the journal of a queue that lives only in its actor's memory.
+
+    The core already holds every record; copying each into an InMemoryStorage would
+    double a volatile queue's memory and cost an encode per change for nothing.
+    """
+
+    def load(self) -> StoredState:
+        """Nothing was kept."""
+        return StoredState()
+
+    def write(
+        self,
+        *,
+        tasks: Sequence[TaskRecord] = (),
+        schedules: Sequence[ScheduleRecord] = (),
+        delete_tasks: Sequence[str] = (),
+        delete_schedules: Sequence[str] = (),
+    ) -> None:
+        """Accept and forget one batch."""
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -1,0 +1,183 @@
+"""Coalescing enqueue: many single enqueues ride in one actor call.
+
+One actor call costs about a millisecond here, so one call per task caps a producer near
+1,000 tasks/s. The sender keeps a FIFO of submissions and one background thread that
+sends everything waiting as one ``enqueue_many`` while the previous call is in flight:
+an idle producer's task leaves at once, and under load batches grow by themselves (the
+way a database groups commits). Concurrent callers, threads or coroutines, share the
+calls; a caller who does not wait gets its handle back at once and learns of the result
+with ``flush()`` (as Kafka's producer ``send``/``flush``).
+
+Each submission succeeds or fails as a whole, on its own: when a batch of several is
+refused for something one of them did (a duplicate id, say), each is sent again alone,
+so one caller's bad task never fails another caller's.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+
+from loguru import logger
+
+from rayqueue.core.record import NewTask
+from rayqueue.errors import QueueBusyError, QueueUnavailableError, StorageError
+
+#: Most tasks one coalesced call carries.
+MAX_BATCH = 5_000
+#: Errors about the queue as a whole: every submission in the batch gets them as they are.
+_SHARED_ERRORS = (QueueUnavailableError, QueueBusyError, StorageError)
+
+Send = Callable[[list[NewTask]], list[str]]
+
+
+class Sender:
+    """A FIFO of enqueue submissions and the thread that sends them in batches."""
+
+    def __init__(self, send: Send, name: str = "queue", max_batch: int = MAX_BATCH) -> None:
+        self._send = send
+        self._max_batch = max_batch
+        self._name = name
+        self._pending: deque[tuple[list[NewTask], Future[list[str]]]] = deque()
+        self._cond = threading.Condition()
+        self._inflight = 0
+        #: a call is in flight (by the thread or by a caller of send())
+        self._sending = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._errors: list[BaseException] = []
+        _LIVE.add(self)
+
+    def submit(self, news: Sequence[NewTask], *, start: bool = True) -> Future[list[str]]:
+        """Queue ``news`` for sending; the future gives their ids once they are durable."""
+        fut: Future[list[str]] = Future()
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("this client is closed")
+            self._pending.append((list(news), fut))
+            self._inflight += 1
+            if start and self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name=f"rayqueue-sender-{self._name}")
+                self._thread.start()
+            self._cond.notify_all()
+        return fut
+
+    def send(self, news: Sequence[NewTask]) -> list[str]:
+        """Submit ``news`` and wait for their ids.
+
+        When no call is in flight the caller sends the batch itself (its own tasks and
+        whatever else waits), saving two thread hand-offs; otherwise it waits for the
+        call that carries its tasks, as :meth:`submit` callers do.
+        """
+        fut = self.submit(news, start=False)
+        while True:
+            with self._cond:
+                if fut.done():
+                    break
+                batch = None if self._sending else self._take_now()
+                if batch is None:
+                    self._cond.wait_for(lambda: fut.done() or not self._sending)
+                    continue
+            self._deliver_and_count(batch)
+        return fut.result()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every submission so far is answered; False if ``timeout`` passed."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._inflight == 0, timeout)
+
+    def take_errors(self) -> list[BaseException]:
+        """The errors of submissions that failed since the last call (then forgotten)."""
+        with self._cond:
+            errors, self._errors = self._errors, []
+            return errors
+
+    @property
+    def pending(self) -> int:
+        """Submissions not answered yet."""
+        with self._cond:
+            return self._inflight
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        """Send what is waiting (up to ``timeout`` s), then stop the thread."""
+        self.flush(timeout)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def _take_now(self) -> list[tuple[list[NewTask], Future[list[str]]]] | None:
+        """With the lock held: claim the right to send, and the next batch (None if
+        nothing waits). The caller must then call :meth:`_deliver_and_count`."""
+        if not self._pending:
+            return None
+        self._sending = True
+        batch = [self._pending.popleft()]
+        size = len(batch[0][0])
+        while self._pending and size + len(self._pending[0][0]) <= self._max_batch:
+            item = self._pending.popleft()
+            size += len(item[0])
+            batch.append(item)
+        return batch
+
+    def _deliver_and_count(self, batch: list[tuple[list[NewTask], Future[list[str]]]]) -> None:
+        try:
+            self._deliver(batch)
+        finally:
+            with self._cond:
+                self._sending = False
+                self._inflight -= len(batch)
+                self._cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: (self._pending and not self._sending)
+                                    or (self._closed and not self._pending))
+                if not self._pending:
+                    return  # closed, and everything was sent
+                batch = self._take_now()
+            if batch is not None:
+                self._deliver_and_count(batch)
+
+    def _deliver(self, batch: list[tuple[list[NewTask], Future[list[str]]]]) -> None:
+        try:
+            ids = self._send([new for news, _ in batch for new in news])
+        except _SHARED_ERRORS as err:
+            for _, fut in batch:
+                self._fail(fut, err)
+            return
+        except BaseException as err:
+            if len(batch) == 1:
+                self._fail(batch[0][1], err)
+                return
+            # Something in the batch was refused: find whose, by sending each alone.
+            for item in batch:
+                self._deliver([item])
+            return
+        at = 0
+        for news, fut in batch:
+            fut.set_result(ids[at : at + len(news)])
+            at += len(news)
+
+
+    def _fail(self, fut: Future[list[str]], err: BaseException) -> None:
+        with self._cond:
+            self._errors.append(err)
+        fut.set_exception(err)
+
+
+_LIVE: weakref.WeakSet[Sender] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_all() -> None:
+    """At interpreter exit, send what producers left buffered (bounded wait)."""
+    for sender in list(_LIVE):
+        if sender.pending and not sender.flush(timeout=10.0):
+            logger.warning("{} task(s) not sent before exit", sender.pending,
+                           action="enqueue_unsent")

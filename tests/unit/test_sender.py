@@ -1,0 +1,132 @@
+"""The coalescing sender: batches form while a call is in flight; failures stay apart."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from rayqueue.core.record import NewTask
+from rayqueue.errors import DuplicateTaskError, QueueUnavailableError
+from rayqueue.sender import Sender
+
+
+def _new(i: int) -> NewTask:
+    return NewTask("t", f'{{"i":{i}}}', 50, task_id=f"id-{i}")
+
+
+class GatedSend:
+    """A send function whose first call blocks until released, recording every batch."""
+
+    def __init__(self, refuse: set[str] | None = None, shared: bool = False) -> None:
+        self.calls: list[list[str]] = []
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+        self.refuse = refuse or set()
+        self.shared = shared
+
+    def __call__(self, news: list[NewTask]) -> list[str]:
+        ids = [n.task_id or "" for n in news]
+        self.calls.append(ids)
+        if len(self.calls) == 1:
+            self.entered.set()
+            self.gate.wait(10)
+        if self.shared:
+            raise QueueUnavailableError("down")
+        bad = self.refuse.intersection(ids)
+        if bad:
+            raise DuplicateTaskError(sorted(bad)[0])
+        return ids
+
+
+def test_submissions_made_during_a_call_ride_in_the_next_one() -> None:
+    send = GatedSend()
+    sender = Sender(send)
+    first = sender.submit([_new(0)])
+    assert send.entered.wait(10)
+    rest = [sender.submit([_new(i)]) for i in range(1, 50)]
+    send.gate.set()
+    assert first.result(10) == ["id-0"]
+    assert [f.result(10) for f in rest] == [[f"id-{i}"] for i in range(1, 50)]
+    assert send.calls == [["id-0"], [f"id-{i}" for i in range(1, 50)]]
+
+
+def test_batches_respect_the_size_cap_and_fifo_order() -> None:
+    send = GatedSend()
+    sender = Sender(send, max_batch=10)
+    sender.submit([_new(0)])
+    assert send.entered.wait(10)
+    futs = [sender.submit([_new(i), _new(i + 1000)]) for i in range(1, 13)]
+    send.gate.set()
+    assert sender.flush(10)
+    assert all(f.done() for f in futs)
+    assert [len(c) for c in send.calls] == [1, 10, 10, 4]
+    flat = [i for call in send.calls[1:] for i in call]
+    assert flat == [x for i in range(1, 13) for x in (f"id-{i}", f"id-{i + 1000}")]
+
+
+def test_one_callers_refused_task_does_not_fail_the_others() -> None:
+    send = GatedSend(refuse={"id-7"})
+    sender = Sender(send)
+    sender.submit([_new(0)])
+    assert send.entered.wait(10)
+    futs = {i: sender.submit([_new(i)]) for i in range(1, 10)}
+    send.gate.set()
+    assert sender.flush(10)
+    with pytest.raises(DuplicateTaskError):
+        futs[7].result()
+    assert all(f.result() == [f"id-{i}"] for i, f in futs.items() if i != 7)
+    errors = sender.take_errors()
+    assert len(errors) == 1 and isinstance(errors[0], DuplicateTaskError)
+    assert sender.take_errors() == []
+
+
+def test_an_error_of_the_whole_queue_fails_every_submission_once() -> None:
+    send = GatedSend(shared=True)
+    sender = Sender(send)
+    futs = [sender.submit([_new(0)])]
+    assert send.entered.wait(10)
+    futs += [sender.submit([_new(i)]) for i in range(1, 5)]
+    send.gate.set()
+    assert sender.flush(10)
+    for fut in futs:
+        with pytest.raises(QueueUnavailableError):
+            fut.result()
+    assert len(send.calls) == 2  # not resent one by one
+    assert sender.pending == 0
+
+
+def test_flush_times_out_while_a_call_hangs_and_close_refuses_more() -> None:
+    send = GatedSend()
+    sender = Sender(send)
+    sender.submit([_new(0)])
+    assert send.entered.wait(10)
+    assert sender.flush(timeout=0.01) is False
+    assert sender.pending == 1
+    send.gate.set()
+    sender.close()
+    assert sender.pending == 0
+    with pytest.raises(RuntimeError, match="closed"):
+        sender.submit([_new(1)])
+
+
+def test_a_waiting_caller_sends_itself_when_idle_and_waits_its_turn_when_busy() -> None:
+    send = GatedSend()
+    sender = Sender(send)
+    results: dict[str, list[str]] = {}
+    leader = threading.Thread(target=lambda: results.update(a=sender.send([_new(0)])))
+    leader.start()
+    assert send.entered.wait(10)  # the caller's own thread is in the call
+    followers = [threading.Thread(target=lambda i=i: results.update({f"f{i}": sender.send(
+        [_new(i)])})) for i in range(1, 6)]
+    for t in followers:
+        t.start()
+    send.gate.set()
+    for t in [leader, *followers]:
+        t.join(10)
+    assert results["a"] == ["id-0"]
+    assert all(results[f"f{i}"] == [f"id-{i}"] for i in range(1, 6))
+    assert sorted(i for call in send.calls for i in call) == sorted(
+        f"id-{i}" for i in range(6))
+    assert sender.pending == 0
+    assert sender._thread is None  # no background thread was needed
