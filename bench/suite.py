@@ -1,0 +1,274 @@
+"""The benchmark suite W1-W7 of issue 5, on a private local Ray.
+
+Run with ``make bench`` or ``python -m bench.suite [--only W1,W2] [--quick]``. Prints a
+table, writes the figures as JSON to ``bench/out/results.json`` and CPU profiles of the
+queue actor and a worker during W1 to ``bench/out/w1-*-profile.html`` (and ``.text``).
+Asserts nothing: figures are read, not tested. Each workload is comparable to the peers' numbers in
+issue 5 (no-op tasks, two worker actors, one producer).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private throwaway cluster
+
+import argparse
+import datetime as dt
+import json
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import ray
+
+import rayqueue
+from bench.tasks import NoopTask, SleepTask, StampTask
+from rayqueue import PoolConfig, TaskQueue
+
+OUT = Path(__file__).resolve().parent / "out"
+#: Worker actors in every draining workload, as in the peers' measurements.
+WORKERS = 2
+#: A pool no task is routed to: a queue whose tasks nobody claims (workers "stopped").
+IDLE_POOL = PoolConfig(name="bench-idle", min_workers=1, max_workers=1)
+
+Figures = dict[str, float]
+
+
+def _rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _wait_workers(queue: TaskQueue[Any], n: int, timeout: float = 60.0) -> None:
+    end = time.monotonic() + timeout
+    while sum(w.state == "running" for w in queue.workers()) < n:
+        if time.monotonic() > end:
+            raise TimeoutError(f"{n} workers did not start in {timeout} s")
+        time.sleep(0.05)  # polling the pool while it starts workers
+
+
+class Bench:
+    """One Ray for the whole run; each workload opens its own queue."""
+
+    def __init__(self, quick: bool, profile: bool) -> None:
+        self.quick = quick
+        self.profile = profile
+        self.tmp = Path(tempfile.mkdtemp(prefix="rq-bench-", dir="/tmp"))
+
+    @contextmanager
+    def queue(self, *, journal: bool = False, workers: int = WORKERS, concurrency: int = 4,
+              idle: bool = False, **kwargs: Any) -> Iterator[TaskQueue[Any]]:
+        name = f"bench-{uuid.uuid4().hex[:6]}"
+        pools = [IDLE_POOL] if idle else [PoolConfig(
+            min_workers=workers, max_workers=workers, concurrency=concurrency)]
+        queue = rayqueue.init(name, pools=pools,
+                              journal=str(self.tmp / f"{name}.sqlite") if journal else None,
+                              **kwargs)
+        try:
+            _wait_workers(queue, 1 if idle else workers)
+            yield queue
+        finally:
+            queue.shutdown(timeout=10)
+
+    # ------------------------------------------------------------ workloads
+    def w1(self, journal: bool) -> Figures:
+        """20,000 no-op tasks: enqueue rates and drain from first enqueue to last done."""
+        n = 5_000 if self.quick else 20_000
+        out: Figures = {}
+        with self.queue(journal=journal, idle=True) as q:
+            k = 1_000 if self.quick else 2_000
+            t0 = time.perf_counter()
+            for i in range(k):
+                q.enqueue(NoopTask(i=i))
+            out["enqueue_per_task_wait_per_s"] = k / (time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(lambda i: q.enqueue(NoopTask(i=i)), range(k)))
+            out["enqueue_per_task_wait_8_threads_per_s"] = k / (time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            for i in range(n):
+                q.enqueue(NoopTask(i=i), wait=False)
+            q.flush()
+            out["enqueue_per_task_nowait_per_s"] = n / (time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            for i in range(0, n, 1_000):
+                q.enqueue_many([NoopTask(i=j) for j in range(i, i + 1_000)])
+            out["enqueue_batch_per_s"] = n / (time.perf_counter() - t0)
+        with self.queue(journal=journal) as q:
+            profiler = _ActorProfiler(q, f"w1-{'sqlite' if journal else 'memory'}",
+                                      self.profile)
+            t0 = time.perf_counter()
+            for i in range(0, n, 1_000):
+                q.enqueue_many([NoopTask(i=j) for j in range(i, i + 1_000)])
+            out["enqueue_batch_while_draining_per_s"] = n / (time.perf_counter() - t0)
+            q.join(timeout=600)
+            out["drain_per_s"] = n / (time.perf_counter() - t0)
+            profiler.stop()
+        return out
+
+    def w2(self) -> Figures:
+        """300 sequential single tasks on an idle system: enqueue to result seen."""
+        n = 100 if self.quick else 300
+        with self.queue() as q:
+            for _ in range(20):  # warm up: classes resolved, threads started
+                q.enqueue(NoopTask()).result(timeout=30)
+            lat = []
+            for i in range(n):
+                t0 = time.perf_counter()
+                q.enqueue(NoopTask(i=i)).result(timeout=30)
+                lat.append((time.perf_counter() - t0) * 1e3)
+        return {"p50_ms": statistics.median(lat), "p99_ms": _pct(lat, 0.99)}
+
+    def w3(self) -> Figures:
+        """5,000 low then 500 high with workers paused; count inversions once resumed."""
+        n_low, n_high = (1_000, 100) if self.quick else (5_000, 500)
+        with self.queue() as q:
+            q.pause()
+            low = q.enqueue_many([NoopTask(i=i) for i in range(n_low)], priority=10)
+            high = q.enqueue_many([NoopTask(i=i) for i in range(n_high)], priority=90)
+            t0 = time.perf_counter()
+            q.resume()
+            q.join(timeout=600)
+            wall = time.perf_counter() - t0
+            infos = q.get_many([h.id for h in low + high])
+        finished = [(i.finished_at or 0.0, i.priority) for i in infos if i is not None]
+        last_high = max(t for t, p in finished if p == 90)
+        inversions = sum(1 for t, p in finished if p == 10 and t < last_high)
+        return {"inversions": inversions, "drain_per_s": (n_low + n_high) / wall}
+
+    def w4(self) -> Figures:
+        """2,000 tasks sleeping 10 ms on 16 slots; wall time against the ideal 1.25 s."""
+        n, slots = (500, 16) if self.quick else (2_000, 16)
+        with self.queue(concurrency=slots // WORKERS) as q:
+            t0 = time.perf_counter()
+            q.enqueue_many([SleepTask(ms=10) for _ in range(n)])
+            q.join(timeout=600)
+            wall = time.perf_counter() - t0
+        ideal = n * 0.010 / slots
+        return {"wall_s": wall, "ideal_s": ideal, "ratio": wall / ideal}
+
+    def w5(self) -> Figures:
+        """300 tasks due over t+1..t+3 s: how late each starts (p50, p99)."""
+        n = 100 if self.quick else 300
+        with self.queue() as q:
+            base = time.time() + 1.0
+            dues = [base + 2.0 * i / n for i in range(n)]
+            handles = [q.enqueue(StampTask(due=d),
+                                 run_at=dt.datetime.fromtimestamp(d, dt.timezone.utc))
+                       for d in dues]
+            started = q.results(handles, timeout=60)
+        late = [(s - d) * 1e3 for s, d in zip(started, dues, strict=True)]
+        return {"p50_ms": statistics.median(late), "p99_ms": _pct(late, 0.99),
+                "early": sum(1 for x in late if x < 0)}
+
+    def w6(self) -> Figures:
+        """Bytes of queue-actor memory per queued task, at 100k and 1M queued."""
+        marks = [20_000, 100_000] if self.quick else [100_000, 1_000_000]
+        out: Figures = {}
+        with self.queue(idle=True) as q:
+            pid = int(ray.get(q._actor.pid.remote()))
+            base = _rss_bytes(pid)
+            done = 0
+            for mark in marks:
+                while done < mark:
+                    q.enqueue_many([NoopTask(i=j) for j in range(done, done + 5_000)])
+                    done += 5_000
+                out[f"bytes_per_task_at_{mark}"] = (_rss_bytes(pid) - base) / mark
+        return out
+
+    def w7(self) -> Figures:
+        """W1's drain with per-task lifecycle logging at INFO to a file, against off."""
+        n = 5_000 if self.quick else 20_000
+        out: Figures = {}
+        log = self.tmp / "lifecycle.log"
+        for label, env in (("off", {}), ("info_file", {
+                "RAYQUEUE_LIFECYCLE_LEVEL": "INFO", "RAYQUEUE_LOG_FILE": str(log)})):
+            with self.queue(actor_env=env) as q:
+                t0 = time.perf_counter()
+                for i in range(0, n, 1_000):
+                    q.enqueue_many([NoopTask(i=j) for j in range(i, i + 1_000)])
+                q.join(timeout=600)
+                out[f"drain_{label}_per_s"] = n / (time.perf_counter() - t0)
+        out["log_lines"] = sum(1 for _ in log.open()) if log.exists() else 0
+        out["cost_pct"] = 100 * (1 - out["drain_info_file_per_s"] / out["drain_off_per_s"])
+        return out
+
+
+class _ActorProfiler:
+    """pyinstrument inside the queue actor and one worker for a workload (if asked)."""
+
+    def __init__(self, queue: TaskQueue[Any], label: str, enabled: bool) -> None:
+        self.label, self.enabled = label, enabled
+        self.actors: dict[str, Any] = {}
+        if enabled:
+            workers = ray.get(queue._pool.debug_handles.remote())
+            self.actors = {"queue": queue._actor, "worker": workers[0][1]}
+            ray.get([a.profile_start.remote() for a in self.actors.values()])
+
+    def stop(self) -> None:
+        for role, actor in self.actors.items():
+            report: dict[str, str] = ray.get(actor.profile_stop.remote())
+            for kind, text in report.items():
+                (OUT / f"{self.label}-{role}-profile.{kind}").write_text(text)
+
+
+WORKLOADS: dict[str, tuple[str, Callable[[Bench], Figures]]] = {
+    "W1-memory": ("throughput, in-memory queue", lambda b: b.w1(journal=False)),
+    "W1-sqlite": ("throughput, SQLite journal (FULL)", lambda b: b.w1(journal=True)),
+    "W2": ("latency, idle, sequential", Bench.w2),
+    "W3": ("priority inversions", Bench.w3),
+    "W4": ("I/O-bound, 16 slots", Bench.w4),
+    "W5": ("scheduled start lateness", Bench.w5),
+    "W6": ("memory per queued task", Bench.w6),
+    "W7": ("lifecycle logging cost", Bench.w7),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="", help="comma-separated prefixes, e.g. W1,W3")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes")
+    parser.add_argument("--no-profile", action="store_true", help="skip the W1 profile")
+    parser.add_argument("--out", default=str(OUT / "results.json"))
+    args = parser.parse_args()
+    wanted = [w for w in WORKLOADS
+              if not args.only or any(w.startswith(p) for p in args.only.split(","))]
+    OUT.mkdir(exist_ok=True)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
+             _temp_dir=tempfile.mkdtemp(prefix="rq-bench-ray-", dir="/tmp"))
+    bench = Bench(quick=args.quick, profile=not args.no_profile)
+    results: dict[str, Any] = {"when": dt.datetime.now(dt.timezone.utc).isoformat(),
+                               "cpus": os.cpu_count(), "quick": args.quick}
+    try:
+        for key in wanted:
+            what, run = WORKLOADS[key]
+            t0 = time.perf_counter()
+            try:
+                figures = run(bench)
+            except Exception as err:  # one broken workload must not hide the others
+                figures = {"error": f"{type(err).__name__}: {err}"}  # type: ignore[dict-item]
+            results[key] = figures
+            shown = "  ".join(f"{k}={v:,.1f}" if isinstance(v, float) else f"{k}={v}"
+                              for k, v in figures.items())
+            print(f"{key:<10} {what:<36} {shown}  ({time.perf_counter() - t0:.0f} s)",
+                  flush=True)
+    finally:
+        ray.shutdown()
+    Path(args.out).write_text(json.dumps(results, indent=2))
+    print(f"figures written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
