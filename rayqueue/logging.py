@@ -9,9 +9,11 @@ level check unless asked for.
 
 from __future__ import annotations
 
+import json as _json
 import os
 import sys
-from typing import Any
+import time
+from typing import Any, TextIO
 
 from loguru import logger
 
@@ -38,6 +40,61 @@ def lifecycle_level() -> str | None:
     enqueue, start and success at the default level.
     """
     return _LIFECYCLE
+
+
+class LifecycleLog:
+    """Per-task lifecycle records (enqueued, started, succeeded, failed), batched.
+
+    Thousands of these a second through loguru cost ~17 us each per sink, which more
+    than halved throughput (bench W7). They are formatted here with one f-string (or
+    one ``json.dumps``) in loguru's layout and written with one ``write`` per sink per
+    batch; :meth:`flush` is called by the actor after each batch of work and at least
+    every 50 ms. Every other record still goes through loguru.
+    """
+
+    def __init__(self, component: str, level: str, json: bool, streams: list[TextIO]) -> None:
+        self.level = level
+        self._component = component
+        self._json = json
+        self._streams = streams
+        self._lines: list[str] = []
+
+    def emit(self, message: str, action: str, **fields: object) -> None:
+        """Add one record (written at the next flush)."""
+        now = time.time()
+        if self._json:
+            self._lines.append(_json.dumps({
+                "time": now, "level": self.level, "component": self._component,
+                "message": message, "action": action, **fields}) + "\n")
+        else:
+            stamp = time.strftime("%H:%M:%S", time.localtime(now))
+            self._lines.append(
+                f"{stamp}.{int(now * 1000) % 1000:03d} {self.level: <7} {self._component} "
+                f"{message} {{'action': {action!r}, "
+                + ", ".join(f"{k!r}: {v!r}" for k, v in fields.items()) + "}\n")
+        if len(self._lines) >= 1_000:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what is buffered, one write per sink."""
+        if not self._lines:
+            return
+        text = "".join(self._lines)
+        self._lines.clear()
+        for stream in self._streams:
+            try:
+                stream.write(text)
+                stream.flush()
+            except (OSError, ValueError):  # a full disk or closed stream loses log lines only
+                pass
+
+
+_LIFECYCLE_LOG: LifecycleLog | None = None
+
+
+def lifecycle() -> LifecycleLog | None:
+    """This process's lifecycle log, or None when lifecycle records are filtered out."""
+    return _LIFECYCLE_LOG
 
 
 def configure(
@@ -73,3 +130,8 @@ def configure(
         else:
             logger.add(sink, level=level, format=_FORMAT, enqueue=False,
                        colorize=False if sink is not sys.stderr else None)
+    global _LIFECYCLE_LOG
+    _LIFECYCLE_LOG = None if _LIFECYCLE is None else LifecycleLog(
+        component, _LIFECYCLE, json,
+        # open for the life of the process, as loguru's own file sink is
+        [sys.stderr] + ([open(path, "a", encoding="utf-8")] if path else []))  # noqa: SIM115

@@ -35,7 +35,7 @@ from rayqueue.core.schedule import MisfirePolicy, ScheduleSpec
 from rayqueue.core.stats import QueueStats
 from rayqueue.errors import StaleLeaseError, StorageError
 from rayqueue.info import TaskInfo
-from rayqueue.logging import configure, lifecycle_level
+from rayqueue.logging import configure, lifecycle
 from rayqueue.storage.base import Storage
 from rayqueue.storage.buffered import CommitBuffer
 from rayqueue.storage.memory import NullStorage
@@ -249,11 +249,12 @@ class QueueActor:
         self._events.extend(("enqueued", name, n) for name, n in counts.items())
         if added:
             self._wake_claims(None, added)
-        level = lifecycle_level()
-        if level:
+        records = lifecycle()
+        if records is not None:
             for rec in recs:
-                self._log.log(level, "task enqueued", action="task_enqueued", task_id=rec.id,
-                              task=rec.task_name, priority=rec.priority)
+                records.emit("task enqueued", "task_enqueued", queue=self._name, task_id=rec.id,
+                             task=rec.task_name, priority=rec.priority)
+            records.flush()
         return [r.id for r in recs]
 
     async def add_schedule(
@@ -399,6 +400,9 @@ class QueueActor:
             if rec.state.terminal:
                 done.append(rec.id)
         self._resolve_results(done)
+        records = lifecycle()
+        if records is not None:
+            records.flush()
         return [r is not None for r in recs]
 
     def _started_at(self, task_id: str) -> float | None:
@@ -406,14 +410,16 @@ class QueueActor:
         return rec.started_at if rec is not None else None
 
     def _log_outcome(self, rec: TaskRecord, worker: str) -> None:
-        level = lifecycle_level()
-        if rec.state is TaskState.SUCCEEDED and not level:
-            return  # the hot path: nothing to log
+        if rec.state is TaskState.SUCCEEDED:
+            records = lifecycle()
+            if records is not None:  # else the hot path logs nothing
+                records.emit("task succeeded", "task_succeeded", queue=self._name,
+                             task_id=rec.id, task=rec.task_name, attempt=rec.attempts,
+                             worker=worker)
+            return
         log = self._log.bind(task_id=rec.id, task=rec.task_name, attempt=rec.attempts,
                              worker=worker)
-        if rec.state is TaskState.SUCCEEDED:
-            log.log(level or "DEBUG", "task succeeded", action="task_succeeded")
-        elif rec.state is TaskState.FAILED:
+        if rec.state is TaskState.FAILED:
             err = rec.error
             log.info("task failed ({}), retry in {:.2f}s", err.type if err else "?",
                      rec.due_at - rec.updated_at, action="task_retry_scheduled")

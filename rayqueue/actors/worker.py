@@ -30,7 +30,7 @@ from rayqueue.core.lease import Failure, Lease, Outcome, pack_outcomes, unpack_l
 from rayqueue.core.record import ErrorInfo
 from rayqueue.core.retry import Retry
 from rayqueue.errors import InvalidPayloadError, UnknownTaskError
-from rayqueue.logging import configure, lifecycle_level
+from rayqueue.logging import configure, lifecycle
 from rayqueue.task import (
     Task,
     TaskContext,
@@ -248,9 +248,10 @@ class WorkerActor:
                                           action="task_rejected")
             return
         try:
-            level = lifecycle_level()
-            if level:
-                self._task_log(lease).log(level, "task started", action="task_started")
+            records = lifecycle()
+            if records is not None:
+                records.emit("task started", "task_started", worker=self._id,
+                             task_id=lease.task_id, task=lease.task_name, attempt=lease.attempt)
             set_current(TaskContext(lease.task_id, lease.attempt, self._id))
             with logger.contextualize(task_id=lease.task_id, attempt=lease.attempt):
                 value = await self._call(task)
@@ -259,10 +260,10 @@ class WorkerActor:
             raise  # released at a drain deadline: no outcome
         except BaseException as exc:  # task code may raise anything
             outcome = Outcome(lease.task_id, lease.token, failure=_failure(cls, exc))
-            level = lifecycle_level()
-            if level:
-                self._task_log(lease).log(level, "task failed: {}", _describe(exc),
-                                          action="task_failed")
+            records = lifecycle()
+            if records is not None:
+                records.emit(f"task failed: {_describe(exc)}", "task_failed", worker=self._id,
+                             task_id=lease.task_id, task=lease.task_name, attempt=lease.attempt)
         self._deliver(lease, outcome)
         if self._max_rss_mb is not None and _rss_mb() > self._max_rss_mb:
             self._log.warning("memory {:.0f} MB over the limit of {:.0f} MB: recycling",
@@ -312,6 +313,9 @@ class WorkerActor:
             await self._flush()
 
     async def _flush(self) -> None:
+        records = lifecycle()
+        if records is not None:
+            records.flush()
         while self._outcomes:
             batch, self._outcomes = self._outcomes, []
             try:

@@ -232,9 +232,9 @@ class QueueCore:
     ) -> list[Lease]:
         """Lease up to ``max_n`` of the best ready tasks of ``pool`` to ``worker``.
 
-        ``prefetch`` more may follow, but only of the first task's priority: a worker
-        buffers work it will start soon, never lower-priority work that would keep a
-        higher one waiting behind it.
+        ``prefetch`` more may follow, but only of the first task's priority and at most
+        half of what is left of it: a worker buffers work it will start soon, never
+        lower-priority work that would keep a higher one waiting behind it.
 
         A *suspect* (a task whose worker died under it before) is leased alone, and only
         to an ``idle`` worker (one running nothing), so a poison task cannot take healthy
@@ -251,8 +251,19 @@ class QueueCore:
         ttl = self.config.lease_ttl
         batch = _Batch()
         skipped: list[TaskRecord] = []
+        capped = False
         while len(batch.tasks) < max_n + prefetch:
             if len(batch.tasks) >= max_n:
+                if not capped:
+                    # At most half of what is left of this priority: the tail of a level
+                    # is spread over the workers, not left in one worker's buffer while
+                    # others already run the next level down.
+                    first = batch.tasks[0].priority
+                    taken = sum(1 for r in batch.tasks if r.priority == first)
+                    prefetch = min(prefetch, (self._ready_counts[(pool, first)] - taken) // 2)
+                    capped = True
+                    if len(batch.tasks) >= max_n + prefetch:
+                        break
                 head = index.peek()
                 if head is None or (self._tasks[head].priority != batch.tasks[0].priority
                                     or self._tasks[head].lost_attempts):

@@ -544,12 +544,13 @@ def test_a_paused_core_hands_out_nothing_until_resumed() -> None:
 
 def test_prefetch_takes_only_more_of_the_first_tasks_priority() -> None:
     core = QueueCore()
-    core.enqueue_many([NewTask("t", "{}", 90) for _ in range(3)]
-                      + [NewTask("t", "{}", 10) for _ in range(5)], 0.0)
-    first = core.claim("w", 1, 0.0, prefetch=10)
-    assert [lease.priority for lease in first] == [90, 90, 90]
-    second = core.claim("w", 2, 0.0, prefetch=2)
-    assert [lease.priority for lease in second] == [10] * 4
+    core.enqueue_many([NewTask("t", "{}", 90) for _ in range(9)]
+                      + [NewTask("t", "{}", 10) for _ in range(20)], 0.0)
+    # 1 + half of the 8 left of priority 90; 1 + half of the 3 left; then one at a time
+    sizes = [len(core.claim("w", 1, 0.0, prefetch=10)) for _ in range(4)]
+    assert sizes == [5, 2, 1, 1]
+    # free slots are filled from the next level; prefetch never crosses levels
+    assert [lease.priority for lease in core.claim("w", 2, 0.0, prefetch=4)] == [10] * 6
     with pytest.raises(ValueError, match="prefetch"):
         core.claim("w", 1, 0.0, prefetch=-1)
 
