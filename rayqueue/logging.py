@@ -79,8 +79,8 @@ class LifecycleLog:
         """Write what is buffered, one write per sink."""
         if not self._lines:
             return
-        text = "".join(self._lines)
-        self._lines.clear()
+        lines, self._lines = self._lines, []  # runner threads may append meanwhile
+        text = "".join(lines)
         for stream in self._streams:
             try:
                 stream.write(text)

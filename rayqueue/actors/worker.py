@@ -1,7 +1,9 @@
 """WorkerActor: claims tasks of one pool, runs them, reports outcomes in batches.
 
-Sync ``execute()`` runs on a thread pool the size of the worker's concurrency; async
-``execute()`` runs on the actor's event loop. Every exception from task code,
+Sync ``execute()`` runs on the worker's runner threads (as many as its concurrency),
+which take tasks in claim order and hand outcomes back in batches; async ``execute()``
+runs on the actor's event loop. A worker prefetches what it expects to start within
+50 ms, so claims and reports are batches, not calls per task. Every exception from task code,
 ``SystemExit`` and ``KeyboardInterrupt`` included, is caught and reported; the worker
 lives on. The worker never decides retries or order: the queue does.
 """
@@ -11,10 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import inspect
 import os
 import time
-import traceback
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import copy_context
@@ -24,20 +24,14 @@ import ray
 from loguru import logger
 
 from rayqueue.actors.profiling import LoopProfiler
+from rayqueue.actors.runner import SyncRunner, begin, failed, is_async, run_sync, succeeded
 from rayqueue.codebook import resolve
 from rayqueue.config import NAMESPACE, actor_name
 from rayqueue.core.lease import Failure, Lease, Outcome, pack_outcomes, unpack_leases
 from rayqueue.core.record import ErrorInfo
-from rayqueue.core.retry import Retry
-from rayqueue.errors import InvalidPayloadError, UnknownTaskError
+from rayqueue.errors import UnknownTaskError
 from rayqueue.logging import configure, lifecycle
-from rayqueue.task import (
-    Task,
-    TaskContext,
-    decode_payload,
-    encode_result,
-    set_current,
-)
+from rayqueue.task import Task
 
 #: Seconds a claim waits for work before the run loop looks around again.
 CLAIM_WAIT_S = 1.0
@@ -46,9 +40,10 @@ CLAIM_WAIT_S = 1.0
 PREFETCH_HORIZON_S = 0.05
 #: Most tasks a worker holds waiting for a slot.
 MAX_PREFETCH = 500
-#: Longest error message and traceback text kept from a failed attempt.
-MAX_MESSAGE = 2_000
-MAX_TRACEBACK = 8_000
+#: While a worker still holds tasks, outcomes wait up to this long to share a report.
+REPORT_DELAY_S = 0.005
+#: ... unless this many are waiting already.
+REPORT_BATCH = 256
 
 
 class WorkerActor:
@@ -93,6 +88,9 @@ class WorkerActor:
         self._rate = _RateMeter()
         #: prefetched tasks not started before a drain: given back unrun
         self._unstarted: list[Lease] = []
+        self._runner: SyncRunner | None = None
+        #: asyncio tasks of attempts run on the event loop (async tasks, first of a class)
+        self._jobs: set[asyncio.Task[None]] = set()
         self._profiler = LoopProfiler()
         self._log = logger.bind(worker=worker_id, pool=pool)
         self._log.info("worker started", action="worker_started", node=self._node[:12],
@@ -128,30 +126,31 @@ class WorkerActor:
 
     async def run(self) -> int:
         """The run loop; returns the number of tasks run once drained."""
+        loop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
         self._report_kick = asyncio.Event()
         self._slots = asyncio.Semaphore(self._concurrency)
+        self._runner = SyncRunner(self._concurrency, self._id, loop, self._deliver_many)
         reporter = asyncio.create_task(self._report_loop())
         beater = asyncio.create_task(self._heartbeat_loop())
-        active: set[asyncio.Task[None]] = set()
         try:
             while not self._draining:
                 # Claim when a slot is free, or when the prefetched work ran down to half
                 # of what is wanted: big batches, and the next one arrives in time.
-                free = self._concurrency - len(active)
+                held = len(self._running)
+                free = self._concurrency - held
                 target = self._concurrency + self._rate.expected(
                     PREFETCH_HORIZON_S, MAX_PREFETCH, self._done)
-                if self._isolating or (free <= 0 and len(active) > target // 2):
+                if self._isolating or (free <= 0 and held > target // 2):
                     self._wakeup.clear()
                     await self._wakeup.wait()
                     continue
-                room = target - len(active)
+                room = target - held
                 slots = min(room, max(free, 1))
                 try:
-                    held = [*self._running, *self._unacked]
                     leases = unpack_leases(await self._queue.claim.remote(
-                        self._id, self._pool, slots, CLAIM_WAIT_S, not active, held,
-                        room - slots))
+                        self._id, self._pool, slots, CLAIM_WAIT_S, not held,
+                        [*self._running, *self._unacked], room - slots))
                     self._claim_failures = 0
                 except ray.exceptions.RayError as err:
                     # The queue is restarting, its journal failed, or the call was lost:
@@ -162,33 +161,53 @@ class WorkerActor:
                     await asyncio.sleep(min(0.05 * 2 ** self._claim_failures, CLAIM_WAIT_S))
                     continue
                 for lease in leases:
-                    if lease.suspect:
-                        # Its last worker died under it: run it alone (claims nothing more).
-                        self._isolating = True
-                    self._running[lease.task_id] = lease
-                    job = asyncio.create_task(self._execute(lease))
-                    active.add(job)
-                    job.add_done_callback(self._finished(active))
-            if active:
-                await self._finish(active)
+                    self._start(lease)
+            await self._finish()
             await self._give_back_unstarted()
             await self._flush()
         finally:
             reporter.cancel()
             beater.cancel()
+            self._runner.stop()
         self._log.info("worker drained after {} task(s)", self._done, action="worker_drained")
         return self._done
 
-    async def _finish(self, active: set[asyncio.Task[None]]) -> None:
-        """Wait for running tasks; past the drain deadline, release what is left."""
+    def _start(self, lease: Lease) -> None:
+        """Hand one leased task to the sync runner, or to the event loop."""
+        self._running[lease.task_id] = lease
+        if lease.suspect:
+            # Its last worker died under it: run it alone (claims nothing more).
+            self._isolating = True
+        cls = self._classes.get(lease.task_name)
+        if cls is not None and not lease.suspect and not is_async(cls):
+            assert self._runner is not None
+            self._runner.submit(lease, cls)
+            return
+        # An async task, a class not resolved yet, or a suspect: one asyncio task each.
+        job = asyncio.create_task(self._execute(lease))
+        self._jobs.add(job)
+        job.add_done_callback(self._jobs.discard)
+
+    async def _finish(self) -> None:
+        """Give back what has not started; wait for the rest; past the drain deadline,
+        release what is still running."""
+        assert self._runner is not None and self._wakeup is not None
+        for lease in self._runner.take_unstarted():
+            self._running.pop(lease.task_id, None)
+            self._unstarted.append(lease)
         loop = asyncio.get_running_loop()
-        left = None if self._drain_deadline is None else self._drain_deadline - loop.time()
-        _, pending = await asyncio.wait(set(active), timeout=left)
-        if not pending:
+        while self._running:
+            left = None if self._drain_deadline is None else self._drain_deadline - loop.time()
+            if left is not None and left <= 0:
+                break
+            self._wakeup.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), left)
+        if not self._running:
             return
         refs = [(lease.task_id, lease.token) for lease in self._running.values()]
         self._running.clear()
-        for job in pending:
+        for job in list(self._jobs):
             job.cancel()  # a thread cannot be stopped; its outcome is dropped
         self._log.info("drain deadline passed: releasing {} task(s)", len(refs),
                        action="worker_released", tasks=[r[0] for r in refs])
@@ -205,15 +224,6 @@ class WorkerActor:
             with contextlib.suppress(ray.exceptions.RayError):
                 await self._queue.release.remote(refs)
 
-    def _finished(self, active: set[asyncio.Task[None]]) -> Any:
-        def done(job: asyncio.Task[None]) -> None:
-            active.discard(job)
-            if not active:
-                self._isolating = False
-            if self._wakeup is not None:
-                self._wakeup.set()
-        return done
-
     async def _execute(self, lease: Lease) -> None:
         assert self._slots is not None
         async with self._slots:
@@ -221,14 +231,13 @@ class WorkerActor:
                 # A draining worker hands prefetched work back rather than start it.
                 self._running.pop(lease.task_id, None)
                 self._unstarted.append(lease)
+                self._wake()
                 return
             await self._run_one(lease)
 
     async def _run_one(self, lease: Lease) -> None:
-        outcome: Outcome
         try:
             cls = await self._resolve(lease.task_name)
-            task = decode_payload(lease.task_name, lease.payload, cls)
         except UnknownTaskError as exc:
             # No class for this name yet (a client may still ship it, e.g. after a cold
             # restart): retry with backoff; dead as unknown_task when attempts run out.
@@ -239,58 +248,55 @@ class WorkerActor:
             self._task_log(lease).warning("no class for task {!r}", lease.task_name,
                                           action="task_unknown")
             return
-        except InvalidPayloadError as exc:
-            # Data the code cannot take: never retried.
-            reason = _payload_reason(exc)
-            self._deliver(lease, Outcome(lease.task_id, lease.token, failure=Failure(
-                ErrorInfo.from_exception(exc), retryable=False, reason=reason)))
-            self._task_log(lease).warning("task rejected ({}): {}", reason, exc,
-                                          action="task_rejected")
+        loop = asyncio.get_running_loop()
+        if not is_async(cls):
+            outcome = await loop.run_in_executor(
+                self._executor, copy_context().run, run_sync, lease, cls, self._id, loop)
+            self._deliver(lease, outcome)
+            return
+        task = begin(lease, cls, self._id)
+        if isinstance(task, Outcome):
+            self._deliver(lease, task)
             return
         try:
-            records = lifecycle()
-            if records is not None:
-                records.emit("task started", "task_started", worker=self._id,
-                             task_id=lease.task_id, task=lease.task_name, attempt=lease.attempt)
-            set_current(TaskContext(lease.task_id, lease.attempt, self._id))
             with logger.contextualize(task_id=lease.task_id, attempt=lease.attempt):
-                value = await self._call(task)
-            outcome = Outcome(lease.task_id, lease.token, result=encode_result(cls, value))
+                value = await task.execute()
+            outcome = succeeded(lease, cls, value, self._id)
         except asyncio.CancelledError:
             raise  # released at a drain deadline: no outcome
         except BaseException as exc:  # task code may raise anything
-            outcome = Outcome(lease.task_id, lease.token, failure=_failure(cls, exc))
-            records = lifecycle()
-            if records is not None:
-                records.emit(f"task failed: {_describe(exc)}", "task_failed", worker=self._id,
-                             task_id=lease.task_id, task=lease.task_name, attempt=lease.attempt)
+            outcome = failed(lease, cls, exc, self._id)
         self._deliver(lease, outcome)
-        if self._max_rss_mb is not None and _rss_mb() > self._max_rss_mb:
-            self._log.warning("memory {:.0f} MB over the limit of {:.0f} MB: recycling",
-                              _rss_mb(), self._max_rss_mb, action="worker_recycled")
-            await self.drain()
 
     def _task_log(self, lease: Lease) -> Any:
         return self._log.bind(task_id=lease.task_id, task=lease.task_name,
                               attempt=lease.attempt)
 
     def _deliver(self, lease: Lease, outcome: Outcome) -> None:
-        self._unacked.add(lease.task_id)
-        self._running.pop(lease.task_id, None)
-        self._done += 1
-        self._outcomes.append(outcome)
+        self._deliver_many([(lease, outcome)])
+
+    def _deliver_many(self, done: list[tuple[Lease, Outcome]]) -> None:
+        """Take finished attempts on the event loop: buffer their outcomes for a report."""
+        for lease, outcome in done:
+            if self._running.pop(lease.task_id, None) is None:
+                continue  # released at a drain deadline meanwhile: its outcome is dropped
+            self._unacked.add(lease.task_id)
+            self._done += 1
+            self._outcomes.append(outcome)
         if self._report_kick is not None:
             self._report_kick.set()
+        if self._max_rss_mb is not None and not self._draining and (
+                _rss_mb() > self._max_rss_mb):
+            self._log.warning("memory {:.0f} MB over the limit of {:.0f} MB: recycling",
+                              _rss_mb(), self._max_rss_mb, action="worker_recycled")
+            self._draining = True  # run() returns once the rest is finished and reported
+        self._wake()
 
-    async def _call(self, task: Task[Any]) -> Any:
-        if inspect.iscoroutinefunction(type(task).execute):
-            return await task.execute()
-        loop = asyncio.get_running_loop()
-        ctx = copy_context()
-        value = await loop.run_in_executor(self._executor, ctx.run, task.execute)
-        if inspect.isawaitable(value):
-            value = await value
-        return value
+    def _wake(self) -> None:
+        if not self._running:
+            self._isolating = False
+        if self._wakeup is not None:
+            self._wakeup.set()
 
     async def _resolve(self, name: str) -> type[Task[Any]]:
         cls = self._classes.get(name)
@@ -310,6 +316,10 @@ class WorkerActor:
         while True:
             await self._report_kick.wait()
             self._report_kick.clear()
+            if self._running and len(self._outcomes) < REPORT_BATCH:
+                # More outcomes are due soon: let them share this call. An idle worker
+                # (nothing else held) reports at once, so latency does not pay for this.
+                await asyncio.sleep(REPORT_DELAY_S)
             await self._flush()
 
     async def _flush(self) -> None:
@@ -338,49 +348,6 @@ class WorkerActor:
                     await self._queue.heartbeat.remote(refs)
                 except ray.exceptions.RayError as err:
                     self._log.warning("heartbeat failed: {}", err, action="worker_heartbeat_failed")
-
-
-def _message(exc: BaseException) -> str:
-    """``str(exc)`` cut to MAX_MESSAGE, even for exceptions whose ``__str__`` raises."""
-    try:
-        text = str(exc)
-    except Exception as err:  # a misbehaving exception must not take the worker down
-        text = f"<str() failed: {type(err).__name__}>"
-    return text[:MAX_MESSAGE]  # cut first: a 50 MB message is not copied around
-
-
-def _describe(exc: BaseException) -> str:
-    """``Type: message`` for logs."""
-    return f"{type(exc).__name__}: {_message(exc)}"
-
-
-def _failure(cls: type[Task[Any]], exc: BaseException) -> Failure:
-    message = _message(exc)
-    try:
-        frames = "".join(traceback.format_tb(exc.__traceback__))
-    except Exception as err:
-        frames = f"  <frames unavailable: {type(err).__name__}>\n"
-    room = MAX_TRACEBACK - MAX_MESSAGE - 200
-    if len(frames) > room:
-        frames = "  ...\n" + frames[-room:]  # the innermost frames matter most
-    tb = f"Traceback (most recent call last):\n{frames}{type(exc).__name__}: {message}\n"
-    error = ErrorInfo.of(type(exc).__name__, message, tb)
-    if isinstance(exc, InvalidPayloadError):  # the result did not match its type
-        return Failure(error, retryable=False, reason="invalid_result")
-    if isinstance(exc, Retry):
-        return Failure(error, retryable=True, retry_delay=exc.delay)
-    try:
-        retryable = cls.retry.is_retryable(exc)
-    except Exception:
-        retryable = False
-    return Failure(error, retryable=retryable)
-
-
-def _payload_reason(exc: InvalidPayloadError) -> str:
-    """``invalid_payload`` for data that is not JSON (e.g. an injected pickle), else
-    ``schema_mismatch`` (JSON that no longer fits the task model)."""
-    return "invalid_payload" if "json_invalid" in exc.detail.lower() or (
-        "invalid json" in exc.detail.lower()) else "schema_mismatch"
 
 
 def _rss_mb() -> float:
