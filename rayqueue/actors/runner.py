@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from loguru import logger
@@ -27,7 +27,14 @@ from rayqueue.core.record import ErrorInfo
 from rayqueue.core.retry import Retry
 from rayqueue.errors import InvalidPayloadError
 from rayqueue.logging import lifecycle
-from rayqueue.task import Task, TaskContext, decode_payload, encode_result, set_current
+from rayqueue.task import (
+    Task,
+    TaskContext,
+    decode_payload,
+    encode_result,
+    reset_current,
+    set_current,
+)
 
 #: Longest error message and traceback text kept from a failed attempt.
 MAX_MESSAGE = 2_000
@@ -59,8 +66,18 @@ def begin(lease: Lease, cls: type[Task[Any]], worker: str) -> Task[Any] | Outcom
     if records is not None:
         records.emit("task started", "task_started", worker=worker, task_id=lease.task_id,
                      task=lease.task_name, attempt=lease.attempt)
-    set_current(TaskContext(lease.task_id, lease.attempt, worker))
     return task
+
+
+@contextlib.contextmanager
+def attempt_context(lease: Lease, worker: str) -> Iterator[None]:
+    """While an attempt runs: ``rayqueue.task.current()`` and the ids on log records."""
+    token = set_current(TaskContext(lease.task_id, lease.attempt, worker))
+    try:
+        with logger.contextualize(task_id=lease.task_id, attempt=lease.attempt):
+            yield
+    finally:
+        reset_current(token)
 
 
 def succeeded(lease: Lease, cls: type[Task[Any]], value: Any, worker: str) -> Outcome:
@@ -87,7 +104,7 @@ def run_sync(lease: Lease, cls: type[Task[Any]], worker: str,
     if isinstance(task, Outcome):
         return task
     try:
-        with logger.contextualize(task_id=lease.task_id, attempt=lease.attempt):
+        with attempt_context(lease, worker):
             value = task.execute()
             if inspect.isawaitable(value):  # a sync execute that returned an awaitable
                 value = asyncio.run_coroutine_threadsafe(_awaited(value), loop).result()

@@ -24,7 +24,15 @@ import ray
 from loguru import logger
 
 from rayqueue.actors.profiling import LoopProfiler
-from rayqueue.actors.runner import SyncRunner, begin, failed, is_async, run_sync, succeeded
+from rayqueue.actors.runner import (
+    SyncRunner,
+    attempt_context,
+    begin,
+    failed,
+    is_async,
+    run_sync,
+    succeeded,
+)
 from rayqueue.codebook import resolve
 from rayqueue.config import NAMESPACE, actor_name
 from rayqueue.core.lease import Failure, Lease, Outcome, pack_outcomes, unpack_leases
@@ -259,7 +267,7 @@ class WorkerActor:
             self._deliver(lease, task)
             return
         try:
-            with logger.contextualize(task_id=lease.task_id, attempt=lease.attempt):
+            with attempt_context(lease, self._id):
                 value = await task.execute()
             outcome = succeeded(lease, cls, value, self._id)
         except asyncio.CancelledError:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any, TypeVar
 
+import orjson
 from typing_extensions import dataclass_transform
 
 from rayqueue.core.retry import RetryPolicy
@@ -257,5 +257,6 @@ class ScheduleRecord:
 
 
 def dumps(data: dict[str, Any]) -> str:
-    """Compact JSON text of a record dict."""
-    return json.dumps(data, separators=(",", ":"))
+    """Compact JSON text of a record dict (orjson: ~6x faster than ``json.dumps``, and
+    the journal encodes a record per transition)."""
+    return orjson.dumps(data).decode()

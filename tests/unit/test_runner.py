@@ -10,6 +10,7 @@ from typing import ClassVar
 from rayqueue import RetryPolicy, Task
 from rayqueue.actors.runner import SyncRunner, run_sync
 from rayqueue.core.lease import Lease, Outcome
+from rayqueue.task import current
 
 started: list[int] = []
 GATE = threading.Event()
@@ -77,6 +78,7 @@ def test_failures_and_bad_payloads_become_outcomes() -> None:
     assert failed.failure.retryable
     assert rejected.failure is not None and not rejected.failure.retryable
     assert rejected.failure.reason == "schema_mismatch"
+    assert current() is None  # the attempt's context does not outlive it
 
 
 def test_a_drain_takes_back_what_no_thread_started() -> None:
