@@ -8,6 +8,8 @@ STAMP  := $(VENV)/.installed
 # start their own private local cluster, so we choose explicitly: disabled for these
 # throwaway clusters (see README, "Ray token authentication").
 export RAY_AUTH_MODE ?= disabled
+# `make bench BENCH_ARGS="--repeat 1 --only W1"` for a quick look; figures are medians.
+BENCH_ARGS ?= --repeat 3
 
 .PHONY: demo test unit lint bench clean
 
@@ -31,7 +33,9 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
+	$(BIN)/python -m bench.suite $(BENCH_ARGS)
 	$(BIN)/python -m bench.core_throughput
+	$(BIN)/python -m bench.storage_throughput
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -245,6 +245,8 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated prefixes, e.g. W1,W3")
     parser.add_argument("--quick", action="store_true", help="smaller sizes")
     parser.add_argument("--no-profile", action="store_true", help="skip the W1 profile")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run each workload this many times; print the median")
     parser.add_argument("--out", default=str(OUT / "results.json"))
     args = parser.parse_args()
     wanted = [w for w in WORKLOADS
@@ -259,15 +261,22 @@ def main() -> None:
         for key in wanted:
             what, run = WORKLOADS[key]
             t0 = time.perf_counter()
+            runs: list[Figures] = []
             try:
-                figures = run(bench)
+                for _ in range(max(1, args.repeat)):
+                    runs.append(run(bench))
+                    bench.profile = False  # profile the first run only
             except Exception as err:  # one broken workload must not hide the others
-                figures = {"error": f"{type(err).__name__}: {err}"}  # type: ignore[dict-item]
-            results[key] = figures
+                results[key] = {"error": f"{type(err).__name__}: {err}"}
+                print(f"{key:<10} {what:<36} failed: {err}", flush=True)
+                continue
+            figures = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+            bench.profile = not args.no_profile
+            results[key] = {**figures, "runs": runs} if len(runs) > 1 else figures
             shown = "  ".join(f"{k}={v:,.1f}" if isinstance(v, float) else f"{k}={v}"
                               for k, v in figures.items())
-            print(f"{key:<10} {what:<36} {shown}  ({time.perf_counter() - t0:.0f} s)",
-                  flush=True)
+            print(f"{key:<10} {what:<36} {shown}  ({time.perf_counter() - t0:.0f} s"
+                  f"{f', median of {len(runs)}' if len(runs) > 1 else ''})", flush=True)
     finally:
         ray.shutdown()
     Path(args.out).write_text(json.dumps(results, indent=2))

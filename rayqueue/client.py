@@ -28,7 +28,7 @@ from rayqueue.actors.queue import CONCURRENCY_GROUPS, QueueActor
 from rayqueue.calls import MAX_PENDING_CALLS, _aget, _get, _retrying
 from rayqueue.config import NAMESPACE, PoolConfig, actor_name
 from rayqueue.core.clock import Clock
-from rayqueue.core.lease import Outcome, pack_outcomes, unpack_leases
+from rayqueue.core.lease import Outcome, pack_news, pack_outcomes, unpack_leases
 from rayqueue.core.queue import QueueConfig
 from rayqueue.core.record import NewTask
 from rayqueue.core.schedule import (
@@ -340,13 +340,15 @@ class TaskQueue(Generic[T]):
                 for t, i in zip(tasks, ids, strict=True)]
         self._check_sizes(news)
         self._ship({type(t) for t in tasks})
+        blob = pack_news(news)
         done: list[str] = self._retrying(
-            lambda: self._actor.enqueue_many.remote(news),
+            lambda: self._actor.enqueue_many.remote(blob),
             retry_full=block, timeout=timeout)
         return [TaskHandle(self, task_id, type(t)) for task_id, t in zip(done, tasks, strict=True)]
 
     def _send_news(self, news: list[NewTask]) -> list[str]:
-        ids: list[str] = self._retrying(lambda: self._actor.enqueue_many.remote(news))
+        blob = pack_news(news)
+        ids: list[str] = self._retrying(lambda: self._actor.enqueue_many.remote(blob))
         return ids
 
     def _read(self, method: str, *args: Any, waits: float = 0.0) -> Any:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
+import orjson
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
@@ -164,7 +165,11 @@ def encode_payload(task: Task[Any]) -> str:
     cls = type(task)
     try:
         text = task.model_dump_json()
-        json.loads(text, parse_constant=_no_constants)
+        try:
+            orjson.loads(text)  # refuses NaN and Infinity, ~5x faster than json.loads
+        except orjson.JSONDecodeError:
+            json.loads(text, parse_constant=_no_constants)  # raises, naming the constant
+            raise
         cls.model_validate_json(text)
     except (PydanticSerializationError, ValidationError, ValueError, TypeError) as err:
         raise InvalidPayloadError(cls.task_name, _culprit(task) + str(err)) from err

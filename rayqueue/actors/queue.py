@@ -27,7 +27,7 @@ from loguru import logger
 from rayqueue.actors.journal import crashpoint, open_storage
 from rayqueue.actors.profiling import LoopProfiler
 from rayqueue.core.clock import Clock, SystemClock
-from rayqueue.core.lease import pack_leases, unpack_outcomes
+from rayqueue.core.lease import pack_leases, unpack_news, unpack_outcomes
 from rayqueue.core.queue import QueueConfig, QueueCore, TickReport
 from rayqueue.core.record import NewTask, ScheduleRecord, TaskRecord, TaskState
 from rayqueue.core.retry import RetryPolicy
@@ -231,11 +231,14 @@ class QueueActor:
             self._metrics.record.remote(events)
 
     # ------------------------------------------------------------- producers
-    async def enqueue_many(self, news: Sequence[NewTask]) -> list[str]:
+    async def enqueue_many(self, packed: bytes | Sequence[NewTask]) -> list[str]:
         """Add tasks (all or nothing); answers their ids once they are in the journal.
 
-        Only ids go back: a pydantic model per task would cost more than the enqueue.
+        ``packed`` comes from :func:`~rayqueue.core.lease.pack_news` (a list of NewTask
+        is taken too). Only ids go back: a pydantic model per task would cost more than
+        the enqueue.
         """
+        news = unpack_news(packed) if isinstance(packed, bytes) else packed
         now = self._clock.now()
         with self._lock:
             before = self._core.size()

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pickle
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rayqueue.core.record import ErrorInfo
+from rayqueue.core.record import ErrorInfo, NewTask
 from rayqueue.core.retry import RetryPolicy
 
 
@@ -84,3 +85,14 @@ def unpack_outcomes(blob: bytes) -> list[Outcome]:
     return [Outcome(task_id, token, result, None if f is None else Failure(
         ErrorInfo(f[0], f[1], f[2]), f[3], f[4], f[5]))
         for task_id, token, result, f in pickle.loads(blob)]
+
+
+def pack_news(news: Sequence[NewTask]) -> bytes:
+    """Enqueue requests as one compact blob (see :func:`unpack_news`)."""
+    return pickle.dumps([(n.task_name, n.payload, n.priority, n.pool, n.run_at, n.task_id,
+                          n.retry, n.timeout, n.delay) for n in news], protocol=5)
+
+
+def unpack_news(blob: bytes) -> list[NewTask]:
+    """The enqueue requests packed by :func:`pack_news`."""
+    return [NewTask(*row) for row in pickle.loads(blob)]
