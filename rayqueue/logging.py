@@ -58,6 +58,9 @@ class LifecycleLog:
         self._json = json
         self._streams = streams
         self._lines: list[str] = []
+        self._head = f"{level: <7} {component} "
+        self._second = -1
+        self._clock = ""
 
     def emit(self, message: str, action: str, **fields: object) -> None:
         """Add one record (written at the next flush)."""
@@ -67,11 +70,13 @@ class LifecycleLog:
                 "time": now, "level": self.level, "component": self._component,
                 "message": message, "action": action, **fields}) + "\n")
         else:
-            stamp = time.strftime("%H:%M:%S", time.localtime(now))
-            self._lines.append(
-                f"{stamp}.{int(now * 1000) % 1000:03d} {self.level: <7} {self._component} "
-                f"{message} {{'action': {action!r}, "
-                + ", ".join(f"{k!r}: {v!r}" for k, v in fields.items()) + "}\n")
+            second = int(now)
+            if second != self._second:  # the clock text changes once a second
+                self._second = second
+                self._clock = time.strftime("%H:%M:%S", time.localtime(now))
+            extra = ", ".join([f"'{k}': {v!r}" for k, v in fields.items()])
+            self._lines.append(f"{self._clock}.{int((now - second) * 1000):03d} {self._head}"
+                               f"{message} {{'action': '{action}', {extra}}}\n")
         if len(self._lines) >= 1_000:
             self.flush()
 
