@@ -199,6 +199,7 @@ class Bench:
         n = 5_000 if self.quick else 20_000
         out: Figures = {}
         log = self.tmp / "lifecycle.log"
+        log.unlink(missing_ok=True)
         for label, env in (("off", {}), ("info_file", {
                 "RAYQUEUE_LIFECYCLE_LEVEL": "INFO", "RAYQUEUE_LOG_FILE": str(log)})):
             with self.queue(actor_env=env) as q:

@@ -30,7 +30,7 @@ from rayqueue.config import NAMESPACE, PoolConfig, actor_name
 from rayqueue.core.clock import Clock
 from rayqueue.core.lease import Outcome, pack_news, pack_outcomes, unpack_leases
 from rayqueue.core.queue import QueueConfig
-from rayqueue.core.record import NewTask
+from rayqueue.core.record import NewTask, new_task_ids
 from rayqueue.core.schedule import (
     CronSpec,
     IntervalSpec,
@@ -335,7 +335,7 @@ class TaskQueue(Generic[T]):
             raise InvalidScheduleError("give run_at or delay, not both")
         at = None if run_at is None else to_epoch(run_at)
         after = None if delay is None else delay_to_seconds(delay)
-        ids = list(task_ids) if task_ids is not None else [uuid.uuid4().hex for _ in tasks]
+        ids = list(task_ids) if task_ids is not None else new_task_ids(len(tasks))
         news = [to_new_task(t, priority=priority, run_at=at, delay=after, task_id=i)
                 for t, i in zip(tasks, ids, strict=True)]
         self._check_sizes(news)

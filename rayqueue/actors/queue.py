@@ -356,16 +356,14 @@ class QueueActor:
                 await asyncio.wait_for(fut, deadline - loop.time())
         if not leases:
             return pack_leases(leases)
-        dues = [self._due_at(lease.task_id, now) for lease in leases]
+        find = self._core.find
+        started = [("started", lease.task_name, max(0.0, now - (
+            rec.due_at if (rec := find(lease.task_id)) is not None else now)))
+            for lease in leases]  # wait time: from due to start
         await self._durable()
         crashpoint("claim.after_commit_before_reply")
-        for lease, due in zip(leases, dues, strict=True):
-            self._events.append(("started", lease.task_name, max(0.0, now - due)))
+        self._events.extend(started)
         return pack_leases(leases)
-
-    def _due_at(self, task_id: str, default: float) -> float:
-        rec = self._core.find(task_id)
-        return rec.due_at if rec is not None else default
 
     def _wake_claims(self, pool: str | None, n: int) -> None:
         pools = [pool] if pool is not None else list(self._claims)
@@ -385,41 +383,41 @@ class QueueActor:
         now = self._clock.now()
         crashpoint("ack.before_commit")
         with self._lock:
-            started = {o.task_id: self._started_at(o.task_id) for o in outcomes}
             recs = self._core.complete_many(outcomes, now)
         await self._durable()
         crashpoint("ack.after_commit_before_reply")
+        # The hot path: no method calls per task (Ray wraps every actor method).
         done: list[str] = []
+        events = self._events
+        records = lifecycle()
         for outcome, rec in zip(outcomes, recs, strict=True):
             if rec is None:
                 self._log.info("stale report ignored", action="task_report_fenced",
                                task_id=outcome.task_id, worker=worker)
                 continue
-            run_s = max(0.0, now - (started[outcome.task_id] or now))
-            self._events.append(("outcome", rec.task_name, _outcome_of(rec), run_s))
+            # A finished record keeps the start of its last attempt.
+            run_s = max(0.0, now - (rec.started_at or now))
+            if rec.state is TaskState.SUCCEEDED:
+                events.append(("outcome", rec.task_name, "succeeded", run_s))
+                done.append(rec.id)
+                if records is not None:
+                    records.emit("task succeeded", "task_succeeded", queue=self._name,
+                                 task_id=rec.id, task=rec.task_name, attempt=rec.attempts,
+                                 worker=worker)
+                continue
+            events.append(("outcome", rec.task_name, _outcome_of(rec), run_s))
             self._log_outcome(rec, worker)
             if rec.state is TaskState.FAILED:
                 crashpoint("retry.after_commit")
             if rec.state.terminal:
                 done.append(rec.id)
         self._resolve_results(done)
-        records = lifecycle()
         if records is not None:
             records.flush()
         return [r is not None for r in recs]
 
-    def _started_at(self, task_id: str) -> float | None:
-        rec = self._core.find(task_id)
-        return rec.started_at if rec is not None else None
-
     def _log_outcome(self, rec: TaskRecord, worker: str) -> None:
-        if rec.state is TaskState.SUCCEEDED:
-            records = lifecycle()
-            if records is not None:  # else the hot path logs nothing
-                records.emit("task succeeded", "task_succeeded", queue=self._name,
-                             task_id=rec.id, task=rec.task_name, attempt=rec.attempts,
-                             worker=worker)
-            return
+        """Log an attempt that did not succeed."""
         log = self._log.bind(task_id=rec.id, task=rec.task_name, attempt=rec.attempts,
                              worker=worker)
         if rec.state is TaskState.FAILED:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any, TypeVar
@@ -98,6 +99,16 @@ def _record(cls: type[_T]) -> type[_T]:
     Nothing assigns to a record's fields; changes go through ``evolve``.
     """
     return dataclass(slots=True)(cls)
+
+
+def new_task_ids(n: int) -> list[str]:
+    """``n`` random 128-bit ids as 32 hex digits (the shape of ``uuid4().hex``).
+
+    One ``os.urandom`` call for the batch: ``uuid4()`` per task cost ~5 us, a sixth of
+    building an enqueue.
+    """
+    text = os.urandom(16 * n).hex()
+    return [text[i : i + 32] for i in range(0, 32 * n, 32)]
 
 
 @_record
