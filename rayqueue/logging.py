@@ -114,7 +114,8 @@ def configure(
 
     ``RAYQUEUE_LOG_FILE`` adds a file every process appends to (as well as stderr,
     which Ray keeps in its session logs); ``RAYQUEUE_LIFECYCLE_LEVEL`` sets the level of
-    per-task records (see :func:`lifecycle_level`).
+    per-task records (see :func:`lifecycle_level`), which go to that file when it is set
+    and to stderr otherwise (not both: they are the high-volume stream).
     """
     level = level or os.environ.get("RAYQUEUE_LOG_LEVEL", "INFO")
     if json is None:
@@ -138,5 +139,6 @@ def configure(
     global _LIFECYCLE_LOG
     _LIFECYCLE_LOG = None if _LIFECYCLE is None else LifecycleLog(
         component, _LIFECYCLE, json,
-        # open for the life of the process, as loguru's own file sink is
-        [sys.stderr] + ([open(path, "a", encoding="utf-8")] if path else []))  # noqa: SIM115
+        # The lifecycle stream is the high-volume one: it goes to the log file when one
+        # is set (opened for the life of the process, as loguru's sink is), else stderr.
+        [open(path, "a", encoding="utf-8") if path else sys.stderr])  # noqa: SIM115
