@@ -46,6 +46,27 @@ def _rss_bytes(pid: int) -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _cpu_by_role() -> dict[str, float]:
+    """CPU seconds used so far by this driver and by each kind of rayqueue actor."""
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")[0].decode()
+            stat = (proc / "stat").read_text()
+        except OSError:
+            continue
+        role = ("driver" if int(proc.name) == os.getpid() else
+                cmd.removeprefix("ray::").split(".")[0].removesuffix("Actor").lower()
+                if cmd.startswith("ray::") else None)
+        if role is not None:
+            fields = stat[stat.rfind(")") + 2:].split()
+            out[role] = out.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -107,12 +128,17 @@ class Bench:
                 q.enqueue_many([NoopTask(i=j) for j in range(i, i + 1_000)])
             out["enqueue_batch_per_s"] = n / (time.perf_counter() - t0)
         with self.queue(journal=journal) as q:
+            cpu0 = _cpu_by_role()
             t0 = time.perf_counter()
             for i in range(0, n, 1_000):
                 q.enqueue_many([NoopTask(i=j) for j in range(i, i + 1_000)])
             out["enqueue_batch_while_draining_per_s"] = n / (time.perf_counter() - t0)
             q.join(timeout=600)
             out["drain_per_s"] = n / (time.perf_counter() - t0)
+            cpu1 = _cpu_by_role()
+            for role in ("queue", "worker", "metrics", "driver"):  # workers: both together
+                out[f"cpu_us_per_task_{role}"] = 1e6 * (cpu1.get(role, 0.0)
+                                                        - cpu0.get(role, 0.0)) / n
             if self.profile:  # a second, profiled drain: profiling slows what it sees
                 profiler = _ActorProfiler(q, f"w1-{'sqlite' if journal else 'memory'}")
                 q.enqueue_many([NoopTask(i=j) for j in range(n)])

@@ -125,11 +125,19 @@ class QueueActor:
             except StorageError as err:
                 self._log.error("tick failed: {}", err, action="queue_tick_failed")
                 wake = None
+            except Exception as err:  # the timer loop must outlive any one tick
+                self._log.opt(exception=err).error("tick failed: {}", err,
+                                                   action="queue_tick_failed")
+                wake = None
             if self._buffer.pending:
                 self._schedule_flush()
             if loop.time() - last_flush >= FLUSH_EVERY_S:
                 last_flush = loop.time()
-                self._flush_events()
+                try:
+                    self._flush_events()
+                except Exception as err:  # metrics are best effort; the loop goes on
+                    self._log.opt(exception=err).warning(
+                        "metrics events not sent: {}", err, action="metrics_flush_failed")
             delay = TICK_MAX_S if wake is None else min(max(wake - now, 0.001), TICK_MAX_S)
             await asyncio.sleep(delay)
 
