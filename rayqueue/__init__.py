@@ -43,7 +43,7 @@ from rayqueue.errors import (
     UnknownTaskError,
     WorkerError,
 )
-from rayqueue.info import MetricsSnapshot, PoolInfo, TaskInfo, WorkerInfo
+from rayqueue.info import FailureInfo, MetricsSnapshot, PoolInfo, TaskInfo, WorkerInfo
 from rayqueue.storage import InMemoryStorage, Storage
 from rayqueue.task import Task, lookup, register
 
@@ -74,6 +74,7 @@ __all__ = [
     "WorkerInfo",
     "PoolInfo",
     "MetricsSnapshot",
+    "FailureInfo",
     # typed tasks
     "Task",
     "Priority",

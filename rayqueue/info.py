@@ -71,6 +71,15 @@ class WorkerInfo(BaseModel):
     node_id: str | None = None
     pid: int | None = None
     started_at: float
+    #: tasks it holds leases on (running or prefetched); 0 = idle
+    tasks: int = 0
+
+    @property
+    def activity(self) -> str:
+        """``busy``, ``idle``, ``starting`` or ``draining``: what a dashboard shows."""
+        if self.state == "running":
+            return "busy" if self.tasks else "idle"
+        return self.state
 
 
 class PoolInfo(BaseModel):
@@ -84,6 +93,21 @@ class PoolInfo(BaseModel):
     min_workers: int
     max_workers: int
     deaths: int = 0
+
+
+class FailureInfo(BaseModel):
+    """One failed attempt, as dashboards list them."""
+
+    at: float
+    task_id: str
+    task: str
+    #: retried, dead, lost or timed_out
+    outcome: str
+    #: the task's state after it (failed = a retry is due, dead, ready...)
+    state: str
+    error_type: str
+    message: str
+    attempt: int
 
 
 class MetricsSnapshot(BaseModel):
@@ -113,3 +137,5 @@ class MetricsSnapshot(BaseModel):
     workers: list[WorkerInfo]
     #: worker count over time: (time, pool, workers) samples
     worker_history: list[tuple[float, str, int]]
+    #: the latest failed attempts, newest first
+    recent_failures: list[FailureInfo] = []

@@ -41,7 +41,9 @@ class MetricsActor:
             ("queue", "pool", "priority"))
         self._ready_keys: set[tuple[str, str]] = set()
         self._workers = ray_metrics.Gauge(
-            "rayqueue_workers", "Worker actors, by pool and state.", ("queue", "pool", "state"))
+            "rayqueue_workers", "Worker actors, by pool, node and state (busy, idle, "
+            "starting, draining).", ("queue", "pool", "node", "state"))
+        self._worker_keys: set[tuple[str, str, str]] = set()
 
     def __repr__(self) -> str:
         return f"Metrics({self._queue})"
@@ -74,9 +76,16 @@ class MetricsActor:
                     self._ready.set(n, {"queue": q, "pool": pool, "priority": prio})
                 self._ready_keys = {k for k, n in now_ready.items() if n}
             elif kind == "workers":
-                for pool, states in self._agg.workers_by_state().items():
-                    for state, n in states.items():
-                        self._workers.set(n, {"queue": q, "pool": pool, "state": state})
+                now_workers: dict[tuple[str, str, str], int] = {}
+                for w in event[2]:
+                    wkey = (str(w.pool), (w.node_id or "unknown")[:12], str(w.activity))
+                    now_workers[wkey] = now_workers.get(wkey, 0) + 1
+                for gone in self._worker_keys - now_workers.keys():
+                    now_workers[gone] = 0  # gone: read 0, not the last count
+                for (pool, node, state), n in now_workers.items():
+                    self._workers.set(n, {"queue": q, "pool": pool, "node": node,
+                                          "state": state})
+                self._worker_keys = {k for k, n in now_workers.items() if n}
 
     async def snapshot(self) -> MetricsSnapshot:
         """Everything aggregated so far."""

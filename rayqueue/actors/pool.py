@@ -50,6 +50,8 @@ class _Pool:
     policy: ScalingPolicy
     workers: dict[str, _Worker] = field(default_factory=dict)
     desired: int = 0
+    ready: int = 0
+    leased: int = 0
     deaths: int = 0
     recent_deaths: int = 0
     next_spawn_at: float = 0.0
@@ -75,6 +77,7 @@ class PoolManagerActor:
         self._stopping = False
         self._log = logger.bind(queue=queue)
         self._restarted = bool(ctx.was_current_actor_reconstructed)
+        self._tasks_by_worker: dict[str, int] = {}
         ctx.current_actor.start.remote()
 
     def __repr__(self) -> str:
@@ -104,9 +107,10 @@ class PoolManagerActor:
         for task_id, worker_id in status["timed_out"]:
             self._kill_overrunning(worker_id, task_id)
         now = time.monotonic()
+        self._tasks_by_worker = status.get("by_worker", {})
         for name, pool in self._pools.items():
-            ready = status["ready"].get(name, 0)
-            leased = status["leased"].get(name, 0)
+            ready = pool.ready = status["ready"].get(name, 0)
+            leased = pool.leased = status["leased"].get(name, 0)
             live = [w for w in pool.workers.values() if w.state != "draining"]
             decision = pool.policy.decide(backlog=ready, in_flight=leased,
                                           current=len(live), now=now)
@@ -196,9 +200,9 @@ class PoolManagerActor:
     def pool_infos(self) -> list[PoolInfo]:
         """Size and demand of each pool."""
         return [
-            PoolInfo(name=name, workers=len(p.workers), desired=p.desired, ready=0, leased=0,
-                     min_workers=p.config.min_workers, max_workers=p.config.max_workers,
-                     deaths=p.deaths)
+            PoolInfo(name=name, workers=len(p.workers), desired=p.desired, ready=p.ready,
+                     leased=p.leased, min_workers=p.config.min_workers,
+                     max_workers=p.config.max_workers, deaths=p.deaths)
             for name, p in self._pools.items()
         ]
 
@@ -207,10 +211,32 @@ class PoolManagerActor:
         now_wall, now_mono = time.time(), time.monotonic()
         return [
             WorkerInfo(id=w.id, pool=w.pool, state=w.state, node_id=w.node_id, pid=w.pid,
-                       started_at=now_wall - (now_mono - w.started_at))
+                       started_at=now_wall - (now_mono - w.started_at),
+                       tasks=self._tasks_by_worker.get(w.id, 0))
             for p in self._pools.values()
             for w in p.workers.values()
         ]
+
+    async def pools(self) -> list[PoolInfo]:
+        """Size, bounds and demand of each pool."""
+        return self.pool_infos()
+
+    async def resize(self, pool: str, min_workers: int, max_workers: int) -> PoolInfo:
+        """Change a pool's worker bounds; the next scaling cycle applies them.
+
+        Raises:
+            ValueError: no such pool, or bounds a PoolConfig refuses (negative, min > max).
+        """
+        if pool not in self._pools:
+            raise ValueError(f"no pool named {pool!r}; pools: {', '.join(self._pools)}")
+        entry = self._pools[pool]
+        config = PoolConfig.model_validate({**entry.config.model_dump(),
+                                            "min_workers": min_workers,
+                                            "max_workers": max_workers})
+        entry.config, entry.policy = config, ScalingPolicy(config.scaling())
+        self._log.info("pool {} resized to {}..{} workers", pool, min_workers, max_workers,
+                       action="pool_resized", pool=pool)
+        return next(p for p in self.pool_infos() if p.name == pool)
 
     async def workers(self) -> list[WorkerInfo]:
         """Every worker with its pool, node and state."""

@@ -227,6 +227,7 @@ class QueueActor:
         rec = self._core.find(task_id)
         if rec is not None:
             self._events.append(("outcome", rec.task_name, outcome, None))
+            self._events.append(_failure_event(rec, self._clock.now(), outcome))
             if rec.state is TaskState.DEAD:
                 self._events.append(("outcome", rec.task_name, "dead", None))
 
@@ -414,6 +415,7 @@ class QueueActor:
                                  worker=worker)
                 continue
             events.append(("outcome", rec.task_name, _outcome_of(rec), run_s))
+            events.append(_failure_event(rec, now))
             self._log_outcome(rec, worker)
             if rec.state is TaskState.FAILED:
                 crashpoint("retry.after_commit")
@@ -489,8 +491,10 @@ class QueueActor:
         with self._lock:
             ready = {p: self._core.ready_count(p) for p in self._core.pools()}
             leased = self._core.leased_by_pool()
+            by_worker = self._core.leased_by_worker()
         timed_out, self._timed_out = self._timed_out, []
-        return {"ready": ready, "leased": leased, "timed_out": timed_out}
+        return {"ready": ready, "leased": leased, "timed_out": timed_out,
+                "by_worker": by_worker}
 
     async def recover_now(self) -> dict[str, int]:
         """Test hook: reload the core from the journal, as a restart would, then tick."""
@@ -619,3 +623,11 @@ def _outcome_of(rec: TaskRecord) -> str:
     if rec.state is TaskState.DEAD:
         return "dead"
     return "retried"
+
+
+def _failure_event(rec: TaskRecord, now: float, outcome: str | None = None) -> Event:
+    """A failed attempt for the metrics actor's list of recent failures."""
+    err = rec.error
+    return ("failure", now, rec.id, rec.task_name, outcome or _outcome_of(rec),
+            rec.state.value, err.type if err else (rec.reason or ""),
+            (err.message if err else "")[:300], rec.attempts)

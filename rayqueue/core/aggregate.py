@@ -8,6 +8,7 @@ Pure: events and ``now`` come in as arguments. Events are tuples, cheap to batch
   ``retried``, ``dead``, ``lost`` or ``timed_out``
 - ``("depth", by_state, ready_by_priority)``
 - ``("workers", [PoolInfo], [WorkerInfo])``
+- ``("failure", at, task_id, task_name, outcome, state, error_type, message, attempt)``
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import bisect
 from collections import deque
 from typing import Any
 
-from rayqueue.info import MetricsSnapshot, PoolInfo, WorkerInfo
+from rayqueue.info import FailureInfo, MetricsSnapshot, PoolInfo, WorkerInfo
 
 #: Histogram bucket upper bounds in seconds (the last bucket is everything above).
 BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
 #: Worker-count samples kept for the "workers over time" view.
 HISTORY = 2_000
+#: Recent failed attempts kept for dashboards.
+RECENT_FAILURES = 50
 
 
 class MetricsAggregate:
@@ -42,6 +45,7 @@ class MetricsAggregate:
         self.pools: list[PoolInfo] = []
         self.workers: list[WorkerInfo] = []
         self.history: deque[tuple[float, str, int]] = deque(maxlen=HISTORY)
+        self.failures: deque[FailureInfo] = deque(maxlen=RECENT_FAILURES)
 
     def add(self, event: tuple[Any, ...], now: float) -> None:
         """Fold one event in."""
@@ -61,6 +65,10 @@ class MetricsAggregate:
         elif kind == "depth":
             self.depth = dict(event[1])
             self.ready = {p: dict(v) for p, v in event[2].items()}
+        elif kind == "failure":
+            self.failures.append(FailureInfo(
+                at=event[1], task_id=event[2], task=event[3], outcome=event[4],
+                state=event[5], error_type=event[6], message=event[7], attempt=event[8]))
         elif kind == "workers":
             self.pools, self.workers = list(event[1]), list(event[2])
             for pool in self.pools:
@@ -112,4 +120,5 @@ class MetricsAggregate:
             pools=list(self.pools),
             workers=list(self.workers),
             worker_history=list(self.history),
+            recent_failures=list(reversed(self.failures)),
         )

@@ -646,6 +646,10 @@ class QueueCore:
         """Workers (and dequeuing clients) that hold leases now."""
         return list(self._by_worker)
 
+    def leased_by_worker(self) -> dict[str, int]:
+        """Leased tasks per worker (and dequeuing client)."""
+        return {worker: len(ids) for worker, ids in self._by_worker.items()}
+
     def leased_by_pool(self) -> dict[str, int]:
         """Leased tasks per pool."""
         return {pool: n for pool, n in self._leased_counts.items() if n}
