@@ -1,0 +1,210 @@
+"""The ``rayqueue`` command: look at a queue and act on it from a shell.
+
+Thin by design: parse, call the client library, print a table. It attaches to a running
+Ray cluster (``--address``, default ``auto``: the one on this machine) and to an existing
+queue; it never starts either, except ``rayqueue demo``.
+
+Exit codes: 0 done; 1 the operation failed (the message says why); 2 bad usage;
+3 no Ray cluster or no such queue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 1, 2, 3
+
+#: Piped output is not cut to 80 columns: ids must survive a grep.
+console = Console(width=None if sys.stdout.isatty() else 200)
+errors = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+
+def _connect(args: argparse.Namespace) -> Any:
+    import rayqueue
+    from rayqueue.errors import QueueUnavailableError
+
+    try:
+        return rayqueue.connect(args.queue, address=args.address,
+                                ray_init={"log_to_driver": False})
+    except QueueUnavailableError as err:
+        raise _Exit(EXIT_UNAVAILABLE, str(err)) from None
+    except ConnectionError as err:
+        raise _Exit(EXIT_UNAVAILABLE, f"no Ray cluster at {args.address!r} ({err}); start "
+                    "one (`ray start --head`) or pass --address") from None
+
+
+class _Exit(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    console.print(table)
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    q = _connect(args)
+    stats, metrics, workers = q.stats(), q.metrics(), q.workers()
+    flags = [f for f, on in (("paused", stats.paused), ("closed", stats.closed)) if on]
+    console.print(f"[bold]queue {q.name}[/bold]: {stats.size} unfinished"
+                  + (f" ({', '.join(flags)})" if flags else ""))
+    _table("tasks by state", ["state", "tasks"], sorted(stats.by_state.items()))
+    _table("ready by pool and priority", ["pool", "priority", "ready"],
+           [(pool, prio, n) for pool, by in stats.ready_by_priority.items()
+            for prio, n in sorted(by.items(), reverse=True)])
+    _table("workers", ["pool", "worker", "node", "state", "tasks"],
+           [(w.pool, w.id, (w.node_id or "")[:8], w.activity, w.tasks) for w in workers])
+    _table(f"finished per second (last {metrics.window_s:.0f} s)", ["outcome", "rate"],
+           [(k, f"{v:.1f}") for k, v in sorted(metrics.rates.items())])
+
+
+def cmd_enqueue(args: argparse.Namespace) -> None:
+    for module in args.imports:
+        importlib.import_module(module)
+    try:
+        payload = json.loads(args.payload)
+    except json.JSONDecodeError as err:
+        raise _Exit(EXIT_USAGE, f"the payload is not JSON: {err}") from None
+    q = _connect(args)
+    from rayqueue import codebook
+
+    codebook.resolve(q.name, args.task)  # a class shipped by any client counts too
+    handle = q.enqueue_payload(args.task, payload, priority=args.priority, delay=args.delay)
+    console.print(handle.id)
+    if args.wait is not None:
+        console.print_json(json.dumps(handle.result(timeout=args.wait), default=str))
+
+
+def cmd_dead(args: argparse.Namespace) -> None:
+    dead = _connect(args).dead_letters(args.limit)
+    _table("dead letters", ["id", "task", "reason", "attempts", "error"],
+           [(d.id, d.task_name, d.reason, d.attempts,
+             f"{d.error_type}: {(d.error_message or '')[:80]}") for d in dead])
+
+
+def cmd_retry(args: argparse.Namespace) -> None:
+    q = _connect(args)
+    for task_id in args.ids:
+        console.print(f"{task_id}: {q.retry_dead(task_id).state}")
+
+
+def cmd_cancel(args: argparse.Namespace) -> None:
+    q = _connect(args)
+    for task_id in args.ids:
+        console.print(f"{task_id}: {q.cancel(task_id)}")
+
+
+def cmd_pause(args: argparse.Namespace) -> None:
+    _connect(args).pause()
+    console.print("paused")
+
+
+def cmd_resume(args: argparse.Namespace) -> None:
+    _connect(args).resume()
+    console.print("resumed")
+
+
+def cmd_pools(args: argparse.Namespace) -> None:
+    q = _connect(args)
+    if args.resize:
+        name, low, high = args.resize
+        try:
+            q.resize_pool(name, int(low), int(high))
+        except ValueError as err:
+            raise _Exit(EXIT_FAILED, str(err)) from None
+    _table("pools", ["pool", "workers", "bounds", "desired", "ready", "leased", "deaths"],
+           [(p.name, p.workers, f"{p.min_workers}..{p.max_workers}", p.desired, p.ready,
+             p.leased, p.deaths) for p in q.pools()])
+
+
+def cmd_dashboard(args: argparse.Namespace) -> None:
+    from rayqueue.dashboard import serve
+
+    q = _connect(args)
+    console.print(f"serving the dashboard of {q.name} at http://{args.host}:{args.port}/ "
+                  "(Ctrl-C stops it)")
+    serve(q, port=args.port, host=args.host, block=True)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from tasks import demo
+
+    demo.main()
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line (also what ``--help`` shows)."""
+    p = argparse.ArgumentParser(prog="rayqueue", description=__doc__.splitlines()[0])
+    p.add_argument("--queue", "-q", default="default", help="queue name (default: default)")
+    p.add_argument("--address", default="auto",
+                   help="Ray cluster address (default: auto, the cluster on this machine)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn: Any, help: str) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=help, description=help)
+        cmd.set_defaults(fn=fn)
+        return cmd
+
+    add("status", cmd_status, "depth by state and priority, workers, rates")
+    e = add("enqueue", cmd_enqueue, "enqueue a task by name with a JSON payload; prints its id")
+    e.add_argument("task", help="task name, e.g. shop.payment")
+    e.add_argument("payload", help='JSON object, e.g. \'{"order_id": "A-1"}\'')
+    e.add_argument("--priority", type=int)
+    e.add_argument("--delay", type=float, help="seconds from now")
+    e.add_argument("--import", dest="imports", action="append", default=[],
+                   metavar="MODULE", help="import MODULE first (registers its task types)")
+    e.add_argument("--wait", type=float, metavar="SECONDS",
+                   help="wait this long for the result and print it")
+    d = add("dead", cmd_dead, "list dead letters with their errors")
+    d.add_argument("--limit", type=int, default=50)
+    add("retry", cmd_retry, "put dead tasks back in the queue").add_argument("ids", nargs="+")
+    add("cancel", cmd_cancel, "cancel tasks that have not started").add_argument("ids",
+                                                                                nargs="+")
+    add("pause", cmd_pause, "stop handing tasks to workers")
+    add("resume", cmd_resume, "hand tasks to workers again")
+    pools = add("pools", cmd_pools, "show pools; --resize POOL MIN MAX changes bounds")
+    pools.add_argument("--resize", nargs=3, metavar=("POOL", "MIN", "MAX"))
+    dash = add("dashboard", cmd_dashboard, "serve the web dashboard")
+    dash.add_argument("--port", type=int, default=8400)
+    dash.add_argument("--host", default="127.0.0.1")
+    add("demo", cmd_demo, "run the e-commerce demo on a private local Ray")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = parser().parse_args(argv)
+    from rayqueue.errors import QueueUnavailableError, RayQueueError
+
+    try:
+        args.fn(args)
+    except _Exit as err:
+        errors.print(f"rayqueue: {err}", highlight=False)
+        return err.code
+    except QueueUnavailableError as err:
+        errors.print(f"rayqueue: {err}", highlight=False)
+        return EXIT_UNAVAILABLE
+    except (RayQueueError, ValueError) as err:
+        errors.print(f"rayqueue: {type(err).__name__}: {err}", highlight=False)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
