@@ -48,7 +48,7 @@ from rayqueue.errors import (
     TaskNotFoundError,
 )
 from rayqueue.handle import ClaimedTask, TaskHandle
-from rayqueue.info import MetricsSnapshot, TaskInfo, WorkerInfo
+from rayqueue.info import MetricsSnapshot, PoolInfo, TaskInfo, WorkerInfo
 from rayqueue.sender import Sender
 from rayqueue.task import (
     Task,
@@ -495,6 +495,20 @@ class TaskQueue(Generic[T]):
         snap: MetricsSnapshot = _get(self._metrics.snapshot.remote())
         return snap
 
+    def pools(self) -> list[PoolInfo]:
+        """Each pool's size, bounds and demand."""
+        pools: list[PoolInfo] = _get(self._pool.pools.remote())
+        return pools
+
+    def resize_pool(self, pool: str, min_workers: int, max_workers: int) -> PoolInfo:
+        """Change a pool's worker bounds (applied within a scaling cycle, ~0.25 s).
+
+        Raises:
+            ValueError: no such pool, or invalid bounds.
+        """
+        info: PoolInfo = _get(self._pool.resize.remote(pool, min_workers, max_workers))
+        return info
+
     def workers(self) -> list[WorkerInfo]:
         """Every worker actor with its pool, node and state."""
         workers: list[WorkerInfo] = _get(self._pool.workers.remote())
@@ -530,6 +544,33 @@ class TaskQueue(Generic[T]):
         for handle in handles:
             handle.sent(timeout)
         infos = self._wait([h.id for h in handles], timeout)
+        return [h._value(i, timeout) for h, i in zip(handles, infos, strict=True)]
+
+    def wait_all(self, handles: Sequence[TaskHandle[R]], timeout: float | None = None,
+                 progress: bool = True, description: str = "tasks") -> list[R]:
+        """Wait for every result, showing a progress bar (terminal or notebook).
+
+        One call per half second, whatever the number of tasks; results come back typed
+        and in order. Raises like :meth:`results` once all are finished (or on timeout).
+        """
+        ids = [h.id for h in handles]
+        for handle in handles:
+            handle.sent(timeout)
+        end = None if timeout is None else time.monotonic() + timeout
+        bar = _Progress(len(ids), description) if progress else None
+        try:
+            while True:
+                left = 0.5 if end is None else max(0.0, min(0.5, end - time.monotonic()))
+                infos: list[TaskInfo | None] = self._read("wait_results", ids, left,
+                                                          waits=left)
+                done = sum(1 for i in infos if i is None or i.terminal)
+                if bar is not None:
+                    bar.update(done)
+                if done == len(ids) or (end is not None and time.monotonic() >= end):
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
         return [h._value(i, timeout) for h, i in zip(handles, infos, strict=True)]
 
     def join(self, timeout: float = 60.0) -> None:
@@ -579,3 +620,21 @@ class TaskQueue(Generic[T]):
         finally:
             for handle in (self._pool, self._actor, self._metrics):
                 ray.kill(handle)
+
+
+class _Progress:
+    """A rich progress bar (it renders in terminals and in Jupyter)."""
+
+    def __init__(self, total: int, description: str) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        self._progress = Progress("[progress.description]{task.description}", BarColumn(),
+                                  MofNCompleteColumn(), TimeElapsedColumn())
+        self._task = self._progress.add_task(description, total=total)
+        self._progress.start()
+
+    def update(self, done: int) -> None:
+        self._progress.update(self._task, completed=done)
+
+    def close(self) -> None:
+        self._progress.stop()
