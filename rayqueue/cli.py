@@ -148,7 +148,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def parser() -> argparse.ArgumentParser:
     """The command line (also what ``--help`` shows)."""
-    p = argparse.ArgumentParser(prog="rayqueue", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="rayqueue", description="Look at a rayqueue queue and act on it from a shell.",
+        epilog="Exit codes: 0 done, 1 the operation failed, 2 bad usage, 3 no Ray cluster "
+               "or no such queue.")
     p.add_argument("--queue", "-q", default="default", help="queue name (default: default)")
     p.add_argument("--address", default="auto",
                    help="Ray cluster address (default: auto, the cluster on this machine)")
