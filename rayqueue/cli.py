@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
@@ -86,7 +87,10 @@ def cmd_enqueue(args: argparse.Namespace) -> None:
     handle = q.enqueue_payload(args.task, payload, priority=args.priority, delay=args.delay)
     console.print(handle.id)
     if args.wait is not None:
-        console.print_json(json.dumps(handle.result(timeout=args.wait), default=str))
+        value = handle.result(timeout=args.wait)
+        if isinstance(value, BaseModel):  # a typed result: print it as its JSON
+            value = value.model_dump(mode="json")
+        console.print_json(json.dumps(value, default=str))
 
 
 def cmd_dead(args: argparse.Namespace) -> None:
