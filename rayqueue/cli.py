@@ -75,7 +75,10 @@ def cmd_status(args: argparse.Namespace) -> None:
 
 def cmd_enqueue(args: argparse.Namespace) -> None:
     for module in args.imports:
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise _Exit(EXIT_USAGE, f"--import {module}: {err}") from None
     try:
         payload = json.loads(args.payload)
     except json.JSONDecodeError as err:
@@ -130,9 +133,10 @@ def cmd_pools(args: argparse.Namespace) -> None:
             q.resize_pool(name, int(low), int(high))
         except ValueError as err:
             raise _Exit(EXIT_FAILED, str(err)) from None
-    _table("pools", ["pool", "workers", "bounds", "desired", "ready", "leased", "deaths"],
+    _table("pools", ["pool", "workers", "bounds", "desired", "ready", "leased", "deaths",
+                     "placement"],
            [(p.name, p.workers, f"{p.min_workers}..{p.max_workers}", p.desired, p.ready,
-             p.leased, p.deaths) for p in q.pools()])
+             p.leased, p.deaths, p.infeasible or "ok") for p in q.pools()])
 
 
 def cmd_dashboard(args: argparse.Namespace) -> None:

@@ -152,6 +152,11 @@ def init(
     if actor_env:
         # Workers inherit the pool manager's runtime environment, so they get it too.
         common["runtime_env"] = {"env_vars": dict(actor_env)}
+    # The control actors live with the driver that creates the queue (the head, where
+    # the journal is): a worker node that dies takes only workers with it. Soft: if this
+    # node itself is gone, they restart elsewhere.
+    here = ray.get_runtime_context().get_node_id()
+    common["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=here, soft=True)
     metrics = ray.remote(MetricsActor).options(
         name=actor_name(name, "metrics"), **common).remote(name)
     placement: dict[str, Any] = {}
@@ -159,7 +164,7 @@ def init(
         # The journal is a file on this node: the queue actor must live (and restart)
         # here, or it would find no journal.
         placement["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
-            node_id=ray.get_runtime_context().get_node_id(), soft=False)
+            node_id=here, soft=False)
     else:
         # A restarted in-memory queue would come back empty; better to stay dead.
         placement["max_restarts"] = 0
@@ -492,12 +497,12 @@ class TaskQueue(Generic[T]):
 
     def metrics(self) -> MetricsSnapshot:
         """The metrics actor's aggregate: counts, rates, histograms, workers."""
-        snap: MetricsSnapshot = _get(self._metrics.snapshot.remote())
+        snap: MetricsSnapshot = self._retrying(lambda: self._metrics.snapshot.remote())
         return snap
 
     def pools(self) -> list[PoolInfo]:
         """Each pool's size, bounds and demand."""
-        pools: list[PoolInfo] = _get(self._pool.pools.remote())
+        pools: list[PoolInfo] = self._retrying(lambda: self._pool.pools.remote())
         return pools
 
     def resize_pool(self, pool: str, min_workers: int, max_workers: int) -> PoolInfo:
@@ -511,7 +516,7 @@ class TaskQueue(Generic[T]):
 
     def workers(self) -> list[WorkerInfo]:
         """Every worker actor with its pool, node and state."""
-        workers: list[WorkerInfo] = _get(self._pool.workers.remote())
+        workers: list[WorkerInfo] = self._retrying(lambda: self._pool.workers.remote())
         return workers
 
     # ---------------------------------------------------------------- waiting

@@ -85,6 +85,25 @@ class PoolConfig(BaseModel):
             downscale_delay_s=self.downscale_delay_s,
         )
 
+    def infeasible_on(self, nodes: list[dict[str, Any]]) -> str | None:
+        """Why none of ``nodes`` (``ray.nodes()``) can host one worker, or None.
+
+        Checks each alive node's total resources and labels against what a worker
+        asks; a pool that no node can ever host is reported, not left pending.
+        """
+        need = {"CPU": self.num_cpus, "GPU": self.num_gpus, **self.resources}
+        need = {k: v for k, v in need.items() if v}
+        alive = [n for n in nodes if n.get("Alive")]
+        for node in alive:
+            have = node.get("Resources", {})
+            labels = node.get("Labels", {}) or {}
+            if all(have.get(k, 0) >= v for k, v in need.items()) and all(
+                    labels.get(k) == v for k, v in self.label_selector.items()):
+                return None
+        wants = ", ".join([f"{k}={v:g}" for k, v in need.items()]
+                          + [f"label {k}={v}" for k, v in self.label_selector.items()])
+        return f"no alive node (of {len(alive)}) has {wants or 'room'}"
+
     def ray_options(self) -> dict[str, Any]:
         """Options for ``WorkerActor.options(...)``."""
         opts: dict[str, Any] = {"num_cpus": self.num_cpus}

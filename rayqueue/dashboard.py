@@ -10,6 +10,7 @@ so another site open in the same browser cannot trigger them.
 
 from __future__ import annotations
 
+import html
 import json
 import secrets
 import threading
@@ -18,6 +19,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from loguru import logger
 
@@ -81,7 +83,7 @@ def serve(queue: TaskQueue[Any], port: int = 8400, host: str = "127.0.0.1",
     """
     token = secrets.token_urlsafe(16)
     page = (resources.files("rayqueue") / "static" / "dashboard.html").read_text()
-    page = page.replace("{{TOKEN}}", token).replace("{{QUEUE}}", queue.name)
+    page = page.replace("{{TOKEN}}", token).replace("{{QUEUE}}", html.escape(queue.name))
     handler = type("Handler", (_Handler,), {"queue": queue, "token": token,
                                             "page": page.encode()})
     server = ThreadingHTTPServer((host, port), handler)
@@ -109,19 +111,39 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("dashboard: {}", format % args, action="dashboard_request")
 
+    def _trusted(self) -> bool:
+        """Only this server's own origin: a page of another site whose host name was
+        rebound to 127.0.0.1 (DNS rebinding) carries its own name in Host."""
+        host = self.headers.get("Host", "")
+        port = self.server.server_address[1]  # type: ignore[index]
+        ok = {f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"}
+        origin = self.headers.get("Origin")
+        if host not in ok or (origin is not None and origin.split("//")[-1] not in ok):
+            self._json(HTTPStatus.FORBIDDEN, {"error": "requests only from this dashboard"})
+            return False
+        return True
+
+    def _parts(self) -> list[str]:
+        return [unquote(p) for p in urlsplit(self.path).path.strip("/").split("/")]
+
     def do_GET(self) -> None:
-        if self.path in ("/", "/index.html"):
+        if not self._trusted():
+            return
+        path = urlsplit(self.path).path
+        if path in ("/", "/index.html"):
             self._send(HTTPStatus.OK, self.page, "text/html; charset=utf-8")
-        elif self.path == "/api/snapshot":
+        elif path == "/api/snapshot":
             self._json(HTTPStatus.OK, self._call(snapshot, self.queue))
         else:
             self._json(HTTPStatus.NOT_FOUND, {"error": f"no page {self.path}"})
 
     def do_POST(self) -> None:
+        if not self._trusted():
+            return
         if not secrets.compare_digest(self.headers.get("X-RQ-Token", ""), self.token):
             self._json(HTTPStatus.FORBIDDEN, {"error": "missing or wrong token"})
             return
-        parts = self.path.strip("/").split("/")
+        parts = self._parts()
         q = self.queue
         if parts in (["api", "pause"], ["api", "resume"]):
             self._json(HTTPStatus.OK, self._call(_switch, q, parts[1]))

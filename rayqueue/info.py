@@ -93,6 +93,8 @@ class PoolInfo(BaseModel):
     min_workers: int
     max_workers: int
     deaths: int = 0
+    #: why no node of the cluster can host this pool's workers (None: some node can)
+    infeasible: str | None = None
 
 
 class FailureInfo(BaseModel):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json as _json
 import os
 import sys
+import threading
 import time
 from typing import Any, TextIO
 
@@ -59,6 +60,7 @@ class LifecycleLog:
         self._streams = streams
         self._lines: list[str] = []
         self._head = f"{level: <7} {component} "
+        self._lock = threading.Lock()  # runner threads emit while the loop flushes
         self._second = -1
         self._clock = ""
 
@@ -66,7 +68,7 @@ class LifecycleLog:
         """Add one record (written at the next flush)."""
         now = time.time()
         if self._json:
-            self._lines.append(_json.dumps({
+            self._append(_json.dumps({
                 "time": now, "level": self.level, "component": self._component,
                 "message": message, "action": action, **fields}) + "\n")
         else:
@@ -75,17 +77,25 @@ class LifecycleLog:
                 self._second = second
                 self._clock = time.strftime("%H:%M:%S", time.localtime(now))
             extra = ", ".join([f"'{k}': {v!r}" for k, v in fields.items()])
-            self._lines.append(f"{self._clock}.{int((now - second) * 1000):03d} {self._head}"
-                               f"{message} {{'action': '{action}', {extra}}}\n")
+            self._append(f"{self._clock}.{int((now - second) * 1000):03d} {self._head}"
+                         f"{message} {{'action': '{action}', {extra}}}\n")
         if len(self._lines) >= 1_000:
             self.flush()
 
+    def _append(self, line: str) -> None:
+        with self._lock:
+            self._lines.append(line)
+
     def flush(self) -> None:
         """Write what is buffered, one write per sink."""
-        if not self._lines:
-            return
-        lines, self._lines = self._lines, []  # runner threads may append meanwhile
-        text = "".join(lines)
+        with self._lock:
+            if not self._lines:
+                return
+            lines, self._lines = self._lines, []
+            text = "".join(lines)
+            self._write(text)
+
+    def _write(self, text: str) -> None:
         for stream in self._streams:
             try:
                 stream.write(text)

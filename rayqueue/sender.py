@@ -122,6 +122,10 @@ class Sender:
             item = self._pending.popleft()
             size += len(item[0])
             batch.append(item)
+        # From here on a future cannot be cancelled; one cancelled before (its coroutine
+        # was cancelled) is still sent: the task may well be wanted, and it is harmless.
+        for _, fut in batch:
+            fut.set_running_or_notify_cancel()
         return batch
 
     def _deliver_and_count(self, batch: list[tuple[list[NewTask], Future[list[str]]]]) -> None:
@@ -142,7 +146,11 @@ class Sender:
                     return  # closed, and everything was sent
                 batch = self._take_now()
             if batch is not None:
-                self._deliver_and_count(batch)
+                try:
+                    self._deliver_and_count(batch)
+                except Exception as err:  # the thread must outlive any one batch
+                    logger.opt(exception=err).error("enqueue sender: {}", err,
+                                                    action="enqueue_sender_failed")
 
     def _deliver(self, batch: list[tuple[list[NewTask], Future[list[str]]]]) -> None:
         try:
@@ -151,7 +159,7 @@ class Sender:
             for _, fut in batch:
                 self._fail(fut, err)
             return
-        except BaseException as err:
+        except Exception as err:
             if len(batch) == 1:
                 self._fail(batch[0][1], err)
                 return
@@ -159,16 +167,24 @@ class Sender:
             for item in batch:
                 self._deliver([item])
             return
+        except BaseException as err:  # Ctrl-C in a leader: fail the batch, stop here
+            for _, fut in batch:
+                self._fail(fut, QueueUnavailableError(
+                    f"enqueue interrupted ({type(err).__name__}); the tasks may or may not "
+                    "be in the queue: retry with the same task ids to be safe"))
+            raise
         at = 0
         for news, fut in batch:
-            fut.set_result(ids[at : at + len(news)])
+            if not fut.done():
+                fut.set_result(ids[at : at + len(news)])
             at += len(news)
 
 
     def _fail(self, fut: Future[list[str]], err: BaseException) -> None:
         with self._cond:
             self._errors.append(err)
-        fut.set_exception(err)
+        if not fut.done():
+            fut.set_exception(err)
 
 
 _LIVE: weakref.WeakSet[Sender] = weakref.WeakSet()

@@ -28,6 +28,8 @@ from rayqueue.logging import configure
 
 #: Seconds between scaling cycles.
 CYCLE_S = 0.25
+#: How often pools are checked against the cluster's nodes (ray.nodes() is a GCS call).
+FEASIBILITY_EVERY_S = 5.0
 #: Longest pause before replacing workers that keep dying (poison tasks, bad nodes).
 MAX_RESPAWN_BACKOFF_S = 5.0
 
@@ -53,6 +55,7 @@ class _Pool:
     ready: int = 0
     leased: int = 0
     deaths: int = 0
+    infeasible: str | None = None
     recent_deaths: int = 0
     next_spawn_at: float = 0.0
 
@@ -78,6 +81,7 @@ class PoolManagerActor:
         self._log = logger.bind(queue=queue)
         self._restarted = bool(ctx.was_current_actor_reconstructed)
         self._tasks_by_worker: dict[str, int] = {}
+        self._next_feasibility_check = 0.0
         ctx.current_actor.start.remote()
 
     def __repr__(self) -> str:
@@ -108,6 +112,9 @@ class PoolManagerActor:
             self._kill_overrunning(worker_id, task_id)
         now = time.monotonic()
         self._tasks_by_worker = status.get("by_worker", {})
+        if now >= self._next_feasibility_check:
+            self._next_feasibility_check = now + FEASIBILITY_EVERY_S
+            self._check_feasible(ray.nodes())
         for name, pool in self._pools.items():
             ready = pool.ready = status["ready"].get(name, 0)
             leased = pool.leased = status["leased"].get(name, 0)
@@ -126,6 +133,18 @@ class PoolManagerActor:
                     worker.handle.drain.remote()
                 self._scaled(pool, len(live), decision.desired, decision.reason)
         self._report_workers()
+
+    def _check_feasible(self, nodes: list[dict[str, Any]]) -> None:
+        """Note (and log once) pools that no node of the cluster can host."""
+        for name, pool in self._pools.items():
+            why = pool.config.infeasible_on(nodes)
+            if why and why != pool.infeasible:
+                self._log.warning("pool {} cannot place workers: {}", name, why,
+                                  action="pool_infeasible", pool=name)
+            elif pool.infeasible and not why:
+                self._log.info("pool {} can place workers again", name,
+                               action="pool_feasible", pool=name)
+            pool.infeasible = why
 
     def _scaled(self, pool: _Pool, old: int, new: int, reason: str) -> None:
         self._log.info("pool {} scaled {} -> {} ({})", pool.config.name, old, new, reason,
@@ -202,7 +221,8 @@ class PoolManagerActor:
         return [
             PoolInfo(name=name, workers=len(p.workers), desired=p.desired, ready=p.ready,
                      leased=p.leased, min_workers=p.config.min_workers,
-                     max_workers=p.config.max_workers, deaths=p.deaths)
+                     max_workers=p.config.max_workers, deaths=p.deaths,
+                     infeasible=p.infeasible)
             for name, p in self._pools.items()
         ]
 

@@ -498,6 +498,8 @@ class QueueActor:
 
     async def recover_now(self) -> dict[str, int]:
         """Test hook: reload the core from the journal, as a restart would, then tick."""
+        if isinstance(self._storage, NullStorage):
+            raise TypeError("this queue has no journal to recover from (journal=None)")
         await self._durable()
         with self._lock:
             self._core = self._reloaded()

@@ -1,11 +1,11 @@
-"""Running one attempt of a task, and the threads that run sync tasks in batches.
+"""Running one attempt of a task, and the threads that run sync tasks.
 
 A thread hop per task (``run_in_executor``) cost a worker ~40 us of a no-op task's
 ~60 us. :class:`SyncRunner` keeps the worker's threads busy instead: each thread takes
-the next waiting task itself, runs it, takes the next, and hands the outcomes back to
-the event loop in batches (at least every few milliseconds), so the loop wakes once
-per batch, not once per task. A thread takes one task at a time from the shared FIFO,
-so a slow task never holds others back, and claim order is start order.
+the next waiting task from one FIFO itself (so claim order is start order and a slow
+task holds no other back), runs it, and puts the outcome in a shared outbox. The event
+loop is woken once for whatever finished while it was busy, not once per task, and an
+outcome never waits for another task to finish.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import contextlib
 import inspect
 import queue
 import threading
-import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -39,8 +39,6 @@ from rayqueue.task import (
 #: Longest error message and traceback text kept from a failed attempt.
 MAX_MESSAGE = 2_000
 MAX_TRACEBACK = 8_000
-#: A runner thread hands finished outcomes back at least this often while busy.
-HANDBACK_S = 0.002
 
 Done = list[tuple[Lease, Outcome]]
 
@@ -54,7 +52,9 @@ def begin(lease: Lease, cls: type[Task[Any]], worker: str) -> Task[Any] | Outcom
     """Validate the payload again; the task, or the outcome of a payload it refuses."""
     try:
         task = decode_payload(lease.task_name, lease.payload, cls)
-    except InvalidPayloadError as exc:
+    except Exception as exc:  # a validator may raise anything, not only ValidationError
+        if not isinstance(exc, InvalidPayloadError):
+            exc = InvalidPayloadError(lease.task_name, f"{type(exc).__name__}: {exc}")
         # Data the code cannot take: never retried.
         reason = _payload_reason(exc)
         logger.bind(task_id=lease.task_id, task=lease.task_name, attempt=lease.attempt,
@@ -127,6 +127,9 @@ class SyncRunner:
         self._worker = worker
         self._loop = loop
         self._deliver = deliver
+        self._outbox: deque[tuple[Lease, Outcome]] = deque()
+        self._lock = threading.Lock()
+        self._wake_pending = False
         self._threads = [threading.Thread(target=self._work, daemon=True,
                                           name=f"rq-{worker}-{i}") for i in range(threads)]
         for thread in self._threads:
@@ -159,28 +162,32 @@ class SyncRunner:
             item = self._fifo.get()
             if item is None:
                 return
-            done: Done = []
-            since = time.monotonic()
-            while True:
-                lease, cls = item
-                done.append((lease, run_sync(lease, cls, self._worker, self._loop)))
-                if time.monotonic() - since >= HANDBACK_S:
-                    self._hand_back(done)
-                    done, since = [], time.monotonic()
-                try:
-                    nxt = self._fifo.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._hand_back(done)
-                    return
-                item = nxt
-            self._hand_back(done)
+            lease, cls = item
+            try:
+                outcome = run_sync(lease, cls, self._worker, self._loop)
+            except BaseException as exc:  # never let a runner thread die with a lease
+                outcome = failed(lease, cls, exc, self._worker)
+            self._hand_back(lease, outcome)
 
-    def _hand_back(self, done: Done) -> None:
+    def _hand_back(self, lease: Lease, outcome: Outcome) -> None:
+        """Queue one outcome for the loop; wake the loop only if no wake-up is pending,
+        so outcomes that finish while the loop is busy come back as one batch."""
+        self._outbox.append((lease, outcome))
+        with self._lock:
+            if self._wake_pending:
+                return
+            self._wake_pending = True
+        with contextlib.suppress(RuntimeError):  # a closed loop: the actor is exiting
+            self._loop.call_soon_threadsafe(self._empty_outbox)
+
+    def _empty_outbox(self) -> None:
+        with self._lock:
+            self._wake_pending = False
+        done: Done = []
+        while self._outbox:
+            done.append(self._outbox.popleft())
         if done:
-            with contextlib.suppress(RuntimeError):  # a closed loop: the actor is exiting
-                self._loop.call_soon_threadsafe(self._deliver, done)
+            self._deliver(done)
 
 
 def _message(exc: BaseException) -> str:

@@ -97,6 +97,7 @@ class WorkerActor:
         #: prefetched tasks not started before a drain: given back unrun
         self._unstarted: list[Lease] = []
         self._runner: SyncRunner | None = None
+        self._flush_lock = asyncio.Lock()
         #: asyncio tasks of attempts run on the event loop (async tasks, first of a class)
         self._jobs: set[asyncio.Task[None]] = set()
         self._profiler = LoopProfiler()
@@ -172,6 +173,9 @@ class WorkerActor:
                     self._start(lease)
             await self._finish()
             await self._give_back_unstarted()
+            reporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reporter  # a report in flight finishes (or is put back) first
             await self._flush()
         finally:
             reporter.cancel()
@@ -203,6 +207,8 @@ class WorkerActor:
         for lease in self._runner.take_unstarted():
             self._running.pop(lease.task_id, None)
             self._unstarted.append(lease)
+        # Give them back now, not after the running ones: nobody renews their leases.
+        await self._give_back_unstarted()
         loop = asyncio.get_running_loop()
         while self._running:
             left = None if self._drain_deadline is None else self._drain_deadline - loop.time()
@@ -241,7 +247,13 @@ class WorkerActor:
                 self._unstarted.append(lease)
                 self._wake()
                 return
-            await self._run_one(lease)
+            try:
+                await self._run_one(lease)
+            except asyncio.CancelledError:
+                raise  # released at a drain deadline: no outcome
+            except BaseException as exc:  # never leave a lease held without an outcome
+                cls = self._classes.get(lease.task_name, Task)
+                self._deliver(lease, failed(lease, cls, exc, self._id))
 
     async def _run_one(self, lease: Lease) -> None:
         try:
@@ -286,8 +298,12 @@ class WorkerActor:
     def _deliver_many(self, done: list[tuple[Lease, Outcome]]) -> None:
         """Take finished attempts on the event loop: buffer their outcomes for a report."""
         for lease, outcome in done:
-            if self._running.pop(lease.task_id, None) is None:
-                continue  # released at a drain deadline meanwhile: its outcome is dropped
+            held = self._running.get(lease.task_id)
+            if held is None or held.token != lease.token:
+                # Released at a drain deadline, or re-leased to us since (a newer token):
+                # this attempt's outcome would be fenced; the current lease stays held.
+                continue
+            del self._running[lease.task_id]
             self._unacked.add(lease.task_id)
             self._done += 1
             self._outcomes.append(outcome)
@@ -331,6 +347,10 @@ class WorkerActor:
             await self._flush()
 
     async def _flush(self) -> None:
+        async with self._flush_lock:  # one report at a time, the final one included
+            await self._flush_locked()
+
+    async def _flush_locked(self) -> None:
         records = lifecycle()
         if records is not None:
             records.flush()
@@ -339,6 +359,9 @@ class WorkerActor:
             try:
                 await self._queue.report.remote(self._id, pack_outcomes(batch))
                 self._unacked.difference_update(o.task_id for o in batch)
+            except asyncio.CancelledError:
+                self._outcomes = batch + self._outcomes  # the final flush sends them again
+                raise
             except ray.exceptions.RayError as err:
                 # The queue is unreachable: keep the outcomes and try again; if we die
                 # first, the leases expire and the tasks run again (at-least-once).

@@ -111,6 +111,22 @@ def test_actions_need_the_pages_token(make_queue: MakeQueue) -> None:
         with pytest.raises(urllib.error.HTTPError) as missing:
             urllib.request.urlopen(dash.url + "nope", timeout=10)
         assert missing.value.code == 404
+        # DNS rebinding: a page of another site reaches 127.0.0.1 under its own name.
+        rebound = urllib.request.Request(dash.url + "api/snapshot",
+                                         headers={"Host": "evil.example:80"})
+        with pytest.raises(urllib.error.HTTPError) as foreign:
+            urllib.request.urlopen(rebound, timeout=10)
+        assert foreign.value.code == 403
+        # Ids are URL-decoded: schedule runs are named <schedule>@<ms>.
+        q.pause()
+        odd = q.enqueue(Probe(value=1), task_id="nightly@1795000000000")
+        token = dash.server.RequestHandlerClass.token  # type: ignore[attr-defined]
+        cancel = urllib.request.Request(
+            dash.url + "api/tasks/nightly%401795000000000/cancel", method="POST",
+            headers={"X-RQ-Token": token})
+        with urllib.request.urlopen(cancel, timeout=10) as reply:
+            assert "cancelled" in json.loads(reply.read())["message"]
+        assert q.get(odd.id).state == "cancelled"
     finally:
         dash.stop()
 

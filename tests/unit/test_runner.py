@@ -7,6 +7,8 @@ import asyncio
 import threading
 from typing import ClassVar
 
+from pydantic import field_validator
+
 from rayqueue import RetryPolicy, Task
 from rayqueue.actors.runner import SyncRunner, run_sync
 from rayqueue.core.lease import Lease, Outcome
@@ -31,6 +33,23 @@ class Step(Task[int]):
         if self.fail:
             raise KeyError(self.i)
         return self.i * 10
+
+
+class Picky(Task[int]):
+    """A model whose validator raises a TypeError (pydantic passes it through)."""
+
+    task_name: ClassVar[str] = "test.runner.picky"
+    i: int
+
+    @field_validator("i")
+    @classmethod
+    def _odd_only(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise TypeError("even numbers are not welcome")
+        return value
+
+    def execute(self) -> int:
+        return self.i
 
 
 def _lease(i: int, payload: str | None = None, **fields: bool) -> Lease:
@@ -104,3 +123,28 @@ def test_a_drain_takes_back_what_no_thread_started() -> None:
     taken, done = asyncio.run(scenario())
     assert taken == ["t1", "t2", "t3", "t4", "t5"]
     assert [lease.task_id for lease, _ in done] == ["t0"]
+
+
+def test_a_validator_raising_anything_fails_the_attempt_and_the_thread_lives_on() -> None:
+    async def scenario() -> list[Outcome]:
+        loop = asyncio.get_running_loop()
+        done: list[tuple[Lease, Outcome]] = []
+        got = asyncio.Event()
+
+        def deliver(batch: list[tuple[Lease, Outcome]]) -> None:
+            done.extend(batch)
+            if len(done) == 2:
+                got.set()
+
+        runner = SyncRunner(1, "w-test", loop, deliver)
+        for i in (2, 3):  # the even one is refused by its validator, the odd one runs
+            runner.submit(Lease(f"p{i}", 1, Picky.task_name, f'{{"i": {i}}}', 1, 50,
+                                "default", 0.0, None, RetryPolicy(), False), Picky)
+        await asyncio.wait_for(got.wait(), 10)
+        runner.stop()
+        return [o for _, o in done]
+
+    refused, ran = asyncio.run(scenario())
+    assert refused.failure is not None and not refused.failure.retryable
+    assert "even numbers" in refused.failure.error.message
+    assert ran.result == "3"

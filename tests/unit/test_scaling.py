@@ -202,3 +202,21 @@ def test_desired_and_raw_stay_within_bounds(
         decision = p.decide(backlog=backlog, in_flight=in_flight, current=current, now=now)
         assert config.min_workers <= decision.desired <= config.max_workers
         assert config.min_workers <= decision.raw <= config.max_workers
+
+
+def test_a_pool_no_node_can_host_says_why() -> None:
+    from rayqueue import PoolConfig
+
+    nodes = [
+        {"Alive": True, "Resources": {"CPU": 2.0}, "Labels": {"zone": "a"}},
+        {"Alive": True, "Resources": {"CPU": 4.0, "gpu_slot": 1.0}, "Labels": {"pool": "gpu"}},
+        {"Alive": False, "Resources": {"CPU": 8.0, "special": 1.0}, "Labels": {}},
+    ]
+    assert PoolConfig().infeasible_on(nodes) is None
+    assert PoolConfig(resources={"gpu_slot": 1}, label_selector={"pool": "gpu"}).infeasible_on(
+        nodes) is None
+    why = PoolConfig(resources={"special": 1}).infeasible_on(nodes)
+    assert why == "no alive node (of 2) has CPU=0.25, special=1"  # the dead node does not count
+    assert "label pool=reports" in (PoolConfig(label_selector={"pool": "reports"})
+                                    .infeasible_on(nodes) or "")
+    assert PoolConfig(num_cpus=3, label_selector={"zone": "a"}).infeasible_on(nodes)

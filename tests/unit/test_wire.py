@@ -16,7 +16,7 @@ from rayqueue.core.lease import (
 )
 from rayqueue.core.record import ErrorInfo, new_task_ids
 
-POLICY = RetryPolicy(max_attempts=5, retry_on=(KeyError,), dont_retry_on=(ValueError,))
+POLICY = RetryPolicy(max_attempts=5, base_delay=0.5)
 
 
 def test_leases_round_trip_and_share_their_policy() -> None:
@@ -35,6 +35,15 @@ def test_outcomes_round_trip_with_and_without_failures() -> None:
     ]
     assert unpack_outcomes(pack_outcomes(outcomes)) == outcomes
     assert unpack_outcomes(pack_outcomes([])) == []
+
+
+def test_policies_cross_as_numbers_so_local_exception_types_do_not_break_a_batch() -> None:
+    class Local(Exception):  # neither importable nor picklable by plain pickle
+        pass
+
+    policy = RetryPolicy(max_attempts=7, retry_on=(Local,))
+    back = unpack_news(pack_news([NewTask("n", "{}", 50, retry=policy)]))[0]
+    assert back.retry.max_attempts == 7  # the numbers the queue uses survive
 
 
 def test_enqueue_requests_round_trip() -> None:

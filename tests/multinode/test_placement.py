@@ -1,0 +1,83 @@
+"""Pools on a real multi-node Ray (three raylets on this machine, as Ray's own tests do):
+workers spread over nodes, task types routed by node label and custom resource, and a
+pool that no node can host reported rather than left pending.
+
+Runs as its own group (``pytest -m multinode``): it needs its own Ray cluster, not the
+shared single-node one of the other suites.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private throwaway cluster
+
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import ray
+import ray.cloudpickle as cloudpickle
+from ray.cluster_utils import Cluster
+
+import rayqueue
+from rayqueue import PoolConfig
+from tests.multinode import node_tasks
+from tests.multinode.node_tasks import WhereDefault, WhereGpu, WhereReports
+from tests.ray_fixtures import wait_for
+
+pytestmark = pytest.mark.multinode
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[dict[str, Any]]:
+    """A head and two worker nodes: one labelled pool=reports, one with gpu_slot=2."""
+    cloudpickle.register_pickle_by_value(node_tasks)
+    temp = tempfile.mkdtemp(prefix="rq-multi-", dir="/tmp")
+    c = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "include_dashboard": False, "temp_dir": temp})
+    reports = c.add_node(num_cpus=2, labels={"pool": "reports"})
+    gpu = c.add_node(num_cpus=2, resources={"gpu_slot": 2})
+    c.wait_for_nodes()
+    ray.init(address=c.address, log_to_driver=False)
+    try:
+        yield {"cluster": c, "head": c.head_node.node_id, "reports": reports.node_id,
+               "gpu": gpu.node_id}
+    finally:
+        ray.shutdown()
+        c.shutdown()  # stops the raylets this fixture started, nothing else
+
+
+def test_pools_spread_route_and_report_what_cannot_be_placed(cluster: dict[str, Any]) -> None:
+    q = rayqueue.init("placement", journal=None, pools=[
+        PoolConfig(name="default", min_workers=3, max_workers=3, num_cpus=0.5, spread=True),
+        PoolConfig(name="reports", min_workers=1, max_workers=1,
+                   label_selector={"pool": "reports"}),
+        PoolConfig(name="gpu", min_workers=1, max_workers=1, resources={"gpu_slot": 1}),
+        PoolConfig(name="nowhere", min_workers=1, max_workers=1, resources={"tpu": 1}),
+    ])
+    try:
+        # Spread: the default pool's workers land on different nodes (checked by id).
+        workers = wait_for(lambda: [w for w in q.workers()
+                                    if w.pool == "default" and w.node_id] if len(
+            [w for w in q.workers() if w.pool == "default" and w.node_id]) == 3 else None,
+            timeout=60, what="three default workers placed")
+        assert len({w.node_id for w in workers}) >= 2, [w.node_id for w in workers]
+
+        # Routing: by node label, and by custom resource.
+        reports = q.results(q.enqueue_many([WhereReports(i=i) for i in range(20)]), timeout=60)
+        gpu = q.results(q.enqueue_many([WhereGpu(i=i) for i in range(20)]), timeout=60)
+        anywhere = q.results(q.enqueue_many([WhereDefault(i=i) for i in range(60)]),
+                             timeout=60)
+        assert set(reports) == {cluster["reports"]}
+        assert set(gpu) == {cluster["gpu"]}
+        assert len(set(anywhere)) >= 2
+
+        # A pool no node can host is reported in the pool stats (and logged).
+        nowhere = wait_for(lambda: next(p for p in q.pools() if p.name == "nowhere").infeasible,
+                           timeout=30, what="the infeasible pool reported")
+        assert "tpu=1" in nowhere
+        assert next(p for p in q.pools() if p.name == "gpu").infeasible is None
+    finally:
+        q.shutdown(timeout=5)
