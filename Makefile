@@ -22,8 +22,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m tasks.demo
 
+# Two groups: the multi-node tests start their own Ray cluster, so they run in a process
+# of their own after everything else (one Ray per process).
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not multinode"
+	$(BIN)/python -m pytest -m multinode
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
