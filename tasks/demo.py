@@ -76,15 +76,22 @@ def _workload() -> list[Task[Any]]:
 
 def main() -> None:
     """Run the demo end to end; on Ctrl-C, leave the rest in the journal for next time."""
-    print("rayqueue demo: an e-commerce burst on a local Ray\n")
+    # Under `ray job submit` (RAY_ADDRESS is set) the demo runs on that cluster and leaves
+    # the queue up for other drivers; on its own it starts a private local Ray.
+    attached = bool(os.environ.get("RAY_ADDRESS"))
+    where = "the job's Ray cluster" if attached else "a local Ray"
+    print(f"rayqueue demo: an e-commerce burst on {where}\n")
     t0 = time.monotonic()
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
-             _temp_dir=tempfile.mkdtemp(prefix="rqdemo-", dir="/tmp"))
+    if attached:
+        ray.init(log_to_driver=False)
+    else:
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
+                 _temp_dir=tempfile.mkdtemp(prefix="rqdemo-", dir="/tmp"))
     try:
         pool = PoolConfig(min_workers=0, max_workers=4, concurrency=8,
                           target_tasks_per_worker=64, downscale_delay_s=2.0)
         queue = rayqueue.init("shop", pools=[pool], config=QueueConfig(lease_ttl=10))
-        print(f"local Ray and queue 'shop' up in {time.monotonic() - t0:.1f}s; pool: "
+        print(f"Ray and queue 'shop' up in {time.monotonic() - t0:.1f}s; pool: "
               f"{pool.min_workers}..{pool.max_workers} workers x {pool.concurrency} slots")
         print(f"journal: {queue.journal}")
         left = queue.size()
@@ -92,7 +99,11 @@ def main() -> None:
             _resume(queue, left)
         else:
             _burst(queue)
-        queue.shutdown()
+        if attached:
+            print("\nqueue 'shop' stays up on the cluster: `rayqueue -q shop status`, or "
+                  "rayqueue.connect('shop') from another driver or job")
+        else:
+            queue.shutdown()
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut shutdown
         print("\n\ninterrupted: the unfinished tasks stay in the journal; run `make demo` "

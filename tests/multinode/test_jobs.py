@@ -1,0 +1,116 @@
+"""`ray job submit` of the demo against a `ray start --head` with token auth on, then a
+second driver attaching to the same named queue.
+
+The head is started with its own temp dir, ports and token, bound to 127.0.0.1, and
+stopped by PID (its processes and their children), never with `ray stop`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.multinode
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _tree(roots: set[int]) -> set[int]:
+    """``roots`` and every process descended from them."""
+    parents: dict[int, int] = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                stat = (proc / "stat").read_text()
+                parents[int(proc.name)] = int(stat[stat.rfind(")") + 2:].split()[1])
+            except (OSError, ValueError):
+                continue
+    found = set(roots)
+    while True:
+        more = {pid for pid, parent in parents.items() if parent in found} - found
+        if not more:
+            return found
+        found |= more
+
+
+def _ours(temp: str) -> set[int]:
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if temp.encode() in (proc / "cmdline").read_bytes():
+                    pids.add(int(proc.name))
+            except OSError:
+                continue
+    return _tree(pids)
+
+
+@pytest.fixture(scope="module")
+def head() -> Iterator[dict[str, str]]:
+    temp = tempfile.mkdtemp(prefix="rq-head-", dir="/tmp")
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    env.pop("RAY_ADDRESS", None)
+    port, dash = _free_port(), _free_port()
+    subprocess.run(
+        [str(BIN / "ray"), "start", "--head", f"--port={port}", f"--dashboard-port={dash}",
+         "--dashboard-host=127.0.0.1", "--node-ip-address=127.0.0.1", f"--temp-dir={temp}",
+         "--num-cpus=4", "--disable-usage-stats"],
+        env=env, check=True, capture_output=True, text=True, timeout=120)
+    try:
+        yield {"gcs": f"127.0.0.1:{port}", "dashboard": f"http://127.0.0.1:{dash}",
+               "temp": temp, **{k: env[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}}
+    finally:
+        for pid in _ours(temp):  # what this fixture started, by PID
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.timeout(400)
+def test_demo_as_a_ray_job_with_token_auth_and_a_second_driver_attaches(
+        head: dict[str, str]) -> None:
+    env = {**os.environ, "RAY_AUTH_MODE": head["RAY_AUTH_MODE"],
+           "RAY_AUTH_TOKEN": head["RAY_AUTH_TOKEN"]}
+    env.pop("RAY_ADDRESS", None)
+    job = subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--address", head["dashboard"],
+         "--working-dir", str(REPO), "--", sys.executable, "-m", "tasks.demo"],
+        env=env, capture_output=True, text=True, timeout=300, check=False, cwd=REPO)
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    assert "queue 'shop' stays up on the cluster" in job.stdout
+    assert "succeeded" in job.stdout
+
+    attach = subprocess.run(
+        [sys.executable, "-c",
+         "import json, rayqueue; q = rayqueue.connect('shop', address="
+         f"'{head['gcs']}'); s = q.stats(); print(json.dumps([s.by_state, "
+         "[w.pool for w in q.workers()]])); q.shutdown(timeout=5)"],
+        env=env, capture_output=True, text=True, timeout=120, check=False, cwd=REPO)
+    assert attach.returncode == 0, attach.stderr[-3000:]
+    by_state, _ = json.loads(attach.stdout.strip().splitlines()[-1])
+    assert by_state["succeeded"] >= 3000 and by_state["dead"] == 2
+
+    # Without the token, the cluster refuses a client.
+    env_no = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "wrong"}
+    env_no.pop("RAY_ADDRESS", None)
+    refused = subprocess.run(
+        [str(BIN / "ray"), "job", "list", "--address", head["dashboard"]],
+        env=env_no, capture_output=True, text=True, timeout=120, check=False)
+    assert refused.returncode != 0
