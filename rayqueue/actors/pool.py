@@ -114,7 +114,9 @@ class PoolManagerActor:
         self._tasks_by_worker = status.get("by_worker", {})
         if now >= self._next_feasibility_check:
             self._next_feasibility_check = now + FEASIBILITY_EVERY_S
-            self._check_feasible(ray.nodes())
+            # ray.nodes() is a blocking GCS call: keep it off the event loop.
+            nodes = await asyncio.get_running_loop().run_in_executor(None, ray.nodes)
+            self._check_feasible(nodes)
         for name, pool in self._pools.items():
             ready = pool.ready = status["ready"].get(name, 0)
             leased = pool.leased = status["leased"].get(name, 0)

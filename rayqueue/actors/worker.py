@@ -217,6 +217,7 @@ class WorkerActor:
             self._wakeup.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), left)
+            await self._give_back_unstarted()  # async ones that reached a slot meanwhile
         if not self._running:
             return
         refs = [(lease.task_id, lease.token) for lease in self._running.values()]
