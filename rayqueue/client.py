@@ -303,18 +303,29 @@ class TaskQueue(Generic[T]):
                                action="enqueue_failed", errors=len(errors))
             raise errors[0]
 
-    def _new_task(self, task: Task[Any], priority: int | None, run_at: dt.datetime | None,
-                  delay: float | dt.timedelta | None, task_id: str | None) -> NewTask:
-        """One validated NewTask with its id assigned here (so retries are idempotent)."""
+    def _new_tasks(self, tasks: Sequence[Task[Any]], priority: int | None,
+                   run_at: dt.datetime | None, delay: float | dt.timedelta | None,
+                   task_ids: Sequence[str] | None) -> list[NewTask]:
+        """Validated NewTasks with their ids assigned here (so retries are idempotent),
+        their sizes checked and their classes shipped."""
+        if task_ids is not None and len(task_ids) != len(tasks):
+            raise ValueError(f"{len(task_ids)} task ids for {len(tasks)} tasks")
         if run_at is not None and delay is not None:
             raise InvalidScheduleError("give run_at or delay, not both")
-        new = to_new_task(task, priority=priority,
-                          run_at=None if run_at is None else to_epoch(run_at),
-                          delay=None if delay is None else delay_to_seconds(delay),
-                          task_id=task_id or uuid.uuid4().hex)
-        self._check_sizes([new])
-        self._ship({type(task)})
-        return new
+        at = None if run_at is None else to_epoch(run_at)
+        after = None if delay is None else delay_to_seconds(delay)
+        ids = list(task_ids) if task_ids is not None else new_task_ids(len(tasks))
+        news = [to_new_task(t, priority=priority, run_at=at, delay=after, task_id=i)
+                for t, i in zip(tasks, ids, strict=True)]
+        self._check_sizes(news)
+        self._ship({type(t) for t in tasks})
+        return news
+
+    def _new_task(self, task: Task[Any], priority: int | None, run_at: dt.datetime | None,
+                  delay: float | dt.timedelta | None, task_id: str | None) -> NewTask:
+        """One task's :meth:`_new_tasks`."""
+        return self._new_tasks([task], priority, run_at, delay,
+                               None if task_id is None else [task_id])[0]
 
     def enqueue_many(
         self,
@@ -334,17 +345,7 @@ class TaskQueue(Generic[T]):
         reply) creates each task once.
         """
         tasks = list(tasks)
-        if task_ids is not None and len(task_ids) != len(tasks):
-            raise ValueError(f"{len(task_ids)} task ids for {len(tasks)} tasks")
-        if run_at is not None and delay is not None:
-            raise InvalidScheduleError("give run_at or delay, not both")
-        at = None if run_at is None else to_epoch(run_at)
-        after = None if delay is None else delay_to_seconds(delay)
-        ids = list(task_ids) if task_ids is not None else new_task_ids(len(tasks))
-        news = [to_new_task(t, priority=priority, run_at=at, delay=after, task_id=i)
-                for t, i in zip(tasks, ids, strict=True)]
-        self._check_sizes(news)
-        self._ship({type(t) for t in tasks})
+        news = self._new_tasks(tasks, priority, run_at, delay, task_ids)
         blob = pack_news(news)
         done: list[str] = self._retrying(
             lambda: self._actor.enqueue_many.remote(blob),
