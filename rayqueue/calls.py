@@ -7,7 +7,7 @@ reaches a user raw: each is mapped onto the rayqueue error tree.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import ray
@@ -60,10 +60,7 @@ def _retrying(call: Callable[[], Any], timeout: float, *, retry_full: bool = Fal
     or busy (and, with ``retry_full``, while the queue is full) for up to ``timeout`` s."""
     end = time.monotonic() + timeout
     pause = 0.05
-    retry_on: tuple[type[BaseException], ...] = (
-        QueueUnavailableError, QueueBusyError, StorageBusyError)
-    if retry_full:
-        retry_on += (QueueFullError,)
+    retry_on = _retryable(retry_full)
     while True:
         try:
             return _get(_submit(call))
@@ -72,6 +69,45 @@ def _retrying(call: Callable[[], Any], timeout: float, *, retry_full: bool = Fal
                 raise
             time.sleep(pause)  # backing off between retries of a failed call
             pause = min(pause * 2, 1.0)
+
+
+def _retryable(retry_full: bool) -> tuple[type[BaseException], ...]:
+    """The errors worth retrying an idempotent call on (a full queue only if asked)."""
+    always = (QueueUnavailableError, QueueBusyError, StorageBusyError)
+    return (*always, QueueFullError) if retry_full else always
+
+
+def _retrying_all(calls: Sequence[Callable[[], Any]], timeout: float, *,
+                  retry_full: bool = False) -> list[Any]:
+    """:func:`_retrying` for several calls at once (one per shard): all are submitted
+    before any is waited for; answers in the calls' order. The first error that outlasts
+    its retries is raised once every call has settled, so none is left running unseen."""
+    if len(calls) == 1:
+        return [_retrying(calls[0], timeout, retry_full=retry_full)]
+    end = time.monotonic() + timeout
+    refs: list[Any] = []
+    for call in calls:
+        try:
+            refs.append(_submit(call))
+        except RayQueueError:
+            refs.append(None)  # refused at submission: retried below
+    out: list[Any] = []
+    error: BaseException | None = None
+    for call, ref in zip(calls, refs, strict=True):
+        try:
+            try:
+                if ref is None:
+                    raise QueueBusyError("refused at submission")
+                out.append(_get(ref))
+            except _retryable(retry_full):
+                out.append(_retrying(call, max(0.0, end - time.monotonic()),
+                                     retry_full=retry_full))
+        except Exception as err:  # raised below, once the other calls have settled
+            out.append(None)
+            error = error or err
+    if error is not None:
+        raise error
+    return out
 
 
 def _submit(call: Callable[[], Any]) -> Any:

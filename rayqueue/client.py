@@ -8,7 +8,10 @@ asyncio error translated into the rayqueue error tree.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
+import functools
+import itertools
 import json
 import os
 import time
@@ -25,10 +28,10 @@ from rayqueue import codebook
 from rayqueue.actors.metrics import MetricsActor
 from rayqueue.actors.pool import PoolManagerActor
 from rayqueue.actors.queue import CONCURRENCY_GROUPS, QueueActor
-from rayqueue.calls import MAX_PENDING_CALLS, _aget, _get, _retrying
-from rayqueue.config import NAMESPACE, PoolConfig, actor_name
+from rayqueue.calls import MAX_PENDING_CALLS, _aget, _get, _retrying, _retrying_all
+from rayqueue.config import NAMESPACE, PoolConfig, actor_name, shard_handles, shard_name
 from rayqueue.core.clock import Clock
-from rayqueue.core.lease import Outcome, pack_news, pack_outcomes, unpack_leases
+from rayqueue.core.lease import Lease, Outcome, pack_news, pack_outcomes, unpack_leases
 from rayqueue.core.queue import QueueConfig
 from rayqueue.core.record import NewTask, new_task_ids
 from rayqueue.core.schedule import (
@@ -39,6 +42,7 @@ from rayqueue.core.schedule import (
     delay_to_seconds,
     to_epoch,
 )
+from rayqueue.core.shards import check_shards, merge_stats, shard_of, split, unsplit
 from rayqueue.core.stats import QueueStats
 from rayqueue.errors import (
     InvalidScheduleError,
@@ -96,6 +100,29 @@ def default_journal(name: str) -> str:
                / f"{name}.sqlite")
 
 
+def shard_journals(path: str, shards: int) -> list[str]:
+    """The journal file of each shard: ``path`` itself for an unsharded queue, else
+    ``<stem>.shard-<i>-of-<n><suffix>`` beside it."""
+    if shards == 1:
+        return [path]
+    p = Path(path)
+    return [str(p.with_name(f"{p.stem}.shard-{i}-of-{shards}{p.suffix}")) for i in range(shards)]
+
+
+def _check_journal_layout(path: str, shards: int) -> None:
+    """Refuse to start over journals written with another shard count: their tasks
+    hash to other shards, and starting fresh beside them would hide them."""
+    p = Path(path)
+    mine = set(shard_journals(path, shards))
+    found = sorted(str(f) for f in [p, *p.parent.glob(f"{p.stem}.shard-*-of-*{p.suffix}")]
+                   if f.exists() and str(f) not in mine)
+    if found:
+        raise ValueError(
+            f"queue journals for another shard count exist: {', '.join(found)}. Start the "
+            "queue with the shard count they were written with; to change it, let the "
+            "queue drain (join), shut it down and move those files away")
+
+
 def init(
     name: str = "default",
     *,
@@ -109,6 +136,7 @@ def init(
     clock: Clock | None = None,
     queue_env: dict[str, str] | None = None,
     actor_env: dict[str, str] | None = None,
+    shards: int = 1,
 ) -> TaskQueue[Any]:
     """Start (or find) queue ``name`` with its queue, pool and metrics actors.
 
@@ -137,7 +165,14 @@ def init(
         actor_env: environment variables for every actor of the queue, workers
             included (e.g. ``RAYQUEUE_LOG_LEVEL``, ``RAYQUEUE_LOG_FILE``,
             ``RAYQUEUE_LIFECYCLE_LEVEL``).
+        shards: split the queue over this many queue actors, each owning the tasks
+            whose id hashes to it, with its own journal (``<stem>.shard-<i>-of-<n>``
+            beside ``journal``). Producers and workers talk to shards directly, so
+            throughput grows with shards while cores last. Priority is strict within a
+            shard and, across shards, bounded (README, "Sharded queues"); ``max_size``
+            is split evenly. The count is fixed for the life of the journals.
     """
+    check_shards(shards)
     _ensure_ray(address, ray_init)
     config = config or QueueConfig()
     pools = list(pools or [PoolConfig()])
@@ -147,6 +182,10 @@ def init(
     beat = heartbeat_s if heartbeat_s is not None else config.lease_ttl / 3
     path = default_journal(name) if journal == "default" else (
         None if journal is None else str(Path(journal).resolve()))
+    if path is not None:
+        _check_journal_layout(path, shards)
+    if shards > 1 and config.max_size is not None:
+        config = dataclasses.replace(config, max_size=-(-config.max_size // shards))
     common: dict[str, Any] = {"namespace": NAMESPACE, "lifetime": "detached",
                               "get_if_exists": True, "num_cpus": 0, "max_restarts": -1}
     if actor_env:
@@ -168,18 +207,37 @@ def init(
     else:
         # A restarted in-memory queue would come back empty; better to stay dead.
         placement["max_restarts"] = 0
-    queue = ray.remote(concurrency_groups=CONCURRENCY_GROUPS)(QueueActor).options(
-        name=actor_name(name, "queue"), max_concurrency=10_000,
-        max_pending_calls=MAX_PENDING_CALLS,
-        **{**common, **placement, **({"runtime_env": {"env_vars": {
-            **(actor_env or {}), **queue_env}}} if queue_env else {})},
-    ).remote(name, config, metrics, path, clock, durability)
-    _retrying(lambda: queue.ping.remote(), 60.0)
+    journals: list[str | None] = [None] * shards if path is None else list(
+        shard_journals(path, shards))
+    env = {"runtime_env": {"env_vars": {**(actor_env or {}), **queue_env}}} if queue_env else {}
+    options = {**common, **placement, **env}
+
+    def shard(i: int) -> Any:
+        return ray.remote(concurrency_groups=CONCURRENCY_GROUPS)(QueueActor).options(
+            name=shard_name(name, i), max_concurrency=10_000,
+            max_pending_calls=MAX_PENDING_CALLS, **options,
+        ).remote(name, config, metrics, journals[i], clock, durability, i, shards)
+
+    # Shard 0 first: a queue that exists already says how many shards it has, and no
+    # shard of a wrong count is ever created beside it.
+    queues = [shard(0)]
+    queues += [shard(i) for i in range(1, _shard_count(queues[0], name, shards))]
+    for i, queue in enumerate(queues[1:], 1):
+        _shard_count(queue, name, shards, i)
     pool = ray.remote(PoolManagerActor).options(
         name=actor_name(name, "pool"), max_concurrency=1_000, **common,
-    ).remote(name, pools, metrics, beat)
+    ).remote(name, pools, metrics, beat, shards)
     _retrying(lambda: pool.start.remote(), 60.0)
-    return TaskQueue(name, queue, pool, metrics, journal=path)
+    return TaskQueue(name, queues[0], pool, metrics, journal=path, shards=queues)
+
+
+def _shard_count(queue: Any, name: str, shards: int, index: int = 0) -> int:
+    """Wait for a shard actor to answer; check it is shard ``index`` of ``shards``."""
+    found = tuple(_retrying(lambda: queue.shard_info.remote(), 60.0))
+    if found != (index, shards):
+        raise ValueError(f"queue {name!r} already runs with {found[1]} shard(s), not "
+                         f"{shards}: connect to it, or shut it down first")
+    return shards
 
 
 def connect(name: str = "default", *, address: str | None = None,
@@ -190,33 +248,38 @@ def connect(name: str = "default", *, address: str | None = None,
         QueueUnavailableError: no queue of that name runs on the cluster.
     """
     _ensure_ray(address, ray_init)
-    handles = []
-    for role in ("queue", "pool", "metrics"):
-        try:
-            handles.append(ray.get_actor(actor_name(name, role), namespace=NAMESPACE))
-        except ValueError:
-            raise QueueUnavailableError(
-                f"no rayqueue queue named {name!r} on this cluster: create it with "
-                f"rayqueue.init({name!r})"
-            ) from None
-    return TaskQueue(name, *handles)
+    try:
+        queue, pool, metrics = (ray.get_actor(actor_name(name, role), namespace=NAMESPACE)
+                                for role in ("queue", "pool", "metrics"))
+        shards: int = _retrying(lambda: queue.shard_info.remote(), 30.0)[1]
+        queues = shard_handles(name, shards)
+    except ValueError:
+        raise QueueUnavailableError(
+            f"no rayqueue queue named {name!r} on this cluster: create it with "
+            f"rayqueue.init({name!r})"
+        ) from None
+    return TaskQueue(name, queue, pool, metrics, shards=queues)
 
 
 class TaskQueue(Generic[T]):
     """A queue of tasks of type ``T`` (use ``TaskQueue[Any]`` for mixed types)."""
 
     def __init__(self, name: str, queue: Any, pool: Any, metrics: Any,
-                 journal: str | None = None, retry_timeout: float = 30.0) -> None:
+                 journal: str | None = None, retry_timeout: float = 30.0,
+                 shards: Sequence[Any] | None = None) -> None:
         self.name = name
         #: the journal's path (None: memory only, or unknown when connected)
         self.journal = journal
         #: how long idempotent calls are retried while the queue actor restarts
         self.retry_timeout = retry_timeout
         self._actor = queue
+        #: every shard actor (shard 0 is ``_actor``)
+        self._shards = list(shards or [queue])
         self._pool = pool
         self._metrics = metrics
         self._shipped: set[type[Task[Any]]] = set()
         self._client_id = f"client-{uuid.uuid4().hex[:8]}"
+        self._claim_turn = 0
         self._max_payload: int | None = None
         self._sender = Sender(self._send_news, name)
         # Every task class this process knows goes to the workers' codebook now: after
@@ -224,7 +287,34 @@ class TaskQueue(Generic[T]):
         self._ship(registered().values())
 
     def __repr__(self) -> str:
+        if len(self._shards) > 1:
+            return f"TaskQueue({self.name!r}, shards={len(self._shards)})"
         return f"TaskQueue({self.name!r})"
+
+    @property
+    def shards(self) -> int:
+        """How many queue actors this queue is split over."""
+        return len(self._shards)
+
+    def _shard_for(self, task_id: str) -> Any:
+        """The queue actor that owns ``task_id``."""
+        return self._shards[shard_of(task_id, len(self._shards))]
+
+    def _on_shards(self, ids: Sequence[str], call: Callable[[Any, list[str]], Any],
+                   *, retry_full: bool = False, timeout: float | None = None) -> list[Any]:
+        """``call(shard, its_ids)`` on each shard owning some of ``ids``, all at once;
+        the answers (one per id, as lists) back in the order of ``ids``."""
+        parts = split(list(ids), ids, len(self._shards))
+        calls = [functools.partial(call, self._shards[s], [i for _, i in p])
+                 for s, p in parts.items()]
+        answers = _retrying_all(calls, self.retry_timeout if timeout is None else timeout,
+                                retry_full=retry_full)
+        return unsplit(len(ids), parts.values(), answers)
+
+    def _on_all(self, method: str, *args: Any, waits: float = 0.0) -> list[Any]:
+        """An idempotent call on every shard at once; the answers in shard order."""
+        return _retrying_all([functools.partial(getattr(q, method).remote, *args)
+                              for q in self._shards], self.retry_timeout + waits)
 
     # -------------------------------------------------------------- producing
     def enqueue(
@@ -346,16 +436,26 @@ class TaskQueue(Generic[T]):
         """
         tasks = list(tasks)
         news = self._new_tasks(tasks, priority, run_at, delay, task_ids)
-        blob = pack_news(news)
-        done: list[str] = self._retrying(
-            lambda: self._actor.enqueue_many.remote(blob),
-            retry_full=block, timeout=timeout)
+        done = self._send_news(news, retry_full=block, timeout=timeout)
         return [TaskHandle(self, task_id, type(t)) for task_id, t in zip(done, tasks, strict=True)]
 
-    def _send_news(self, news: list[NewTask]) -> list[str]:
-        blob = pack_news(news)
-        ids: list[str] = self._retrying(lambda: self._actor.enqueue_many.remote(blob))
-        return ids
+    def _send_news(self, news: list[NewTask], *, retry_full: bool = False,
+                   timeout: float | None = None) -> list[str]:
+        """Send tasks to their shards (one call each, at once); their ids, in order.
+
+        All or nothing within a shard. Across shards a failure can leave some shards'
+        part enqueued: the ids were fixed before sending, so a retry of the same call
+        creates each task once."""
+        if len(self._shards) == 1:
+            blob = pack_news(news)
+            ids: list[str] = self._retrying(lambda: self._actor.enqueue_many.remote(blob),
+                                            retry_full=retry_full, timeout=timeout)
+            return ids
+        by_id = {n.task_id: n for n in news}
+        return self._on_shards(
+            [n.task_id or "" for n in news],
+            lambda q, ids: q.enqueue_many.remote(pack_news([by_id[i] for i in ids])),
+            retry_full=retry_full, timeout=timeout)
 
     def _read(self, method: str, *args: Any, waits: float = 0.0) -> Any:
         """Call an idempotent queue-actor method, retrying while the actor restarts.
@@ -428,7 +528,7 @@ class TaskQueue(Generic[T]):
         new = to_new_task(task, priority=priority)
         self._ship({type(task)})
         sid = schedule_id or f"schedule-{uuid.uuid4().hex[:12]}"
-        _get(self._actor.add_schedule.remote(
+        _get(self._shard_for(sid).add_schedule.remote(
             schedule_id=sid, task_name=new.task_name, payload=new.payload, spec=spec,
             priority=new.priority, pool=new.pool, misfire=MisfirePolicy(misfire),
             retry=new.retry, timeout=new.timeout))
@@ -440,33 +540,50 @@ class TaskQueue(Generic[T]):
 
         The caller must ``ack``, ``fail`` or ``release`` it before the lease expires.
         """
-        leases = unpack_leases(_get(self._actor.claim.remote(self._client_id, pool, 1, timeout)))
+        leases = self._claim_one(pool, timeout)
         if not leases:
             return None
         lease = leases[0]
         task: T = decode_payload(lease.task_name, lease.payload)  # type: ignore[assignment]
         return ClaimedTask(self, lease, task)
 
+    def _claim_one(self, pool: str, timeout: float) -> list[Lease]:
+        """One lease for this client, from the shards in turn (within ``timeout`` s)."""
+        n = len(self._shards)
+        end = time.monotonic() + timeout
+        for turn in itertools.count():
+            # A first pass over every shard without waiting, then short waits in turn.
+            left = max(0.0, end - time.monotonic())
+            wait = left if n == 1 else (0.0 if turn < n else min(left, 0.1))
+            shard = self._shards[(self._claim_turn + turn) % n]
+            leases = unpack_leases(_get(shard.claim.remote(self._client_id, pool, 1, wait)))
+            if leases or (turn >= n - 1 and time.monotonic() >= end):
+                self._claim_turn = (self._claim_turn + turn + 1) % n
+                return leases
+        raise AssertionError("unreachable")
+
     def _report(self, outcome: Outcome) -> bool:
-        return bool(_get(self._actor.report.remote(self._client_id, pack_outcomes([outcome])))[0])
+        shard = self._shard_for(outcome.task_id)
+        return bool(_get(shard.report.remote(self._client_id, pack_outcomes([outcome])))[0])
 
     # ------------------------------------------------------------------ reads
     def peek(self, pool: str = "default") -> TaskInfo | None:
         """The task a worker of ``pool`` would get next, without taking it."""
-        info: TaskInfo | None = self._read("peek", pool)
-        return info
+        heads = [i for i in self._on_all("peek", pool) if i is not None]
+        # Across shards: the highest priority, then the earliest due (as one queue would).
+        return min(heads, key=lambda i: (-i.priority, i.due_at), default=None)
 
     def get(self, task_id: str) -> TaskInfo:
         """A task's record. Raises :class:`TaskNotFoundError`."""
-        info: TaskInfo | None = self._read("get", task_id)
+        info: TaskInfo | None = self._retrying(lambda: self._shard_for(task_id).get.remote(
+            task_id))
         if info is None:
             raise TaskNotFoundError(task_id)
         return info
 
     def get_many(self, task_ids: Sequence[str]) -> list[TaskInfo | None]:
         """Many tasks' records in one call (None where a task is unknown)."""
-        infos: list[TaskInfo | None] = self._read("wait_results", list(task_ids), 0.0)
-        return infos
+        return self._wait_round(task_ids, 0.0)
 
     def handle(self, task_id: str, task_cls: type[Task[R]] | None = None) -> TaskHandle[R]:
         """A handle on an existing task (e.g. one enqueued by another driver)."""
@@ -474,8 +591,7 @@ class TaskQueue(Generic[T]):
 
     def stats(self) -> QueueStats:
         """Counts by state and by pool and priority."""
-        stats: QueueStats = self._read("stats")
-        return stats
+        return merge_stats(self._on_all("stats"))
 
     def size(self) -> int:
         """Unfinished tasks."""
@@ -483,17 +599,18 @@ class TaskQueue(Generic[T]):
 
     def cancel(self, task_id: str) -> str:
         """Cancel a task that has not started, or stop a schedule."""
-        state: str = _get(self._actor.cancel.remote(task_id))
+        state: str = _get(self._shard_for(task_id).cancel.remote(task_id))
         return state
 
     def dead_letters(self, limit: int = 100) -> list[TaskInfo]:
         """Dead tasks with their reasons and last errors, most recent first."""
-        dead: list[TaskInfo] = self._read("dead_letters", limit)
-        return dead
+        dead: list[TaskInfo] = [i for part in self._on_all("dead_letters", limit) for i in part]
+        dead.sort(key=lambda i: i.finished_at or 0.0, reverse=True)
+        return dead[:limit]
 
     def retry_dead(self, task_id: str) -> TaskInfo:
         """Put a dead task back in the queue with fresh attempts."""
-        info: TaskInfo = _get(self._actor.retry_dead.remote(task_id))
+        info: TaskInfo = _get(self._shard_for(task_id).retry_dead.remote(task_id))
         return info
 
     def metrics(self) -> MetricsSnapshot:
@@ -521,12 +638,17 @@ class TaskQueue(Generic[T]):
         return workers
 
     # ---------------------------------------------------------------- waiting
+    def _wait_round(self, ids: Sequence[str], left: float) -> list[TaskInfo | None]:
+        """Each shard waits up to ``left`` s for its part of ``ids`` (all at once)."""
+        return self._on_shards(ids, lambda q, part: q.wait_results.remote(part, left),
+                               timeout=self.retry_timeout + left)
+
     def _wait(self, ids: Sequence[str], timeout: float | None) -> list[TaskInfo | None]:
         end = None if timeout is None else time.monotonic() + timeout
         while True:
             left = _WAIT_SLICE_S if end is None else max(0.0, min(_WAIT_SLICE_S,
                                                                   end - time.monotonic()))
-            infos: list[TaskInfo | None] = self._read("wait_results", ids, left, waits=left)
+            infos = self._wait_round(ids, left)
             if all(i is None or i.terminal for i in infos) or (
                 end is not None and time.monotonic() >= end
             ):
@@ -539,7 +661,10 @@ class TaskQueue(Generic[T]):
         while True:
             left = _WAIT_SLICE_S if end is None else max(0.0, min(_WAIT_SLICE_S,
                                                                   end - loop.time()))
-            infos: list[TaskInfo | None] = await _aget(self._actor.wait_results.remote(ids, left))
+            parts = split(list(ids), ids, len(self._shards))
+            answers = await asyncio.gather(*(_aget(self._shards[s].wait_results.remote(
+                [i for _, i in p], left)) for s, p in parts.items()))
+            infos: list[TaskInfo | None] = unsplit(len(ids), parts.values(), answers)
             if all(i is None or i.terminal for i in infos) or (
                 end is not None and loop.time() >= end
             ):
@@ -567,8 +692,7 @@ class TaskQueue(Generic[T]):
         try:
             while True:
                 left = 0.5 if end is None else max(0.0, min(0.5, end - time.monotonic()))
-                infos: list[TaskInfo | None] = self._read("wait_results", ids, left,
-                                                          waits=left)
+                infos = self._wait_round(ids, left)
                 done = sum(1 for i in infos if i is None or i.terminal)
                 if bar is not None:
                     bar.update(done)
@@ -588,7 +712,7 @@ class TaskQueue(Generic[T]):
         end = time.monotonic() + timeout
         while True:
             left = min(_WAIT_SLICE_S, max(0.0, end - time.monotonic()))
-            if self._read("join", left, waits=left):
+            if all(self._on_all("join", left, waits=left)):
                 return
             if time.monotonic() >= end:
                 raise ResultTimeoutError(f"<queue {self.name}>", timeout)
@@ -601,7 +725,7 @@ class TaskQueue(Generic[T]):
         that many seconds and release the rest back to the queue without counting a
         failure (it runs when the queue is opened again).
         """
-        self._retrying(lambda: self._actor.close.remote())
+        self._on_all("close")
         if drain_timeout is not None:
             self._retrying(lambda: self._pool.shutdown.remote(drain_timeout),
                            timeout=self.retry_timeout + drain_timeout)
@@ -611,11 +735,11 @@ class TaskQueue(Generic[T]):
 
         Kept in the queue actor's memory: a restarted queue actor runs again.
         """
-        self._retrying(lambda: self._actor.pause.remote())
+        self._on_all("pause")
 
     def resume(self) -> None:
         """Hand tasks to workers again."""
-        self._retrying(lambda: self._actor.resume.remote())
+        self._on_all("resume")
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Drain the workers, then remove this queue's actors from the cluster."""
@@ -624,7 +748,7 @@ class TaskQueue(Generic[T]):
             self._retrying(lambda: self._pool.shutdown.remote(timeout),
                            timeout=self.retry_timeout + timeout)
         finally:
-            for handle in (self._pool, self._actor, self._metrics):
+            for handle in (self._pool, *self._shards, self._metrics):
                 ray.kill(handle)
 
 

@@ -138,4 +138,5 @@ class ClaimedTask(Generic[T]):
 
     def release(self) -> bool:
         """Give the task back unrun (the attempt does not count); False if stale."""
-        return bool(_get(self._queue._actor.release.remote([(self.id, self.lease.token)]))[0])
+        shard = self._queue._shard_for(self.id)
+        return bool(_get(shard.release.remote([(self.id, self.lease.token)]))[0])

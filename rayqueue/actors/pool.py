@@ -21,8 +21,9 @@ import ray
 from loguru import logger
 
 from rayqueue.actors.worker import WorkerActor
-from rayqueue.config import NAMESPACE, PoolConfig, actor_name
+from rayqueue.config import NAMESPACE, PoolConfig, shard_handles
 from rayqueue.core.scaling import ScalingPolicy
+from rayqueue.core.shards import merge_pool_status
 from rayqueue.info import PoolInfo, WorkerInfo
 from rayqueue.logging import configure
 
@@ -64,11 +65,11 @@ class PoolManagerActor:
     """Spawns, drains and replaces the worker actors of a queue's pools."""
 
     def __init__(self, queue: str, pools: list[PoolConfig], metrics: Any = None,
-                 heartbeat_s: float = 5.0) -> None:
+                 heartbeat_s: float = 5.0, shards: int = 1) -> None:
         configure("pool")
         ctx = ray.get_runtime_context()
         self._queue_name = queue
-        self._queue = ray.get_actor(actor_name(queue, "queue"), namespace=NAMESPACE)
+        self._shards = shard_handles(queue, shards)
         self._metrics = metrics
         self._heartbeat_s = heartbeat_s
         self._pools = {p.name: _Pool(p, ScalingPolicy(p.scaling())) for p in pools}
@@ -94,7 +95,9 @@ class PoolManagerActor:
         self._loop_task = asyncio.get_running_loop().create_task(self._cycle_loop())
         if self._restarted:
             # Our old workers were owned by the dead incarnation and died with it.
-            ids = await self._queue.reclaim_workers.remote(f"{self._queue_name}/")
+            ids = [i for part in await asyncio.gather(*(
+                q.reclaim_workers.remote(f"{self._queue_name}/") for q in self._shards))
+                for i in part]
             self._log.warning("pool manager restarted: {} lease(s) of its old workers "
                               "returned", len(ids), action="pool_restarted")
 
@@ -107,7 +110,8 @@ class PoolManagerActor:
             await asyncio.sleep(CYCLE_S)
 
     async def _cycle(self) -> None:
-        status = await self._queue.pool_status.remote()
+        status = merge_pool_status(
+            await asyncio.gather(*(q.pool_status.remote() for q in self._shards)))
         for task_id, worker_id in status["timed_out"]:
             self._kill_overrunning(worker_id, task_id)
         now = time.monotonic()
@@ -161,13 +165,14 @@ class PoolManagerActor:
 
     def _spawn(self, pool: _Pool) -> None:
         cfg = pool.config
-        worker_id = f"{self._queue_name}/{cfg.name}-{self._incarnation}-{next(self._ids)}"
+        seq = next(self._ids)  # also the worker's first shard: workers start spread out
+        worker_id = f"{self._queue_name}/{cfg.name}-{self._incarnation}-{seq}"
         handle = (
             ray.remote(WorkerActor)
             .options(max_concurrency=cfg.concurrency + 16, max_restarts=0,
                      namespace=NAMESPACE, **cfg.ray_options())
             .remote(self._queue_name, cfg.name, worker_id, cfg.concurrency, self._heartbeat_s,
-                    cfg.max_rss_mb, cfg.imports)
+                    cfg.max_rss_mb, cfg.imports, len(self._shards), seq)
         )
         worker = _Worker(worker_id, cfg.name, handle, handle.run.remote(), time.monotonic())
         pool.workers[worker_id] = worker
@@ -199,11 +204,12 @@ class PoolManagerActor:
         pool.next_spawn_at = time.monotonic() + backoff
         self._log.warning("worker {} died ({}); respawn after {:.1f}s", worker.id,
                           type(err).__name__, backoff, action="worker_lost", worker=worker.id)
-        try:
-            await self._queue.worker_lost.remote(worker.id)
-        except ray.exceptions.RayError as qerr:
-            self._log.error("could not return leases of {}: {}", worker.id, qerr,
-                            action="worker_lost_unreported")
+        answers = await asyncio.gather(*(q.worker_lost.remote(worker.id) for q in self._shards),
+                                       return_exceptions=True)
+        for qerr in answers:
+            if isinstance(qerr, Exception):
+                self._log.error("could not return leases of {}: {}", worker.id, qerr,
+                                action="worker_lost_unreported")
 
     def _kill_overrunning(self, worker_id: str, task_id: str) -> None:
         for pool in self._pools.values():

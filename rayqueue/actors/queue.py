@@ -67,11 +67,14 @@ class QueueActor:
         journal: str | None = None,
         clock: Clock | None = None,
         durability: str = "full",
+        shard: int = 0,
+        shards: int = 1,
     ) -> None:
         configure("queue")
         ctx = ray.get_runtime_context()
         reconstructed = bool(ctx.was_current_actor_reconstructed)
         self._name = name
+        self._shard, self._shards = shard, shards
         self._config = config or QueueConfig()
         self._storage = open_storage(journal, durability, reconstructed)
         self._buffer = CommitBuffer(self._storage)
@@ -94,7 +97,7 @@ class QueueActor:
         self._waiters: list[asyncio.Future[None]] = []
         self._flush_handle: asyncio.Handle | None = None
         self._flushing = False
-        self._log = logger.bind(queue=name)
+        self._log = logger.bind(queue=name, **({"shard": shard} if shards > 1 else {}))
         self._profiler = LoopProfiler()
         stats = self._core.stats()
         self._log.info("queue {} ({}): {} unfinished task(s) recovered from {}",
@@ -104,6 +107,8 @@ class QueueActor:
         ctx.current_actor.start.remote()
 
     def __repr__(self) -> str:
+        if self._shards > 1:
+            return f"QueueActor({self._name}, shard {self._shard} of {self._shards})"
         return f"QueueActor({self._name})"
 
     # ------------------------------------------------------------- lifecycle
@@ -235,7 +240,7 @@ class QueueActor:
         with self._lock:
             stats = self._core.stats()
         events, self._events = self._events, []
-        events.append(("depth", stats.by_state, stats.ready_by_priority))
+        events.append(("depth", stats.by_state, stats.ready_by_priority, self._shard))
         if self._metrics is not None:
             self._metrics.record.remote(events)
 
@@ -332,10 +337,14 @@ class QueueActor:
     async def claim(
         self, worker: str, pool: str = "default", max_n: int = 1, wait: float = 1.0,
         idle: bool = True, held: Sequence[str] | None = None, prefetch: int = 0,
-    ) -> bytes:
+        no_worse_than: float | None = None, rank: bool = False,
+    ) -> bytes | tuple[bytes, float | None]:
         """Lease up to ``max_n`` tasks of ``pool``, waiting up to ``wait`` s for work.
 
-        Answers the leases packed (:func:`~rayqueue.core.lease.unpack_leases`).
+        Answers the leases packed (:func:`~rayqueue.core.lease.unpack_leases`); with
+        ``rank``, also the rank of the best task left (workers of sharded queues steer by
+        it), and ``no_worse_than`` bounds the rank of what is handed out (see
+        QueueCore.claim).
 
         ``prefetch`` more of the first task's priority may follow (see QueueCore.claim).
 
@@ -356,7 +365,7 @@ class QueueActor:
             now = self._clock.now()
             with self._lock:
                 leases = self._core.claim(worker, max_n, now, pool, idle=idle,
-                                          prefetch=prefetch)
+                                          prefetch=prefetch, no_worse_than=no_worse_than)
             if leases or loop.time() >= deadline:
                 break
             fut: asyncio.Future[None] = loop.create_future()
@@ -364,7 +373,8 @@ class QueueActor:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(fut, deadline - loop.time())
         if not leases:
-            return pack_leases(leases)
+            return (pack_leases(leases), self._core.top_rank(pool)) if rank else pack_leases(
+                leases)
         find = self._core.find
         started = [("started", lease.task_name, max(0.0, now - (
             rec.due_at if (rec := find(lease.task_id)) is not None else now)))
@@ -372,6 +382,9 @@ class QueueActor:
         await self._durable()
         crashpoint("claim.after_commit_before_reply")
         self._events.extend(started)
+        if rank:
+            with self._lock:
+                return pack_leases(leases), self._core.top_rank(pool)
         return pack_leases(leases)
 
     def _wake_claims(self, pool: str | None, n: int) -> None:
@@ -608,6 +621,11 @@ class QueueActor:
     async def pid(self) -> int:
         """The actor's process id (for fault-injection tests)."""
         return os.getpid()
+
+    @_control
+    async def shard_info(self) -> tuple[int, int]:
+        """This actor's shard index and the queue's shard count."""
+        return self._shard, self._shards
 
     @_control
     async def ping(self) -> str:

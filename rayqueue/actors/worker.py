@@ -34,9 +34,10 @@ from rayqueue.actors.runner import (
     succeeded,
 )
 from rayqueue.codebook import resolve
-from rayqueue.config import NAMESPACE, actor_name
+from rayqueue.config import shard_handles
 from rayqueue.core.lease import Failure, Lease, Outcome, pack_outcomes, unpack_leases
 from rayqueue.core.record import ErrorInfo
+from rayqueue.core.shards import ShardChooser, shard_of, split
 from rayqueue.errors import UnknownTaskError
 from rayqueue.logging import configure, lifecycle
 from rayqueue.task import Task
@@ -52,6 +53,9 @@ MAX_PREFETCH = 500
 REPORT_DELAY_S = 0.005
 #: ... unless this many are waiting already.
 REPORT_BATCH = 256
+#: A worker of a sharded queue looks at every shard at least this often, so urgent work
+#: arriving in any shard is seen within it (the bound on priority across shards).
+SHARD_REFRESH_S = 0.05
 
 
 class WorkerActor:
@@ -66,9 +70,17 @@ class WorkerActor:
         heartbeat_s: float = 5.0,
         max_rss_mb: float | None = None,
         imports: Sequence[str] = (),
+        shards: int = 1,
+        start_shard: int = 0,
     ) -> None:
         configure("worker")
-        self._queue = ray.get_actor(actor_name(queue, "queue"), namespace=NAMESPACE)
+        #: the queue's shard actors (one for an unsharded queue); every lease, report,
+        #: heartbeat and release goes to the shard that owns its task
+        self._shards = shard_handles(queue, shards)
+        self._queue = self._shards[0]
+        self._chooser = ShardChooser(shards, start_shard, SHARD_REFRESH_S)
+        #: long-polling claims on shards that had nothing, by shard
+        self._parked: dict[int, asyncio.Task[None]] = {}
         self._queue_name = queue
         self._classes: dict[str, type[Task[Any]]] = {}
         self._resolving = asyncio.Lock()
@@ -156,6 +168,9 @@ class WorkerActor:
                     continue
                 room = target - held
                 slots = min(room, max(free, 1))
+                if len(self._shards) > 1:
+                    await self._claim_sharded(slots, room, not held)
+                    continue
                 try:
                     leases = unpack_leases(await self._queue.claim.remote(
                         self._id, self._pool, slots, CLAIM_WAIT_S, not held,
@@ -171,6 +186,9 @@ class WorkerActor:
                     continue
                 for lease in leases:
                     self._start(lease)
+            if self._parked:
+                # Long-polls still out: what they bring now is given back unrun.
+                await asyncio.gather(*self._parked.values(), return_exceptions=True)
             await self._finish()
             await self._give_back_unstarted()
             reporter.cancel()
@@ -183,6 +201,73 @@ class WorkerActor:
             self._runner.stop()
         self._log.info("worker drained after {} task(s)", self._done, action="worker_drained")
         return self._done
+
+    def _held_in(self, shard: int) -> list[str]:
+        """The tasks of ``shard`` this worker holds or has not seen acknowledged."""
+        n = len(self._shards)
+        return [i for i in (*self._running, *self._unacked) if shard_of(i, n) == shard]
+
+    async def _claim_sharded(self, slots: int, room: int, idle: bool) -> None:
+        """One claim on a sharded queue: on the shard with the best work this worker
+        knows of (asking for nothing worse than the best known elsewhere), or, when every
+        shard is empty, a long-poll on each (parked) that wakes the run loop."""
+        assert self._wakeup is not None
+        loop = asyncio.get_running_loop()
+        for shard in self._chooser.order(loop.time()):
+            if shard in self._parked:
+                continue
+            try:
+                blob, rank = await self._shards[shard].claim.remote(
+                    self._id, self._pool, slots, 0.0, idle, self._held_in(shard),
+                    room - slots, self._chooser.bound(shard), True)
+            except ray.exceptions.RayError as err:
+                self._claim_failures += 1
+                self._log.warning("claim on shard {} failed ({}); retrying", shard,
+                                  type(err).__name__, action="worker_claim_failed")
+                self._chooser.failed(shard, loop.time(),
+                                     min(0.05 * 2 ** self._claim_failures, CLAIM_WAIT_S))
+                continue
+            self._claim_failures = 0
+            self._chooser.saw(shard, rank, loop.time())
+            leases = unpack_leases(blob)
+            if leases:
+                for lease in leases:
+                    self._start(lease)
+                return
+        self._wakeup.clear()
+        for shard in self._chooser.order(loop.time()):  # not those backing off
+            if shard not in self._parked:
+                self._parked[shard] = asyncio.create_task(self._park(shard, slots))
+        if self._parked:
+            await self._wakeup.wait()
+        else:  # every shard is backing off after failures
+            await asyncio.sleep(min(0.05 * 2 ** self._claim_failures, CLAIM_WAIT_S))
+
+    async def _park(self, shard: int, slots: int) -> None:
+        """Long-poll ``shard`` for work; start what comes (or give it back, if this
+        worker is draining or runs a suspect alone), then wake the run loop."""
+        loop = asyncio.get_running_loop()
+        try:
+            blob, rank = await self._shards[shard].claim.remote(
+                self._id, self._pool, slots, CLAIM_WAIT_S, False, self._held_in(shard),
+                0, None, True)
+            self._chooser.saw(shard, rank, loop.time())
+            leases = unpack_leases(blob)
+        except ray.exceptions.RayError as err:
+            self._log.warning("claim on shard {} failed ({})", shard, type(err).__name__,
+                              action="worker_claim_failed")
+            self._chooser.failed(shard, loop.time(), CLAIM_WAIT_S)
+            leases = []
+        finally:
+            self._parked.pop(shard, None)
+        for lease in leases:
+            if self._draining or self._isolating:
+                self._unstarted.append(lease)
+            else:
+                self._start(lease)
+        if self._unstarted and not self._draining:
+            await self._give_back_unstarted()
+        self._wake()
 
     def _start(self, lease: Lease) -> None:
         """Hand one leased task to the sync runner, or to the event loop."""
@@ -226,18 +311,29 @@ class WorkerActor:
             job.cancel()  # a thread cannot be stopped; its outcome is dropped
         self._log.info("drain deadline passed: releasing {} task(s)", len(refs),
                        action="worker_released", tasks=[r[0] for r in refs])
-        with contextlib.suppress(ray.exceptions.RayError):
-            await self._queue.release.remote(refs)
+        await self._release(refs)
 
     async def _give_back_unstarted(self) -> None:
         """Release prefetched tasks a drain stopped before they started (not an attempt)."""
         refs = [(lease.task_id, lease.token) for lease in self._unstarted]
         self._unstarted.clear()
         if refs:
-            self._log.info("draining: {} prefetched task(s) given back unrun", len(refs),
+            self._log.info("{} prefetched task(s) given back unrun", len(refs),
                            action="worker_released", tasks=[r[0] for r in refs])
-            with contextlib.suppress(ray.exceptions.RayError):
-                await self._queue.release.remote(refs)
+            await self._release(refs)
+
+    async def _release(self, refs: list[tuple[str, int]]) -> None:
+        """Give leases back to their shards (best effort: unreturned ones expire)."""
+        await self._to_shards("release", refs, [r[0] for r in refs])
+
+    async def _to_shards(self, method: str, items: list[Any], ids: list[str],
+                         *lead: Any) -> list[Any]:
+        """Call ``method`` on each shard with its part of ``items`` (after ``lead``
+        arguments); answers (or the RayError) per part, in shard order."""
+        parts = split(items, ids, len(self._shards))
+        calls = [getattr(self._shards[s], method).remote(*lead, [x for _, x in part])
+                 for s, part in parts.items()]
+        return list(await asyncio.gather(*calls, return_exceptions=True))
 
     async def _execute(self, lease: Lease) -> None:
         assert self._slots is not None
@@ -355,20 +451,32 @@ class WorkerActor:
         records = lifecycle()
         if records is not None:
             records.flush()
+        n = len(self._shards)
         while self._outcomes:
             batch, self._outcomes = self._outcomes, []
+            parts = split(batch, [o.task_id for o in batch], n) if n > 1 else {0: list(
+                enumerate(batch))}
             try:
-                await self._queue.report.remote(self._id, pack_outcomes(batch))
-                self._unacked.difference_update(o.task_id for o in batch)
+                answers = await asyncio.gather(*(
+                    self._shards[s].report.remote(self._id, pack_outcomes([o for _, o in p]))
+                    for s, p in parts.items()), return_exceptions=True)
             except asyncio.CancelledError:
                 self._outcomes = batch + self._outcomes  # the final flush sends them again
                 raise
-            except ray.exceptions.RayError as err:
-                # The queue is unreachable: keep the outcomes and try again; if we die
-                # first, the leases expire and the tasks run again (at-least-once).
-                self._log.warning("report failed ({}); retrying", type(err).__name__,
-                                  action="worker_report_failed")
-                self._outcomes = batch + self._outcomes
+            unsent: list[Outcome] = []
+            for part, answer in zip(parts.values(), answers, strict=True):
+                if isinstance(answer, ray.exceptions.RayError):
+                    # The shard is unreachable: keep its outcomes and try again; if we die
+                    # first, the leases expire and the tasks run again (at-least-once).
+                    self._log.warning("report failed ({}); retrying", type(answer).__name__,
+                                      action="worker_report_failed")
+                    unsent.extend(o for _, o in part)
+                elif isinstance(answer, BaseException):
+                    raise answer
+                else:
+                    self._unacked.difference_update(o.task_id for _, o in part)
+            if unsent:
+                self._outcomes = unsent + self._outcomes
                 await asyncio.sleep(0.5)
 
     async def _heartbeat_loop(self) -> None:
@@ -376,10 +484,10 @@ class WorkerActor:
             await asyncio.sleep(self._heartbeat_s)
             refs = [(lease.task_id, lease.token) for lease in self._running.values()]
             if refs:
-                try:
-                    await self._queue.heartbeat.remote(refs)
-                except ray.exceptions.RayError as err:
-                    self._log.warning("heartbeat failed: {}", err, action="worker_heartbeat_failed")
+                for answer in await self._to_shards("heartbeat", refs, [r[0] for r in refs]):
+                    if isinstance(answer, ray.exceptions.RayError):
+                        self._log.warning("heartbeat failed: {}", answer,
+                                          action="worker_heartbeat_failed")
 
 
 def _rss_mb() -> float:

@@ -6,7 +6,8 @@ Pure: events and ``now`` come in as arguments. Events are tuples, cheap to batch
 - ``("started", task_name, wait_seconds)``
 - ``("outcome", task_name, outcome, run_seconds | None)`` with outcome ``succeeded``,
   ``retried``, ``dead``, ``lost`` or ``timed_out``
-- ``("depth", by_state, ready_by_priority)``
+- ``("depth", by_state, ready_by_priority[, shard])``: one shard's counts (a sharded
+  queue's are summed over its shards)
 - ``("workers", [PoolInfo], [WorkerInfo])``
 - ``("failure", at, task_id, task_name, outcome, state, error_type, message, attempt)``
 """
@@ -17,6 +18,7 @@ import bisect
 from collections import deque
 from typing import Any
 
+from rayqueue.core.shards import sum_counts, sum_ready
 from rayqueue.info import FailureInfo, MetricsSnapshot, PoolInfo, WorkerInfo
 
 #: Histogram bucket upper bounds in seconds (the last bucket is everything above).
@@ -42,6 +44,7 @@ class MetricsAggregate:
         self.run_sum = 0.0
         self.depth: dict[str, int] = {}
         self.ready: dict[str, dict[int, int]] = {}
+        self._shard_depth: dict[int, tuple[dict[str, int], dict[str, dict[int, int]]]] = {}
         self.pools: list[PoolInfo] = []
         self.workers: list[WorkerInfo] = []
         self.history: deque[tuple[float, str, int]] = deque(maxlen=HISTORY)
@@ -63,8 +66,9 @@ class MetricsAggregate:
                 self.run_counts[bisect.bisect_left(BUCKETS, event[3])] += 1
                 self.run_sum += event[3]
         elif kind == "depth":
-            self.depth = dict(event[1])
-            self.ready = {p: dict(v) for p, v in event[2].items()}
+            shard = event[3] if len(event) > 3 else 0
+            self._shard_depth[shard] = (event[1], event[2])
+            self._sum_depth()
         elif kind == "failure":
             self.failures.append(FailureInfo(
                 at=event[1], task_id=event[2], task=event[3], outcome=event[4],
@@ -76,6 +80,11 @@ class MetricsAggregate:
                 if last is None or last[2] != pool.workers:
                     self.history.append((now, pool.name, pool.workers))
         self._trim(now)
+
+    def _sum_depth(self) -> None:
+        parts = self._shard_depth.values()
+        self.depth = sum_counts(p[0] for p in parts)
+        self.ready = sum_ready(p[1] for p in parts)
 
     def _trim(self, now: float) -> None:
         cutoff = now - self.window_s

@@ -57,6 +57,16 @@ class ReadyIndex:
         self._clean_top()
         return self._heap[0][4] if self._heap else None
 
+    def top_rank(self) -> float | None:
+        """The best task's rank (lower goes first; None when empty).
+
+        Ranks of indexes with the same ``aging_rate`` compare across indexes (and across
+        the shards of a queue): the task with the lowest rank anywhere is the one a
+        single queue would hand out first.
+        """
+        self._clean_top()
+        return self._heap[0][0] if self._heap else None
+
     def pop(self) -> str | None:
         """Remove and return the id of the best task."""
         self._clean_top()

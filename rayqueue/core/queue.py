@@ -228,7 +228,7 @@ class QueueCore:
     # ------------------------------------------------------------ claim/report
     def claim(
         self, worker: str, max_n: int, now: float, pool: str = "default", *, idle: bool = True,
-        prefetch: int = 0,
+        prefetch: int = 0, no_worse_than: float | None = None,
     ) -> list[Lease]:
         """Lease up to ``max_n`` of the best ready tasks of ``pool`` to ``worker``.
 
@@ -240,6 +240,10 @@ class QueueCore:
         to an ``idle`` worker (one running nothing), so a poison task cannot take healthy
         neighbours down with it; a suspect ready for longer than ``lease_ttl`` goes to
         any worker, so it cannot starve behind a busy pool.
+
+        ``no_worse_than`` hands out only tasks whose rank (:meth:`top_rank`) is at most
+        this: a worker of a sharded queue passes the best rank it knows of in the other
+        shards, so it never takes lower-priority work here while better work waits there.
         """
         if isinstance(max_n, bool) or not isinstance(max_n, int) or max_n < 1:
             raise ValueError(f"max_n must be an int >= 1, got {max_n!r}")
@@ -268,6 +272,9 @@ class QueueCore:
                 if head is None or (self._tasks[head].priority != batch.tasks[0].priority
                                     or self._tasks[head].lost_attempts):
                     break
+            if no_worse_than is not None and (
+                    (rank := index.top_rank()) is None or rank > no_worse_than):
+                break
             task_id = index.pop()
             if task_id is None:
                 break
@@ -583,6 +590,12 @@ class QueueCore:
     def find(self, task_id: str) -> TaskRecord | None:
         """The record of a task, or ``None``."""
         return self._tasks.get(task_id)
+
+    def top_rank(self, pool: str = "default") -> float | None:
+        """The rank of the task a claim on ``pool`` would get next (lower goes first;
+        None when none is ready), comparable across the shards of a queue."""
+        index = self._ready.get(pool)
+        return index.top_rank() if index else None
 
     def peek(self, pool: str = "default") -> TaskRecord | None:
         """The task a claim on ``pool`` would get next, without claiming it."""
