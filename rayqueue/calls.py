@@ -6,6 +6,7 @@ reaches a user raw: each is mapped onto the rayqueue error tree.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -13,8 +14,10 @@ from typing import Any
 import ray
 
 from rayqueue.errors import (
+    JournalNotFoundError,
     QueueBusyError,
     QueueFullError,
+    QueueLostError,
     QueueUnavailableError,
     RayQueueError,
     StorageBusyError,
@@ -27,6 +30,9 @@ MAX_PENDING_CALLS = 1_000
 
 def _translate(err: BaseException) -> BaseException:
     """Map a Ray error to the rayqueue error it stands for."""
+    lost = _lost(err)
+    if lost is not None:
+        return lost
     if isinstance(err, ray.exceptions.RayTaskError):
         cause = err.cause
         if isinstance(cause, RayQueueError):
@@ -48,6 +54,28 @@ def _translate(err: BaseException) -> BaseException:
     return err
 
 
+def _lost(err: BaseException) -> RayQueueError | None:
+    """The error for an actor that is gone for good (None if it may come back)."""
+    if isinstance(err, ray.exceptions.ActorUnschedulableError):
+        return QueueLostError(
+            f"the queue's actor cannot be placed ({err.error_message}). With a journal, it "
+            "runs only on the node that holds the file: bring that node (and its disk) "
+            "back, then call rayqueue.init again with the same journal to recover every "
+            "acknowledged task")
+    if isinstance(err, ray.exceptions.RayActorError) and err.actor_init_failed:
+        text = str(err)
+        missing = _JOURNAL_MISSING.search(text)
+        if missing:
+            return JournalNotFoundError(missing.group(2))
+        last = text.strip().splitlines()[-1] if text.strip() else type(err).__name__
+        return QueueLostError(f"the queue's actor failed to start: {last}")
+    return None
+
+
+#: How JournalNotFoundError's message names the path (its text crosses Ray as a string).
+_JOURNAL_MISSING = re.compile(r"queue journal is missing at (['\"])(.+?)\1")
+
+
 def _get(ref: Any, timeout: float | None = None) -> Any:
     try:
         return ray.get(ref, timeout=timeout)
@@ -64,8 +92,8 @@ def _retrying(call: Callable[[], Any], timeout: float, *, retry_full: bool = Fal
     while True:
         try:
             return _get(_submit(call))
-        except retry_on:
-            if time.monotonic() + pause > end:
+        except retry_on as err:
+            if isinstance(err, QueueLostError) or time.monotonic() + pause > end:
                 raise
             time.sleep(pause)  # backing off between retries of a failed call
             pause = min(pause * 2, 1.0)

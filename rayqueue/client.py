@@ -137,6 +137,7 @@ def init(
     queue_env: dict[str, str] | None = None,
     actor_env: dict[str, str] | None = None,
     shards: int = 1,
+    journal_node: str | None = None,
 ) -> TaskQueue[Any]:
     """Start (or find) queue ``name`` with its queue, pool and metrics actors.
 
@@ -171,6 +172,11 @@ def init(
             throughput grows with shards while cores last. Priority is strict within a
             shard and, across shards, bounded (README, "Sharded queues"); ``max_size``
             is split evenly. The count is fixed for the life of the journals.
+        journal_node: the Ray node id whose disk holds the journal (default: this
+            driver's node). The queue actor is pinned there (and the pool manager and
+            metrics actor placed there while it lives). If that node dies, the queue is
+            down (:class:`QueueLostError`) until the node and its disk are back and
+            ``init`` is called again: nothing acknowledged is lost.
     """
     check_shards(shards)
     _ensure_ray(address, ray_init)
@@ -194,8 +200,12 @@ def init(
     # The control actors live with the driver that creates the queue (the head, where
     # the journal is): a worker node that dies takes only workers with it. Soft: if this
     # node itself is gone, they restart elsewhere.
-    here = ray.get_runtime_context().get_node_id()
+    here = journal_node or ray.get_runtime_context().get_node_id()
+    if journal_node is not None and not any(
+            n["NodeID"] == journal_node and n["Alive"] for n in ray.nodes()):
+        raise ValueError(f"journal_node {journal_node!r} is not a live node of this cluster")
     common["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=here, soft=True)
+    _drop_orphans(name)
     metrics = ray.remote(MetricsActor).options(
         name=actor_name(name, "metrics"), **common).remote(name)
     placement: dict[str, Any] = {}
@@ -229,6 +239,29 @@ def init(
     ).remote(name, pools, metrics, beat, shards)
     _retrying(lambda: pool.start.remote(), 60.0)
     return TaskQueue(name, queues[0], pool, metrics, journal=path, shards=queues)
+
+
+def _drop_orphans(name: str) -> None:
+    """Kill the pool manager and metrics actor of a queue whose queue actor is gone for
+    good (its journal's node died): they and the workers would keep calling the dead
+    actor. The queue about to start from the journal gets fresh ones."""
+    def find(role: str) -> Any:
+        try:
+            return ray.get_actor(actor_name(name, role), namespace=NAMESPACE)
+        except ValueError:
+            return None
+
+    if find("queue") is not None:
+        return
+    for role in ("pool", "metrics"):
+        orphan = find(role)
+        if orphan is not None:
+            logger.warning("queue {}: replacing the {} actor left from its lost queue actor",
+                           name, role, action="orphan_replaced", role=role)
+            ray.kill(orphan, no_restart=True)  # the pool manager's workers die with it
+            end = time.monotonic() + 30.0
+            while find(role) is not None and time.monotonic() < end:
+                time.sleep(0.05)  # until Ray frees the name for the fresh actor
 
 
 def _shard_count(queue: Any, name: str, shards: int, index: int = 0) -> int:

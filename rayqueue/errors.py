@@ -19,6 +19,7 @@
     │   ├── InvalidStateError        the operation does not apply to the task's state
     │   ├── StaleLeaseError          a lease token that is no longer current (fencing)
     │   ├── QueueUnavailableError    the queue actor cannot be reached
+    │   │   └── QueueLostError       ... and will not come back by itself (not retried)
     │   ├── QueueBusyError           too many calls already waiting on the queue actor
     │   └── ResultTimeoutError       a result was not ready within the timeout
     ├── StorageError                 the journal failed; the operation changed nothing
@@ -185,6 +186,12 @@ class StaleLeaseError(QueueError):
 
 class QueueUnavailableError(QueueError):
     """The queue actor could not be reached; the operation may not have happened."""
+
+
+class QueueLostError(QueueUnavailableError):
+    """The queue actor is dead for good: Ray cannot place it (the node holding its
+    journal is gone) or it failed to start. Calls are not retried; the message says
+    what to do (bring the journal's node back, then ``rayqueue.init`` again)."""
 
 
 class QueueBusyError(QueueError):

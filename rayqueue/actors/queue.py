@@ -623,6 +623,11 @@ class QueueActor:
         return os.getpid()
 
     @_control
+    async def node_id(self) -> str:
+        """The Ray node this actor runs on (where its journal must be)."""
+        return str(ray.get_runtime_context().get_node_id())
+
+    @_control
     async def shard_info(self) -> tuple[int, int]:
         """This actor's shard index and the queue's shard count."""
         return self._shard, self._shards
