@@ -1,10 +1,11 @@
-"""The benchmark suite W1-W7 of issue 5, on a private local Ray.
+"""The benchmark suite W1-W8 (issues 5 and 7), on a private local Ray.
 
 Run with ``make bench`` or ``python -m bench.suite [--only W1,W2] [--quick]``. Prints a
 table, writes the figures as JSON to ``bench/out/results.json`` and CPU profiles of the
 queue actor and a worker during W1 to ``bench/out/w1-*-profile.html`` (and ``.text``).
-Asserts nothing: figures are read, not tested. Each workload is comparable to the peers' numbers in
-issue 5 (no-op tasks, two worker actors, one producer).
+Asserts nothing: figures are read, not tested. W1-W7 are comparable to the peers'
+numbers in issue 5 (no-op tasks, two worker actors, one producer); W8 is W1's drain
+with the queue split over 1, 2 and 4 shards (issue 7).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from rayqueue import PoolConfig, TaskQueue
 OUT = Path(__file__).resolve().parent / "out"
 #: Worker actors in every draining workload, as in the peers' measurements.
 WORKERS = 2
+#: Shard counts W8 compares.
+SHARD_COUNTS = (1, 2, 4)
 #: A pool no task is routed to: a queue whose tasks nobody claims (workers "stopped").
 IDLE_POOL = PoolConfig(name="bench-idle", min_workers=1, max_workers=1)
 
@@ -239,6 +242,31 @@ class Bench:
         return out
 
 
+    def w8(self) -> Figures:
+        """W1's drain (enqueue in batches while two workers drain, until joined) with the
+        queue split over 1, 2 and 4 shards, in memory and with SQLite journals."""
+        n = 5_000 if self.quick else 20_000
+        out: Figures = {}
+        for journal in (False, True):
+            for shards in SHARD_COUNTS:
+                with self.queue(journal=journal, shards=shards) as q:
+                    cpu0 = _cpu_by_role()
+                    t0 = time.perf_counter()
+                    for i in range(0, n, 1_000):
+                        q.enqueue_many([NoopTask(i=j) for j in range(i, i + 1_000)])
+                    q.join(timeout=600)
+                    wall = time.perf_counter() - t0
+                    cpu1 = _cpu_by_role()
+                key = f"{'sqlite' if journal else 'memory'}_{shards}"
+                out[f"drain_{key}_per_s"] = n / wall
+                # every process together: what one task costs the machine
+                out[f"cpu_us_per_task_{key}"] = 1e6 * sum(
+                    cpu1.get(r, 0.0) - cpu0.get(r, 0.0) for r in cpu1) / n
+                out[f"cpu_us_per_task_{key}_queues"] = 1e6 * (
+                    cpu1.get("queue", 0.0) - cpu0.get("queue", 0.0)) / n
+        return out
+
+
 class _ActorProfiler:
     """pyinstrument inside the queue actor and one worker for the length of a drain."""
 
@@ -264,6 +292,7 @@ WORKLOADS: dict[str, tuple[str, Callable[[Bench], Figures]]] = {
     "W5": ("scheduled start lateness", Bench.w5),
     "W6": ("memory per queued task", Bench.w6),
     "W7": ("lifecycle logging cost", Bench.w7),
+    "W8": ("drain by shard count (1, 2, 4)", Bench.w8),
 }
 
 

@@ -60,7 +60,8 @@ def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) ->
 def cmd_status(args: argparse.Namespace) -> None:
     q = _connect(args)
     stats, metrics, workers = q.stats(), q.metrics(), q.workers()
-    flags = [f for f, on in (("paused", stats.paused), ("closed", stats.closed)) if on]
+    flags = [f for f, on in (("paused", stats.paused), ("closed", stats.closed),
+                             (f"{q.shards} shards", q.shards > 1)) if on]
     console.print(f"[bold]queue {q.name}[/bold]: {stats.size} unfinished"
                   + (f" ({', '.join(flags)})" if flags else ""))
     _table("tasks by state", ["state", "tasks"], sorted(stats.by_state.items()))
