@@ -11,7 +11,7 @@ export RAY_AUTH_MODE ?= disabled
 # `make bench BENCH_ARGS="--repeat 1 --only W1"` for a quick look; figures are medians.
 BENCH_ARGS ?= --repeat 3
 
-.PHONY: demo test unit lint bench clean
+.PHONY: demo test unit lint bench soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.suite $(BENCH_ARGS)
 	$(BIN)/python -m bench.core_throughput
 	$(BIN)/python -m bench.storage_throughput
+
+# RELIABILITY scenario 28 in full: 10 minutes of chaos on a 3-node Ray (CI runs 45 s).
+soak: $(STAMP)
+	$(BIN)/python -m tests.multinode.chaos_main --seconds $(or $(SOAK_SECONDS),600)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
