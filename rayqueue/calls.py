@@ -54,7 +54,7 @@ def _translate(err: BaseException) -> BaseException:
     return err
 
 
-def _lost(err: BaseException) -> RayQueueError | None:
+def _lost(err: BaseException) -> Exception | None:
     """The error for an actor that is gone for good (None if it may come back)."""
     if isinstance(err, ray.exceptions.ActorUnschedulableError):
         return QueueLostError(
@@ -67,6 +67,9 @@ def _lost(err: BaseException) -> RayQueueError | None:
         missing = _JOURNAL_MISSING.search(text)
         if missing:
             return JournalNotFoundError(missing.group(2))
+        refused = _REFUSED.findall(text)
+        if refused:  # a configuration the actor refused (e.g. another shard count)
+            return ValueError(refused[-1])
         last = text.strip().splitlines()[-1] if text.strip() else type(err).__name__
         return QueueLostError(f"the queue's actor failed to start: {last}")
     return None
@@ -74,6 +77,8 @@ def _lost(err: BaseException) -> RayQueueError | None:
 
 #: How JournalNotFoundError's message names the path (its text crosses Ray as a string).
 _JOURNAL_MISSING = re.compile(r"queue journal is missing at (['\"])(.+?)\1")
+#: A ValueError raised by an actor's constructor, as its traceback text shows it.
+_REFUSED = re.compile(r"^ValueError: (.+)$", re.MULTILINE)
 
 
 def _get(ref: Any, timeout: float | None = None) -> Any:
@@ -106,11 +111,12 @@ def _retryable(retry_full: bool) -> tuple[type[BaseException], ...]:
 
 
 def _retrying_all(calls: Sequence[Callable[[], Any]], timeout: float, *,
-                  retry_full: bool = False) -> list[Any]:
+                  retry_full: bool = False, settle: bool = False) -> list[Any]:
     """:func:`_retrying` for several calls at once (one per shard): all are submitted
     before any is waited for; answers in the calls' order. The first error that outlasts
-    its retries is raised once every call has settled, so none is left running unseen."""
-    if len(calls) == 1:
+    its retries is raised once every call has settled, so none is left running unseen
+    (with ``settle``, each call's error is returned in its place instead)."""
+    if len(calls) == 1 and not settle:
         return [_retrying(calls[0], timeout, retry_full=retry_full)]
     end = time.monotonic() + timeout
     refs: list[Any] = []
@@ -131,9 +137,9 @@ def _retrying_all(calls: Sequence[Callable[[], Any]], timeout: float, *,
                 out.append(_retrying(call, max(0.0, end - time.monotonic()),
                                      retry_full=retry_full))
         except Exception as err:  # raised below, once the other calls have settled
-            out.append(None)
+            out.append(err if settle else None)
             error = error or err
-    if error is not None:
+    if error is not None and not settle:
         raise error
     return out
 

@@ -25,6 +25,7 @@ from loguru import logger
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from rayqueue import codebook
+from rayqueue.actors.journal import shard_journals
 from rayqueue.actors.metrics import MetricsActor
 from rayqueue.actors.pool import PoolManagerActor
 from rayqueue.actors.queue import CONCURRENCY_GROUPS, QueueActor
@@ -46,6 +47,7 @@ from rayqueue.core.shards import check_shards, merge_stats, shard_of, split, uns
 from rayqueue.core.stats import QueueStats
 from rayqueue.errors import (
     InvalidScheduleError,
+    PartialEnqueueError,
     PayloadTooLargeError,
     QueueUnavailableError,
     ResultTimeoutError,
@@ -98,29 +100,6 @@ def default_journal(name: str) -> str:
     """The default journal path of queue ``name`` (absolute, on the driver's node)."""
     return str(Path(os.environ.get("RAYQUEUE_HOME", DEFAULT_JOURNAL_DIR)).resolve()
                / f"{name}.sqlite")
-
-
-def shard_journals(path: str, shards: int) -> list[str]:
-    """The journal file of each shard: ``path`` itself for an unsharded queue, else
-    ``<stem>.shard-<i>-of-<n><suffix>`` beside it."""
-    if shards == 1:
-        return [path]
-    p = Path(path)
-    return [str(p.with_name(f"{p.stem}.shard-{i}-of-{shards}{p.suffix}")) for i in range(shards)]
-
-
-def _check_journal_layout(path: str, shards: int) -> None:
-    """Refuse to start over journals written with another shard count: their tasks
-    hash to other shards, and starting fresh beside them would hide them."""
-    p = Path(path)
-    mine = set(shard_journals(path, shards))
-    found = sorted(str(f) for f in [p, *p.parent.glob(f"{p.stem}.shard-*-of-*{p.suffix}")]
-                   if f.exists() and str(f) not in mine)
-    if found:
-        raise ValueError(
-            f"queue journals for another shard count exist: {', '.join(found)}. Start the "
-            "queue with the shard count they were written with; to change it, let the "
-            "queue drain (join), shut it down and move those files away")
 
 
 def init(
@@ -188,8 +167,6 @@ def init(
     beat = heartbeat_s if heartbeat_s is not None else config.lease_ttl / 3
     path = default_journal(name) if journal == "default" else (
         None if journal is None else str(Path(journal).resolve()))
-    if path is not None:
-        _check_journal_layout(path, shards)
     if shards > 1 and config.max_size is not None:
         config = dataclasses.replace(config, max_size=-(-config.max_size // shards))
     common: dict[str, Any] = {"namespace": NAMESPACE, "lifetime": "detached",
@@ -206,39 +183,49 @@ def init(
         raise ValueError(f"journal_node {journal_node!r} is not a live node of this cluster")
     common["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=here, soft=True)
     _drop_orphans(name)
+    try:
+        ray.get_actor(actor_name(name, "metrics"), namespace=NAMESPACE)
+        fresh = False
+    except ValueError:
+        fresh = True
     metrics = ray.remote(MetricsActor).options(
         name=actor_name(name, "metrics"), **common).remote(name)
-    placement: dict[str, Any] = {}
-    if path is not None:
-        # The journal is a file on this node: the queue actor must live (and restart)
-        # here, or it would find no journal.
-        placement["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
-            node_id=here, soft=False)
-    else:
-        # A restarted in-memory queue would come back empty; better to stay dead.
-        placement["max_restarts"] = 0
-    journals: list[str | None] = [None] * shards if path is None else list(
-        shard_journals(path, shards))
-    env = {"runtime_env": {"env_vars": {**(actor_env or {}), **queue_env}}} if queue_env else {}
-    options = {**common, **placement, **env}
+    try:
+        placement: dict[str, Any] = {}
+        if path is not None:
+            # The journal is a file on this node: the queue actor must live (and restart)
+            # here, or it would find no journal.
+            placement["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+                node_id=here, soft=False)
+        else:
+            # A restarted in-memory queue would come back empty; better to stay dead.
+            placement["max_restarts"] = 0
+        journals: list[str | None] = [None] * shards if path is None else list(
+            shard_journals(path, shards))
+        env = {"runtime_env": {"env_vars": {**(actor_env or {}), **queue_env}}} if queue_env else {}
+        options = {**common, **placement, **env}
 
-    def shard(i: int) -> Any:
-        return ray.remote(concurrency_groups=CONCURRENCY_GROUPS)(QueueActor).options(
-            name=shard_name(name, i), max_concurrency=10_000,
-            max_pending_calls=MAX_PENDING_CALLS, **options,
-        ).remote(name, config, metrics, journals[i], clock, durability, i, shards)
+        def shard(i: int) -> Any:
+            return ray.remote(concurrency_groups=CONCURRENCY_GROUPS)(QueueActor).options(
+                name=shard_name(name, i), max_concurrency=10_000,
+                max_pending_calls=MAX_PENDING_CALLS, **options,
+            ).remote(name, config, metrics, journals[i], clock, durability, i, shards)
 
-    # Shard 0 first: a queue that exists already says how many shards it has, and no
-    # shard of a wrong count is ever created beside it.
-    queues = [shard(0)]
-    queues += [shard(i) for i in range(1, _shard_count(queues[0], name, shards))]
-    for i, queue in enumerate(queues[1:], 1):
-        _shard_count(queue, name, shards, i)
-    pool = ray.remote(PoolManagerActor).options(
-        name=actor_name(name, "pool"), max_concurrency=1_000, **common,
-    ).remote(name, pools, metrics, beat, shards)
-    _retrying(lambda: pool.start.remote(), 60.0)
-    return TaskQueue(name, queues[0], pool, metrics, journal=path, shards=queues)
+        # Shard 0 first: a queue that exists already says how many shards it has, and no
+        # shard of a wrong count is ever created beside it.
+        queues = [shard(0)]
+        queues += [shard(i) for i in range(1, _shard_count(queues[0], name, shards))]
+        for i, queue in enumerate(queues[1:], 1):
+            _shard_count(queue, name, shards, i)
+        pool = ray.remote(PoolManagerActor).options(
+            name=actor_name(name, "pool"), max_concurrency=1_000, **common,
+        ).remote(name, pools, metrics, beat, shards)
+        _retrying(lambda: pool.start.remote(), 60.0)
+        return TaskQueue(name, queues[0], pool, metrics, journal=path, shards=queues)
+    except BaseException:
+        if fresh:  # a queue that could not start leaves no actor behind
+            ray.kill(metrics, no_restart=True)
+        raise
 
 
 def _drop_orphans(name: str) -> None:
@@ -251,7 +238,9 @@ def _drop_orphans(name: str) -> None:
         except ValueError:
             return None
 
-    if find("queue") is not None:
+    # init creates metrics, queue, pool in that order: a pool manager without a queue
+    # actor is an orphan (a metrics actor alone may be another driver's init under way).
+    if find("pool") is None or find("queue") is not None:
         return
     for role in ("pool", "metrics"):
         orphan = find(role)
@@ -484,11 +473,21 @@ class TaskQueue(Generic[T]):
             ids: list[str] = self._retrying(lambda: self._actor.enqueue_many.remote(blob),
                                             retry_full=retry_full, timeout=timeout)
             return ids
-        by_id = {n.task_id: n for n in news}
-        return self._on_shards(
-            [n.task_id or "" for n in news],
-            lambda q, ids: q.enqueue_many.remote(pack_news([by_id[i] for i in ids])),
-            retry_full=retry_full, timeout=timeout)
+        parts = split(news, [n.task_id or "" for n in news], len(self._shards))
+        answers = _retrying_all(
+            [functools.partial(_enqueue_part, self._shards[s], [n for _, n in p])
+             for s, p in parts.items()],
+            self.retry_timeout if timeout is None else timeout, retry_full=retry_full,
+            settle=True)
+        errors = [a for a in answers if isinstance(a, BaseException)]
+        if errors:
+            done = [i for a in answers if not isinstance(a, BaseException) for i in a]
+            if not done:
+                raise errors[0]
+            failed = [n.task_id or "" for p, a in zip(parts.values(), answers, strict=True)
+                      if isinstance(a, BaseException) for _, n in p]
+            raise PartialEnqueueError(done, failed, errors[0]) from errors[0]
+        return unsplit(len(news), parts.values(), answers)
 
     def _read(self, method: str, *args: Any, waits: float = 0.0) -> Any:
         """Call an idempotent queue-actor method, retrying while the actor restarts.
@@ -745,10 +744,20 @@ class TaskQueue(Generic[T]):
         end = time.monotonic() + timeout
         while True:
             left = min(_WAIT_SLICE_S, max(0.0, end - time.monotonic()))
-            if all(self._on_all("join", left, waits=left)):
+            if all(self._on_all("join", left, waits=left)) and self._quiet():
                 return
             if time.monotonic() >= end:
                 raise ResultTimeoutError(f"<queue {self.name}>", timeout)
+
+    def _quiet(self) -> bool:
+        """Whether every shard was empty at one same instant. Shards answer one by one:
+        a task of one shard may enqueue into another that already said "empty". Two
+        rounds in which every shard is empty and has created nothing in between prove
+        an instant (the end of the first round) when all were."""
+        if len(self._shards) == 1:
+            return True
+        first = self._on_all("quiet_mark")
+        return all(n == 0 for n, _ in first) and self._on_all("quiet_mark") == first
 
     # -------------------------------------------------------------- lifecycle
     def close(self, drain_timeout: float | None = None) -> None:
@@ -783,6 +792,10 @@ class TaskQueue(Generic[T]):
         finally:
             for handle in (self._pool, *self._shards, self._metrics):
                 ray.kill(handle)
+
+
+def _enqueue_part(shard: Any, news: list[NewTask]) -> Any:
+    return shard.enqueue_many.remote(pack_news(news))
 
 
 class _Progress:

@@ -13,6 +13,7 @@
     │   ├── InvalidScheduleError     bad delay, invalid cron or time zone
     │   │   └── NaiveDatetimeError   a datetime without a time zone
     │   ├── QueueFullError           the queue holds max_size unfinished tasks
+    │   ├── PartialEnqueueError      some shards took their part of a batch, others failed
     │   ├── QueueClosedError         the queue was closed
     │   ├── DuplicateTaskError       same task id, different payload
     │   ├── TaskNotFoundError        no task (or schedule) with that id
@@ -182,6 +183,27 @@ class StaleLeaseError(QueueError):
             f"lease {token} is no longer current (expired, released or fenced); "
             "the outcome was not recorded"
         )
+
+
+class PartialEnqueueError(QueueError):
+    """Some shards of a sharded queue took their part of a batch; others failed.
+
+    Attributes:
+        enqueued: ids now in the queue (do not enqueue them again with new ids).
+        failed: ids that are not in the queue, or may not be.
+        cause: the first shard's error.
+
+    Retrying with the same ids is safe: ids already in the queue are not added twice.
+    """
+
+    def __init__(self, enqueued: list[str], failed: list[str], cause: BaseException) -> None:
+        self.enqueued = enqueued
+        self.failed = failed
+        self.cause = cause
+        super().__init__(
+            f"{len(enqueued)} task(s) were enqueued and {len(failed)} were not "
+            f"({type(cause).__name__}: {cause}); retry the failed ids (e.failed) with "
+            "the same ids, or all of them: enqueue is idempotent on ids")
 
 
 class QueueUnavailableError(QueueError):

@@ -25,7 +25,12 @@ from concurrent.futures import Future
 from loguru import logger
 
 from rayqueue.core.record import NewTask
-from rayqueue.errors import QueueBusyError, QueueUnavailableError, StorageError
+from rayqueue.errors import (
+    PartialEnqueueError,
+    QueueBusyError,
+    QueueUnavailableError,
+    StorageError,
+)
 
 #: Most tasks one coalesced call carries.
 MAX_BATCH = 5_000
@@ -155,6 +160,23 @@ class Sender:
     def _deliver(self, batch: list[tuple[list[NewTask], Future[list[str]]]]) -> None:
         try:
             ids = self._send([new for news, _ in batch for new in news])
+        except PartialEnqueueError as err:
+            # A sharded queue: settle each submission by its own ids.
+            done = set(err.enqueued)
+            rest = []
+            for news, fut in batch:
+                if all(n.task_id in done for n in news):
+                    if not fut.done():
+                        fut.set_result([n.task_id or "" for n in news])
+                else:
+                    rest.append((news, fut))
+            if isinstance(err.cause, _SHARED_ERRORS) or len(rest) == 1:
+                for _, fut in rest:
+                    self._fail(fut, err.cause)
+            else:
+                for item in rest:
+                    self._deliver([item])
+            return
         except _SHARED_ERRORS as err:
             for _, fut in batch:
                 self._fail(fut, err)

@@ -63,8 +63,8 @@ class MetricsActor:
                 self._tasks.inc(1, {"queue": q, "task": event[1], "outcome": event[2]})
                 if event[3] is not None:
                     self._run.observe(event[3], {"queue": q, "task": event[1]})
-            elif kind == "depth":
-                for state, n in event[1].items():
+            elif kind == "depth":  # summed over shards by the aggregate
+                for state, n in self._agg.depth.items():
                     self._depth.set(n, {"queue": q, "state": state})
                 now_ready = {(pool, str(prio)): n
                              for pool, by_prio in self._agg.ready_by_priority_all().items()

@@ -110,8 +110,18 @@ class PoolManagerActor:
             await asyncio.sleep(CYCLE_S)
 
     async def _cycle(self) -> None:
-        status = merge_pool_status(
-            await asyncio.gather(*(q.pool_status.remote() for q in self._shards)))
+        answers = await asyncio.gather(*(q.pool_status.remote() for q in self._shards),
+                                       return_exceptions=True)
+        for err in answers:
+            if isinstance(err, BaseException):
+                # A shard restarting: scale and police on what the others said (their
+                # timed-out lists were handed over and must not be dropped).
+                self._log.warning("a queue shard did not answer ({})", type(err).__name__,
+                                  action="pool_shard_unavailable")
+        parts = [a for a in answers if not isinstance(a, BaseException)]
+        if not parts:
+            raise answers[0]  # no shard answered: skip this cycle (logged by the loop)
+        status = merge_pool_status(parts)
         for task_id, worker_id in status["timed_out"]:
             self._kill_overrunning(worker_id, task_id)
         now = time.monotonic()

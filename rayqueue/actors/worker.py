@@ -169,7 +169,7 @@ class WorkerActor:
                 room = target - held
                 slots = min(room, max(free, 1))
                 if len(self._shards) > 1:
-                    await self._claim_sharded(slots, room, not held)
+                    await self._claim_sharded(slots, room)
                     continue
                 try:
                     leases = unpack_leases(await self._queue.claim.remote(
@@ -194,7 +194,7 @@ class WorkerActor:
             reporter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reporter  # a report in flight finishes (or is put back) first
-            await self._flush()
+            await self._flush(final=True)
         finally:
             reporter.cancel()
             beater.cancel()
@@ -207,7 +207,7 @@ class WorkerActor:
         n = len(self._shards)
         return [i for i in (*self._running, *self._unacked) if shard_of(i, n) == shard]
 
-    async def _claim_sharded(self, slots: int, room: int, idle: bool) -> None:
+    async def _claim_sharded(self, slots: int, room: int) -> None:
         """One claim on a sharded queue: on the shard with the best work this worker
         knows of (asking for nothing worse than the best known elsewhere), or, when every
         shard is empty, a long-poll on each (parked) that wakes the run loop."""
@@ -216,24 +216,31 @@ class WorkerActor:
         for shard in self._chooser.order(loop.time()):
             if shard in self._parked:
                 continue
+            # A suspect only to a worker that runs nothing and has no long-poll out
+            # that could bring it company.
+            idle = not self._running and not self._parked
             try:
                 blob, rank = await self._shards[shard].claim.remote(
                     self._id, self._pool, slots, 0.0, idle, self._held_in(shard),
                     room - slots, self._chooser.bound(shard), True)
             except ray.exceptions.RayError as err:
-                self._claim_failures += 1
-                self._log.warning("claim on shard {} failed ({}); retrying", shard,
-                                  type(err).__name__, action="worker_claim_failed")
-                self._chooser.failed(shard, loop.time(),
-                                     min(0.05 * 2 ** self._claim_failures, CLAIM_WAIT_S))
+                backoff = self._chooser.failed(shard, loop.time())
+                self._log.warning("claim on shard {} failed ({}); retrying in {:.2f}s", shard,
+                                  type(err).__name__, backoff, action="worker_claim_failed")
                 continue
-            self._claim_failures = 0
             self._chooser.saw(shard, rank, loop.time())
             leases = unpack_leases(blob)
             if leases:
                 for lease in leases:
-                    self._start(lease)
+                    if lease.suspect and self._running:
+                        self._unstarted.append(lease)  # company arrived meanwhile
+                    else:
+                        self._start(lease)
+                if self._unstarted:
+                    await self._give_back_unstarted()
                 return
+        if self._draining:
+            return  # asked while claiming: no new long-polls
         self._wakeup.clear()
         for shard in self._chooser.order(loop.time()):  # not those backing off
             if shard not in self._parked:
@@ -241,7 +248,7 @@ class WorkerActor:
         if self._parked:
             await self._wakeup.wait()
         else:  # every shard is backing off after failures
-            await asyncio.sleep(min(0.05 * 2 ** self._claim_failures, CLAIM_WAIT_S))
+            await asyncio.sleep(self._chooser.wait_s(loop.time()))
 
     async def _park(self, shard: int, slots: int) -> None:
         """Long-poll ``shard`` for work; start what comes (or give it back, if this
@@ -254,9 +261,9 @@ class WorkerActor:
             self._chooser.saw(shard, rank, loop.time())
             leases = unpack_leases(blob)
         except ray.exceptions.RayError as err:
-            self._log.warning("claim on shard {} failed ({})", shard, type(err).__name__,
-                              action="worker_claim_failed")
-            self._chooser.failed(shard, loop.time(), CLAIM_WAIT_S)
+            backoff = self._chooser.failed(shard, loop.time())
+            self._log.warning("claim on shard {} failed ({}); retrying in {:.2f}s", shard,
+                              type(err).__name__, backoff, action="worker_claim_failed")
             leases = []
         finally:
             self._parked.pop(shard, None)
@@ -331,9 +338,9 @@ class WorkerActor:
         """Call ``method`` on each shard with its part of ``items`` (after ``lead``
         arguments); answers (or the RayError) per part, in shard order."""
         parts = split(items, ids, len(self._shards))
-        calls = [getattr(self._shards[s], method).remote(*lead, [x for _, x in part])
-                 for s, part in parts.items()]
-        return list(await asyncio.gather(*calls, return_exceptions=True))
+        return list(await asyncio.gather(*(
+            _call(getattr(self._shards[s], method), *lead, [x for _, x in part])
+            for s, part in parts.items()), return_exceptions=True))
 
     async def _execute(self, lease: Lease) -> None:
         assert self._slots is not None
@@ -413,6 +420,10 @@ class WorkerActor:
             self._draining = True  # run() returns once the rest is finished and reported
         self._wake()
 
+    def _wake_reporter(self) -> None:
+        if self._report_kick is not None:
+            self._report_kick.set()
+
     def _wake(self) -> None:
         if not self._running:
             self._isolating = False
@@ -443,11 +454,12 @@ class WorkerActor:
                 await asyncio.sleep(REPORT_DELAY_S)
             await self._flush()
 
-    async def _flush(self) -> None:
+    async def _flush(self, final: bool = False) -> None:
         async with self._flush_lock:  # one report at a time, the final one included
-            await self._flush_locked()
+            await self._flush_locked(final)
 
-    async def _flush_locked(self) -> None:
+    async def _flush_locked(self, final: bool) -> None:
+        """Report the buffered outcomes (``final``: until every one got through)."""
         records = lifecycle()
         if records is not None:
             records.flush()
@@ -458,7 +470,7 @@ class WorkerActor:
                 enumerate(batch))}
             try:
                 answers = await asyncio.gather(*(
-                    self._shards[s].report.remote(self._id, pack_outcomes([o for _, o in p]))
+                    _call(self._shards[s].report, self._id, pack_outcomes([o for _, o in p]))
                     for s, p in parts.items()), return_exceptions=True)
             except asyncio.CancelledError:
                 self._outcomes = batch + self._outcomes  # the final flush sends them again
@@ -477,7 +489,11 @@ class WorkerActor:
                     self._unacked.difference_update(o.task_id for _, o in part)
             if unsent:
                 self._outcomes = unsent + self._outcomes
-                await asyncio.sleep(0.5)
+                if final or len(unsent) == len(batch):
+                    await asyncio.sleep(0.5)  # back off, then send them again
+                else:  # others got through: don't hold their next reports back
+                    asyncio.get_running_loop().call_later(0.5, self._wake_reporter)
+                    return
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -488,6 +504,11 @@ class WorkerActor:
                     if isinstance(answer, ray.exceptions.RayError):
                         self._log.warning("heartbeat failed: {}", answer,
                                           action="worker_heartbeat_failed")
+
+
+async def _call(method: Any, *args: Any) -> Any:
+    """``await method.remote(*args)``, with a refusal at submission raised here too."""
+    return await method.remote(*args)
 
 
 def _rss_mb() -> float:

@@ -591,6 +591,10 @@ class QueueCore:
         """The record of a task, or ``None``."""
         return self._tasks.get(task_id)
 
+    def created(self) -> int:
+        """How many tasks this core has created (its sequence number)."""
+        return self._seq
+
     def top_rank(self, pool: str = "default") -> float | None:
         """The rank of the task a claim on ``pool`` would get next (lower goes first;
         None when none is ready), comparable across the shards of a queue."""

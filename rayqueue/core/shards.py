@@ -18,6 +18,8 @@ from rayqueue.core.stats import QueueStats
 T = TypeVar("T")
 K = TypeVar("K")
 
+#: Longest a worker leaves a failing shard alone before trying it again.
+MAX_BACKOFF_S = 1.0
 #: Most shards a queue may have (each is an actor with its own journal file).
 MAX_SHARDS = 256
 
@@ -119,6 +121,7 @@ class ShardChooser:
         self._ranks: list[float | None] = [None] * n
         self._seen = [-math.inf] * n
         self._blocked_until = [-math.inf] * n
+        self._failures = [0] * n
         self._next = start % n
 
     def order(self, now: float) -> list[int]:
@@ -143,9 +146,18 @@ class ShardChooser:
         """A claim on ``shard`` answered; ``rank`` is its best task left (None: none)."""
         self._ranks[shard] = rank
         self._seen[shard] = now
+        self._failures[shard] = 0
         self._next = (shard + 1) % self.n
 
-    def failed(self, shard: int, now: float, backoff_s: float) -> None:
-        """A claim on ``shard`` failed: leave it out for ``backoff_s``."""
-        self._blocked_until[shard] = now + backoff_s
+    def failed(self, shard: int, now: float) -> float:
+        """A claim on ``shard`` failed: leave it out for a backoff that doubles with its
+        failures in a row (0.1 s up to 1 s); returns the backoff."""
+        self._failures[shard] += 1
+        backoff = min(0.05 * 2.0 ** self._failures[shard], MAX_BACKOFF_S)
+        self._blocked_until[shard] = now + backoff
         self._ranks[shard] = None
+        return backoff
+
+    def wait_s(self, now: float) -> float:
+        """How long until some shard may be tried again (0 if one may now)."""
+        return max(0.0, min(self._blocked_until) - now)

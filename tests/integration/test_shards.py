@@ -92,9 +92,10 @@ def test_priority_across_shards_stays_within_the_stated_bound(make_queue: MakeQu
     last_high = max(q.get(h.id).started_at or 0.0 for h in high)
     inversions = sum(1 for info in q.get_many([h.id for h in low])
                      if info is not None and (info.started_at or 0.0) < last_high)
-    # README, "Sharded queues": at most one batch (≤ concurrency) from every other shard
-    # per worker before it has looked at all shards, plus what long-polls parked on
-    # every shard hand out at once. Serving shards in turn would start ~120 here.
+    # README, "Sharded queues": at most one batch from every other shard per worker
+    # before it has looked at all shards, plus what long-polls parked on every shard
+    # hand out at once. A batch is ≤ concurrency here (fresh workers measure no rate
+    # yet, so they prefetch nothing). Serving shards in turn would start ~150 here.
     assert inversions <= workers * concurrency * (2 * shards - 1), inversions
 
 
@@ -115,3 +116,32 @@ def test_each_shard_journals_and_restarts_on_its_own(make_queue: MakeQueue,
         rayqueue.init(f"t-{uuid.uuid4().hex[:8]}", shards=3, journal=str(journal))
     with pytest.raises(ValueError, match="shards must be an int"):
         rayqueue.init("never", shards=0)
+
+
+def test_a_batch_split_over_shards_fails_only_where_it_failed(make_queue: MakeQueue) -> None:
+    """A full shard refuses its part; the other shard's part is in: the caller is told
+    exactly which ids are in, so a retry never enqueues a task twice."""
+    q = make_queue(shards=2, config=rayqueue.QueueConfig(max_size=2),  # 1 task a shard
+                   pools=[PoolConfig(name="elsewhere", min_workers=0, max_workers=1)])
+    on = {s: [i for i in (f"p-{n}" for n in range(200)) if shard_of(i, 2) == s]
+          for s in (0, 1)}
+    ids = on[0][:2] + on[1][:1]  # two for shard 0, which holds one: its part is refused
+    with pytest.raises(rayqueue.PartialEnqueueError) as err:
+        q.enqueue_many([Probe(value=i) for i in range(3)], task_ids=ids)
+    assert err.value.enqueued == on[1][:1] and sorted(err.value.failed) == sorted(on[0][:2])
+    assert isinstance(err.value.cause, rayqueue.QueueFullError)
+    assert q.stats().size == 1
+
+    # Coalesced single enqueues settle one by one: each caller learns its own fate.
+    handles = [q.enqueue(Probe(value=i), task_id=i_d, wait=False)
+               for i, i_d in enumerate([on[0][2], on[0][3], on[1][1]])]
+    outcomes = []
+    for handle in handles:
+        try:
+            handle.sent(timeout=30)
+            outcomes.append("in")
+        except rayqueue.QueueFullError:
+            outcomes.append("full")
+    assert outcomes[0] == "in" and outcomes[1] == "full"  # shard 0 had room for one
+    assert outcomes[2] == "full"  # shard 1 is full since the batch above
+    assert q.stats().size == 2

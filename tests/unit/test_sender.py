@@ -130,3 +130,34 @@ def test_a_waiting_caller_sends_itself_when_idle_and_waits_its_turn_when_busy() 
         f"id-{i}" for i in range(6))
     assert sender.pending == 0
     assert sender._thread is None  # no background thread was needed
+
+
+def test_a_partial_batch_settles_each_submission_by_its_own_ids() -> None:
+    """A sharded queue took part of a coalesced batch: the submissions whose tasks are in
+    succeed, those of the failed shard get its error (not a blanket one), none re-sent."""
+    from rayqueue.errors import PartialEnqueueError, StorageError
+
+    calls: list[list[str]] = []
+    gate = threading.Event()
+    entered = threading.Event()
+
+    def send(news: list[NewTask]) -> list[str]:
+        ids = [n.task_id or "" for n in news]
+        calls.append(ids)
+        if len(calls) == 1:
+            entered.set()
+            gate.wait(10)
+            return ids
+        done = [i for i in ids if i != "id-2"]
+        raise PartialEnqueueError(done, ["id-2"], StorageError("shard 1's disk failed"))
+
+    sender = Sender(send)
+    first = sender.submit([_new(0)])
+    assert entered.wait(10)
+    rest = [sender.submit([_new(i)]) for i in (1, 2, 3)]
+    gate.set()
+    assert first.result(10) == ["id-0"]
+    assert rest[0].result(10) == ["id-1"] and rest[2].result(10) == ["id-3"]
+    with pytest.raises(StorageError, match="shard 1"):
+        rest[1].result(10)
+    assert calls == [["id-0"], ["id-1", "id-2", "id-3"]]  # a shared error: no re-sends

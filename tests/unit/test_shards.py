@@ -85,8 +85,15 @@ def test_chooser_looks_at_stale_shards_first_then_at_the_best_rank() -> None:
     assert chooser.order(0.01) == [0, 1, 2]  # best rank (lowest) first, empty last
     assert chooser.bound(1) == -80.0 and chooser.bound(0) == -10.0
     assert chooser.order(0.06) == [1, 2, 0]  # all stale again: every shard is looked at
-    chooser.failed(1, 0.06, backoff_s=0.5)
-    assert 1 not in chooser.order(0.1) and chooser.order(0.6)[0] == 1
+    assert chooser.failed(1, 0.06) == pytest.approx(0.1)  # doubles per failure in a row
+    assert 1 not in chooser.order(0.1) and chooser.order(0.2)[0] == 1
+    assert chooser.failed(1, 0.2) == pytest.approx(0.2)
+    assert chooser.wait_s(0.3) == 0.0  # shards 0 and 2 may be tried now
+    chooser.failed(0, 0.3)
+    chooser.failed(2, 0.3)
+    assert chooser.wait_s(0.3) == pytest.approx(0.1)  # all back off: the first is back at 0.4
+    chooser.saw(1, None, 0.5)
+    assert chooser.failed(1, 0.6) == pytest.approx(0.1)  # an answer resets the count
 
 
 def test_a_claim_takes_nothing_worse_than_the_bound_and_reports_the_rank(
