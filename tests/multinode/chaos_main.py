@@ -37,10 +37,8 @@ import rayqueue
 from rayqueue import PoolConfig, QueueConfig
 from tests.faults import ledger, ledger_tasks
 from tests.faults.ledger_tasks import Work
+from tests.multinode.cluster import local_cluster
 
-#: Dead nodes are noticed in ~1.5 s instead of ~15 s.
-FAST_HEALTH = {"health_check_period_ms": 500, "health_check_failure_threshold": 3,
-               "health_check_initial_delay_ms": 0}
 LEASE_TTL = 3.0
 WORKERS, CONCURRENCY = 4, 2
 FAULTS = ("worker", "queue", "pool", "node", "stop")
@@ -115,14 +113,12 @@ class Chaos:
 
 def run(seconds: float, tmp: str, seed: int) -> dict[str, Any]:
     cloudpickle.register_pickle_by_value(ledger_tasks)
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "include_dashboard": False, "_system_config": FAST_HEALTH,
-        "temp_dir": tempfile.mkdtemp(prefix="rq-chaos-", dir="/tmp")})
-    for _ in range(2):
-        cluster.add_node(num_cpus=2)
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, log_to_driver=False)
-    rng = random.Random(seed)
+    with local_cluster(0, [{"num_cpus": 2}] * 2, fast_health=True,
+                       prefix="rq-chaos-") as (cluster, _):
+        return _soak(cluster, seconds, tmp, random.Random(seed))
+
+
+def _soak(cluster: Cluster, seconds: float, tmp: str, rng: random.Random) -> dict[str, Any]:
     path = str(Path(tmp) / "ledger.sqlite")
     q = rayqueue.init("chaos", journal=str(Path(tmp) / "chaos.sqlite"), shards=2,
                       config=QueueConfig(lease_ttl=LEASE_TTL), heartbeat_s=0.5,
@@ -162,8 +158,6 @@ def run(seconds: float, tmp: str, seed: int) -> dict[str, Any]:
         "cpus_back": cpus_back,
         "rss_mb": chaos.rss,
     }
-    ray.shutdown()
-    cluster.shutdown()
     return summary
 
 

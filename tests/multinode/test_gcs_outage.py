@@ -24,7 +24,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import ray
 import ray.cloudpickle as cloudpickle
 from ray.cluster_utils import Cluster
 
@@ -32,6 +31,7 @@ import rayqueue
 from rayqueue import PoolConfig, QueueConfig
 from tests.faults import ledger, ledger_tasks
 from tests.faults.ledger_tasks import Work
+from tests.multinode.cluster import local_cluster
 from tests.ray_fixtures import wait_for
 
 pytestmark = pytest.mark.multinode
@@ -78,17 +78,10 @@ def ft_cluster(redis: str) -> Iterator[Cluster]:
     cloudpickle.register_pickle_by_value(ledger_tasks)
     old = os.environ.get("RAY_REDIS_ADDRESS")
     os.environ["RAY_REDIS_ADDRESS"] = redis  # the head's GCS keeps its tables there
-    c = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "include_dashboard": False,
-        "temp_dir": tempfile.mkdtemp(prefix="rq-gcs-", dir="/tmp")})
-    c.add_node(num_cpus=2)
-    c.wait_for_nodes()
-    ray.init(address=c.address, log_to_driver=False)
     try:
-        yield c
+        with local_cluster(0, [{"num_cpus": 2}], prefix="rq-gcs-") as (c, _):
+            yield c
     finally:
-        ray.shutdown()
-        c.shutdown()
         if old is None:
             os.environ.pop("RAY_REDIS_ADDRESS", None)
         else:

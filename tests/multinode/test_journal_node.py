@@ -17,7 +17,6 @@ import os
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private throwaway cluster
 
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from rayqueue.client import TaskQueue
 from rayqueue.config import NAMESPACE
 from tests.faults import ledger, ledger_tasks
 from tests.faults.ledger_tasks import Work
-from tests.multinode.test_node_loss import FAST_HEALTH
+from tests.multinode.cluster import local_cluster
 from tests.ray_fixtures import wait_for
 
 pytestmark = pytest.mark.multinode
@@ -48,17 +47,9 @@ ON_Y = PoolConfig(min_workers=2, max_workers=2, concurrency=2, num_cpus=0,
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     cloudpickle.register_pickle_by_value(ledger_tasks)
-    c = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "include_dashboard": False, "_system_config": FAST_HEALTH,
-        "temp_dir": tempfile.mkdtemp(prefix="rq-journal-", dir="/tmp")})
-    c.add_node(num_cpus=1, resources={"node_y": 1})
-    c.wait_for_nodes()
-    ray.init(address=c.address, log_to_driver=False)
-    try:
+    with local_cluster(1, [{"num_cpus": 1, "resources": {"node_y": 1}}], fast_health=True,
+                       prefix="rq-journal-") as (c, _):
         yield c
-    finally:
-        ray.shutdown()
-        c.shutdown()  # stops the raylets this fixture started, nothing else
 
 
 def _node_x(cluster: Cluster) -> tuple[object, str]:

@@ -12,7 +12,6 @@ import os
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private throwaway cluster
 
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,30 +24,16 @@ import rayqueue
 from rayqueue import PoolConfig, QueueConfig
 from tests.faults import ledger, ledger_tasks
 from tests.faults.ledger_tasks import Work
+from tests.multinode.cluster import local_cluster
 from tests.ray_fixtures import wait_for
 
 pytestmark = pytest.mark.multinode
 
-#: Dead nodes are noticed in ~1.5 s instead of ~15 s.
-FAST_HEALTH = {"health_check_period_ms": 500, "health_check_failure_threshold": 3,
-               "health_check_initial_delay_ms": 0}
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     cloudpickle.register_pickle_by_value(ledger_tasks)
-    c = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "include_dashboard": False, "_system_config": FAST_HEALTH,
-        "temp_dir": tempfile.mkdtemp(prefix="rq-loss-", dir="/tmp")})
-    for _ in range(2):
-        c.add_node(num_cpus=1)
-    c.wait_for_nodes()
-    ray.init(address=c.address, log_to_driver=False)
-    try:
+    with local_cluster(0, [{"num_cpus": 1}] * 2, fast_health=True, prefix="rq-loss-") as (c, _):
         yield c
-    finally:
-        ray.shutdown()
-        c.shutdown()  # stops the raylets this fixture started, nothing else
 
 
 @pytest.mark.timeout(300)

@@ -12,18 +12,16 @@ import os
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private throwaway cluster
 
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import ray
 import ray.cloudpickle as cloudpickle
-from ray.cluster_utils import Cluster
 
 import rayqueue
 from rayqueue import PoolConfig
 from tests.multinode import node_tasks
+from tests.multinode.cluster import local_cluster
 from tests.multinode.node_tasks import WhereDefault, WhereGpu, WhereReports
 from tests.ray_fixtures import wait_for
 
@@ -34,19 +32,11 @@ pytestmark = pytest.mark.multinode
 def cluster() -> Iterator[dict[str, Any]]:
     """A head and two worker nodes: one labelled pool=reports, one with gpu_slot=2."""
     cloudpickle.register_pickle_by_value(node_tasks)
-    temp = tempfile.mkdtemp(prefix="rq-multi-", dir="/tmp")
-    c = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "include_dashboard": False, "temp_dir": temp})
-    reports = c.add_node(num_cpus=2, labels={"pool": "reports"})
-    gpu = c.add_node(num_cpus=2, resources={"gpu_slot": 2})
-    c.wait_for_nodes()
-    ray.init(address=c.address, log_to_driver=False)
-    try:
+    with local_cluster(1, [{"num_cpus": 2, "labels": {"pool": "reports"}},
+                           {"num_cpus": 2, "resources": {"gpu_slot": 2}}]) as (c, nodes):
+        reports, gpu = nodes
         yield {"cluster": c, "head": c.head_node.node_id, "reports": reports.node_id,
                "gpu": gpu.node_id}
-    finally:
-        ray.shutdown()
-        c.shutdown()  # stops the raylets this fixture started, nothing else
 
 
 def test_pools_spread_route_and_report_what_cannot_be_placed(cluster: dict[str, Any]) -> None:
