@@ -49,6 +49,7 @@ from rayqueue.errors import (
     InvalidScheduleError,
     PartialEnqueueError,
     PayloadTooLargeError,
+    QueueLostError,
     QueueUnavailableError,
     ResultTimeoutError,
     TaskNotFoundError,
@@ -182,7 +183,7 @@ def init(
             n["NodeID"] == journal_node and n["Alive"] for n in ray.nodes()):
         raise ValueError(f"journal_node {journal_node!r} is not a live node of this cluster")
     common["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=here, soft=True)
-    _drop_orphans(name)
+    _drop_orphans(name, shards)
     try:
         ray.get_actor(actor_name(name, "metrics"), namespace=NAMESPACE)
         fresh = False
@@ -228,28 +229,38 @@ def init(
         raise
 
 
-def _drop_orphans(name: str) -> None:
-    """Kill the pool manager and metrics actor of a queue whose queue actor is gone for
-    good (its journal's node died): they and the workers would keep calling the dead
-    actor. The queue about to start from the journal gets fresh ones."""
-    def find(role: str) -> Any:
+def _drop_orphans(name: str, shards: int) -> None:
+    """Kill the pool manager and metrics actor of a queue whose queue actor (or one of
+    its shards) is gone for good (its journal's node died): they and the workers would
+    keep calling the dead actor. The queue about to start from the journal gets fresh
+    ones, with handles on every shard."""
+    def find(actor: str) -> Any:
         try:
-            return ray.get_actor(actor_name(name, role), namespace=NAMESPACE)
+            return ray.get_actor(actor, namespace=NAMESPACE)
         except ValueError:
             return None
 
-    # init creates metrics, queue, pool in that order: a pool manager without a queue
-    # actor is an orphan (a metrics actor alone may be another driver's init under way).
-    if find("pool") is None or find("queue") is not None:
+    # init creates metrics, the shards, then the pool manager: a pool manager with a
+    # shard missing is an orphan (a metrics actor alone may be another init under way).
+    if find(actor_name(name, "pool")) is None:
+        return
+    first = find(shard_name(name, 0))
+    if first is not None:
+        try:  # the running queue's own count (a wrong `shards` is refused later)
+            shards = int(_retrying(lambda: first.shard_info.remote(), 30.0)[1])
+        except QueueLostError:
+            first = None
+    if first is not None and all(find(shard_name(name, i)) is not None
+                                 for i in range(1, shards)):
         return
     for role in ("pool", "metrics"):
-        orphan = find(role)
+        orphan = find(actor_name(name, role))
         if orphan is not None:
             logger.warning("queue {}: replacing the {} actor left from its lost queue actor",
                            name, role, action="orphan_replaced", role=role)
             ray.kill(orphan, no_restart=True)  # the pool manager's workers die with it
             end = time.monotonic() + 30.0
-            while find(role) is not None and time.monotonic() < end:
+            while find(actor_name(name, role)) is not None and time.monotonic() < end:
                 time.sleep(0.05)  # until Ray frees the name for the fresh actor
 
 

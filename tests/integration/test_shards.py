@@ -145,3 +145,25 @@ def test_a_batch_split_over_shards_fails_only_where_it_failed(make_queue: MakeQu
     assert outcomes[0] == "in" and outcomes[1] == "full"  # shard 0 had room for one
     assert outcomes[2] == "full"  # shard 1 is full since the batch above
     assert q.stats().size == 2
+
+
+def test_a_shard_lost_for_good_comes_back_from_its_journal(make_queue: MakeQueue,
+                                                           tmp_path: Path) -> None:
+    """Shard 1 is gone for good (as when Ray cannot place it again) while shard 0 lives:
+    init over the same journals re-creates it, and replaces the pool manager whose
+    workers held handles on the dead actor."""
+    journal = str(tmp_path / "lost.sqlite")
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    pools = [PoolConfig(min_workers=1, max_workers=1, concurrency=2)]
+    q = make_queue(name=name, shards=2, journal=journal, pools=pools)
+    q.pause()
+    handles = q.enqueue_many([Probe(value=i) for i in range(40)])  # in both shards
+    old_pool = ray.get(q._pool.pid.remote())
+    ray.kill(q._shards[1], no_restart=True)
+    q.retry_timeout = 1.0  # (a dead actor looks like a restarting one: retried meanwhile)
+    with pytest.raises(rayqueue.QueueUnavailableError):
+        q.get(next(h.id for h in handles if shard_of(h.id, 2) == 1))
+    again = rayqueue.init(name, shards=2, journal=journal, pools=pools)
+    assert ray.get(again._pool.pid.remote()) != old_pool  # the orphan was replaced
+    again.resume()
+    assert again.results(handles, timeout=60) == list(range(40))  # none lost

@@ -77,6 +77,11 @@ def test_11_pinned_journal_node_lost_then_back(cluster: Cluster, tmp_path: Path)
     handles = q.enqueue_many([Work(ledger=path, value=i, seconds=0.02) for i in range(300)])
     ids = [h.id for h in handles]  # acknowledged: every one of them is in the journal
     wait_for(lambda: q.stats().by_state["succeeded"] >= 30, timeout=60, what="some done")
+    # What the workers hold when X dies (pausing keeps it from growing meanwhile; pause
+    # lives in the queue actor's memory, so the recovered queue runs again). They go on
+    # running it while the queue is down, and none of it can be reported.
+    q.pause()
+    in_flight = q.stats().by_state["leased"]
 
     cluster.remove_node(x, allow_graceful=False)
     # Down, and saying so: not an empty queue, not 30 s of silent retries.
@@ -94,9 +99,9 @@ def test_11_pinned_journal_node_lost_then_back(cluster: Cluster, tmp_path: Path)
         history = ledger.check(path, [i for i in infos if i is not None])
         assert history.lost == [] and history.undercounted == []
         assert history.states == {"succeeded": 300}
-        # Re-runs: only what was running or unreported when X died (4 slots on Y, and
-        # their finished-but-unreported outcomes).
-        assert history.duplicates <= 2 * 4, history.duplicates
+        # Re-runs: only what the workers held when X died (RELIABILITY: D is bounded by
+        # the in-flight tasks of the faulted component).
+        assert history.duplicates <= in_flight, (history.duplicates, in_flight)
     finally:
         again.shutdown(timeout=5)
 
