@@ -219,17 +219,8 @@ class WorkerActor:
             # A suspect only to a worker that runs nothing and has no long-poll out
             # that could bring it company.
             idle = not self._running and not self._parked
-            try:
-                blob, rank = await self._shards[shard].claim.remote(
-                    self._id, self._pool, slots, 0.0, idle, self._held_in(shard),
-                    room - slots, self._chooser.bound(shard), True)
-            except ray.exceptions.RayError as err:
-                backoff = self._chooser.failed(shard, loop.time())
-                self._log.warning("claim on shard {} failed ({}); retrying in {:.2f}s", shard,
-                                  type(err).__name__, backoff, action="worker_claim_failed")
-                continue
-            self._chooser.saw(shard, rank, loop.time())
-            leases = unpack_leases(blob)
+            leases = await self._claim_on(shard, slots, 0.0, idle, room - slots,
+                                          self._chooser.bound(shard))
             if leases:
                 for lease in leases:
                     if lease.suspect and self._running:
@@ -250,21 +241,28 @@ class WorkerActor:
         else:  # every shard is backing off after failures
             await asyncio.sleep(self._chooser.wait_s(loop.time()))
 
-    async def _park(self, shard: int, slots: int) -> None:
-        """Long-poll ``shard`` for work; start what comes (or give it back, if this
-        worker is draining or runs a suspect alone), then wake the run loop."""
+    async def _claim_on(self, shard: int, slots: int, wait: float, idle: bool,
+                        prefetch: int, bound: float | None) -> list[Lease]:
+        """One claim on ``shard``; notes the rank it answers, or backs the shard off
+        if the call fails (then: no leases)."""
         loop = asyncio.get_running_loop()
         try:
             blob, rank = await self._shards[shard].claim.remote(
-                self._id, self._pool, slots, CLAIM_WAIT_S, False, self._held_in(shard),
-                0, None, True)
-            self._chooser.saw(shard, rank, loop.time())
-            leases = unpack_leases(blob)
+                self._id, self._pool, slots, wait, idle, self._held_in(shard), prefetch,
+                bound, True)
         except ray.exceptions.RayError as err:
             backoff = self._chooser.failed(shard, loop.time())
             self._log.warning("claim on shard {} failed ({}); retrying in {:.2f}s", shard,
                               type(err).__name__, backoff, action="worker_claim_failed")
-            leases = []
+            return []
+        self._chooser.saw(shard, rank, loop.time())
+        return unpack_leases(blob)
+
+    async def _park(self, shard: int, slots: int) -> None:
+        """Long-poll ``shard`` for work; start what comes (or give it back, if this
+        worker is draining or runs a suspect alone), then wake the run loop."""
+        try:
+            leases = await self._claim_on(shard, slots, CLAIM_WAIT_S, False, 0, None)
         finally:
             self._parked.pop(shard, None)
         for lease in leases:
