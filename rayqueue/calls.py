@@ -6,6 +6,7 @@ reaches a user raw: each is mapped onto the rayqueue error tree.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -88,20 +89,43 @@ def _get(ref: Any, timeout: float | None = None) -> Any:
         raise _translate(err) from None
 
 
-def _retrying(call: Callable[[], Any], timeout: float, *, retry_full: bool = False) -> Any:
+class _Budget:
+    """How long a retried call may go on failing: ``timeout`` s of unreachability.
+
+    ``hold`` is how long the call itself may rightly park (a long-poll). An attempt that
+    fails after parking was answered late, not refused: only its time beyond ``hold``
+    counts. So a reply lost after a 30-s result wait costs nothing, while an actor that
+    refuses every call is given up on after ``timeout`` s.
+    """
+
+    def __init__(self, timeout: float, hold: float, spent: float = 0.0) -> None:
+        self.timeout, self.hold, self.spent = timeout, hold, spent
+        self.pause = 0.05
+
+    def after(self, began: float, err: BaseException) -> float:
+        """The pause before the next attempt, given one began at ``began`` failed with
+        ``err``; re-raises ``err`` when the budget is spent or the actor is lost."""
+        self.spent += max(0.0, time.monotonic() - began - self.hold)
+        if isinstance(err, QueueLostError) or self.spent + self.pause > self.timeout:
+            raise err
+        pause = self.pause
+        self.spent += pause
+        self.pause = min(pause * 2, 1.0)
+        return pause
+
+
+def _retrying(call: Callable[[], Any], timeout: float, *, hold: float = 0.0,
+              retry_full: bool = False, spent: float = 0.0) -> Any:
     """Run an idempotent actor call, retrying with backoff while the actor is unreachable
-    or busy (and, with ``retry_full``, while the queue is full) for up to ``timeout`` s."""
-    end = time.monotonic() + timeout
-    pause = 0.05
+    or busy (and, with ``retry_full``, while the queue is full); see :class:`_Budget`."""
+    budget = _Budget(timeout, hold, spent)
     retry_on = _retryable(retry_full)
     while True:
+        began = time.monotonic()
         try:
             return _get(_submit(call))
         except retry_on as err:
-            if isinstance(err, QueueLostError) or time.monotonic() + pause > end:
-                raise
-            time.sleep(pause)  # backing off between retries of a failed call
-            pause = min(pause * 2, 1.0)
+            time.sleep(budget.after(began, err))  # backing off between retries
 
 
 def _retryable(retry_full: bool) -> tuple[type[BaseException], ...]:
@@ -110,15 +134,15 @@ def _retryable(retry_full: bool) -> tuple[type[BaseException], ...]:
     return (*always, QueueFullError) if retry_full else always
 
 
-def _retrying_all(calls: Sequence[Callable[[], Any]], timeout: float, *,
+def _retrying_all(calls: Sequence[Callable[[], Any]], timeout: float, *, hold: float = 0.0,
                   retry_full: bool = False, settle: bool = False) -> list[Any]:
     """:func:`_retrying` for several calls at once (one per shard): all are submitted
     before any is waited for; answers in the calls' order. The first error that outlasts
     its retries is raised once every call has settled, so none is left running unseen
     (with ``settle``, each call's error is returned in its place instead)."""
     if len(calls) == 1 and not settle:
-        return [_retrying(calls[0], timeout, retry_full=retry_full)]
-    end = time.monotonic() + timeout
+        return [_retrying(calls[0], timeout, hold=hold, retry_full=retry_full)]
+    began = time.monotonic()
     refs: list[Any] = []
     for call in calls:
         try:
@@ -134,8 +158,8 @@ def _retrying_all(calls: Sequence[Callable[[], Any]], timeout: float, *,
                     raise QueueBusyError("refused at submission")
                 out.append(_get(ref))
             except _retryable(retry_full):
-                out.append(_retrying(call, max(0.0, end - time.monotonic()),
-                                     retry_full=retry_full))
+                out.append(_retrying(call, timeout, hold=hold, retry_full=retry_full,
+                                     spent=max(0.0, time.monotonic() - began - hold)))
         except Exception as err:  # raised below, once the other calls have settled
             out.append(err if settle else None)
             error = error or err
@@ -157,3 +181,14 @@ async def _aget(ref: Any) -> Any:
         return await ref
     except ray.exceptions.RayError as err:
         raise _translate(err) from None
+
+
+async def _aretrying(call: Callable[[], Any], timeout: float, *, hold: float = 0.0) -> Any:
+    """:func:`_retrying` for an event loop: backs off without blocking the loop."""
+    budget = _Budget(timeout, hold)
+    while True:
+        began = time.monotonic()
+        try:
+            return await _aget(_submit(call))
+        except _retryable(False) as err:
+            await asyncio.sleep(budget.after(began, err))

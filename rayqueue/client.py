@@ -29,7 +29,7 @@ from rayqueue.actors.journal import shard_journals
 from rayqueue.actors.metrics import MetricsActor
 from rayqueue.actors.pool import PoolManagerActor
 from rayqueue.actors.queue import CONCURRENCY_GROUPS, QueueActor
-from rayqueue.calls import MAX_PENDING_CALLS, _aget, _get, _retrying, _retrying_all
+from rayqueue.calls import MAX_PENDING_CALLS, _aretrying, _get, _retrying, _retrying_all
 from rayqueue.config import NAMESPACE, PoolConfig, actor_name, shard_handles, shard_name
 from rayqueue.core.clock import Clock
 from rayqueue.core.lease import Lease, Outcome, pack_news, pack_outcomes, unpack_leases
@@ -334,24 +334,25 @@ class TaskQueue(Generic[T]):
         return self._shards[shard_of(task_id, len(self._shards))]
 
     def _on_shards(self, ids: Sequence[str], call: Callable[[Any, list[str]], Any],
-                   *, retry_full: bool = False, timeout: float | None = None) -> list[Any]:
+                   *, retry_full: bool = False, hold: float = 0.0) -> list[Any]:
         """``call(shard, its_ids)`` on each shard owning some of ``ids``, all at once;
-        the answers (one per id, as lists) back in the order of ``ids``."""
-        timeout = self.retry_timeout if timeout is None else timeout
+        the answers (one per id, as lists) back in the order of ``ids``. ``hold``: how
+        long each call may park (see :class:`rayqueue.calls._Budget`)."""
         if len(self._shards) == 1:  # nothing to split (result waits poll this often)
             answer: list[Any] = _retrying(functools.partial(call, self._actor, list(ids)),
-                                          timeout, retry_full=retry_full)
+                                          self.retry_timeout, hold=hold,
+                                          retry_full=retry_full)
             return answer
         parts = split(list(ids), ids, len(self._shards))
         calls = [functools.partial(call, self._shards[s], [i for _, i in p])
                  for s, p in parts.items()]
-        answers = _retrying_all(calls, timeout, retry_full=retry_full)
+        answers = _retrying_all(calls, self.retry_timeout, hold=hold, retry_full=retry_full)
         return unsplit(len(ids), parts.values(), answers)
 
     def _on_all(self, method: str, *args: Any, waits: float = 0.0) -> list[Any]:
         """An idempotent call on every shard at once; the answers in shard order."""
         return _retrying_all([functools.partial(getattr(q, method).remote, *args)
-                              for q in self._shards], self.retry_timeout + waits)
+                              for q in self._shards], self.retry_timeout, hold=waits)
 
     # -------------------------------------------------------------- producing
     def enqueue(
@@ -504,13 +505,9 @@ class TaskQueue(Generic[T]):
             raise PartialEnqueueError(done, failed, errors[0]) from errors[0]
         return unsplit(len(news), parts.values(), answers)
 
-    def _read(self, method: str, *args: Any, waits: float = 0.0) -> Any:
-        """Call an idempotent queue-actor method, retrying while the actor restarts.
-
-        ``waits`` is how long the call itself may park; retries get that much more time.
-        """
-        return self._retrying(lambda: getattr(self._actor, method).remote(*args),
-                              timeout=self.retry_timeout + waits)
+    def _read(self, method: str, *args: Any) -> Any:
+        """Call an idempotent queue-actor method, retrying while the actor restarts."""
+        return self._retrying(lambda: getattr(self._actor, method).remote(*args))
 
     def _retrying(self, call: Callable[[], Any], *, retry_full: bool = False,
                   timeout: float | None = None) -> Any:
@@ -688,7 +685,7 @@ class TaskQueue(Generic[T]):
     def _wait_round(self, ids: Sequence[str], left: float) -> list[TaskInfo | None]:
         """Each shard waits up to ``left`` s for its part of ``ids`` (all at once)."""
         return self._on_shards(ids, lambda q, part: q.wait_results.remote(part, left),
-                               timeout=self.retry_timeout + left)
+                               hold=left)
 
     def _wait(self, ids: Sequence[str], timeout: float | None) -> list[TaskInfo | None]:
         end = None if timeout is None else time.monotonic() + timeout
@@ -709,8 +706,9 @@ class TaskQueue(Generic[T]):
             left = _WAIT_SLICE_S if end is None else max(0.0, min(_WAIT_SLICE_S,
                                                                   end - loop.time()))
             parts = split(list(ids), ids, len(self._shards))
-            answers = await asyncio.gather(*(_aget(self._shards[s].wait_results.remote(
-                [i for _, i in p], left)) for s, p in parts.items()))
+            answers = await asyncio.gather(*(_aretrying(functools.partial(
+                self._shards[s].wait_results.remote, [i for _, i in p], left),
+                self.retry_timeout, hold=left) for s, p in parts.items()))
             infos: list[TaskInfo | None] = unsplit(len(ids), parts.values(), answers)
             if all(i is None or i.terminal for i in infos) or (
                 end is not None and loop.time() >= end
@@ -784,8 +782,8 @@ class TaskQueue(Generic[T]):
         """
         self._on_all("close")
         if drain_timeout is not None:
-            self._retrying(lambda: self._pool.shutdown.remote(drain_timeout),
-                           timeout=self.retry_timeout + drain_timeout)
+            _retrying(lambda: self._pool.shutdown.remote(drain_timeout), self.retry_timeout,
+                      hold=drain_timeout)
 
     def pause(self) -> None:
         """Stop handing tasks to workers; enqueues go on and running tasks finish.
@@ -802,8 +800,8 @@ class TaskQueue(Generic[T]):
         """Drain the workers, then remove this queue's actors from the cluster."""
         self._sender.close(timeout)
         try:
-            self._retrying(lambda: self._pool.shutdown.remote(timeout),
-                           timeout=self.retry_timeout + timeout)
+            _retrying(lambda: self._pool.shutdown.remote(timeout), self.retry_timeout,
+                      hold=timeout)
         finally:
             for handle in (self._pool, *self._shards, self._metrics):
                 ray.kill(handle)

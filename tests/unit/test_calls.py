@@ -1,0 +1,98 @@
+"""The client's retry budget, on a fake clock: what counts as the queue being unreachable.
+
+Ray is not started: each attempt is scripted (how long it takes, then its answer or
+error), and the clock moves only when an attempt runs or the retry loop backs off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from rayqueue import calls
+from rayqueue.errors import QueueLostError, QueueUnavailableError
+
+
+class Script:
+    """Attempts as (seconds taken, answer or exception to raise), on a fake clock."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, steps: list[tuple[float, Any]]):
+        self.now = 0.0
+        self.steps: Iterator[tuple[float, Any]] = iter(steps)
+        self.attempts = 0
+        # rayqueue.calls's own `time`, so nothing else sees the fake clock.
+        monkeypatch.setattr("rayqueue.calls.time", self)
+        monkeypatch.setattr(calls, "_get", self.get)
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    def get(self, ref: Any, timeout: float | None = None) -> Any:
+        self.attempts += 1
+        took, outcome = next(self.steps)
+        self.now += took
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def call(self) -> Any:
+        return "ref"
+
+
+def unreachable() -> QueueUnavailableError:
+    return QueueUnavailableError("the queue's actor is unreachable (ActorUnavailableError)")
+
+
+def test_replies_lost_after_a_long_poll_do_not_spend_the_budget(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Lossy RPC: five result waits in a row park 30 s each, then lose their reply.
+    script = Script(monkeypatch, [(30.0, unreachable())] * 5 + [(1.0, "answer")])
+    assert calls._retrying(script.call, 30.0, hold=30.0) == "answer"
+    assert script.attempts == 6
+
+
+def test_an_actor_refusing_every_call_is_given_up_on_after_the_timeout(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    script = Script(monkeypatch, [(0.01, unreachable())] * 1_000)
+    with pytest.raises(QueueUnavailableError):
+        calls._retrying(script.call, 10.0)
+    assert 9.0 <= script.now <= 10.0
+    # A long-poll that is refused at once fares no better: backing off counts.
+    script = Script(monkeypatch, [(0.01, unreachable())] * 1_000)
+    with pytest.raises(QueueUnavailableError):
+        calls._retrying(script.call, 10.0, hold=30.0)
+    assert 9.0 <= script.now <= 11.0
+
+
+def test_time_beyond_the_hold_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each attempt was meant to park 30 s but took 45: 15 s of it was unreachability.
+    script = Script(monkeypatch, [(45.0, unreachable())] * 10)
+    with pytest.raises(QueueUnavailableError):
+        calls._retrying(script.call, 30.0, hold=30.0)
+    assert script.attempts == 2
+
+
+def test_a_lost_queue_is_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    script = Script(monkeypatch, [(0.01, QueueLostError("node gone"))] * 3)
+    with pytest.raises(QueueLostError):
+        calls._retrying(script.call, 30.0)
+    assert script.attempts == 1
+
+
+def test_calls_on_several_shards_are_retried_on_the_same_terms(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Shard A's long-poll loses its reply twice, then answers; shard B answers at once.
+    script = Script(monkeypatch, [(30.0, unreachable()), (30.0, unreachable()), (1.0, "a"),
+                                  (0.0, "b")])
+    assert calls._retrying_all([script.call, script.call], 30.0, hold=30.0) == ["a", "b"]
+    # Without the hold, the first lost reply spends the budget: one more try, then the
+    # error surfaces, once shard B's call has settled too.
+    script = Script(monkeypatch, [(30.0, unreachable()), (0.01, unreachable()), (0.0, "b")])
+    with pytest.raises(QueueUnavailableError):
+        calls._retrying_all([script.call, script.call], 30.0)
+    assert script.attempts == 3
