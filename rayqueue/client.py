@@ -43,7 +43,7 @@ from rayqueue.core.schedule import (
     delay_to_seconds,
     to_epoch,
 )
-from rayqueue.core.shards import check_shards, merge_stats, shard_of, split, unsplit
+from rayqueue.core.shards import best_head, check_shards, merge_stats, shard_of, split, unsplit
 from rayqueue.core.stats import QueueStats
 from rayqueue.errors import (
     InvalidScheduleError,
@@ -592,19 +592,27 @@ class TaskQueue(Generic[T]):
         return ClaimedTask(self, lease, task)
 
     def _claim_one(self, pool: str, timeout: float) -> list[Lease]:
-        """One lease for this client, from the shards in turn (within ``timeout`` s)."""
+        """One lease for this client (within ``timeout`` s). Over shards: first from
+        the shards in the order of their best task's rank, as one queue would hand it
+        out; if none had any, short waits on each in turn."""
         n = len(self._shards)
+        if n == 1:
+            return self._claim_on(self._actor, pool, timeout)
+        ranks = self._on_all("top_rank", pool)
+        for s in sorted((s for s in range(n) if ranks[s] is not None), key=ranks.__getitem__):
+            if leases := self._claim_on(self._shards[s], pool, 0.0):
+                return leases
         end = time.monotonic() + timeout
         for turn in itertools.count():
-            # A first pass over every shard without waiting, then short waits in turn.
-            left = max(0.0, end - time.monotonic())
-            wait = left if n == 1 else (0.0 if turn < n else min(left, 0.1))
             shard = self._shards[(self._claim_turn + turn) % n]
-            leases = unpack_leases(_get(shard.claim.remote(self._client_id, pool, 1, wait)))
-            if leases or (turn >= n - 1 and time.monotonic() >= end):
+            leases = self._claim_on(shard, pool, min(max(0.0, end - time.monotonic()), 0.1))
+            if leases or time.monotonic() >= end:
                 self._claim_turn = (self._claim_turn + turn + 1) % n
                 return leases
         raise AssertionError("unreachable")
+
+    def _claim_on(self, shard: Any, pool: str, wait: float) -> list[Lease]:
+        return unpack_leases(_get(shard.claim.remote(self._client_id, pool, 1, wait)))
 
     def _report(self, outcome: Outcome) -> bool:
         shard = self._shard_for(outcome.task_id)
@@ -613,9 +621,10 @@ class TaskQueue(Generic[T]):
     # ------------------------------------------------------------------ reads
     def peek(self, pool: str = "default") -> TaskInfo | None:
         """The task a worker of ``pool`` would get next, without taking it."""
-        heads = [i for i in self._on_all("peek", pool) if i is not None]
-        # Across shards: the highest priority, then the earliest due (as one queue would).
-        return min(heads, key=lambda i: (-i.priority, i.due_at), default=None)
+        if len(self._shards) == 1:
+            head: TaskInfo | None = self._read("peek", pool)
+            return head
+        return best_head(self._on_all("peek_ranked", pool))
 
     def get(self, task_id: str) -> TaskInfo:
         """A task's record. Raises :class:`TaskNotFoundError`."""

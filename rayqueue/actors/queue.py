@@ -585,6 +585,18 @@ class QueueActor:
             return _info(self._core.peek(pool))
 
     @_control
+    async def top_rank(self, pool: str = "default") -> float | None:
+        """The rank of the task a claim on ``pool`` would get (see QueueCore.top_rank)."""
+        with self._lock:
+            return self._core.top_rank(pool)
+
+    @_control
+    async def peek_ranked(self, pool: str = "default") -> tuple[TaskInfo | None, float | None]:
+        """:meth:`peek` with the task's rank, which compares across shards (aging too)."""
+        with self._lock:
+            return _info(self._core.peek(pool)), self._core.top_rank(pool)
+
+    @_control
     async def get(self, task_id: str) -> TaskInfo | None:
         """One task's record, or None."""
         with self._lock:

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
 from rayqueue.core.stats import QueueStats
+from rayqueue.info import TaskInfo
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -94,6 +95,17 @@ def merge_stats(parts: Sequence[QueueStats]) -> QueueStats:
         size=sum(p.size for p in parts), schedules=sum(p.schedules for p in parts),
         max_size=None if None in caps else sum(c for c in caps if c is not None),
         closed=any(p.closed for p in parts), paused=any(p.paused for p in parts))
+
+
+def best_head(heads: Iterable[tuple[TaskInfo | None, float | None]]) -> TaskInfo | None:
+    """The task one queue would hand out first, from each shard's ``(head, rank)``.
+
+    Ranks (:meth:`rayqueue.core.queue.QueueCore.top_rank`, lower first) compare across
+    shards with aging included; ties go to the earlier due, as within one shard.
+    """
+    ranked = [(rank, head.due_at, head) for head, rank in heads
+              if head is not None and rank is not None]
+    return min(ranked, key=lambda r: (r[0], r[1]))[2] if ranked else None
 
 
 def merge_pool_status(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:

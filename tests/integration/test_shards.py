@@ -13,9 +13,9 @@ import pytest
 import ray
 
 import rayqueue
-from rayqueue import PoolConfig, Priority
+from rayqueue import PoolConfig, Priority, QueueConfig
 from rayqueue.core.shards import shard_of
-from tests.integration.probe_tasks import Probe
+from tests.integration.probe_tasks import Manual, Probe
 from tests.ray_fixtures import wait_for
 
 MakeQueue = Callable[..., rayqueue.TaskQueue[Any]]
@@ -73,6 +73,26 @@ def test_tasks_route_by_id_and_every_read_sees_the_whole_queue(make_queue: MakeQ
     q.pause()
     assert q.stats().paused and all(ray.get(s.stats.remote()).paused for s in q._shards)
     q.resume()
+
+
+def test_peek_and_dequeue_over_shards_rank_with_aging_as_one_queue_would(make_queue: MakeQueue) -> None:
+    # "old" (LOW) in shard 0, then "new" (HIGH) in shard 1 at least one round trip later.
+    # At 10^6 levels a second the old task has overtaken by then; with no aging it has not.
+    old = next(f"old-{i}" for i in range(100) if shard_of(f"old-{i}", 2) == 0)
+    new = next(f"new-{i}" for i in range(100) if shard_of(f"new-{i}", 2) == 1)
+    for aging_rate, first in ((0.0, new), (1e6, old)):
+        q = make_queue(shards=2, config=QueueConfig(aging_rate=aging_rate))
+        assert q.peek(pool="manual") is None
+        q.enqueue(Manual(name="old"), priority=Priority.LOW, task_id=old)
+        q.enqueue(Manual(name="new"), priority=Priority.HIGH, task_id=new)
+        head = q.peek(pool="manual")
+        assert head is not None and head.id == first
+        # dequeue() takes the same task: it claims from the shard with the best rank.
+        claimed = q.dequeue(pool="manual", timeout=5)
+        assert claimed is not None and claimed.id == first and claimed.ack("done")
+        claimed = q.dequeue(pool="manual")
+        assert claimed is not None and claimed.id != first and claimed.ack("done")
+        assert q.dequeue(pool="manual") is None and q.peek(pool="manual") is None
 
 
 def test_priority_across_shards_stays_within_the_stated_bound(make_queue: MakeQueue) -> None:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rayqueue import FakeClock, QueueCore
+from rayqueue import FakeClock, InMemoryStorage, Priority, QueueConfig, QueueCore, TaskInfo
 from rayqueue.core.aggregate import MetricsAggregate
 from rayqueue.core.shards import (
     ShardChooser,
+    best_head,
     check_shards,
     merge_pool_status,
     merge_stats,
@@ -108,3 +110,30 @@ def test_a_claim_takes_nothing_worse_than_the_bound_and_reports_the_rank(
     assert [lease.task_id for lease in core.claim("w", 5, clock.now(), no_worse_than=-10.0)
             ] == ["lo"]
     assert core.top_rank() is None and core.top_rank("no-such-pool") is None
+
+
+@pytest.mark.parametrize("aging_rate", [0.0, 1.0])
+def test_peek_over_shards_picks_what_one_queue_would_hand_out(
+        make_core: Callable[..., QueueCore], clock: FakeClock, aging_rate: float) -> None:
+    one = make_core(aging_rate=aging_rate)
+    shards = [QueueCore(QueueConfig(aging_rate=aging_rate), InMemoryStorage()) for _ in "ab"]
+    owner = {"old-low": 0, "high": 1, "newer-high": 0}
+    # An old LOW task in shard a; 50 s later (LOW + 50 ties HIGH with aging) a HIGH one
+    # in shard b; a second later another HIGH in shard a.
+    for task_id, priority, wait in (("old-low", Priority.LOW, 50), ("high", Priority.HIGH, 1),
+                                    ("newer-high", Priority.HIGH, 0)):
+        task = new(priority=priority, task_id=task_id)
+        one.enqueue(task, clock.now())
+        shards[owner[task_id]].enqueue(task, clock.now())
+        clock.advance(wait)
+
+    order = []
+    while (head := best_head([(None if (r := s.peek()) is None else TaskInfo.of(r),
+                                s.top_rank()) for s in shards])) is not None:
+        expected = one.peek()
+        assert expected is not None and head.id == expected.id  # as one queue would
+        order.append(head.id)
+        for core in (one, shards[owner[head.id]]):
+            assert [lease.task_id for lease in core.claim("w", 1, clock.now())] == [head.id]
+    assert order == (["old-low", "high", "newer-high"] if aging_rate
+                     else ["high", "newer-high", "old-low"])
