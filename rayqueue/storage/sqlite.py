@@ -60,6 +60,10 @@ class SQLiteStorage:
             :class:`~rayqueue.errors.StorageBusyError`.
         create: start an empty journal if the file is missing. A restarted queue passes
             ``False`` so that a missing journal is an error, not an empty queue.
+        exclusive: hold the file's lock until :meth:`close`, so no other process (a
+            queue actor, say) has it open meanwhile; refused with
+            :class:`~rayqueue.errors.StorageBusyError` if one has it open now.
+            For offline tools such as :func:`rayqueue.storage.layout.reshard`.
 
     Raises:
         JournalNotFoundError: ``create`` is false and there is no file at ``path``.
@@ -75,6 +79,7 @@ class SQLiteStorage:
         durability: Literal["full", "process"] = "full",
         busy_timeout_ms: int = 5000,
         create: bool = True,
+        exclusive: bool = False,
     ) -> None:
         if durability not in _SYNCHRONOUS:
             raise ValueError(f"durability must be 'full' or 'process', got {durability!r}")
@@ -97,7 +102,7 @@ class SQLiteStorage:
         except (sqlite3.Error, OSError) as err:
             raise StorageError(f"cannot open the journal at {str(self._path)!r}: {err}") from err
         try:
-            self._setup(_SYNCHRONOUS[durability], busy_timeout_ms)
+            self._setup(_SYNCHRONOUS[durability], busy_timeout_ms, exclusive)
         except BaseException:
             self._connection.close()
             raise
@@ -107,10 +112,12 @@ class SQLiteStorage:
         """The database file."""
         return self._path
 
-    def _setup(self, synchronous: str, busy_timeout_ms: int) -> None:
+    def _setup(self, synchronous: str, busy_timeout_ms: int, exclusive: bool) -> None:
         conn = self._connection
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            if exclusive:  # before WAL is first used: then no shared memory, one owner
+                conn.execute("PRAGMA locking_mode = EXCLUSIVE")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             conn.execute(f"PRAGMA synchronous = {synchronous}")
         except sqlite3.Error as err:
@@ -118,7 +125,8 @@ class SQLiteStorage:
         if str(mode).lower() != "wal":
             raise StorageError(f"cannot use WAL mode for the journal at {str(self._path)!r} "
                                f"(got {mode!r}): put it on a local file system")
-        with self._transaction("setup") as tx:
+        with self._transaction("setup", begin="BEGIN EXCLUSIVE" if exclusive
+                               else "BEGIN IMMEDIATE") as tx:
             for statement in _SCHEMA:
                 tx.execute(statement)
             tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
