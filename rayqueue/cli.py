@@ -2,7 +2,8 @@
 
 Thin by design: parse, call the client library, print a table. It attaches to a running
 Ray cluster (``--address``, default ``auto``: the one on this machine) and to an existing
-queue; it never starts either, except ``rayqueue demo``.
+queue; it never starts either, except ``rayqueue demo``. ``rayqueue reshard`` works on the
+journal files alone, with the queue shut down.
 
 Exit codes: 0 done; 1 the operation failed (the message says why); 2 bad usage;
 3 no Ray cluster or no such queue.
@@ -149,6 +150,20 @@ def cmd_dashboard(args: argparse.Namespace) -> None:
     serve(q, port=args.port, host=args.host, block=True)
 
 
+def cmd_reshard(args: argparse.Namespace) -> None:
+    from rayqueue.client import default_journal
+    from rayqueue.storage.layout import reshard, shard_journals
+
+    journal = args.journal or default_journal(args.queue)
+    done = reshard(journal, args.shards)
+    _table(f"{journal}: {done.was} -> {done.now} shard(s)", ["journal", "tasks", "schedules"],
+           [(f, t, n) for f, t, n in zip(shard_journals(journal, done.now), done.tasks,
+                                         done.schedules, strict=True)])
+    console.print("old journals kept (delete them once the queue runs well): "
+                  + ", ".join(done.kept), highlight=False)
+    console.print(f"start the queue with shards={done.now} now", highlight=False)
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from tasks import demo
 
@@ -193,6 +208,11 @@ def parser() -> argparse.ArgumentParser:
     dash = add("dashboard", cmd_dashboard, "serve the web dashboard")
     dash.add_argument("--port", type=int, default=8400)
     dash.add_argument("--host", default="127.0.0.1")
+    r = add("reshard", cmd_reshard, "with the queue shut down, rewrite its journals for "
+            "another shard count (needs no Ray; run it on the journal's node)")
+    r.add_argument("--shards", type=int, required=True, help="the new shard count")
+    r.add_argument("--journal", help="the base journal, as given to rayqueue.init "
+                   "(default: .rayqueue/<queue>.sqlite)")
     add("demo", cmd_demo, "run the e-commerce demo on a private local Ray")
     return p
 

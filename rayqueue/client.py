@@ -25,7 +25,6 @@ from loguru import logger
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from rayqueue import codebook
-from rayqueue.actors.journal import shard_journals
 from rayqueue.actors.metrics import MetricsActor
 from rayqueue.actors.pool import PoolManagerActor
 from rayqueue.actors.queue import CONCURRENCY_GROUPS, QueueActor
@@ -57,6 +56,7 @@ from rayqueue.errors import (
 from rayqueue.handle import ClaimedTask, TaskHandle
 from rayqueue.info import MetricsSnapshot, PoolInfo, TaskInfo, WorkerInfo
 from rayqueue.sender import Sender
+from rayqueue.storage.layout import shard_journals
 from rayqueue.task import (
     Task,
     decode_payload,

@@ -63,33 +63,6 @@ def open_storage(journal: str | None, durability: str, reconstructed: bool) -> S
     return _faulty(storage, faults) if faults else storage
 
 
-def shard_journals(path: str, shards: int) -> list[str]:
-    """The journal file of each shard: ``path`` itself for an unsharded queue, else
-    ``<stem>.shard-<i>-of-<n><suffix>`` beside it."""
-    if shards == 1:
-        return [path]
-    p = Path(path)
-    return [str(p.with_name(f"{p.stem}.shard-{i}-of-{shards}{p.suffix}")) for i in range(shards)]
-
-
-def check_layout(journal: str, shards: int) -> None:
-    """Refuse to start shard 0 (journal ``journal``) beside journals written with another
-    shard count: their tasks hash to other shards, and starting fresh beside them would
-    hide them. Runs in the queue actor, on the node that holds the files."""
-    p = Path(journal)
-    if shards > 1:  # back to the queue's base name: <stem>.shard-0-of-<n><suffix>
-        p = p.with_name(p.name.replace(f".shard-0-of-{shards}", "", 1))
-    base = str(p)
-    mine = set(shard_journals(base, shards))
-    found = sorted(str(f) for f in [p, *p.parent.glob(f"{p.stem}.shard-*-of-*{p.suffix}")]
-                   if f.exists() and str(f) not in mine)
-    if found:
-        raise ValueError(
-            f"queue journals for another shard count exist: {', '.join(found)}. Start the "
-            "queue with the shard count they were written with; to change it, let the "
-            "queue drain (join), shut it down and move those files away")
-
-
 def _faulty(storage: Storage, spec: str) -> Storage:
     """Test hook: wrap the journal in FaultyStorage (``busy=0.01,ioerr=0.01,seed=3``)."""
     import random

@@ -24,7 +24,7 @@ from typing import Any, TypeVar, cast
 import ray
 from loguru import logger
 
-from rayqueue.actors.journal import check_layout, crashpoint, open_storage
+from rayqueue.actors.journal import crashpoint, open_storage
 from rayqueue.actors.profiling import LoopProfiler
 from rayqueue.core.clock import Clock, SystemClock
 from rayqueue.core.lease import pack_leases, unpack_news, unpack_outcomes
@@ -38,6 +38,7 @@ from rayqueue.info import TaskInfo
 from rayqueue.logging import configure, lifecycle
 from rayqueue.storage.base import Storage
 from rayqueue.storage.buffered import CommitBuffer
+from rayqueue.storage.layout import check_layout
 from rayqueue.storage.memory import NullStorage
 
 #: Longest sleep of the timer loop; bounds how late a due task or expired lease is seen.

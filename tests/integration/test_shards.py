@@ -14,6 +14,7 @@ import ray
 
 import rayqueue
 from rayqueue import PoolConfig, Priority, QueueConfig
+from rayqueue.cli import main as cli
 from rayqueue.core.shards import shard_of
 from tests.integration.probe_tasks import Manual, Probe
 from tests.ray_fixtures import wait_for
@@ -75,7 +76,8 @@ def test_tasks_route_by_id_and_every_read_sees_the_whole_queue(make_queue: MakeQ
     q.resume()
 
 
-def test_peek_and_dequeue_over_shards_rank_with_aging_as_one_queue_would(make_queue: MakeQueue) -> None:
+def test_peek_and_dequeue_over_shards_rank_with_aging_as_one_queue_would(
+        make_queue: MakeQueue) -> None:
     # "old" (LOW) in shard 0, then "new" (HIGH) in shard 1 at least one round trip later.
     # At 10^6 levels a second the old task has overtaken by then; with no aging it has not.
     old = next(f"old-{i}" for i in range(100) if shard_of(f"old-{i}", 2) == 0)
@@ -187,3 +189,32 @@ def test_a_shard_lost_for_good_comes_back_from_its_journal(make_queue: MakeQueue
     assert ray.get(again._pool.pid.remote()) != old_pool  # the orphan was replaced
     again.resume()
     assert again.results(handles, timeout=60) == list(range(40))  # none lost
+
+
+def test_a_shut_down_queue_is_resharded_and_keeps_every_task(make_queue: MakeQueue,
+                                                             tmp_path: Path) -> None:
+    journal = str(tmp_path / "grow.sqlite")
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    pools = [PoolConfig(min_workers=1, max_workers=1, concurrency=4)]
+    q = make_queue(name=name, shards=2, journal=journal, pools=pools)
+    done = q.enqueue_many([Probe(value=i) for i in range(50)])
+    assert q.results(done, timeout=60) == list(range(50))
+    dead = q.enqueue(Probe(value=1, fail_times=9))
+    with pytest.raises(rayqueue.TaskFailedError):
+        dead.result(timeout=60)
+    waiting = q.enqueue_many([Manual(name=f"m{i}") for i in range(30)])  # no worker's pool
+    q.shutdown(timeout=5)
+
+    assert cli(["-q", name, "reshard", "--journal", journal, "--shards", "3"]) == 0
+    with pytest.raises(ValueError, match="another shard count"):
+        rayqueue.init(name, shards=2, journal=journal)
+    again = make_queue(name=name, shards=3, journal=journal, pools=pools)
+    assert again.results(done, timeout=30) == list(range(50))  # results kept
+    assert [d.id for d in again.dead_letters()] == [dead.id]  # and the dead letters
+    taken = []
+    while (claimed := again.dequeue(pool="manual", timeout=1)) is not None:
+        assert claimed.ack("ok")
+        taken.append(claimed.id)
+    assert sorted(taken) == sorted(h.id for h in waiting)  # nothing waiting was lost
+    per_shard = _ids_per_shard(again)
+    assert all(shard_of(i, 3) == s for s, ids in enumerate(per_shard) for i in ids)
