@@ -18,13 +18,20 @@ from rayqueue.errors import QueueLostError, QueueUnavailableError
 class Script:
     """Attempts as (seconds taken, answer or exception to raise), on a fake clock."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, steps: list[tuple[float, Any]]):
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, steps: list[tuple[float, Any]],
+                 first: list[tuple[float, Any]] | None = None):
         self.now = 0.0
         self.steps: Iterator[tuple[float, Any]] = iter(steps)
-        self.attempts = 0
+        self.first = list(first or [])  # several shards' first attempts, run together
+        self.attempts = self.submitted = 0
         # rayqueue.calls's own `time`, so nothing else sees the fake clock.
         monkeypatch.setattr("rayqueue.calls.time", self)
         monkeypatch.setattr(calls, "_get", self.get)
+        monkeypatch.setattr(calls, "_end_times", self.end_times)
+
+    def end_times(self, refs: list[int], began: float) -> list[float]:
+        self.now = began + max(took for took, _ in self.first)
+        return [began + took for took, _ in self.first]
 
     def monotonic(self) -> float:
         return self.now
@@ -32,16 +39,20 @@ class Script:
     def sleep(self, seconds: float) -> None:
         self.now += seconds
 
-    def get(self, ref: Any, timeout: float | None = None) -> Any:
+    def get(self, ref: int, timeout: float | None = None) -> Any:
         self.attempts += 1
-        took, outcome = next(self.steps)
-        self.now += took
+        if ref < len(self.first):  # a first attempt, already ended: end_times moved time
+            _, outcome = self.first[ref]
+        else:
+            took, outcome = next(self.steps)
+            self.now += took
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
 
-    def call(self) -> Any:
-        return "ref"
+    def call(self) -> int:
+        self.submitted += 1
+        return self.submitted - 1  # the ref: submissions in order
 
 
 def unreachable() -> QueueUnavailableError:
@@ -86,13 +97,17 @@ def test_a_lost_queue_is_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_calls_on_several_shards_are_retried_on_the_same_terms(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    # Shard A's long-poll loses its reply twice, then answers; shard B answers at once.
-    script = Script(monkeypatch, [(30.0, unreachable()), (30.0, unreachable()), (1.0, "a"),
-                                  (0.0, "b")])
+    # Both shards' long-polls lose their replies; shard A's retries lose two more, then
+    # it answers. Shard B is charged for its own wait only, not for A's retries.
+    script = Script(monkeypatch, first=[(30.0, unreachable()), (30.0, unreachable())],
+                    steps=[(30.0, unreachable()), (30.0, unreachable()), (1.0, "a"),
+                           (30.0, unreachable()), (2.0, "b")])
     assert calls._retrying_all([script.call, script.call], 30.0, hold=30.0) == ["a", "b"]
+    assert script.attempts == 7
     # Without the hold, the first lost reply spends the budget: one more try, then the
     # error surfaces, once shard B's call has settled too.
-    script = Script(monkeypatch, [(30.0, unreachable()), (0.01, unreachable()), (0.0, "b")])
+    script = Script(monkeypatch, first=[(30.0, unreachable()), (0.0, "b")],
+                    steps=[(0.01, unreachable())])
     with pytest.raises(QueueUnavailableError):
         calls._retrying_all([script.call, script.call], 30.0)
     assert script.attempts == 3
