@@ -593,16 +593,20 @@ class TaskQueue(Generic[T]):
 
     def _claim_one(self, pool: str, timeout: float) -> list[Lease]:
         """One lease for this client (within ``timeout`` s). Over shards: first from
-        the shards in the order of their best task's rank, as one queue would hand it
-        out; if none had any, short waits on each in turn."""
+        the shards in the order of their best tasks (rank, then due time, as one queue
+        would hand them out; equal ones in turn); if none had any, short waits on each
+        in turn."""
         n = len(self._shards)
         if n == 1:
             return self._claim_on(self._actor, pool, timeout)
-        ranks = self._on_all("top_rank", pool)
-        for s in sorted((s for s in range(n) if ranks[s] is not None), key=ranks.__getitem__):
-            if leases := self._claim_on(self._shards[s], pool, 0.0):
-                return leases
         end = time.monotonic() + timeout
+        heads = self._on_all("head_rank", pool)
+        turn = self._claim_turn
+        for s in sorted((s for s in range(n) if heads[s] is not None),
+                        key=lambda s: (*heads[s], (s - turn) % n)):
+            if leases := self._claim_on(self._shards[s], pool, 0.0):
+                self._claim_turn = (s + 1) % n
+                return leases
         for turn in itertools.count():
             shard = self._shards[(self._claim_turn + turn) % n]
             leases = self._claim_on(shard, pool, min(max(0.0, end - time.monotonic()), 0.1))

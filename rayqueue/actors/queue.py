@@ -586,10 +586,12 @@ class QueueActor:
             return _info(self._core.peek(pool))
 
     @_control
-    async def top_rank(self, pool: str = "default") -> float | None:
-        """The rank of the task a claim on ``pool`` would get (see QueueCore.top_rank)."""
+    async def head_rank(self, pool: str = "default") -> tuple[float, float] | None:
+        """The rank (QueueCore.top_rank) and due time of the task a claim on ``pool``
+        would get: how a client orders shards as one queue would, payload left out."""
         with self._lock:
-            return self._core.top_rank(pool)
+            rank, head = self._core.top_rank(pool), self._core.peek(pool)
+        return None if rank is None or head is None else (rank, head.due_at)
 
     @_control
     async def peek_ranked(self, pool: str = "default") -> tuple[TaskInfo | None, float | None]:
