@@ -155,12 +155,19 @@ def cmd_reshard(args: argparse.Namespace) -> None:
     from rayqueue.storage.layout import reshard, shard_journals
 
     journal = args.journal or default_journal(args.queue)
-    done = reshard(journal, args.shards)
+    try:
+        done = reshard(journal, args.shards)
+    except OSError as err:  # a rename or a directory sync: the message says which file
+        raise _Exit(EXIT_FAILED, f"reshard failed: {err}") from None
     _table(f"{journal}: {done.was} -> {done.now} shard(s)", ["journal", "tasks", "schedules"],
            [(f, t, n) for f, t, n in zip(shard_journals(journal, done.now), done.tasks,
                                          done.schedules, strict=True)])
     console.print("old journals kept (delete them once the queue runs well): "
                   + ", ".join(done.kept), highlight=False)
+    if done.corrupt:
+        console.print(f"{done.corrupt} unreadable task row(s) carried over as dead letters "
+                      "(reason corrupt_record), as a restarted queue shows them; the old "
+                      "journals keep the rows as they were", highlight=False)
     console.print(f"start the queue with shards={done.now} now", highlight=False)
 
 

@@ -10,9 +10,12 @@ them, and :func:`reshard` rewrites them for a new count, with the queue shut dow
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import re
+import shlex
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +23,8 @@ from typing import Literal
 
 from rayqueue.core.record import ScheduleRecord, TaskRecord
 from rayqueue.core.shards import check_shards, shard_of
-from rayqueue.errors import JournalNotFoundError
+from rayqueue.errors import JournalNotFoundError, StorageError
+from rayqueue.storage.sqlite import SQLiteStorage
 
 #: How many records :func:`reshard` writes per transaction.
 BATCH = 5_000
@@ -59,7 +63,8 @@ def check_layout(journal: str, shards: int) -> None:
         raise ValueError(
             f"queue journals for another shard count exist: {', '.join(found)}. Start the "
             "queue with the shard count they were written with, or change it with the "
-            f"queue shut down: rayqueue reshard --journal {str(p)!r} --shards {shards}")
+            f"queue shut down: rayqueue reshard --journal {shlex.quote(str(p))} --shards "
+            f"{shards}")
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,9 @@ class Resharded:
     """Periodic schedules in each new shard's journal."""
     kept: list[str]
     """Where the old journals were moved (delete them once the queue runs well)."""
+    corrupt: int = 0
+    """Unreadable task rows carried over as dead letters (reason ``corrupt_record``), as
+    a restarted queue shows them; the old journals keep the rows as they were."""
 
 
 def reshard(journal: str, shards: int, *, durability: Literal["full", "process"] = "full",
@@ -83,31 +91,30 @@ def reshard(journal: str, shards: int, *, durability: Literal["full", "process"]
     ``shards`` shards; every task (finished ones and dead letters too) and schedule
     moves to the shard its id now hashes to.
 
-    The queue must be shut down: each old journal is opened exclusively, and one that
-    a process still holds after ``busy_s`` seconds (a running queue actor) is refused
-    with :class:`~rayqueue.errors.StorageBusyError`.
-    Nothing is lost if this stops half-way: the new journals are written under temporary
-    names and renamed into place only when complete; the old ones are then moved aside
-    (``<file>.pre-reshard-<time>``), not deleted. Leased tasks stay leased; their leases expire
-    as usual once the queue runs again, as after any restart.
+    The queue must be shut down: each old journal is opened exclusively and stays locked
+    to the end, and one that a process still holds after ``busy_s`` seconds (a running
+    queue actor) is refused with :class:`~rayqueue.errors.StorageBusyError`. The new
+    journals are written under temporary names, read back, and renamed into place only
+    when complete; the old ones are then moved aside (``<file>.pre-reshard-<time>``),
+    not deleted. If this stops half-way the old set is whole; if it stops while
+    renaming, both sets lie side by side and a queue refuses to start until one is moved
+    away. Leased tasks stay leased; their leases expire as usual once the queue runs
+    again, as after any restart.
 
     Raises:
         JournalNotFoundError: no journal at ``journal`` nor shard journals beside it.
         ValueError: a bad shard count, the journals already have it, journals of several
             shard counts lie side by side, or a shard's journal is missing.
         StorageBusyError: a journal is open in another process (the queue still runs).
+        StorageError: a journal holds rows that cannot be read (nothing is changed), or
+            a new journal did not read back whole.
     """
-    from rayqueue.storage.sqlite import SQLiteStorage
-
     shards = check_shards(shards)
     found = layouts(journal)
     if not found:
         raise JournalNotFoundError(journal)
     if len(found) > 1:
-        raise ValueError(
-            f"journals of several shard counts ({', '.join(map(str, sorted(found)))}) lie "
-            f"beside {journal!r} (an interrupted reshard?): keep the set you trust, move "
-            "the others away, then run again")
+        raise ValueError(_mixed(journal, found))
     (was,) = found
     files = shard_journals(journal, was)
     missing = sorted(set(files) - set(found[was]))
@@ -119,47 +126,98 @@ def reshard(journal: str, shards: int, *, durability: Literal["full", "process"]
                          "shard(s)")
     targets = shard_journals(journal, shards)
     temps = [f"{t}.resharding" for t in targets]
-    for temp in temps:  # left by an earlier run that stopped half-way
-        for suffix in ("", "-wal", "-shm"):
-            Path(temp + suffix).unlink(missing_ok=True)
+    directory = Path(journal).parent
     with ExitStack() as stack:
-        def opened(storage: SQLiteStorage) -> SQLiteStorage:
-            stack.callback(storage.close)
-            return storage
-
-        olds = [opened(SQLiteStorage(f, create=False, exclusive=True,
-                                    busy_timeout_ms=int(busy_s * 1000)))
-                for f in files]
-        news = [opened(SQLiteStorage(t, durability=durability, exclusive=True))
-                for t in temps]
+        olds = []
+        for f in files:  # locked until the end: no queue starts on them meanwhile
+            olds.append(SQLiteStorage(f, create=False, exclusive=True,
+                                      busy_timeout_ms=int(busy_s * 1000)))
+            stack.callback(olds[-1].close)
+        _remove(temps)  # left by an earlier run that stopped half-way
         tasks: list[list[TaskRecord]] = [[] for _ in range(shards)]
         schedules: list[list[ScheduleRecord]] = [[] for _ in range(shards)]
         for old in olds:
             state = old.load()
+            rows = (old.count("tasks"), old.count("schedules"))
+            if rows != (len(state.tasks), len(state.schedules)):
+                raise StorageError(
+                    f"{old.path} holds {rows[0]} task and {rows[1]} schedule rows, but only "
+                    f"{len(state.tasks)} and {len(state.schedules)} can be read (see the "
+                    "journal_row_invalid log lines): nothing was changed")
+            old.checkpoint()  # the file alone is whole when it is moved aside
             for rec in state.tasks:
                 tasks[shard_of(rec.id, shards)].append(rec)
             for sched in state.schedules:
                 schedules[shard_of(sched.id, shards)].append(sched)
-        for new, its_tasks, its_schedules in zip(news, tasks, schedules, strict=True):
-            for start in range(0, len(its_tasks), BATCH):
-                new.write(tasks=its_tasks[start:start + BATCH])
-            new.write(schedules=its_schedules)
-            if new.count() != len(its_tasks):
-                raise AssertionError(f"{new.path}: wrote {len(its_tasks)} tasks, "
-                                     f"reads back {new.count()}")
-    # Complete and closed: now in place. Until the old files move aside, both sets
-    # exist, and a queue refuses to start (check_layout) rather than pick one.
-    for temp, target in zip(temps, targets, strict=True):
-        os.replace(temp, target)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    kept = [f"{f}.pre-reshard-{stamp}" for f in files]
-    for f, aside in zip(files, kept, strict=True):
-        for suffix in ("-wal", "-shm", ""):  # SQLite's side files (a crash leaves them)
-            if os.path.exists(f + suffix):
-                os.replace(f + suffix, aside + suffix)
-    _fsync_dir(Path(journal).parent)
+        for temp, its_tasks, its_schedules in zip(temps, tasks, schedules, strict=True):
+            _write(SQLiteStorage(temp, durability=durability, exclusive=True), its_tasks,
+                   its_schedules)
+            _read_back(temp, len(its_tasks), len(its_schedules))
+        for temp, target in zip(temps, targets, strict=True):
+            os.replace(temp, target)
+        _fsync_dir(directory)  # the new set is in place before the old one moves
+        kept = _aside(files)
+        for f, aside in zip(files, kept, strict=True):
+            for suffix in ("-wal", "-shm", ""):  # SQLite's side files (a crash leaves them)
+                if os.path.exists(f + suffix):
+                    os.replace(f + suffix, aside + suffix)
+        _fsync_dir(directory)
     return Resharded(journal=journal, was=was, now=shards, tasks=[len(t) for t in tasks],
-                     schedules=[len(s) for s in schedules], kept=kept)
+                     schedules=[len(s) for s in schedules], kept=kept,
+                     corrupt=sum(r.reason == "corrupt_record" for t in tasks for r in t))
+
+
+def _write(storage: SQLiteStorage, tasks: Sequence[TaskRecord],
+           schedules: Sequence[ScheduleRecord]) -> None:
+    """Fill a new journal, fold its log into the file, and close it."""
+    try:
+        for start in range(0, len(tasks), BATCH):
+            storage.write(tasks=tasks[start:start + BATCH])
+        storage.write(schedules=schedules)
+        storage.checkpoint()
+    finally:
+        storage.close()
+
+
+def _read_back(path: str, tasks: int, schedules: int) -> None:
+    """Check a closed new journal on its own: no log beside it, every row in it."""
+    if os.path.exists(path + "-wal"):
+        raise StorageError(f"{path}: its write-ahead log was not folded in; nothing was "
+                           "changed")
+    check = SQLiteStorage(path, create=False, exclusive=True)
+    try:
+        found = (check.count("tasks"), check.count("schedules"))
+    finally:
+        check.close()
+    if found != (tasks, schedules):
+        raise StorageError(f"{path}: wrote {tasks} tasks and {schedules} schedules, reads "
+                           f"back {found[0]} and {found[1]}; nothing was changed")
+
+
+def _mixed(journal: str, found: dict[int, list[str]]) -> str:
+    sets = "; ".join(
+        f"{n} shard(s), {'complete' if len(fs) == n else f'only {len(fs)} of {n} files'}: "
+        f"{', '.join(fs)}" for n, fs in sorted(found.items()))
+    return (f"journals of several shard counts lie beside {journal!r} (a reshard that "
+            f"stopped while renaming?): {sets}. A complete set holds every record: move "
+            "the other set away, then start the queue with its shard count")
+
+
+def _aside(files: Sequence[str]) -> list[str]:
+    """Names to move old journals to, taken by no file yet."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    for n in itertools.count():
+        names = [f"{f}.pre-reshard-{stamp}{f'-{n}' if n else ''}" for f in files]
+        if not any(os.path.exists(name + suffix) for name in names
+                   for suffix in ("", "-wal", "-shm")):
+            return names
+    raise AssertionError("unreachable")
+
+
+def _remove(paths: Sequence[str]) -> None:
+    for path in paths:
+        for suffix in ("", "-wal", "-shm"):
+            Path(path + suffix).unlink(missing_ok=True)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -169,4 +227,3 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-

@@ -186,11 +186,30 @@ class SQLiteStorage:
             tx.executemany("DELETE FROM tasks WHERE id = ?", ((i,) for i in delete_tasks))
             tx.executemany("DELETE FROM schedules WHERE id = ?", ((i,) for i in delete_schedules))
 
-    def count(self) -> int:
-        """Number of task rows in the journal."""
+    def count(self, table: Literal["tasks", "schedules"] = "tasks") -> int:
+        """Number of task (or schedule) rows in the journal, readable or not."""
+        if table not in ("tasks", "schedules"):
+            raise ValueError(f"no table {table!r}")
         with self._transaction("read", begin="BEGIN") as tx:
-            (n,) = tx.execute("SELECT COUNT(*) FROM tasks").fetchone()
+            (n,) = tx.execute(f"SELECT COUNT(*) FROM {table}").fetchone()
         return int(n)
+
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the database file and empty it, so the file
+        alone holds every committed batch (before it is copied or moved).
+
+        Raises:
+            StorageBusyError: another connection kept the log from being emptied.
+        """
+        with self._lock:
+            try:
+                busy, _, _ = self._connection.execute(
+                    "PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            except sqlite3.Error as err:
+                raise _translate(err, f"journal checkpoint at {str(self._path)!r}") from err
+        if busy:
+            raise StorageBusyError(f"journal checkpoint at {str(self._path)!r}: another "
+                                   "connection is reading or writing it")
 
     def close(self) -> None:
         """Close the connection; further calls raise :class:`StorageError`."""

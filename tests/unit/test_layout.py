@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +19,7 @@ from rayqueue import (
     QueueConfig,
     QueueCore,
     StorageBusyError,
+    StorageError,
 )
 from rayqueue.cli import main as cli
 from rayqueue.core.shards import shard_of
@@ -107,8 +110,52 @@ def test_reshard_refuses_what_it_cannot_do_safely(tmp_path: Path) -> None:
     SQLiteStorage(base).close()
     with pytest.raises(ValueError, match=r"another shard count exist.*rayqueue reshard"):
         check_layout(shard_journals(str(base), 2)[0], 2)
-    with pytest.raises(ValueError, match=r"several shard counts \(1, 2\)"):
+    with pytest.raises(ValueError, match=r"1 shard.*complete.*2 shard.*complete"):
         reshard(str(base), 3)
+    base.unlink()
+    SQLiteStorage(shard_journals(str(base), 3)[0]).close()  # one file of a 3-shard set
+    with pytest.raises(ValueError, match=r"2 shard.*complete.*3 shard.*only 1 of 3 files"):
+        reshard(str(base), 4)
+
+
+def raw(path: Path | str, statement: str) -> None:
+    """One statement on a journal, as a bug or a hand edit might leave it."""
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.execute(statement)
+
+
+def test_unreadable_rows_are_refused_or_carried_over_never_dropped(tmp_path: Path) -> None:
+    base = tmp_path / "q.sqlite"
+    states = write_history(base, 1)
+    raw(base, "INSERT INTO tasks VALUES ('bad-json', 't', 'ready', '{}', '{oops')")  # bad JSON
+    done = reshard(str(base), 2)
+    assert (done.corrupt, sum(done.tasks)) == (1, len(states) + 1)
+    cores, journals = queue_of(base, 2)  # a restarted queue shows it as a dead letter
+    bad = cores[shard_of("bad-json", 2)].get("bad-json")
+    assert (bad.state.value, bad.reason) == ("dead", "corrupt_record")
+    for journal in journals:
+        journal.close()
+    # A row with an unreadable id would be skipped on load: refused, nothing changes.
+    first = shard_journals(str(base), 2)[0]
+    raw(first, "INSERT INTO tasks VALUES (x'ff', 't', 'ready', '{}', '{}')")
+    with pytest.raises(StorageError, match=r"can be read.*nothing was changed"):
+        reshard(str(base), 3)
+    assert list(layouts(str(base))) == [2]
+    assert not list(tmp_path.glob("*.resharding*"))
+
+
+def test_the_old_journals_are_kept_whole_and_never_overwritten(tmp_path: Path) -> None:
+    base = tmp_path / "q.sqlite"
+    states = write_history(base, 1)
+    kept = [k for n in (2, 1, 2) for k in reshard(str(base), n).kept]
+    assert len(set(kept)) == len(kept) == 1 + 2 + 1  # even within the same second
+    for group in (kept[:1], kept[1:3], kept[3:]):
+        rows = 0
+        for aside in group:
+            journal = SQLiteStorage(aside, create=False)
+            rows += journal.count()
+            journal.close()
+        assert rows == len(states)
 
 
 def test_reshard_from_the_command_line(tmp_path: Path,
