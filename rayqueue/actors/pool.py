@@ -66,13 +66,14 @@ class PoolManagerActor:
 
     def __init__(self, queue: str, pools: list[PoolConfig], metrics: Any = None,
                  heartbeat_s: float = 5.0, shards: int = 1) -> None:
+        # First what __repr__ shows: Ray names the actor by it, even in a failed start.
+        self._queue_name = queue
+        self._pools = {p.name: _Pool(p, ScalingPolicy(p.scaling())) for p in pools}
         configure("pool")
         ctx = ray.get_runtime_context()
-        self._queue_name = queue
         self._shards = shard_handles(queue, shards)
         self._metrics = metrics
         self._heartbeat_s = heartbeat_s
-        self._pools = {p.name: _Pool(p, ScalingPolicy(p.scaling())) for p in pools}
         self._ids = itertools.count(1)
         # Worker ids carry this incarnation, so a restarted manager can tell the queue
         # to take back the leases of the workers that died with its predecessor.

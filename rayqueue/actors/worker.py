@@ -73,6 +73,10 @@ class WorkerActor:
         shards: int = 1,
         start_shard: int = 0,
     ) -> None:
+        # First what __repr__ shows: Ray names the actor by it, even in a failed start.
+        self._pool = pool
+        self._id = worker_id
+        self._node = ray.get_runtime_context().get_node_id()
         configure("worker")
         #: the queue's shard actors (one for an unsharded queue); every lease, report,
         #: heartbeat and release goes to the shard that owns its task
@@ -86,8 +90,6 @@ class WorkerActor:
         self._resolving = asyncio.Lock()
         for module in imports:
             importlib.import_module(module)  # configured code: registers its task types
-        self._pool = pool
-        self._id = worker_id
         self._concurrency = concurrency
         self._heartbeat_s = heartbeat_s
         self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix=f"rq-{worker_id}")
@@ -102,7 +104,6 @@ class WorkerActor:
         self._max_rss_mb = max_rss_mb
         self._wakeup: asyncio.Event | None = None
         self._report_kick: asyncio.Event | None = None
-        self._node = ray.get_runtime_context().get_node_id()
         self._done = 0
         self._slots: asyncio.Semaphore | None = None
         self._rate = _RateMeter()

@@ -22,6 +22,14 @@ from tests.ray_fixtures import wait_for
 MakeQueue = Callable[..., rayqueue.TaskQueue[Any]]
 
 
+def _dead(actor: Any) -> bool:
+    try:
+        ray.get(actor.pid.remote(), timeout=10)
+    except ray.exceptions.RayActorError:
+        return True
+    return False
+
+
 def _ids_per_shard(q: rayqueue.TaskQueue[Any]) -> list[list[str]]:
     return [ray.get(s.debug_task_ids.remote()) for s in q._shards]
 
@@ -182,6 +190,8 @@ def test_a_shard_lost_for_good_comes_back_from_its_journal(make_queue: MakeQueue
     handles = q.enqueue_many([Probe(value=i) for i in range(40)])  # in both shards
     old_pool = ray.get(q._pool.pid.remote())
     ray.kill(q._shards[1], no_restart=True)
+    # ray.kill only asks: a call sent now may still be served before the actor dies.
+    wait_for(lambda: _dead(q._shards[1]), what="shard 1 to be gone")
     q.retry_timeout = 1.0  # (a dead actor looks like a restarting one: retried meanwhile)
     with pytest.raises(rayqueue.QueueUnavailableError):
         q.get(next(h.id for h in handles if shard_of(h.id, 2) == 1))
