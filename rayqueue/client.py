@@ -42,7 +42,7 @@ from rayqueue.core.schedule import (
     delay_to_seconds,
     to_epoch,
 )
-from rayqueue.core.shards import best_head, check_shards, merge_stats, shard_of, split, unsplit
+from rayqueue.core.shards import by_head, check_shards, merge_stats, shard_of, split, unsplit
 from rayqueue.core.stats import QueueStats
 from rayqueue.errors import (
     InvalidScheduleError,
@@ -600,10 +600,7 @@ class TaskQueue(Generic[T]):
         if n == 1:
             return self._claim_on(self._actor, pool, timeout)
         end = time.monotonic() + timeout
-        heads = self._on_all("head_rank", pool)
-        turn = self._claim_turn
-        for s in sorted((s for s in range(n) if heads[s] is not None),
-                        key=lambda s: (*heads[s], (s - turn) % n)):
+        for s in by_head(self._on_all("head_rank", pool), self._claim_turn):
             if leases := self._claim_on(self._shards[s], pool, 0.0):
                 self._claim_turn = (s + 1) % n
                 return leases
@@ -625,10 +622,13 @@ class TaskQueue(Generic[T]):
     # ------------------------------------------------------------------ reads
     def peek(self, pool: str = "default") -> TaskInfo | None:
         """The task a worker of ``pool`` would get next, without taking it."""
-        if len(self._shards) == 1:
-            head: TaskInfo | None = self._read("peek", pool)
-            return head
-        return best_head(self._on_all("peek_ranked", pool))
+        shards = [self._actor] if len(self._shards) == 1 else [
+            self._shards[s] for s in by_head(self._on_all("head_rank", pool))]
+        for shard in shards:  # (the best one's head may be taken meanwhile)
+            head: TaskInfo | None = self._retrying(functools.partial(shard.peek.remote, pool))
+            if head is not None:
+                return head
+        return None
 
     def get(self, task_id: str) -> TaskInfo:
         """A task's record. Raises :class:`TaskNotFoundError`."""

@@ -594,12 +594,6 @@ class QueueActor:
         return None if rank is None or head is None else (rank, head.due_at)
 
     @_control
-    async def peek_ranked(self, pool: str = "default") -> tuple[TaskInfo | None, float | None]:
-        """:meth:`peek` with the task's rank, which compares across shards (aging too)."""
-        with self._lock:
-            return _info(self._core.peek(pool)), self._core.top_rank(pool)
-
-    @_control
     async def get(self, task_id: str) -> TaskInfo | None:
         """One task's record, or None."""
         with self._lock:

@@ -14,7 +14,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
 from rayqueue.core.stats import QueueStats
-from rayqueue.info import TaskInfo
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -97,15 +96,17 @@ def merge_stats(parts: Sequence[QueueStats]) -> QueueStats:
         closed=any(p.closed for p in parts), paused=any(p.paused for p in parts))
 
 
-def best_head(heads: Iterable[tuple[TaskInfo | None, float | None]]) -> TaskInfo | None:
-    """The task one queue would hand out first, from each shard's ``(head, rank)``.
+def by_head(heads: Sequence[tuple[float, float] | None], turn: int = 0) -> list[int]:
+    """The shards that have a ready task, in the order one queue would hand their heads
+    out, from each shard's ``(rank, due_at)`` of its head (None: nothing ready).
 
     Ranks (:meth:`rayqueue.core.queue.QueueCore.top_rank`, lower first) compare across
-    shards with aging included; ties go to the earlier due, as within one shard.
+    shards with aging included; then the earlier due goes first, as within one shard;
+    exact ties go to the shards in turn, starting at ``turn``.
     """
-    ranked = [(rank, head.due_at, head) for head, rank in heads
-              if head is not None and rank is not None]
-    return min(ranked, key=lambda r: (r[0], r[1]))[2] if ranked else None
+    n = len(heads)
+    return [s for *_, s in sorted((*head, (s - turn) % n, s)
+                                  for s, head in enumerate(heads) if head is not None)]
 
 
 def merge_pool_status(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:

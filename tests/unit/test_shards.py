@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rayqueue import FakeClock, InMemoryStorage, Priority, QueueConfig, QueueCore, TaskInfo
+from rayqueue import FakeClock, InMemoryStorage, Priority, QueueConfig, QueueCore
 from rayqueue.core.aggregate import MetricsAggregate
 from rayqueue.core.shards import (
     ShardChooser,
-    best_head,
+    by_head,
     check_shards,
     merge_pool_status,
     merge_stats,
@@ -127,13 +127,23 @@ def test_peek_over_shards_picks_what_one_queue_would_hand_out(
         shards[owner[task_id]].enqueue(task, clock.now())
         clock.advance(wait)
 
+    def head(core: QueueCore) -> tuple[float, float] | None:
+        rank, rec = core.top_rank(), core.peek()
+        return None if rank is None or rec is None else (rank, rec.due_at)
+
     order = []
-    while (head := best_head([(None if (r := s.peek()) is None else TaskInfo.of(r),
-                                s.top_rank()) for s in shards])) is not None:
-        expected = one.peek()
-        assert expected is not None and head.id == expected.id  # as one queue would
-        order.append(head.id)
-        for core in (one, shards[owner[head.id]]):
-            assert [lease.task_id for lease in core.claim("w", 1, clock.now())] == [head.id]
+    while best := by_head([head(s) for s in shards]):
+        rec, expected = shards[best[0]].peek(), one.peek()
+        assert rec is not None and expected is not None and rec.id == expected.id
+        order.append(rec.id)  # as one queue would hand it out (equal priorities: older)
+        for core in (one, shards[owner[rec.id]]):
+            assert [lease.task_id for lease in core.claim("w", 1, clock.now())] == [rec.id]
     assert order == (["old-low", "high", "newer-high"] if aging_rate
                      else ["high", "newer-high", "old-low"])
+
+
+def test_exact_ties_between_shard_heads_go_in_turn() -> None:
+    heads = [(-50.0, 10.0), None, (-50.0, 10.0), (-50.0, 10.0), (-70.0, 99.0)]
+    assert by_head(heads) == [4, 0, 2, 3]
+    assert by_head(heads, turn=3) == [4, 3, 0, 2]
+    assert by_head([None, None]) == []
