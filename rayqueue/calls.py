@@ -149,40 +149,28 @@ def _retrying_all(calls: Sequence[Callable[[], Any]], timeout: float, *, hold: f
             refs.append(_submit(call))
         except RayQueueError:
             refs.append(None)  # refused at submission: retried below
-    # When each first attempt ended: a shard is charged only for its own wait, not for
-    # the retries of the shards read before it.
-    ended = _end_times(refs, began)
     out: list[Any] = []
     error: BaseException | None = None
-    for call, ref, end in zip(calls, refs, ended, strict=True):
+    lent = 0.0  # seconds spent retrying calls read earlier: not this call's to pay for
+    for call, ref in zip(calls, refs, strict=True):
         try:
             try:
                 if ref is None:
                     raise QueueBusyError("refused at submission")
                 out.append(_get(ref))
             except _retryable(retry_full):
-                out.append(_retrying(call, timeout, hold=hold, retry_full=retry_full,
-                                     spent=max(0.0, end - began - hold)))
+                start = time.monotonic()
+                try:
+                    out.append(_retrying(call, timeout, hold=hold, retry_full=retry_full,
+                                         spent=max(0.0, start - began - lent - hold)))
+                finally:
+                    lent += time.monotonic() - start
         except Exception as err:  # raised below, once the other calls have settled
             out.append(err if settle else None)
             error = error or err
     if error is not None and not settle:
         raise error
     return out
-
-
-def _end_times(refs: Sequence[Any], began: float) -> list[float]:
-    """When each of ``refs`` finished (answered or failed), waiting for all of them;
-    ``began`` for a missing one (a call refused at submission)."""
-    ended = [began] * len(refs)
-    where = {ref: i for i, ref in enumerate(refs) if ref is not None}
-    pending = list(where)
-    while pending:
-        ready, pending = ray.wait(pending, num_returns=1)
-        now = time.monotonic()
-        for ref in ready:
-            ended[where[ref]] = now
-    return ended
 
 
 def _submit(call: Callable[[], Any]) -> Any:

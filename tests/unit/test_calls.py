@@ -27,11 +27,6 @@ class Script:
         # rayqueue.calls's own `time`, so nothing else sees the fake clock.
         monkeypatch.setattr("rayqueue.calls.time", self)
         monkeypatch.setattr(calls, "_get", self.get)
-        monkeypatch.setattr(calls, "_end_times", self.end_times)
-
-    def end_times(self, refs: list[int], began: float) -> list[float]:
-        self.now = began + max(took for took, _ in self.first)
-        return [began + took for took, _ in self.first]
 
     def monotonic(self) -> float:
         return self.now
@@ -41,8 +36,9 @@ class Script:
 
     def get(self, ref: int, timeout: float | None = None) -> Any:
         self.attempts += 1
-        if ref < len(self.first):  # a first attempt, already ended: end_times moved time
-            _, outcome = self.first[ref]
+        if ref < len(self.first):  # a first attempt: all ran together from time 0
+            took, outcome = self.first[ref]
+            self.now = max(self.now, took)
         else:
             took, outcome = next(self.steps)
             self.now += took
