@@ -11,7 +11,7 @@ export RAY_AUTH_MODE ?= disabled
 # `make bench BENCH_ARGS="--repeat 1 --only W1"` for a quick look; figures are medians.
 BENCH_ARGS ?= --repeat 3
 
-.PHONY: demo test unit lint bench soak clean
+.PHONY: demo test unit lint bench bench-real soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,17 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.suite $(BENCH_ARGS)
 	$(BIN)/python -m bench.core_throughput
 	$(BIN)/python -m bench.storage_throughput
+
+# The realistic family (issue 12): a Redis round trip per task, 2x1 / 2x4 / 2x8 slots,
+# every enqueue style, memory and SQLite, with Huey, Celery and plain Ray tasks in the
+# same run (needs redis-server: apt-get install redis-server).
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench-real: $(BENCH_STAMP)
+	$(BIN)/python -m bench.real $(REAL_ARGS)
 
 # RELIABILITY scenario 28 in full: 10 minutes of chaos on a 3-node Ray (CI runs 45 s).
 soak: $(STAMP)

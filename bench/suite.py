@@ -49,7 +49,7 @@ def _rss_bytes(pid: int) -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _cpu_by_role() -> dict[str, float]:
+def cpu_by_role() -> dict[str, float]:
     """CPU seconds used so far by this driver and by each kind of rayqueue actor."""
     out: dict[str, float] = {}
     tick = os.sysconf("SC_CLK_TCK")
@@ -70,12 +70,12 @@ def _cpu_by_role() -> dict[str, float]:
     return out
 
 
-def _pct(values: list[float], q: float) -> float:
+def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _wait_workers(queue: TaskQueue[Any], n: int, timeout: float = 60.0) -> None:
+def wait_workers(queue: TaskQueue[Any], n: int, timeout: float = 60.0) -> None:
     end = time.monotonic() + timeout
     while sum(w.state == "running" for w in queue.workers()) < n:
         if time.monotonic() > end:
@@ -101,7 +101,7 @@ class Bench:
                               journal=str(self.tmp / f"{name}.sqlite") if journal else None,
                               **kwargs)
         try:
-            _wait_workers(queue, 1 if idle else workers)
+            wait_workers(queue, 1 if idle else workers)
             yield queue
         finally:
             queue.shutdown(timeout=10)
@@ -131,14 +131,14 @@ class Bench:
                 q.enqueue_many([NoopTask(i=j) for j in range(i, i + 1_000)])
             out["enqueue_batch_per_s"] = n / (time.perf_counter() - t0)
         with self.queue(journal=journal) as q:
-            cpu0 = _cpu_by_role()
+            cpu0 = cpu_by_role()
             t0 = time.perf_counter()
             for i in range(0, n, 1_000):
                 q.enqueue_many([NoopTask(i=j) for j in range(i, i + 1_000)])
             out["enqueue_batch_while_draining_per_s"] = n / (time.perf_counter() - t0)
             q.join(timeout=600)
             out["drain_per_s"] = n / (time.perf_counter() - t0)
-            cpu1 = _cpu_by_role()
+            cpu1 = cpu_by_role()
             for role in ("queue", "worker", "metrics", "driver"):  # workers: both together
                 out[f"cpu_us_per_task_{role}"] = 1e6 * (cpu1.get(role, 0.0)
                                                         - cpu0.get(role, 0.0)) / n
@@ -160,7 +160,7 @@ class Bench:
                 t0 = time.perf_counter()
                 q.enqueue(NoopTask(i=i)).result(timeout=30)
                 lat.append((time.perf_counter() - t0) * 1e3)
-        return {"p50_ms": statistics.median(lat), "p99_ms": _pct(lat, 0.99)}
+        return {"p50_ms": statistics.median(lat), "p99_ms": pct(lat, 0.99)}
 
     def w3(self) -> Figures:
         """5,000 low then 500 high with workers paused; count inversions once resumed."""
@@ -205,7 +205,7 @@ class Bench:
                        for d in dues]
             started = q.results(handles, timeout=60)
         late = [(s - d) * 1e3 for s, d in zip(started, dues, strict=True)]
-        return {"p50_ms": statistics.median(late), "p99_ms": _pct(late, 0.99),
+        return {"p50_ms": statistics.median(late), "p99_ms": pct(late, 0.99),
                 "early": sum(1 for x in late if x < 0)}
 
     def w6(self) -> Figures:
@@ -250,13 +250,13 @@ class Bench:
         for journal in (False, True):
             for shards in SHARD_COUNTS:
                 with self.queue(journal=journal, shards=shards) as q:
-                    cpu0 = _cpu_by_role()
+                    cpu0 = cpu_by_role()
                     t0 = time.perf_counter()
                     for i in range(0, n, 1_000):
                         q.enqueue_many([NoopTask(i=j) for j in range(i, i + 1_000)])
                     q.join(timeout=600)
                     wall = time.perf_counter() - t0
-                    cpu1 = _cpu_by_role()
+                    cpu1 = cpu_by_role()
                 key = f"{'sqlite' if journal else 'memory'}_{shards}"
                 out[f"drain_{key}_per_s"] = n / wall
                 # every process together: what one task costs the machine

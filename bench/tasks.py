@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from rayqueue import Task
 
@@ -40,3 +40,32 @@ class StampTask(Task[float]):
 
     def execute(self) -> float:
         return time.time()
+
+
+_CLIENTS: dict[int, Any] = {}
+
+
+def redis_client(port: int) -> Any:
+    """This process's client of the bench's redis-server (one connection, reused)."""
+    client = _CLIENTS.get(port)
+    if client is None:
+        import redis  # the bench extra; only the realistic family needs it
+
+        client = _CLIENTS[port] = redis.Redis(host="127.0.0.1", port=port)
+    return client
+
+
+class RedisTask(Task[None]):
+    """One round trip to a local redis-server (RPUSH to ``key``), as a task that writes
+    a row or calls a service does: the realistic body, the same for every peer."""
+
+    task_name: ClassVar[str] = "bench.redis"
+
+    port: int
+    key: str
+    ms: float = 0.0
+
+    def execute(self) -> None:
+        if self.ms:
+            time.sleep(self.ms / 1000)  # simulated I/O before the write
+        redis_client(self.port).rpush(self.key, b"1")

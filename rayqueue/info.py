@@ -141,3 +141,6 @@ class MetricsSnapshot(BaseModel):
     worker_history: list[tuple[float, str, int]]
     #: the latest failed attempts, newest first
     recent_failures: list[FailureInfo] = []
+    #: queue-actor calls served and the tasks they carried, by kind (``enqueue``,
+    #: ``claim``, ``report``): items / calls is the batch size batching achieved
+    calls: dict[str, tuple[int, int]] = {}

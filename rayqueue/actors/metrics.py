@@ -44,6 +44,12 @@ class MetricsActor:
             "rayqueue_workers", "Worker actors, by pool, node and state (busy, idle, "
             "starting, draining).", ("queue", "pool", "node", "state"))
         self._worker_keys: set[tuple[str, str, str]] = set()
+        self._calls = ray_metrics.Counter(
+            "rayqueue_queue_calls", "Calls the queue actor served, by kind (enqueue, "
+            "claim, report).", ("queue", "kind"))
+        self._call_tasks = ray_metrics.Counter(
+            "rayqueue_queue_call_tasks", "Tasks those calls carried, by kind: divided by "
+            "rayqueue_queue_calls, the batch size.", ("queue", "kind"))
 
     def __repr__(self) -> str:
         return f"Metrics({self._queue})"
@@ -75,6 +81,10 @@ class MetricsActor:
                 for (pool, prio), n in now_ready.items():
                     self._ready.set(n, {"queue": q, "pool": pool, "priority": prio})
                 self._ready_keys = {k for k, n in now_ready.items() if n}
+            elif kind == "calls":
+                self._calls.inc(event[2], {"queue": q, "kind": event[1]})
+                if event[3]:
+                    self._call_tasks.inc(event[3], {"queue": q, "kind": event[1]})
             elif kind == "workers":
                 now_workers: dict[tuple[str, str, str], int] = {}
                 for w in event[2]:

@@ -94,6 +94,8 @@ class QueueActor:
         self._claims: dict[str, deque[asyncio.Future[None]]] = {}
         self._results: dict[str, list[asyncio.Future[None]]] = {}
         self._events: list[Event] = []
+        #: calls served and tasks they carried since the last metrics flush, by kind
+        self._calls: dict[str, list[int]] = {k: [0, 0] for k in ("enqueue", "claim", "report")}
         self._timed_out: list[tuple[str, str]] = []
         self._ticker: asyncio.Task[None] | None = None
         self._io = ThreadPoolExecutor(1, thread_name_prefix="journal")
@@ -244,6 +246,10 @@ class QueueActor:
             stats = self._core.stats()
         events, self._events = self._events, []
         events.append(("depth", stats.by_state, stats.ready_by_priority, self._shard))
+        for kind, counts in self._calls.items():
+            if counts[0]:
+                events.append(("calls", kind, counts[0], counts[1]))
+                counts[0] = counts[1] = 0
         if self._metrics is not None:
             self._metrics.record.remote(events)
 
@@ -256,6 +262,9 @@ class QueueActor:
         the enqueue.
         """
         news = unpack_news(packed) if isinstance(packed, bytes) else packed
+        tally = self._calls["enqueue"]
+        tally[0] += 1
+        tally[1] += len(news)
         now = self._clock.now()
         with self._lock:
             before = self._core.size()
@@ -375,6 +384,9 @@ class QueueActor:
             self._claims.setdefault(pool, deque()).append(fut)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(fut, deadline - loop.time())
+        tally = self._calls["claim"]
+        tally[0] += 1
+        tally[1] += len(leases)
         if not leases:
             if not rank:
                 return pack_leases(leases)
@@ -407,6 +419,9 @@ class QueueActor:
         """Record finished attempts (packed by :func:`~rayqueue.core.lease.pack_outcomes`);
         ``False`` marks a fenced (stale) one."""
         outcomes = unpack_outcomes(packed)
+        tally = self._calls["report"]
+        tally[0] += 1
+        tally[1] += len(outcomes)
         now = self._clock.now()
         crashpoint("ack.before_commit")
         with self._lock:

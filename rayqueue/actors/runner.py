@@ -2,8 +2,10 @@
 
 A thread hop per task (``run_in_executor``) cost a worker ~40 us of a no-op task's
 ~60 us. :class:`SyncRunner` keeps the worker's threads busy instead: each thread takes
-the next waiting task from one FIFO itself (so claim order is start order and a slow
-task holds no other back), runs it, and puts the outcome in a shared outbox. The event
+the next waiting task itself, highest priority first and in claim order within a
+priority (so a slow task holds no other back, and an urgent task claimed after
+prefetched lower work starts before it), runs it, and puts the outcome in a shared
+outbox. The event
 loop is woken once for whatever finished while it was busy, not once per task, and an
 outcome never waits for another task to finish.
 """
@@ -13,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import queue
+import heapq
+import itertools
+import math
 import threading
 import traceback
 from collections import deque
@@ -122,8 +126,11 @@ class SyncRunner:
 
     def __init__(self, threads: int, worker: str, loop: asyncio.AbstractEventLoop,
                  deliver: Callable[[Done], None]) -> None:
-        self._fifo: queue.SimpleQueue[tuple[Lease, type[Task[Any]]] | None] = (
-            queue.SimpleQueue())
+        #: waiting attempts as (-priority, arrival, lease, class); a stop is priority
+        #: -inf, so it comes after every task
+        self._waiting: list[tuple[float, int, Lease | None, type[Task[Any]] | None]] = []
+        self._arrivals = itertools.count()
+        self._ready = threading.Condition(threading.Lock())
         self._worker = worker
         self._loop = loop
         self._deliver = deliver
@@ -136,33 +143,34 @@ class SyncRunner:
             thread.start()
 
     def submit(self, lease: Lease, cls: type[Task[Any]]) -> None:
-        """Queue one attempt (run in submission order as threads come free)."""
-        self._fifo.put((lease, cls))
+        """Queue one attempt (run by priority, then in submission order)."""
+        with self._ready:
+            heapq.heappush(self._waiting,
+                           (-lease.priority, next(self._arrivals), lease, cls))
+            self._ready.notify()
 
     def take_unstarted(self) -> list[Lease]:
         """Remove and return what no thread has started yet."""
-        out: list[Lease] = []
-        while True:
-            try:
-                item = self._fifo.get_nowait()
-            except queue.Empty:
-                return out
-            if item is None:  # a stop signal: leave it for a thread
-                self._fifo.put(None)
-                return out
-            out.append(item[0])
+        with self._ready:
+            out = [lease for _, _, lease, _ in sorted(self._waiting) if lease is not None]
+            self._waiting = [item for item in self._waiting if item[2] is None]
+            return out
 
     def stop(self) -> None:
-        """Let every thread end once the FIFO is empty (running tasks finish)."""
-        for _ in self._threads:
-            self._fifo.put(None)
+        """Let every thread end once nothing waits (running tasks finish)."""
+        with self._ready:
+            for _ in self._threads:
+                heapq.heappush(self._waiting, (math.inf, next(self._arrivals), None, None))
+            self._ready.notify_all()
 
     def _work(self) -> None:
         while True:
-            item = self._fifo.get()
-            if item is None:
+            with self._ready:
+                while not self._waiting:
+                    self._ready.wait()
+                _, _, lease, cls = heapq.heappop(self._waiting)
+            if lease is None or cls is None:
                 return
-            lease, cls = item
             try:
                 outcome = run_sync(lease, cls, self._worker, self._loop)
             except BaseException as exc:  # never let a runner thread die with a lease

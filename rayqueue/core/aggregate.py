@@ -10,6 +10,8 @@ Pure: events and ``now`` come in as arguments. Events are tuples, cheap to batch
   queue's are summed over its shards)
 - ``("workers", [PoolInfo], [WorkerInfo])``
 - ``("failure", at, task_id, task_name, outcome, state, error_type, message, attempt)``
+- ``("calls", kind, calls, items)``: actor calls a queue actor served (``enqueue``,
+  ``claim``, ``report``) and the tasks they carried, since its last event
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class MetricsAggregate:
         self.workers: list[WorkerInfo] = []
         self.history: deque[tuple[float, str, int]] = deque(maxlen=HISTORY)
         self.failures: deque[FailureInfo] = deque(maxlen=RECENT_FAILURES)
+        #: calls and the tasks they carried, by kind (how well batching works)
+        self.calls: dict[str, list[int]] = {}
 
     def add(self, event: tuple[Any, ...], now: float) -> None:
         """Fold one event in."""
@@ -73,6 +77,10 @@ class MetricsAggregate:
             self.failures.append(FailureInfo(
                 at=event[1], task_id=event[2], task=event[3], outcome=event[4],
                 state=event[5], error_type=event[6], message=event[7], attempt=event[8]))
+        elif kind == "calls":
+            counts = self.calls.setdefault(event[1], [0, 0])
+            counts[0] += event[2]
+            counts[1] += event[3]
         elif kind == "workers":
             self.pools, self.workers = list(event[1]), list(event[2])
             for pool in self.pools:
@@ -130,4 +138,5 @@ class MetricsAggregate:
             workers=list(self.workers),
             worker_history=list(self.history),
             recent_failures=list(reversed(self.failures)),
+            calls={k: (v[0], v[1]) for k, v in self.calls.items()},
         )

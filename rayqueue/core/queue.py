@@ -232,9 +232,10 @@ class QueueCore:
     ) -> list[Lease]:
         """Lease up to ``max_n`` of the best ready tasks of ``pool`` to ``worker``.
 
-        ``prefetch`` more may follow, but only of the first task's priority and at most
-        half of what is left of it: a worker buffers work it will start soon, never
-        lower-priority work that would keep a higher one waiting behind it.
+        ``prefetch`` more may follow, but only of the first task's priority, at most
+        half of what is left of it, and only when no lower-priority task of the pool is
+        ready: a worker never buffers work that another worker's free slot would need
+        before it turns to lower work (priority holds under prefetch, DESIGN promise 2).
 
         A *suspect* (a task whose worker died under it before) is leased alone, and only
         to an ``idle`` worker (one running nothing), so a poison task cannot take healthy
@@ -264,7 +265,8 @@ class QueueCore:
                     # others already run the next level down.
                     first = batch.tasks[0].priority
                     taken = sum(1 for r in batch.tasks if r.priority == first)
-                    prefetch = min(prefetch, (self._ready_counts[(pool, first)] - taken) // 2)
+                    prefetch = 0 if self._lower_ready(pool, first) else min(
+                        prefetch, (self._ready_counts[(pool, first)] - taken) // 2)
                     capped = True
                     if len(batch.tasks) >= max_n + prefetch:
                         break
@@ -700,6 +702,11 @@ class QueueCore:
         except Exception as err:
             raise StorageError(f"journal write failed ({type(err).__name__}: {err}); "
                                "nothing was changed, try again") from err
+
+    def _lower_ready(self, pool: str, priority: int) -> bool:
+        """Whether a ready task of ``pool`` has a priority below ``priority``."""
+        return any(n > 0 and p == pool and prio < priority
+                   for (p, prio), n in self._ready_counts.items())
 
     def _commit(self, batch: _Batch) -> None:
         if not (batch.tasks or batch.schedules or batch.delete_tasks):

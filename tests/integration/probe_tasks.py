@@ -100,3 +100,18 @@ class NeedsGpu(Task[str]):
 
     def execute(self) -> str:
         return "ran on a GPU"
+
+
+class Starts(Task[None]):
+    """Appends ``tag`` to the file at ``path`` when it starts: one line per start, in the
+    order the attempts started across every worker process (O_APPEND writes are atomic)."""
+
+    path: str
+    tag: str
+
+    def execute(self) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, f"{self.tag}\n".encode())
+        finally:
+            os.close(fd)

@@ -544,13 +544,31 @@ def test_a_paused_core_hands_out_nothing_until_resumed() -> None:
 
 def test_prefetch_takes_only_more_of_the_first_tasks_priority() -> None:
     core = QueueCore()
-    core.enqueue_many([NewTask("t", "{}", 90) for _ in range(9)]
-                      + [NewTask("t", "{}", 10) for _ in range(20)], 0.0)
+    core.enqueue_many([NewTask("t", "{}", 90) for _ in range(9)], 0.0)
     # 1 + half of the 8 left of priority 90; 1 + half of the 3 left; then one at a time
     sizes = [len(core.claim("w", 1, 0.0, prefetch=10)) for _ in range(4)]
     assert sizes == [5, 2, 1, 1]
+    core.enqueue_many([NewTask("t", "{}", 10) for _ in range(20)], 0.0)
     # free slots are filled from the next level; prefetch never crosses levels
     assert [lease.priority for lease in core.claim("w", 2, 0.0, prefetch=4)] == [10] * 6
+
+
+def test_no_prefetch_while_lower_priority_work_is_ready() -> None:
+    """A prefetched high that has not started must never wait while another worker
+    starts a low: while lows are ready, highs go out only into free slots."""
+    core = QueueCore()
+    core.enqueue_many([NewTask("t", "{}", 90) for _ in range(20)]
+                      + [NewTask("t", "{}", 10) for _ in range(20)], 0.0)
+    assert [len(core.claim("w", 1, 0.0, prefetch=10)) for _ in range(3)] == [1, 1, 1]
+    assert [lease.priority for lease in core.claim("w", 2, 0.0, prefetch=10)] == [90, 90]
+    # another pool's lows do not count: they never compete for these workers' slots
+    other = QueueCore()
+    other.enqueue_many([NewTask("t", "{}", 90) for _ in range(20)]
+                       + [NewTask("t", "{}", 10, pool="p2") for _ in range(20)], 0.0)
+    assert len(other.claim("w", 1, 0.0, prefetch=10)) == 10  # 1 + half of the 19 left
+    # once the highs are gone the lows prefetch again (nothing below them)
+    assert [lease.priority for lease in core.claim("w", 15, 0.0)] == [90] * 15
+    assert len(core.claim("w", 1, 0.0, prefetch=10)) == 10
     with pytest.raises(ValueError, match="prefetch"):
         core.claim("w", 1, 0.0, prefetch=-1)
 

@@ -1,0 +1,69 @@
+"""Priority holds under prefetch (issue 12, DESIGN promise 2), on a real local Ray.
+
+Lows are enqueued, then highs, while the queue is paused; once it resumes, two workers
+of one slot each drain them. Workers prefetch (they hold more leases than free slots), so
+the promise at stake is that a prefetched high that has not started never waits while
+another worker starts a low. Each task appends its tag to a file as it starts, so the
+file holds the true start order across the worker processes; no low may come before the
+last high. Every producer style runs it, in memory and with the SQLite journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import rayqueue
+from rayqueue import PoolConfig
+from tests.integration.probe_tasks import Starts
+
+MakeQueue = Callable[..., rayqueue.TaskQueue[Any]]
+STYLES = ("loop", "nowait", "many", "async")
+#: Runs per store; each style runs RUNS // 4 times, in turn.
+RUNS = 20
+LOWS, HIGHS = 1_000, 200
+
+
+def _produce(q: rayqueue.TaskQueue[Any], style: str, tasks: list[Starts],
+             priority: int) -> None:
+    if style == "loop":
+        for t in tasks:
+            q.enqueue(t, priority=priority)
+    elif style == "nowait":
+        for t in tasks:
+            q.enqueue(t, priority=priority, wait=False)
+        q.flush()
+    elif style == "many":
+        q.enqueue_many(tasks, priority=priority)
+    else:
+        async def go() -> None:
+            await asyncio.gather(*(q.enqueue_async(t, priority=priority) for t in tasks))
+        asyncio.run(go())
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_no_low_starts_before_the_last_high(make_queue: MakeQueue, tmp_path: Path,
+                                            store: str) -> None:
+    journal = {} if store == "memory" else {"journal": str(tmp_path / "prio.sqlite")}
+    q = make_queue(pools=[PoolConfig(min_workers=2, max_workers=2, concurrency=1)],
+                   **journal)
+    failures = []
+    for run in range(RUNS):
+        style = STYLES[run % len(STYLES)]
+        log = tmp_path / f"starts-{run}.log"
+        q.pause()
+        _produce(q, style, [Starts(path=str(log), tag="low") for _ in range(LOWS)], 10)
+        _produce(q, style, [Starts(path=str(log), tag="high") for _ in range(HIGHS)], 90)
+        q.resume()
+        q.join(timeout=120)
+        order = log.read_text().split()
+        assert sorted(order) == sorted(["low"] * LOWS + ["high"] * HIGHS)  # each ran once
+        last_high = max(i for i, tag in enumerate(order) if tag == "high")
+        early = order[:last_high].count("low")
+        if early:
+            failures.append((run, style, early))
+    assert failures == [], f"lows started before the last high (run, style, count): {failures}"
