@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import heapq
+import inspect
 import itertools
 import math
 import threading
