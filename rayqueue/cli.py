@@ -89,7 +89,8 @@ def cmd_enqueue(args: argparse.Namespace) -> None:
     from rayqueue import codebook
 
     codebook.resolve(q.name, args.task)  # a class shipped by any client counts too
-    handle = q.enqueue_payload(args.task, payload, priority=args.priority, delay=args.delay)
+    handle = q.enqueue_payload(args.task, payload, priority=args.priority, delay=args.delay,
+                               wait=True)  # the id printed is of a task in the journal
     console.print(handle.id)
     if args.wait is not None:
         value = handle.result(timeout=args.wait)

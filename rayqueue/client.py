@@ -338,6 +338,7 @@ class TaskQueue(Generic[T]):
         """``call(shard, its_ids)`` on each shard owning some of ``ids``, all at once;
         the answers (one per id, as lists) back in the order of ``ids``. ``hold``: how
         long each call may park (see :class:`rayqueue.calls._Budget`)."""
+        self._settle()
         if len(self._shards) == 1:  # nothing to split (result waits poll this often)
             answer: list[Any] = _retrying(functools.partial(call, self._actor, list(ids)),
                                           self.retry_timeout, hold=hold,
@@ -351,6 +352,7 @@ class TaskQueue(Generic[T]):
 
     def _on_all(self, method: str, *args: Any, waits: float = 0.0) -> list[Any]:
         """An idempotent call on every shard at once; the answers in shard order."""
+        self._settle()
         return _retrying_all([functools.partial(getattr(q, method).remote, *args)
                               for q in self._shards], self.retry_timeout, hold=waits)
 
@@ -365,12 +367,22 @@ class TaskQueue(Generic[T]):
         task_id: str | None = None,
         block: bool = False,
         timeout: float | None = None,
-        wait: bool = True,
+        wait: bool = False,
     ) -> TaskHandle[R]:
-        """Add one task; returns once it is in the queue's journal.
+        """Add one task: validated now, sent in the background; returns its handle at once.
 
-        Single enqueues from many threads or coroutines share actor calls (they are
-        coalesced into batches), so per-task enqueue is not one round trip per task.
+        The way Ray's ``.remote()`` works: the call returns before the task is durable,
+        and many calls in a row share actor calls (they are coalesced into batches), so
+        a plain ``for t in tasks: queue.enqueue(t)`` loop is not one round trip per task.
+        When it returns, the task was validated and has its id, and it is on its way;
+        it is *acknowledged* (in the journal, never lost) once ``handle.sent()`` or
+        :meth:`flush` returns, or ``handle.result()`` answers. Every later call of this
+        client that reads or acts on the queue (``get``, ``stats``, ``cancel``,
+        ``pause``, ``join``, ``enqueue_many``, ...) first waits for the enqueues made
+        before it, so it sees them. :meth:`close`, :meth:`shutdown` and interpreter
+        exit send what is pending. A task the queue refuses (full, closed, a duplicate
+        id with another payload) raises from ``handle.sent()``, ``handle.result()`` and
+        the next :meth:`flush`.
 
         Args:
             task: a task instance (its payload is validated here and on the worker).
@@ -382,10 +394,10 @@ class TaskQueue(Generic[T]):
             block: when the queue is full, wait for room (up to ``timeout`` s) instead
                 of raising :class:`QueueFullError` at once.
             timeout: how long ``block`` waits (None: ``retry_timeout``).
-            wait: False returns the handle at once, before the task is durable; it is
-                sent in the background with other tasks. :meth:`flush` waits for every
-                such task and raises the first failure; ``handle.sent()`` checks one.
-                Tasks still unsent when the process dies are lost: not acknowledged.
+            wait: True returns only once the task is in the journal (one round trip,
+                shared with concurrent callers), raising any refusal here. With the
+                default, tasks still unsent when the process is killed are lost: they
+                were never acknowledged.
         """
         if block or timeout is not None:
             return self.enqueue_many([task], priority=priority, run_at=run_at, delay=delay,
@@ -474,6 +486,7 @@ class TaskQueue(Generic[T]):
         """
         tasks = list(tasks)
         news = self._new_tasks(tasks, priority, run_at, delay, task_ids)
+        self._settle()  # after the single enqueues made before it, as they were made
         done = self._send_news(news, retry_full=block, timeout=timeout)
         return [TaskHandle(self, task_id, type(t)) for task_id, t in zip(done, tasks, strict=True)]
 
@@ -504,6 +517,13 @@ class TaskQueue(Generic[T]):
                       if isinstance(a, BaseException) for _, n in p]
             raise PartialEnqueueError(done, failed, errors[0]) from errors[0]
         return unsplit(len(news), parts.values(), answers)
+
+    def _settle(self) -> None:
+        """Wait until the enqueues this client made so far are answered, so that what
+        follows sees them (read your writes). Later enqueues from other threads do not
+        hold it up. Failures stay with their handles and the next flush()."""
+        if self._sender.pending:
+            self._sender.settle(self.retry_timeout)
 
     def _read(self, method: str, *args: Any) -> Any:
         """Call an idempotent queue-actor method, retrying while the actor restarts."""
@@ -569,6 +589,7 @@ class TaskQueue(Generic[T]):
             spec = IntervalSpec(delay_to_seconds(every))
         else:
             spec = CronSpec(str(cron), tz)
+        self._settle()
         new = to_new_task(task, priority=priority)
         self._ship({type(task)})
         sid = schedule_id or f"schedule-{uuid.uuid4().hex[:12]}"
@@ -584,6 +605,7 @@ class TaskQueue(Generic[T]):
 
         The caller must ``ack``, ``fail`` or ``release`` it before the lease expires.
         """
+        self._settle()
         leases = self._claim_one(pool, timeout)
         if not leases:
             return None
@@ -622,6 +644,7 @@ class TaskQueue(Generic[T]):
     # ------------------------------------------------------------------ reads
     def peek(self, pool: str = "default") -> TaskInfo | None:
         """The task a worker of ``pool`` would get next, without taking it."""
+        self._settle()
         shards = [self._actor] if len(self._shards) == 1 else [
             self._shards[s] for s in by_head(self._on_all("head_rank", pool))]
         for shard in shards:  # (the best one's head may be taken meanwhile)
@@ -632,6 +655,7 @@ class TaskQueue(Generic[T]):
 
     def get(self, task_id: str) -> TaskInfo:
         """A task's record. Raises :class:`TaskNotFoundError`."""
+        self._settle()
         info: TaskInfo | None = self._retrying(lambda: self._shard_for(task_id).get.remote(
             task_id))
         if info is None:
@@ -656,6 +680,7 @@ class TaskQueue(Generic[T]):
 
     def cancel(self, task_id: str) -> str:
         """Cancel a task that has not started, or stop a schedule."""
+        self._settle()
         state: str = _get(self._shard_for(task_id).cancel.remote(task_id))
         return state
 
@@ -667,6 +692,7 @@ class TaskQueue(Generic[T]):
 
     def retry_dead(self, task_id: str) -> TaskInfo:
         """Put a dead task back in the queue with fresh attempts."""
+        self._settle()
         info: TaskInfo = _get(self._shard_for(task_id).retry_dead.remote(task_id))
         return info
 

@@ -50,6 +50,9 @@ class Sender:
         self._pending: deque[tuple[list[NewTask], Future[list[str]]]] = deque()
         self._cond = threading.Condition()
         self._inflight = 0
+        #: submissions so far, and how many of them (oldest first) have been answered
+        self._submitted = 0
+        self._answered = 0
         #: a call is in flight (by the thread or by a caller of send())
         self._sending = False
         self._closed = False
@@ -65,6 +68,7 @@ class Sender:
                 raise RuntimeError("this client is closed")
             self._pending.append((list(news), fut))
             self._inflight += 1
+            self._submitted += 1
             if start and self._thread is None:
                 self._thread = threading.Thread(target=self._run, daemon=True,
                                                 name=f"rayqueue-sender-{self._name}")
@@ -95,6 +99,14 @@ class Sender:
         """Wait until every submission so far is answered; False if ``timeout`` passed."""
         with self._cond:
             return self._cond.wait_for(lambda: self._inflight == 0, timeout)
+
+    def settle(self, timeout: float | None = None) -> bool:
+        """Wait until every submission made before this call is answered (later ones
+        may still be on their way); False if ``timeout`` passed first. Submissions are
+        answered oldest first, so this is a watermark, not a wait for silence."""
+        with self._cond:
+            target = self._submitted
+            return self._cond.wait_for(lambda: self._answered >= target, timeout)
 
     def take_errors(self) -> list[BaseException]:
         """The errors of submissions that failed since the last call (then forgotten)."""
@@ -140,6 +152,7 @@ class Sender:
             with self._cond:
                 self._sending = False
                 self._inflight -= len(batch)
+                self._answered += len(batch)
                 self._cond.notify_all()
 
     def _run(self) -> None:
@@ -216,6 +229,14 @@ _LIVE: weakref.WeakSet[Sender] = weakref.WeakSet()
 def _flush_all() -> None:
     """At interpreter exit, send what producers left buffered (bounded wait)."""
     for sender in list(_LIVE):
-        if sender.pending and not sender.flush(timeout=10.0):
+        if not sender.pending:
+            continue
+        earlier = len(sender.take_errors())  # already raised by sent() or left unread
+        if not sender.flush(timeout=10.0):
             logger.warning("{} task(s) not sent before exit", sender.pending,
                            action="enqueue_unsent")
+        errors = sender.take_errors()
+        if errors:  # the tasks sent at exit that the queue refused: nobody else will know
+            logger.error("{} enqueue(s) sent at exit failed (and {} earlier ones); the "
+                         "first: {}", len(errors), earlier, errors[0],
+                         action="enqueue_failed", errors=len(errors))

@@ -27,7 +27,7 @@ from loguru import logger
 from rayqueue.actors.journal import crashpoint, open_storage
 from rayqueue.actors.profiling import LoopProfiler
 from rayqueue.core.clock import Clock, SystemClock
-from rayqueue.core.lease import pack_leases, unpack_news, unpack_outcomes
+from rayqueue.core.lease import Outcome, pack_leases, unpack_news, unpack_outcomes
 from rayqueue.core.queue import QueueConfig, QueueCore, TickReport
 from rayqueue.core.record import NewTask, ScheduleRecord, TaskRecord, TaskState
 from rayqueue.core.retry import RetryPolicy
@@ -350,6 +350,7 @@ class QueueActor:
         self, worker: str, pool: str = "default", max_n: int = 1, wait: float = 1.0,
         idle: bool = True, held: Sequence[str] | None = None, prefetch: int = 0,
         no_worse_than: float | None = None, rank: bool = False,
+        outcomes: bytes | None = None, confirm: bool = False,
     ) -> bytes | tuple[bytes, float | None]:
         """Lease up to ``max_n`` tasks of ``pool``, waiting up to ``wait`` s for work.
 
@@ -363,8 +364,16 @@ class QueueActor:
         ``idle`` says the worker runs nothing now (it may then get a suspect task).
         ``held`` lists every task the worker holds or has not seen acknowledged; its
         other leases were granted by claims whose replies it never got, and go back.
+
+        ``outcomes`` are finished attempts to record first, as :meth:`report` would: a
+        busy worker's report rides on its next claim, one call and one commit for both
+        (their answers are not needed: the call succeeding means they are recorded).
+
+        ``confirm``: this worker calls :meth:`started` for leases marked ``confirm``
+        (see QueueCore.claim), so lower-priority work never starts before them.
         """
         loop = asyncio.get_running_loop()
+        reported = None if outcomes is None else self._complete(worker, outcomes)
         if held is not None:
             with self._lock:
                 returned = self._core.reconcile(worker, held, self._clock.now())
@@ -377,9 +386,14 @@ class QueueActor:
             now = self._clock.now()
             with self._lock:
                 leases = self._core.claim(worker, max_n, now, pool, idle=idle,
-                                          prefetch=prefetch, no_worse_than=no_worse_than)
+                                          prefetch=prefetch, no_worse_than=no_worse_than,
+                                          confirm_starts=confirm)
             if leases or loop.time() >= deadline:
                 break
+            if reported is not None:  # durable and visible before this claim parks
+                await self._durable()
+                self._completed(worker, *reported)
+                reported = None
             fut: asyncio.Future[None] = loop.create_future()
             self._claims.setdefault(pool, deque()).append(fut)
             with contextlib.suppress(asyncio.TimeoutError):
@@ -387,6 +401,9 @@ class QueueActor:
         tally = self._calls["claim"]
         tally[0] += 1
         tally[1] += len(leases)
+        if reported is not None:
+            await self._durable()
+            self._completed(worker, *reported)
         if not leases:
             if not rank:
                 return pack_leases(leases)
@@ -418,6 +435,13 @@ class QueueActor:
     async def report(self, worker: str, packed: bytes) -> list[bool]:
         """Record finished attempts (packed by :func:`~rayqueue.core.lease.pack_outcomes`);
         ``False`` marks a fenced (stale) one."""
+        reported = self._complete(worker, packed)
+        await self._durable()
+        return self._completed(worker, *reported)
+
+    def _complete(self, worker: str, packed: bytes) -> tuple[
+            list[Outcome], list[TaskRecord | None], float]:
+        """Apply finished attempts to the core (committed by the caller's _durable)."""
         outcomes = unpack_outcomes(packed)
         tally = self._calls["report"]
         tally[0] += 1
@@ -426,7 +450,11 @@ class QueueActor:
         crashpoint("ack.before_commit")
         with self._lock:
             recs = self._core.complete_many(outcomes, now)
-        await self._durable()
+        return outcomes, recs, now
+
+    def _completed(self, worker: str, outcomes: list[Outcome],
+                   recs: list[TaskRecord | None], now: float) -> list[bool]:
+        """Once finished attempts are durable: events, logs, result waiters."""
         crashpoint("ack.after_commit_before_reply")
         # The hot path: no method calls per task (Ray wraps every actor method).
         done: list[str] = []
@@ -457,6 +485,7 @@ class QueueActor:
         self._resolve_results(done)
         if records is not None:
             records.flush()
+        self._wake_held_back()  # an end of an attempt confirms its start
         return [r is not None for r in recs]
 
     def _log_outcome(self, rec: TaskRecord, worker: str) -> None:
@@ -471,6 +500,19 @@ class QueueActor:
             err = rec.error
             log.warning("task dead ({}): {}", rec.reason, err.message if err else "",
                         action="task_dead", reason=rec.reason)
+
+    async def started(self, task_ids: Sequence[str]) -> None:
+        """A worker says these leases (marked ``confirm``) have started: claims held
+        back for them may now take lower-priority work."""
+        with self._lock:
+            self._core.started(task_ids)
+        self._wake_held_back()
+
+    def _wake_held_back(self) -> None:
+        with self._lock:
+            pools = self._core.take_held_back()
+        for pool in pools:
+            self._wake_claims(pool, 1 << 30)
 
     async def heartbeat(self, refs: Sequence[tuple[str, int]]) -> list[bool]:
         """Extend leases; ``False`` tells the worker its lease is gone."""

@@ -125,7 +125,8 @@ class SyncRunner:
     """``threads`` threads running sync tasks from one FIFO, outcomes back in batches."""
 
     def __init__(self, threads: int, worker: str, loop: asyncio.AbstractEventLoop,
-                 deliver: Callable[[Done], None]) -> None:
+                 deliver: Callable[[Done], None],
+                 started: Callable[[str], None] | None = None) -> None:
         #: waiting attempts as (-priority, arrival, lease, class); a stop is priority
         #: -inf, so it comes after every task
         self._waiting: list[tuple[float, int, Lease | None, type[Task[Any]] | None]] = []
@@ -134,6 +135,8 @@ class SyncRunner:
         self._worker = worker
         self._loop = loop
         self._deliver = deliver
+        #: told (on the loop) of each lease marked ``confirm`` as it starts
+        self._started = started
         self._outbox: deque[tuple[Lease, Outcome]] = deque()
         self._lock = threading.Lock()
         self._wake_pending = False
@@ -171,6 +174,9 @@ class SyncRunner:
                 _, _, lease, cls = heapq.heappop(self._waiting)
             if lease is None or cls is None:
                 return
+            if lease.confirm and self._started is not None:
+                with contextlib.suppress(RuntimeError):  # a closed loop: exiting
+                    self._loop.call_soon_threadsafe(self._started, lease.task_id)
             try:
                 outcome = run_sync(lease, cls, self._worker, self._loop)
             except BaseException as exc:  # never let a runner thread die with a lease

@@ -49,8 +49,10 @@ CLAIM_WAIT_S = 1.0
 PREFETCH_HORIZON_S = 0.05
 #: Most tasks a worker holds waiting for a slot.
 MAX_PREFETCH = 500
-#: While a worker still holds tasks, outcomes wait up to this long to share a report.
-REPORT_DELAY_S = 0.005
+#: While a worker still holds tasks, outcomes wait up to this long to share a report,
+#: or to ride on the worker's next claim (one call for both); an idle worker, one that
+#: runs nothing more, reports at once.
+REPORT_DELAY_S = 0.02
 #: ... unless this many are waiting already.
 REPORT_BATCH = 256
 #: A worker of a sharded queue looks at every shard at least this often, so urgent work
@@ -104,6 +106,8 @@ class WorkerActor:
         self._max_rss_mb = max_rss_mb
         self._wakeup: asyncio.Event | None = None
         self._report_kick: asyncio.Event | None = None
+        #: set when the worker runs nothing more: its outcomes go out without delay
+        self._report_now: asyncio.Event | None = None
         self._done = 0
         self._slots: asyncio.Semaphore | None = None
         self._rate = _RateMeter()
@@ -111,6 +115,10 @@ class WorkerActor:
         self._unstarted: list[Lease] = []
         self._runner: SyncRunner | None = None
         self._flush_lock = asyncio.Lock()
+        #: starts to confirm to the queue (leases marked ``confirm``), and the call
+        #: sending them, if one is out
+        self._to_confirm: list[str] = []
+        self._confirming: asyncio.Task[None] | None = None
         #: asyncio tasks of attempts run on the event loop (async tasks, first of a class)
         self._jobs: set[asyncio.Task[None]] = set()
         self._profiler = LoopProfiler()
@@ -151,8 +159,10 @@ class WorkerActor:
         loop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
         self._report_kick = asyncio.Event()
+        self._report_now = asyncio.Event()
         self._slots = asyncio.Semaphore(self._concurrency)
-        self._runner = SyncRunner(self._concurrency, self._id, loop, self._deliver_many)
+        self._runner = SyncRunner(self._concurrency, self._id, loop, self._deliver_many,
+                                  self._confirm)
         reporter = asyncio.create_task(self._report_loop())
         beater = asyncio.create_task(self._heartbeat_loop())
         try:
@@ -168,18 +178,28 @@ class WorkerActor:
                     await self._wakeup.wait()
                     continue
                 room = target - held
-                slots = min(room, max(free, 1))
                 if len(self._shards) > 1:
-                    await self._claim_sharded(slots, room)
+                    await self._claim_sharded(min(room, max(free, 1)), room)
                     continue
+                # The queue is told the free slots exactly: what goes beyond them is
+                # prefetch, which it grants only where no free slot elsewhere needs it.
+                slots = max(0, min(room, free))
+                # Buffered outcomes ride on the claim: one call, one commit for both.
+                outcomes, self._outcomes = self._outcomes, []
                 try:
                     leases = unpack_leases(await self._queue.claim.remote(
-                        self._id, self._pool, slots, CLAIM_WAIT_S, not held,
-                        [*self._running, *self._unacked], room - slots))
+                        self._id, self._pool, slots, CLAIM_WAIT_S if slots else 0.0, not held,
+                        [*self._running, *self._unacked], room - slots,
+                        outcomes=pack_outcomes(outcomes) if outcomes else None,
+                        confirm=True))
                     self._claim_failures = 0
+                    self._unacked.difference_update(o.task_id for o in outcomes)
                 except ray.exceptions.RayError as err:
                     # The queue is restarting, its journal failed, or the call was lost:
-                    # back off and try again (leases granted meanwhile are reconciled).
+                    # back off and try again (leases granted meanwhile are reconciled;
+                    # the outcomes go out again, and a repeat of one is fenced).
+                    self._outcomes = outcomes + self._outcomes
+                    self._wake_reporter()
                     self._claim_failures += 1
                     self._log.warning("claim failed ({}); retrying", type(err).__name__,
                                       action="worker_claim_failed")
@@ -187,6 +207,11 @@ class WorkerActor:
                     continue
                 for lease in leases:
                     self._start(lease)
+                if not leases and len(self._running) >= self._concurrency:
+                    # Nothing to prefetch and no slot free: claim again when one frees
+                    # (each finished task sets the wakeup), not in a busy loop.
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
             if self._parked:
                 # Long-polls still out: what they bring now is given back unrun.
                 await asyncio.gather(*self._parked.values(), return_exceptions=True)
@@ -350,6 +375,8 @@ class WorkerActor:
                 self._unstarted.append(lease)
                 self._wake()
                 return
+            if lease.confirm:
+                self._confirm(lease.task_id)
             try:
                 await self._run_one(lease)
             except asyncio.CancelledError:
@@ -391,6 +418,23 @@ class WorkerActor:
             outcome = failed(lease, cls, exc, self._id)
         self._deliver(lease, outcome)
 
+    def _confirm(self, task_id: str) -> None:
+        """Tell the queue (soon, with other starts) that a lease marked ``confirm``
+        started: lower-priority work waits for it. Runs on the event loop."""
+        self._to_confirm.append(task_id)
+        if self._confirming is None:
+            self._confirming = asyncio.get_running_loop().create_task(self._send_confirms())
+
+    async def _send_confirms(self) -> None:
+        try:
+            while self._to_confirm:
+                ids, self._to_confirm = self._to_confirm, []
+                # On failure, the lease's end (or expiry) confirms it all the same.
+                with contextlib.suppress(ray.exceptions.RayError):
+                    await self._queue.started.remote(ids)
+        finally:
+            self._confirming = None
+
     def _task_log(self, lease: Lease) -> Any:
         return self._log.bind(task_id=lease.task_id, task=lease.task_name,
                               attempt=lease.attempt)
@@ -412,6 +456,8 @@ class WorkerActor:
             self._outcomes.append(outcome)
         if self._report_kick is not None:
             self._report_kick.set()
+            if not self._running and self._report_now is not None:
+                self._report_now.set()
         if self._max_rss_mb is not None and not self._draining and (
                 _rss_mb() > self._max_rss_mb):
             self._log.warning("memory {:.0f} MB over the limit of {:.0f} MB: recycling",
@@ -443,14 +489,17 @@ class WorkerActor:
         return cls
 
     async def _report_loop(self) -> None:
-        assert self._report_kick is not None
+        assert self._report_kick is not None and self._report_now is not None
         while True:
             await self._report_kick.wait()
             self._report_kick.clear()
             if self._running and len(self._outcomes) < REPORT_BATCH:
-                # More outcomes are due soon: let them share this call. An idle worker
-                # (nothing else held) reports at once, so latency does not pay for this.
-                await asyncio.sleep(REPORT_DELAY_S)
+                # More outcomes are due soon: let them share this call, or ride on the
+                # next claim. A worker that runs nothing more reports at once, so idle
+                # latency does not pay for this.
+                self._report_now.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._report_now.wait(), REPORT_DELAY_S)
             await self._flush()
 
     async def _flush(self, final: bool = False) -> None:

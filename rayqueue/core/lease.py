@@ -27,6 +27,9 @@ class Lease:
     retry: RetryPolicy
     #: a worker died under this task before: run it alone
     suspect: bool = False
+    #: lower-priority work waits until the worker says this one started (see
+    #: QueueCore.claim); only a worker that asked for it gets this
+    confirm: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,15 +86,15 @@ def pack_leases(leases: list[Lease]) -> bytes:
     seen: dict[int, dict[str, Any]] = {}
     return pickle.dumps([(x.task_id, x.token, x.task_name, x.payload, x.attempt, x.priority,
                           x.pool, x.expires_at, x.timeout, _policy_out(x.retry, seen),
-                          x.suspect) for x in leases], protocol=5)
+                          x.suspect, x.confirm) for x in leases], protocol=5)
 
 
 def unpack_leases(blob: bytes) -> list[Lease]:
     """The leases packed by :func:`pack_leases`."""
     seen: dict[tuple[Any, ...], RetryPolicy] = {}
     return [Lease(t, tok, name, payload, attempt, prio, pool, exp, timeout,
-                  _policy_in(retry, seen), suspect)
-            for t, tok, name, payload, attempt, prio, pool, exp, timeout, retry, suspect
+                  _policy_in(retry, seen), suspect, confirm)
+            for t, tok, name, payload, attempt, prio, pool, exp, timeout, retry, suspect, confirm
             in pickle.loads(blob)]
 
 

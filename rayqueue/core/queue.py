@@ -117,6 +117,11 @@ class QueueCore:
         self._by_worker: dict[str, set[str]] = {}
         self._state_counts: Counter[TaskState] = Counter()
         self._ready_counts: Counter[tuple[str, int]] = Counter()
+        #: leases handed out ahead of lower-priority ready work whose start the worker
+        #: has not confirmed: task id -> (pool, priority, lease token)
+        self._unconfirmed: dict[str, tuple[str, int, int]] = {}
+        #: pools where a claim got nothing because of an unconfirmed start
+        self._held_back: set[str] = set()
         self._leased_counts: Counter[str] = Counter()
         self._seq = 0
         self._closed = False
@@ -228,11 +233,12 @@ class QueueCore:
     # ------------------------------------------------------------ claim/report
     def claim(
         self, worker: str, max_n: int, now: float, pool: str = "default", *, idle: bool = True,
-        prefetch: int = 0, no_worse_than: float | None = None,
+        prefetch: int = 0, no_worse_than: float | None = None, confirm_starts: bool = False,
     ) -> list[Lease]:
         """Lease up to ``max_n`` of the best ready tasks of ``pool`` to ``worker``.
 
-        ``prefetch`` more may follow, but only of the first task's priority, at most
+        ``max_n`` is the worker's free slots: 0 asks for prefetch alone. ``prefetch``
+        more may follow, but only of the first task's priority, at most
         half of what is left of it, and only when no lower-priority task of the pool is
         ready: a worker never buffers work that another worker's free slot would need
         before it turns to lower work (priority holds under prefetch, DESIGN promise 2).
@@ -242,28 +248,42 @@ class QueueCore:
         neighbours down with it; a suspect ready for longer than ``lease_ttl`` goes to
         any worker, so it cannot starve behind a busy pool.
 
+        ``confirm_starts``: the worker will say when each lease marked ``confirm`` has
+        started (:meth:`started`). A lease is so marked when lower-priority work is
+        ready in its pool, and until its start is confirmed (or it ends, or its lease is
+        gone) no claim gets work of lower priority: the last high starts before the
+        first low, whatever the delays between the queue and each worker.
+
         ``no_worse_than`` hands out only tasks whose rank (:meth:`top_rank`) is at most
         this: a worker of a sharded queue passes the best rank it knows of in the other
         shards, so it never takes lower-priority work here while better work waits there.
         """
-        if isinstance(max_n, bool) or not isinstance(max_n, int) or max_n < 1:
-            raise ValueError(f"max_n must be an int >= 1, got {max_n!r}")
+        if isinstance(max_n, bool) or not isinstance(max_n, int) or max_n < 0:
+            raise ValueError(f"max_n must be an int >= 0, got {max_n!r}")
         if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
             raise ValueError(f"prefetch must be an int >= 0, got {prefetch!r}")
         index = self._ready.get(pool)
         if not index or self._paused:
             return []
         ttl = self.config.lease_ttl
+        bar = self._unconfirmed_top(pool)
         batch = _Batch()
         skipped: list[TaskRecord] = []
         capped = False
+        first = 0
         while len(batch.tasks) < max_n + prefetch:
             if len(batch.tasks) >= max_n:
                 if not capped:
                     # At most half of what is left of this priority: the tail of a level
                     # is spread over the workers, not left in one worker's buffer while
                     # others already run the next level down.
-                    first = batch.tasks[0].priority
+                    if batch.tasks:
+                        first = batch.tasks[0].priority
+                    else:  # a busy worker asks only for prefetch (max_n=0)
+                        top = index.peek()
+                        if top is None:
+                            break
+                        first = self._tasks[top].priority
                     taken = sum(1 for r in batch.tasks if r.priority == first)
                     prefetch = 0 if self._lower_ready(pool, first) else min(
                         prefetch, (self._ready_counts[(pool, first)] - taken) // 2)
@@ -271,11 +291,15 @@ class QueueCore:
                     if len(batch.tasks) >= max_n + prefetch:
                         break
                 head = index.peek()
-                if head is None or (self._tasks[head].priority != batch.tasks[0].priority
+                if head is None or (self._tasks[head].priority != first
                                     or self._tasks[head].lost_attempts):
                     break
             if no_worse_than is not None and (
                     (rank := index.top_rank()) is None or rank > no_worse_than):
+                break
+            if bar is not None and (top := index.peek()) is not None and (
+                    self._tasks[top].priority < bar):
+                self._held_back.add(pool)  # waits for a higher task's start
                 break
             task_id = index.pop()
             if task_id is None:
@@ -307,11 +331,41 @@ class QueueCore:
                 old = self._tasks[leased.id]
                 index.push(old.id, old.priority, old.due_at, old.seq)
             raise
+        marked = set()
+        if confirm_starts:
+            for r in batch.tasks:
+                if self._lower_ready(pool, r.priority):
+                    self._unconfirmed[r.id] = (pool, r.priority, r.lease_token)
+                    marked.add(r.id)
         return [
             Lease(r.id, r.lease_token, r.task_name, r.payload, r.attempts, r.priority, r.pool,
-                  now + ttl, r.timeout, r.retry, r.lost_attempts > 0)
+                  now + ttl, r.timeout, r.retry, r.lost_attempts > 0, r.id in marked)
             for r in batch.tasks
         ]
+
+    def started(self, task_ids: Iterable[str]) -> None:
+        """A worker confirms that these leases (marked ``confirm``) have started."""
+        for task_id in task_ids:
+            self._unconfirmed.pop(task_id, None)
+
+    def take_held_back(self) -> set[str]:
+        """The pools where a claim got nothing while a start was unconfirmed (then
+        forgotten): their parked claims should look again."""
+        pools, self._held_back = self._held_back, set()
+        return pools
+
+    def _unconfirmed_top(self, pool: str) -> int | None:
+        """The highest priority of ``pool``'s leases whose start is not confirmed; ends
+        of attempts and of leases (done, released, expired, re-leased) confirm too."""
+        if not self._unconfirmed:
+            return None
+        top = None
+        for task_id, (p, priority, token) in list(self._unconfirmed.items()):
+            if self._current(task_id, token) is None:
+                del self._unconfirmed[task_id]
+            elif p == pool and (top is None or priority > top):
+                top = priority
+        return top
 
     def _current(self, task_id: str, token: int) -> TaskRecord | None:
         rec = self._tasks.get(task_id)

@@ -103,8 +103,9 @@ class NeedsGpu(Task[str]):
 
 
 class Starts(Task[None]):
-    """Appends ``tag`` to the file at ``path`` when it starts: one line per start, in the
-    order the attempts started across every worker process (O_APPEND writes are atomic)."""
+    """Appends ``tag`` and its pid to the file at ``path`` when it starts: one line per
+    start, in the order the attempts started across every worker process (O_APPEND
+    writes are atomic)."""
 
     path: str
     tag: str
@@ -112,6 +113,6 @@ class Starts(Task[None]):
     def execute(self) -> None:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, f"{self.tag}\n".encode())
+            os.write(fd, f"{self.tag} {os.getpid()}\n".encode())
         finally:
             os.close(fd)

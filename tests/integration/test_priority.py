@@ -60,10 +60,12 @@ def test_no_low_starts_before_the_last_high(make_queue: MakeQueue, tmp_path: Pat
         _produce(q, style, [Starts(path=str(log), tag="high") for _ in range(HIGHS)], 90)
         q.resume()
         q.join(timeout=120)
-        order = log.read_text().split()
+        lines = log.read_text().splitlines()
+        order = [line.split()[0] for line in lines]
         assert sorted(order) == sorted(["low"] * LOWS + ["high"] * HIGHS)  # each ran once
         last_high = max(i for i, tag in enumerate(order) if tag == "high")
         early = order[:last_high].count("low")
         if early:
-            failures.append((run, style, early))
+            first_low = order.index("low")
+            failures.append((run, style, early, lines[first_low - 2:last_high + 1]))
     assert failures == [], f"lows started before the last high (run, style, count): {failures}"

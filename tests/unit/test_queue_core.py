@@ -20,6 +20,7 @@ from rayqueue import (
     InvalidScheduleError,
     InvalidStateError,
     NewTask,
+    Outcome,
     PayloadTooLargeError,
     Priority,
     QueueClosedError,
@@ -409,9 +410,21 @@ def test_closed_queue_refuses_enqueue(core: QueueCore, clock: FakeClock) -> None
 
 
 def test_bad_claim_size(core: QueueCore, clock: FakeClock) -> None:
-    for bad in (0, -1, True, 1.5):
+    for bad in (-1, True, 1.5):
         with pytest.raises(ValueError):
             core.claim("w", bad, clock.now())  # type: ignore[arg-type]
+
+
+def test_a_busy_worker_asks_for_prefetch_alone() -> None:
+    """max_n=0: no free slot, so only prefetch, under the prefetch rules."""
+    core = QueueCore()
+    assert core.claim("w", 0, 0.0, prefetch=5) == []
+    core.enqueue_many([NewTask("t", "{}", 50) for _ in range(10)], 0.0)
+    assert core.claim("w", 0, 0.0) == []
+    assert len(core.claim("w", 0, 0.0, prefetch=3)) == 3
+    core.enqueue_many([NewTask("t", "{}", 10) for _ in range(10)], 0.0)
+    assert core.claim("w", 0, 0.0, prefetch=3) == []  # lows are ready below the 50s
+    assert [lease.priority for lease in core.claim("w", 1, 0.0)] == [50]
 
 
 # ------------------------------------------------------------ batches, storage
@@ -581,3 +594,27 @@ def test_evolve_copies_with_changes_and_leaves_the_original_alone() -> None:
     assert rec.state is TaskState.READY and rec.attempts == 0 and rec.worker is None
     with pytest.raises(AttributeError):
         rec.evolve(no_such_field=1)
+
+
+def test_lower_work_waits_for_the_confirmed_start_of_higher_work() -> None:
+    """The last high starts before the first low, whatever the delays between the queue
+    and each worker: lows wait until every high handed out ahead of them has started."""
+    core = QueueCore()
+    core.enqueue_many([NewTask("t", "{}", 90) for _ in range(2)]
+                      + [NewTask("t", "{}", 10) for _ in range(3)], 0.0)
+    [h1] = core.claim("a", 1, 0.0, confirm_starts=True)
+    [h2] = core.claim("b", 1, 0.0, confirm_starts=True)
+    assert (h1.priority, h1.confirm, h2.priority, h2.confirm) == (90, True, 90, True)
+    assert core.claim("c", 1, 0.0, confirm_starts=True) == []  # h1, h2 not started yet
+    assert core.take_held_back() == {"default"}
+    assert core.take_held_back() == set()
+    core.started([h1.task_id])
+    assert core.claim("c", 1, 0.0, confirm_starts=True) == []  # h2 still not started
+    core.complete_many([Outcome(h2.task_id, h2.token, result="null")], 0.0)  # an end
+    [low] = core.claim("c", 1, 0.0, confirm_starts=True)
+    assert (low.priority, low.confirm) == (10, False)  # nothing lower waits behind it
+    # a claimer that will not confirm (a client's dequeue) is never held back for
+    # itself and marks nothing
+    core.enqueue(NewTask("t", "{}", 90), 0.0)
+    [h3] = core.claim("d", 1, 0.0)
+    assert not h3.confirm and len(core.claim("d", 1, 0.0)) == 1
