@@ -38,6 +38,7 @@ from rayqueue.info import TaskInfo
 from rayqueue.logging import configure, lifecycle
 from rayqueue.storage.base import Storage
 from rayqueue.storage.buffered import CommitBuffer
+from rayqueue.storage.identity import JournalIdentity
 from rayqueue.storage.layout import check_layout
 from rayqueue.storage.memory import NullStorage
 
@@ -79,7 +80,8 @@ class QueueActor:
         self._config = config or QueueConfig()
         if journal is not None and shard == 0 and not reconstructed:
             check_layout(journal, shards)
-        self._storage = open_storage(journal, durability, reconstructed)
+        self._storage = open_storage(journal, durability, reconstructed,
+                                     JournalIdentity(queue=name, shard=shard, shards=shards))
         self._buffer = CommitBuffer(self._storage)
         # A queue without a journal has nothing to commit: its core writes straight to
         # the NullStorage, the buffer stays empty, and no call waits for a commit.
@@ -320,6 +322,18 @@ class QueueActor:
         """Refuse further enqueues at once."""
         with self._lock:
             self._core.close()
+
+    async def stop(self) -> None:
+        """Before the actor is killed: refuse enqueues, commit what is buffered, fold the
+        journal's log into its file and close it, so a cleanly shut-down journal is one
+        file and its side file says it was closed. Calls after this fail with
+        :class:`~rayqueue.errors.StorageError`."""
+        with self._lock:
+            self._core.close()
+        with contextlib.suppress(StorageError):  # its callers had the error already
+            await self._durable()
+        await asyncio.get_running_loop().run_in_executor(self._io, self._storage.close)
+        self._log.info("journal closed", action="journal_closed")
 
     @_control
     async def pause(self) -> None:
