@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -42,3 +43,19 @@ def test_a_journal_without_its_main_file_is_refused_untouched(
     assert info.value.path == str(path)
     assert (wal.read_bytes(), wal.stat().st_mtime_ns) == before
     assert not path.exists()
+
+
+def test_a_full_disk_is_logged_once_per_episode_and_shown_in_stats(
+        make_queue: Any, tmp_path: Path) -> None:
+    log = tmp_path / "queue.log"
+    queue = make_queue(queue_env={"RAYQUEUE_STORAGE_FAULTS": "full=1.0,seed=1",
+                                  "RAYQUEUE_LOG_FILE": str(log), "RAYQUEUE_LOG_JSON": "1"})
+    for i in range(40):  # each enqueue is one failed commit
+        with pytest.raises(rayqueue.StorageFullError):
+            queue.enqueue(Manual(name=f"n{i}"))
+    stats = queue.stats()
+    assert stats.storage_full and stats.journal_failing and stats.size == 0
+    actions = [json.loads(line)["record"]["extra"].get("action")
+               for line in log.read_text().splitlines()]
+    assert actions.count("journal_commit_failed") == 1
+    assert actions.count("journal_commit_failing") < 10  # reminders, not a line each
