@@ -23,6 +23,7 @@ from rayqueue.errors import (
     InvalidPriorityError,
     InvalidScheduleError,
     InvalidStateError,
+    JournalCorruptError,
     JournalNotFoundError,
     NaiveDatetimeError,
     PartialEnqueueError,
@@ -139,5 +140,6 @@ __all__ = [
     "StorageBusyError",
     "StorageFullError",
     "JournalNotFoundError",
+    "JournalCorruptError",
     "WorkerError",
 ]

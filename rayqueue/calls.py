@@ -15,6 +15,7 @@ from typing import Any
 import ray
 
 from rayqueue.errors import (
+    JournalCorruptError,
     JournalNotFoundError,
     QueueBusyError,
     QueueFullError,
@@ -22,6 +23,8 @@ from rayqueue.errors import (
     QueueUnavailableError,
     RayQueueError,
     StorageBusyError,
+    StorageError,
+    StorageFullError,
 )
 
 #: Calls one client handle may have waiting on the queue actor before QueueBusyError:
@@ -68,6 +71,13 @@ def _lost(err: BaseException) -> Exception | None:
         missing = _JOURNAL_MISSING.search(text)
         if missing:
             return JournalNotFoundError(missing.group(2))
+        corrupt = _JOURNAL_CORRUPT.search(text)
+        if corrupt:
+            return JournalCorruptError(corrupt.group(2), corrupt.group(3))
+        storage = _STORAGE_FAILED.findall(text)
+        if storage:  # e.g. a journal of another schema version, or an unwritable one
+            kind, message = storage[-1]
+            return _STORAGE_ERRORS[kind](message)
         refused = _REFUSED.findall(text)
         if refused:  # a configuration the actor refused (e.g. another shard count)
             return ValueError(refused[-1])
@@ -78,6 +88,15 @@ def _lost(err: BaseException) -> Exception | None:
 
 #: How JournalNotFoundError's message names the path (its text crosses Ray as a string).
 _JOURNAL_MISSING = re.compile(r"queue journal is missing at (['\"])(.+?)\1")
+#: How JournalCorruptError's message names the path and the problem.
+_JOURNAL_CORRUPT = re.compile(r"queue journal at (['\"])(.+?)\1 is refused and was left as it "
+                              r"was: (.+?)\. See what it holds")
+#: Any other StorageError raised by the queue actor's constructor (opening its journal).
+_STORAGE_FAILED = re.compile(r"^(?:rayqueue\.errors\.)?(Storage(?:Busy|Full)?Error): (.+)$",
+                             re.MULTILINE)
+_STORAGE_ERRORS: dict[str, type[StorageError]] = {
+    "StorageError": StorageError, "StorageBusyError": StorageBusyError,
+    "StorageFullError": StorageFullError}
 #: A ValueError raised by an actor's constructor, as its traceback text shows it.
 _REFUSED = re.compile(r"^ValueError: (.+)$", re.MULTILINE)
 

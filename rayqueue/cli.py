@@ -2,8 +2,8 @@
 
 Thin by design: parse, call the client library, print a table. It attaches to a running
 Ray cluster (``--address``, default ``auto``: the one on this machine) and to an existing
-queue; it never starts either, except ``rayqueue demo``. ``rayqueue reshard`` works on the
-journal files alone, with the queue shut down.
+queue; it never starts either, except ``rayqueue demo``. ``rayqueue reshard`` and
+``rayqueue journal`` work on the journal files alone.
 
 Exit codes: 0 done; 1 the operation failed (the message says why); 2 bad usage;
 3 no Ray cluster or no such queue.
@@ -172,6 +172,41 @@ def cmd_reshard(args: argparse.Namespace) -> None:
     console.print(f"start the queue with shards={done.now} now", highlight=False)
 
 
+def cmd_journal(args: argparse.Namespace) -> None:
+    from rayqueue.client import default_journal
+    from rayqueue.errors import JournalNotFoundError
+    from rayqueue.storage import maintenance
+
+    if (args.file is None) != (args.action == "check"):
+        raise _Exit(EXIT_USAGE, f"journal {args.action} takes "
+                    + ("no file" if args.action == "check" else "the backup FILE"))
+    journal = args.journal or default_journal(args.queue)
+    try:
+        if args.action == "check":
+            report = maintenance.check(journal)
+        elif args.action == "backup":
+            report = maintenance.backup(journal, args.file)
+            console.print(f"backed up {journal} to {args.file}", highlight=False)
+        else:
+            kept = maintenance.restore(args.file, journal)
+            console.print(f"restored {journal} from {args.file}"
+                          + (f"; the files it replaced were moved to {', '.join(kept)}"
+                             if kept else ""), highlight=False)
+            report = maintenance.check(journal)
+    except JournalNotFoundError as err:
+        raise _Exit(EXIT_UNAVAILABLE, str(err)) from None
+    except OSError as err:
+        raise _Exit(EXIT_FAILED, f"journal {args.action} failed: {err}") from None
+    side = "none" if report.side_seq is None else f"#{report.side_seq}"
+    _table(f"{report.path}: ok", ["", ""], [
+        ("journal id", report.journal_id or "(none yet: adopted on the next open)"),
+        ("queue", f"{report.queue or '?'}, shard {report.shard} of {report.shards}"),
+        ("last commit", f"#{report.seq} (side file: {side})"),
+        ("schedules", report.schedules),
+        *((f"tasks {state}", n) for state, n in sorted(report.by_state.items())),
+        *((f"file {name}", f"{size} bytes") for name, size in report.files.items())])
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from tasks import demo
 
@@ -221,6 +256,15 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--shards", type=int, required=True, help="the new shard count")
     r.add_argument("--journal", help="the base journal, as given to rayqueue.init "
                    "(default: .rayqueue/<queue>.sqlite)")
+    j = add("journal", cmd_journal, "check, back up or restore a queue's SQLite journal "
+            "(needs no Ray; run it on the journal's node)")
+    j.add_argument("action", choices=["check", "backup", "restore"],
+                   help="check: integrity, identity and counts, read-only; backup FILE: a "
+                   "consistent copy, also while the queue runs; restore FILE: put a backup "
+                   "in place (the queue shut down)")
+    j.add_argument("file", nargs="?", help="the backup file (backup and restore)")
+    j.add_argument("--journal", help="the journal, as given to rayqueue.init (default: "
+                   ".rayqueue/<queue>.sqlite)")
     add("demo", cmd_demo, "run the e-commerce demo on a private local Ray")
     return p
 

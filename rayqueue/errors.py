@@ -26,7 +26,8 @@
     ├── StorageError                 the journal failed; the operation changed nothing
     │   ├── StorageBusyError         another writer held the journal past the busy timeout
     │   ├── StorageFullError         the disk (or the journal's size cap) is full
-    │   └── JournalNotFoundError     no journal at its path (e.g. the actor moved node)
+    │   ├── JournalNotFoundError     no journal at its path (e.g. the actor moved node)
+    │   └── JournalCorruptError      a journal missing a part, damaged, or another queue's
     └── WorkerError                  problems in a worker or pool
 
 Every error carries its context as typed attributes and says what to do next.
@@ -34,6 +35,7 @@ Every error carries its context as typed attributes and says what to do next.
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 
@@ -254,6 +256,27 @@ class JournalNotFoundError(StorageError):
             f"the queue journal is missing at {path!r}: the queue actor must run on the node "
             "that holds it (it refuses to start with an empty queue); pin the actor to that "
             "node, or move the file there"
+        )
+
+
+class JournalCorruptError(StorageError):
+    """A journal that is missing a part, damaged, or another queue's (or shard's).
+
+    The queue refuses to open it, and leaves every file of it exactly as it was.
+
+    Attributes:
+        path: the journal's main file.
+        problem: what is wrong with it.
+    """
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(
+            f"the queue journal at {path!r} is refused and was left as it was: {problem}. "
+            f"See what it holds with `rayqueue journal check --journal {shlex.quote(path)}`, "
+            "then restore it from a backup (`rayqueue journal restore`) or put the missing "
+            "file back"
         )
 
 

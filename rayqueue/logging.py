@@ -140,12 +140,15 @@ def configure(
     path = os.environ.get("RAYQUEUE_LOG_FILE")
     if path:
         sinks.append(path)  # every process appends its own lines to the same file
+    # Tracebacks never show local variables (diagnose) nor frames above the catch
+    # (backtrace): locals hold payloads, results and credentials.
+    safe: dict[str, Any] = {"diagnose": False, "backtrace": False}
     for sink in sinks:
         if json:
-            logger.add(sink, level=level, serialize=True, enqueue=False)
+            logger.add(sink, level=level, serialize=True, enqueue=False, **safe)
         else:
             logger.add(sink, level=level, format=_FORMAT, enqueue=False,
-                       colorize=False if sink is not sys.stderr else None)
+                       colorize=False if sink is not sys.stderr else None, **safe)
     global _LIFECYCLE_LOG
     _LIFECYCLE_LOG = None if _LIFECYCLE is None else LifecycleLog(
         component, _LIFECYCLE, json,

@@ -14,6 +14,7 @@ from pathlib import Path
 from loguru import logger
 
 from rayqueue.storage.base import Storage
+from rayqueue.storage.identity import JournalIdentity
 from rayqueue.storage.memory import InMemoryStorage, NullStorage
 
 
@@ -41,7 +42,8 @@ def crashpoint(name: str) -> None:
 _CRASH_PASSES: dict[str, int] = {}
 
 
-def open_storage(journal: str | None, durability: str, reconstructed: bool) -> Storage:
+def open_storage(journal: str | None, durability: str, reconstructed: bool,
+                 identity: JournalIdentity | None = None) -> Storage:
     """The journal: SQLite at ``journal``; when ``journal`` is None, nothing
     (:class:`NullStorage`: the queue lives in its actor's memory), or an
     :class:`InMemoryStorage` under injected faults, so a failed commit has something
@@ -49,7 +51,9 @@ def open_storage(journal: str | None, durability: str, reconstructed: bool) -> S
 
     A restarted actor must find its journal where it was: serving an empty queue would
     silently lose every task, so a missing file is an error
-    (:class:`~rayqueue.errors.JournalNotFoundError`).
+    (:class:`~rayqueue.errors.JournalNotFoundError`). A journal missing a part, damaged,
+    or of another queue (``identity``) is refused, untouched
+    (:class:`~rayqueue.errors.JournalCorruptError`).
     """
     from rayqueue.storage.sqlite import SQLiteStorage
 
@@ -57,7 +61,7 @@ def open_storage(journal: str | None, durability: str, reconstructed: bool) -> S
     storage: Storage
     if journal is not None:
         storage = SQLiteStorage(journal, durability="process" if durability == "process"
-                                else "full", create=not reconstructed)
+                                else "full", create=not reconstructed, identity=identity)
     else:
         storage = InMemoryStorage() if faults else NullStorage()
     return _faulty(storage, faults) if faults else storage

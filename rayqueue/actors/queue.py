@@ -33,11 +33,12 @@ from rayqueue.core.record import NewTask, ScheduleRecord, TaskRecord, TaskState
 from rayqueue.core.retry import RetryPolicy
 from rayqueue.core.schedule import MisfirePolicy, ScheduleSpec
 from rayqueue.core.stats import QueueStats
-from rayqueue.errors import StaleLeaseError, StorageError
+from rayqueue.errors import StaleLeaseError, StorageError, StorageFullError
 from rayqueue.info import TaskInfo
 from rayqueue.logging import configure, lifecycle
 from rayqueue.storage.base import Storage
 from rayqueue.storage.buffered import CommitBuffer
+from rayqueue.storage.identity import JournalIdentity
 from rayqueue.storage.layout import check_layout
 from rayqueue.storage.memory import NullStorage
 
@@ -45,6 +46,9 @@ from rayqueue.storage.memory import NullStorage
 TICK_MAX_S = 0.05
 #: How often lifecycle events are flushed to the metrics actor.
 FLUSH_EVERY_S = 0.5
+#: While journal commits keep failing, at most one reminder line per this many seconds
+#: (the first failure of an episode is logged at once, the recovery too).
+FAILING_REMINDER_S = 30.0
 #: Concurrency groups of the actor: reads get their own, so parked claims never block them.
 CONCURRENCY_GROUPS = {"control": 8}
 
@@ -79,7 +83,8 @@ class QueueActor:
         self._config = config or QueueConfig()
         if journal is not None and shard == 0 and not reconstructed:
             check_layout(journal, shards)
-        self._storage = open_storage(journal, durability, reconstructed)
+        self._storage = open_storage(journal, durability, reconstructed,
+                                     JournalIdentity(queue=name, shard=shard, shards=shards))
         self._buffer = CommitBuffer(self._storage)
         # A queue without a journal has nothing to commit: its core writes straight to
         # the NullStorage, the buffer stays empty, and no call waits for a commit.
@@ -102,6 +107,12 @@ class QueueActor:
         self._waiters: list[asyncio.Future[None]] = []
         self._flush_handle: asyncio.Handle | None = None
         self._flushing = False
+        #: the current episode of failing commits: its start (loop time), how many
+        #: failed, the last error, and when the next reminder may be logged
+        self._failing_since: float | None = None
+        self._failed_commits = 0
+        self._failing_error: StorageError | None = None
+        self._next_reminder = 0.0
         self._log = logger.bind(queue=name, **({"shard": shard} if shards > 1 else {}))
         self._profiler = LoopProfiler()
         stats = self._core.stats()
@@ -198,6 +209,8 @@ class QueueActor:
         except Exception as err:
             self._rollback(err, waiters)
         else:
+            if merged and self._failing_since is not None:
+                self._recovered()
             for fut in waiters:
                 if not fut.done():
                     fut.set_result(None)
@@ -216,12 +229,36 @@ class QueueActor:
         self._buffer.take()
         with self._lock:
             self._core = self._reloaded()
-        self._log.error("journal commit failed, state reloaded from the journal: {}", error,
-                        action="journal_commit_failed", calls=len(waiters))
+        self._failing(error, len(waiters))
         for fut in waiters:
             if not fut.done():
                 fut.set_exception(error)
         self._wake_claims(None, 1 << 30)
+
+    def _failing(self, error: StorageError, calls: int) -> None:
+        """Log a failed commit: the first of an episode at once, then a reminder at most
+        every FAILING_REMINDER_S (workers retrying claims fail a commit many times a
+        second, and a line each would flood the driver's console)."""
+        now = asyncio.get_running_loop().time()
+        self._failed_commits += 1
+        self._failing_error = error
+        if self._failing_since is None:
+            self._failing_since = now
+            self._next_reminder = now + FAILING_REMINDER_S
+            self._log.error("journal commit failed, state reloaded from the journal: {}",
+                            error, action="journal_commit_failed", calls=calls)
+        elif now >= self._next_reminder:
+            self._next_reminder = now + FAILING_REMINDER_S
+            self._log.error("journal commits still failing after {:.0f}s ({} failed): {}",
+                            now - self._failing_since, self._failed_commits, error,
+                            action="journal_commit_failing", failed=self._failed_commits)
+
+    def _recovered(self) -> None:
+        since = self._failing_since or 0.0
+        self._log.info("journal commits succeed again after {:.1f}s ({} failed)",
+                       asyncio.get_running_loop().time() - since, self._failed_commits,
+                       action="journal_recovered", failed=self._failed_commits)
+        self._failing_since, self._failed_commits, self._failing_error = None, 0, None
 
     def _reloaded(self) -> QueueCore:
         """A core rebuilt from the journal, with the closed and paused flags kept."""
@@ -329,6 +366,18 @@ class QueueActor:
         """Refuse further enqueues at once."""
         with self._lock:
             self._core.close()
+
+    async def stop(self) -> None:
+        """Before the actor is killed: refuse enqueues, commit what is buffered, fold the
+        journal's log into its file and close it, so a cleanly shut-down journal is one
+        file and its side file says it was closed. Calls after this fail with
+        :class:`~rayqueue.errors.StorageError`."""
+        with self._lock:
+            self._core.close()
+        with contextlib.suppress(StorageError):  # its callers had the error already
+            await self._durable()
+        await asyncio.get_running_loop().run_in_executor(self._io, self._storage.close)
+        self._log.info("journal closed", action="journal_closed")
 
     @_control
     async def pause(self) -> None:
@@ -632,9 +681,14 @@ class QueueActor:
     # ----------------------------------------------------------------- reads
     @_control
     async def stats(self) -> QueueStats:
-        """Counts by state and priority."""
+        """Counts by state and priority, and whether the journal is failing."""
         with self._lock:
-            return self._core.stats()
+            stats = self._core.stats()
+        if self._failing_since is None:
+            return stats
+        return stats.model_copy(update={
+            "journal_failing": True,
+            "storage_full": isinstance(self._failing_error, StorageFullError)})
 
     @_control
     async def peek(self, pool: str = "default") -> TaskInfo | None:

@@ -93,7 +93,9 @@ def merge_stats(parts: Sequence[QueueStats]) -> QueueStats:
         ready_by_priority=sum_ready(p.ready_by_priority for p in parts),
         size=sum(p.size for p in parts), schedules=sum(p.schedules for p in parts),
         max_size=None if None in caps else sum(c for c in caps if c is not None),
-        closed=any(p.closed for p in parts), paused=any(p.paused for p in parts))
+        closed=any(p.closed for p in parts), paused=any(p.paused for p in parts),
+        journal_failing=any(p.journal_failing for p in parts),
+        storage_full=any(p.storage_full for p in parts))
 
 
 def by_head(heads: Sequence[tuple[float, float] | None], turn: int = 0) -> list[int]:

@@ -20,3 +20,7 @@ class QueueStats(BaseModel):
     closed: bool = False
     #: claims hand out nothing while paused (enqueues are still accepted)
     paused: bool = False
+    #: the journal's last commit failed: changes are refused until one succeeds again
+    journal_failing: bool = False
+    #: ... because its disk (or size cap) is full
+    storage_full: bool = False

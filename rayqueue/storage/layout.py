@@ -24,6 +24,7 @@ from typing import Literal
 from rayqueue.core.record import ScheduleRecord, TaskRecord
 from rayqueue.core.shards import check_shards, shard_of
 from rayqueue.errors import JournalNotFoundError, StorageError
+from rayqueue.storage.identity import JournalIdentity
 from rayqueue.storage.sqlite import SQLiteStorage
 
 #: How many records :func:`reshard` writes per transaction.
@@ -149,16 +150,22 @@ def reshard(journal: str, shards: int, *, durability: Literal["full", "process"]
                 tasks[shard_of(rec.id, shards)].append(rec)
             for sched in state.schedules:
                 schedules[shard_of(sched.id, shards)].append(sched)
-        for temp, its_tasks, its_schedules in zip(temps, tasks, schedules, strict=True):
-            _write(SQLiteStorage(temp, durability=durability, exclusive=True), its_tasks,
-                   its_schedules)
+        for i, (temp, its_tasks, its_schedules) in enumerate(zip(temps, tasks, schedules,
+                                                                 strict=True)):
+            # The queue's name is not known here: its first open writes it in.
+            identity = JournalIdentity(queue=None, shard=i, shards=shards)
+            _write(SQLiteStorage(temp, durability=durability, exclusive=True,
+                                 identity=identity), its_tasks, its_schedules)
             _read_back(temp, len(its_tasks), len(its_schedules))
         for temp, target in zip(temps, targets, strict=True):
             os.replace(temp, target)
+            os.replace(temp + ".id", target + ".id")  # a main file alone is still opened
         _fsync_dir(directory)  # the new set is in place before the old one moves
         kept = _aside(files)
         for f, aside in zip(files, kept, strict=True):
-            for suffix in ("-wal", "-shm", ""):  # SQLite's side files (a crash leaves them)
+            # The side file first (a main file without one is still opened), then
+            # SQLite's files (a crash leaves them), the main file last.
+            for suffix in (".id", "-wal", "-shm", ""):
                 if os.path.exists(f + suffix):
                     os.replace(f + suffix, aside + suffix)
         _fsync_dir(directory)
@@ -209,14 +216,14 @@ def _aside(files: Sequence[str]) -> list[str]:
     for n in itertools.count():
         names = [f"{f}.pre-reshard-{stamp}{f'-{n}' if n else ''}" for f in files]
         if not any(os.path.exists(name + suffix) for name in names
-                   for suffix in ("", "-wal", "-shm")):
+                   for suffix in ("", "-wal", "-shm", ".id")):
             return names
     raise AssertionError("unreachable")
 
 
 def _remove(paths: Sequence[str]) -> None:
     for path in paths:
-        for suffix in ("", "-wal", "-shm"):
+        for suffix in ("", "-wal", "-shm", ".id"):
             Path(path + suffix).unlink(missing_ok=True)
 
 

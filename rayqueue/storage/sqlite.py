@@ -3,24 +3,35 @@
 from __future__ import annotations
 
 import errno
-import json
 import os
 import sqlite3
 import threading
+import time
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from loguru import logger
 
-from rayqueue.core.priority import PRIORITY_MAX, PRIORITY_MIN, Priority
-from rayqueue.core.record import ErrorInfo, ScheduleRecord, TaskRecord, TaskState, dumps
-from rayqueue.errors import JournalNotFoundError, StorageBusyError, StorageError, StorageFullError
+from rayqueue.core.record import ScheduleRecord, TaskRecord, dumps
+from rayqueue.errors import StorageBusyError, StorageError, StorageFullError
 from rayqueue.storage.base import StoredState
+from rayqueue.storage.codec import row_of_task, schedule_of_row, task_of_row, text_of
+from rayqueue.storage.identity import (
+    SCHEMA_VERSION,
+    JournalIdentity,
+    SideFile,
+    verify,
+    write_side,
+)
 
-#: Version of the table layout below; a journal with another version is refused.
-SCHEMA_VERSION = 1
+#: A regular checkpoint folds the write-ahead log into the main file after a commit once
+#: this many seconds have passed since the last one, or the log has grown past
+#: CHECKPOINT_WAL_BYTES (which is also the size the log file is cut back to).
+CHECKPOINT_EVERY_S = 5.0
+CHECKPOINT_WAL_BYTES = 4 << 20
 
 _SYNCHRONOUS = {"full": "FULL", "process": "NORMAL"}
 _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_FULL = 5, 6, 13  # result codes; sqlite3 names them >= 3.11
@@ -64,11 +75,20 @@ class SQLiteStorage:
             queue actor, say) has it open meanwhile; refused with
             :class:`~rayqueue.errors.StorageBusyError` if one has it open now.
             For offline tools such as :func:`rayqueue.storage.layout.reshard`.
+        identity: whose journal this must be (queue, shard, shard count); None checks
+            only that the files are whole and consistent (tools).
+
+    Before anything is opened for writing, :func:`~rayqueue.storage.identity.verify`
+    checks the files without changing them; a refused journal is left byte for byte as
+    it was. Every commit bumps the journal's sequence in its own transaction; the side
+    file ``<path>.id`` mirrors it after regular checkpoints and on :meth:`close`.
 
     Raises:
         JournalNotFoundError: ``create`` is false and there is no file at ``path``.
-        StorageError: the file cannot be opened as a journal (permissions, not a
-            database, WAL unsupported, another schema version).
+        JournalCorruptError: a part of the journal is missing, it is damaged, or it is
+            another queue's or shard's.
+        StorageError: the file cannot be opened as a journal (permissions, WAL
+            unsupported, another schema version).
         ValueError: an unknown ``durability``.
     """
 
@@ -80,13 +100,19 @@ class SQLiteStorage:
         busy_timeout_ms: int = 5000,
         create: bool = True,
         exclusive: bool = False,
+        identity: JournalIdentity | None = None,
     ) -> None:
         if durability not in _SYNCHRONOUS:
             raise ValueError(f"durability must be 'full' or 'process', got {durability!r}")
         self._path = Path(path)
+        self._wal = Path(f"{self._path}-wal")
         self._lock = threading.Lock()
-        if not create and not self._path.exists():
-            raise JournalNotFoundError(str(self._path))
+        self._closed = False
+        self._seq = 0
+        self._journal_id = ""
+        self._meta: dict[str, str] = {}
+        self._next_checkpoint = time.monotonic() + CHECKPOINT_EVERY_S
+        verify(self._path, identity, create)  # raises before any file is touched
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             os.close(os.open(self._path, os.O_CREAT | os.O_RDWR, 0o600))
@@ -98,21 +124,37 @@ class SQLiteStorage:
             #: The open connection; tests use it to set limits such as max_page_count.
             self._connection = sqlite3.connect(self._path, isolation_level=None,
                                                check_same_thread=False)
-            self._connection.text_factory = _text
+            self._connection.text_factory = text_of
         except (sqlite3.Error, OSError) as err:
             raise StorageError(f"cannot open the journal at {str(self._path)!r}: {err}") from err
         try:
-            self._setup(_SYNCHRONOUS[durability], busy_timeout_ms, exclusive)
+            self._setup(_SYNCHRONOUS[durability], busy_timeout_ms, exclusive, identity)
+            self._write_side(open=True)
+        except OSError as err:
+            self._connection.close()
+            raise StorageError(f"cannot write the side file of the journal at "
+                               f"{str(self._path)!r}: {err}") from err
         except BaseException:
             self._connection.close()
             raise
+
+    @property
+    def seq(self) -> int:
+        """The number of the last committed batch."""
+        return self._seq
+
+    @property
+    def journal_id(self) -> str:
+        """The journal's random identity, kept for its whole life (backups included)."""
+        return self._journal_id
 
     @property
     def path(self) -> Path:
         """The database file."""
         return self._path
 
-    def _setup(self, synchronous: str, busy_timeout_ms: int, exclusive: bool) -> None:
+    def _setup(self, synchronous: str, busy_timeout_ms: int, exclusive: bool,
+               identity: JournalIdentity | None) -> None:
         conn = self._connection
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
@@ -120,6 +162,8 @@ class SQLiteStorage:
                 conn.execute("PRAGMA locking_mode = EXCLUSIVE")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             conn.execute(f"PRAGMA synchronous = {synchronous}")
+            # A checkpointed log is cut back to this size, not left at its largest.
+            conn.execute(f"PRAGMA journal_size_limit = {CHECKPOINT_WAL_BYTES}")
         except sqlite3.Error as err:
             raise _translate(err, f"opening the journal at {str(self._path)!r}") from err
         if str(mode).lower() != "wal":
@@ -129,10 +173,21 @@ class SQLiteStorage:
                                else "BEGIN IMMEDIATE") as tx:
             for statement in _SCHEMA:
                 tx.execute(statement)
-            tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-                       (str(SCHEMA_VERSION),))
-            query = "SELECT value FROM meta WHERE key = 'schema_version'"
-            (version,) = tx.execute(query).fetchone()
+            # A journal written before journals carried an identity (same schema) is
+            # adopted, not refused: its identity and sequence are written here, on its
+            # first open, and from then on it is checked like any other.
+            known = {"queue": None, "shard": None, "shards": None} if identity is None else {
+                "queue": identity.queue, "shard": str(identity.shard),
+                "shards": str(identity.shards)}
+            defaults = {"schema_version": str(SCHEMA_VERSION), "journal_id": uuid.uuid4().hex,
+                        "seq": "0", **known}
+            tx.executemany("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
+                           [(k, v) for k, v in defaults.items() if v is not None])
+            meta = {str(k): str(v) for k, v in tx.execute("SELECT key, value FROM meta")}
+        self._meta = meta
+        self._seq = int(meta["seq"])
+        self._journal_id = meta["journal_id"]
+        version = meta["schema_version"]
         if version != str(SCHEMA_VERSION):
             raise StorageError(
                 f"the journal at {str(self._path)!r} has schema version {version}, this "
@@ -156,8 +211,8 @@ class SQLiteStorage:
         with self._transaction("read", begin="BEGIN") as tx:
             task_rows = tx.execute("SELECT id, task_name, payload, record FROM tasks").fetchall()
             schedule_rows = tx.execute("SELECT id, record FROM schedules").fetchall()
-        tasks = [rec for rec in map(_task_of_row, task_rows) if rec is not None]
-        schedules = [s for s in map(_schedule_of_row, schedule_rows) if s is not None]
+        tasks = [rec for rec in map(task_of_row, task_rows) if rec is not None]
+        schedules = [s for s in map(schedule_of_row, schedule_rows) if s is not None]
         return StoredState(tasks=tasks, schedules=schedules)
 
     def write(
@@ -178,13 +233,43 @@ class SQLiteStorage:
         """
         if not (tasks or schedules or delete_tasks or delete_schedules):
             return
+        seq = self._seq + 1
         with self._transaction("write") as tx:
             # Rows are encoded inside the transaction, so one that fails half-way rolls
             # back the rows already written, like any other error.
-            tx.executemany(_UPSERT_TASK, map(_row_of_task, tasks))
+            tx.executemany(_UPSERT_TASK, map(row_of_task, tasks))
             tx.executemany(_UPSERT_SCHEDULE, ((s.id, dumps(s.to_json())) for s in schedules))
             tx.executemany("DELETE FROM tasks WHERE id = ?", ((i,) for i in delete_tasks))
             tx.executemany("DELETE FROM schedules WHERE id = ?", ((i,) for i in delete_schedules))
+            tx.execute("UPDATE meta SET value = ? WHERE key = 'seq'", (str(seq),))
+        self._seq = seq
+        self._maintain()
+
+    def _maintain(self) -> None:
+        """After a commit (in the caller's thread: the queue's journal IO thread), now
+        and then: fold the log into the main file and record the sequence in the side
+        file. A failure here loses nothing (the commit is in the log): it is logged."""
+        now = time.monotonic()
+        if now < self._next_checkpoint and (
+                not self._wal.exists() or self._wal.stat().st_size < CHECKPOINT_WAL_BYTES):
+            return
+        self._next_checkpoint = now + CHECKPOINT_EVERY_S
+        try:
+            self._write_side(open=True)
+            with self._lock:
+                # PASSIVE: never waits for a reader (a backup), never blocks commits.
+                self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except (sqlite3.Error, OSError) as err:
+            logger.bind(action="journal_checkpoint_failed").warning(
+                "journal checkpoint at {} failed ({}); the log keeps every commit",
+                self._path, err)
+
+    def _write_side(self, *, open: bool) -> None:
+        meta = self._meta
+        write_side(self._path, SideFile(
+            journal_id=self._journal_id, queue=meta.get("queue"),
+            shard=int(meta.get("shard", "0")), shards=int(meta.get("shards", "1")),
+            schema=SCHEMA_VERSION, seq=self._seq, open=open))
 
     def count(self, table: Literal["tasks", "schedules"] = "tasks") -> int:
         """Number of task (or schedule) rows in the journal, readable or not."""
@@ -212,8 +297,23 @@ class SQLiteStorage:
                                    "connection is reading or writing it")
 
     def close(self) -> None:
-        """Close the connection; further calls raise :class:`StorageError`."""
+        """Fold the log into the main file (a cleanly closed journal is one file), mark
+        the side file closed, and close the connection; further calls raise
+        :class:`StorageError`. Idempotent."""
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            except sqlite3.Error as err:  # the log keeps the commits; the side file says so
+                logger.bind(action="journal_checkpoint_failed").warning(
+                    "journal checkpoint at {} on close failed: {}", self._path, err)
+            try:
+                self._write_side(open=False)
+            except OSError as err:
+                logger.bind(action="journal_side_file_failed").warning(
+                    "side file of the journal at {} not written on close: {}", self._path, err)
             self._connection.close()
 
     @contextmanager
@@ -255,75 +355,3 @@ def _translate(err: sqlite3.Error | OSError, where: str) -> StorageError:
                                 "space, then try again")
     return StorageError(f"{where} failed ({type(err).__name__}: {err}); nothing was changed, "
                         "try again")
-
-
-def _text(raw: bytes) -> str | bytes:
-    # Text that is not UTF-8 comes back as bytes, so one bad row cannot fail a whole load.
-    try:
-        return raw.decode()
-    except UnicodeDecodeError:
-        return raw
-
-
-def _row_of_task(rec: TaskRecord) -> tuple[str, str, str, str, str]:
-    data = rec.to_json()
-    del data["payload"]
-    return rec.id, rec.task_name, rec.state.value, rec.payload, dumps(data)
-
-
-def _task_of_row(row: tuple[Any, ...]) -> TaskRecord | None:
-    task_id, task_name, payload, record = row
-    readable = all(isinstance(v, str) for v in (task_id, task_name, payload))
-    data: Any = None
-    try:
-        data = json.loads(record)
-        if not readable or data["id"] != task_id:
-            raise ValueError("the id, task_name or payload column is not valid text")
-        return TaskRecord.from_json({**data, "payload": payload})
-    except Exception as err:  # any decoding problem: recovery goes on without the row
-        logger.bind(action="journal_row_invalid", table="tasks", task_id=task_id).warning(
-            "undecodable journal row {!r} ({}: {}); {}", task_id, type(err).__name__, err,
-            "loaded as dead (corrupt_record)" if readable else "skipped",
-        )
-        if not readable:
-            return None
-        return _corrupt(task_id, task_name, payload, data if isinstance(data, dict) else {}, err)
-
-
-def _corrupt(
-    task_id: str, task_name: str, payload: str, data: dict[str, Any], err: Exception
-) -> TaskRecord:
-    """A dead record for a row that does not decode, with what fields still can be read."""
-
-    def get(key: str, kind: type[Any], default: Any) -> Any:
-        value = data.get(key)
-        return value if type(value) is kind else default
-
-    priority = get("priority", int, Priority.NORMAL)
-    updated = get("updated_at", float, 0.0)
-    return TaskRecord(
-        id=task_id,
-        task_name=task_name,
-        payload=payload,
-        priority=priority if PRIORITY_MIN <= priority <= PRIORITY_MAX else Priority.NORMAL,
-        pool=get("pool", str, "default"),
-        state=TaskState.DEAD,
-        seq=get("seq", int, 0),
-        created_at=get("created_at", float, 0.0),
-        due_at=get("due_at", float, 0.0),
-        updated_at=updated,
-        finished_at=updated,
-        error=ErrorInfo.of("CorruptRecord", f"journal row could not be decoded: {err!r}"),
-        reason="corrupt_record",
-    )
-
-
-def _schedule_of_row(row: tuple[Any, ...]) -> ScheduleRecord | None:
-    schedule_id, record = row
-    try:
-        return ScheduleRecord.from_json(json.loads(record))
-    except Exception as err:  # no dead state for schedules: skip it, loudly
-        log = logger.bind(action="journal_row_invalid", table="schedules", schedule_id=schedule_id)
-        log.warning("undecodable schedule row {!r} skipped ({!r})", schedule_id, err)
-        return None
-

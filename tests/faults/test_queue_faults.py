@@ -131,7 +131,10 @@ def test_14_whole_cluster_crash_and_cold_restart(make_queue: MakeQueue, ledger_p
     before = json.loads(proc.stdout.strip().splitlines()[-1])
     assert before["states"] == {"succeeded": 200, "scheduled": 20, "failed": 10}
 
-    q = make_queue(journal=journal, pools=[PoolConfig(min_workers=0, max_workers=1)])
+    # The journal is queue "cold"'s: it opens under that name only (a journal knows
+    # its queue, and refuses another's).
+    q = make_queue(name="cold", journal=journal,
+                   pools=[PoolConfig(min_workers=0, max_workers=1)])
     infos = {i.id: i for i in q.get_many(list(before["tasks"])) if i}
     assert set(infos) == set(before["tasks"])  # every acked task is there
     for task_id, (state, due) in before["tasks"].items():

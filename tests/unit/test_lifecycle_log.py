@@ -68,3 +68,29 @@ def test_lifecycle_records_exist_only_when_they_pass_the_level(
     finally:
         monkeypatch.delenv("RAYQUEUE_LIFECYCLE_LEVEL")
         rq_logging.configure("test")
+
+
+@pytest.mark.parametrize("json_lines", [False, True])
+def test_tracebacks_never_show_local_variables(capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               json_lines: bool) -> None:
+    from loguru import logger
+
+    monkeypatch.delenv("RAYQUEUE_LOG_FILE", raising=False)
+    rq_logging.configure("test", json=json_lines)
+    try:
+        secret = "tok-" + "5ecret-in-a-local"
+        try:
+            payload = {"card": secret}
+            _reject(payload)
+        except ValueError:
+            logger.opt(exception=True).error("task crashed", action="test_crash")
+        err = capsys.readouterr().err
+    finally:
+        rq_logging.configure("test")
+    assert "bad payload" in err  # the traceback itself is there
+    assert secret not in err
+
+
+def _reject(payload: dict[str, str]) -> None:
+    raise ValueError("bad payload")
