@@ -48,6 +48,7 @@ from rayqueue.errors import (
     InvalidScheduleError,
     PartialEnqueueError,
     PayloadTooLargeError,
+    QueueClosedError,
     QueueLostError,
     QueueUnavailableError,
     ResultTimeoutError,
@@ -314,6 +315,8 @@ class TaskQueue(Generic[T]):
         self._client_id = f"client-{uuid.uuid4().hex[:8]}"
         self._claim_turn = 0
         self._max_payload: int | None = None
+        #: this client closed the queue: its enqueues are refused here, at once
+        self._closed_here = False
         self._sender = Sender(self._send_news, name)
         # Every task class this process knows goes to the workers' codebook now: after
         # a restart, tasks recovered from the journal find their classes again.
@@ -443,6 +446,10 @@ class TaskQueue(Generic[T]):
                                action="enqueue_failed", errors=len(errors))
             raise errors[0]
 
+    def _refuse_if_closed(self) -> None:
+        if self._closed_here:
+            raise QueueClosedError("the queue is closed: no new tasks are accepted")
+
     def _new_tasks(self, tasks: Sequence[Task[Any]], priority: int | None,
                    run_at: dt.datetime | None, delay: float | dt.timedelta | None,
                    task_ids: Sequence[str] | None) -> list[NewTask]:
@@ -464,6 +471,7 @@ class TaskQueue(Generic[T]):
     def _new_task(self, task: Task[Any], priority: int | None, run_at: dt.datetime | None,
                   delay: float | dt.timedelta | None, task_id: str | None) -> NewTask:
         """One task's :meth:`_new_tasks`."""
+        self._refuse_if_closed()
         return self._new_tasks([task], priority, run_at, delay,
                                None if task_id is None else [task_id])[0]
 
@@ -820,6 +828,7 @@ class TaskQueue(Generic[T]):
         failure (it runs when the queue is opened again).
         """
         self._on_all("close")
+        self._closed_here = True
         if drain_timeout is not None:
             _retrying(lambda: self._pool.shutdown.remote(drain_timeout), self.retry_timeout,
                       hold=drain_timeout)
@@ -841,6 +850,10 @@ class TaskQueue(Generic[T]):
         try:
             _retrying(lambda: self._pool.shutdown.remote(timeout), self.retry_timeout,
                       hold=timeout)
+            # Commit what is buffered and fold each journal's log into its file: a
+            # cleanly shut-down journal is one file, and its side file says it was closed.
+            _retrying_all([functools.partial(s.stop.remote) for s in self._shards],
+                          self.retry_timeout, settle=True)
         finally:
             for handle in (self._pool, *self._shards, self._metrics):
                 ray.kill(handle)

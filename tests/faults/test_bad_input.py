@@ -150,8 +150,11 @@ def test_26_duplicate_task_ids(make_queue: MakeQueue, ledger_path: str) -> None:
         t.join(timeout=60)
     assert len(handles) == 200 and {h.id for h in handles} == {"order-26"}
     assert handles[0].result(timeout=30) == 26
+    # enqueue() is pipelined: the queue's refusal comes with the handle's sent()
     with pytest.raises(rayqueue.DuplicateTaskError):
-        q.enqueue(Work(ledger=ledger_path, value=27), task_id="order-26")
+        q.enqueue(Work(ledger=ledger_path, value=27), task_id="order-26").sent(timeout=30)
+    with pytest.raises(rayqueue.DuplicateTaskError):
+        q.enqueue(Work(ledger=ledger_path, value=27), task_id="order-26", wait=True)
     again = q.enqueue(task, task_id="order-26")  # within retention: the finished task
     assert again.status() == "succeeded"
     history = ledger.check(ledger_path, [q.get("order-26")])
@@ -161,11 +164,24 @@ def test_26_duplicate_task_ids(make_queue: MakeQueue, ledger_path: str) -> None:
 def test_27_backpressure(make_queue: MakeQueue, ledger_path: str) -> None:
     # No worker serves the default pool here, so the queue stays full until we act.
     q = make_queue(pools=[PoolConfig(name="elsewhere")], config=QueueConfig(max_size=200))
-    accepted: list[rayqueue.TaskHandle[int]] = []
     with pytest.raises(rayqueue.QueueFullError):
         for i in range(2_000):
-            accepted.append(q.enqueue(Work(ledger=ledger_path, value=i)))
-    assert len(accepted) == 200
+            q.enqueue(Work(ledger=ledger_path, value=i), wait=True)
+    assert q.size() == 200
+    # Pipelined: every call returns a handle; each refused one says so, the rest are in.
+    q2 = make_queue(pools=[PoolConfig(name="elsewhere")], config=QueueConfig(max_size=200))
+    handles = [q2.enqueue(Work(ledger=ledger_path, value=i)) for i in range(2_000)]
+    with pytest.raises(rayqueue.QueueFullError):
+        q2.flush()
+    accepted = []
+    for h in handles:
+        try:
+            h.sent()
+            accepted.append(h)
+        except rayqueue.QueueFullError:
+            pass
+    assert len(accepted) == 200 and q2.size() == 200
+    q = q2
     with pytest.raises(rayqueue.QueueFullError):
         q.enqueue(Work(ledger=ledger_path), block=True, timeout=0.5)
     q.cancel(accepted[0].id)

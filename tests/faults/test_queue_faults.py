@@ -82,8 +82,9 @@ def test_7_crash_between_commit_and_reply(make_queue: MakeQueue, ledger_path: st
                    config=FAST, heartbeat_s=0.5, journal=str(tmp_path / "q.sqlite"),
                    queue_env=env)
     how = "fail" if point.startswith("retry") else ""
+    # wait=True: one call per task, so the crash point falls between two of them
     handles = [q.enqueue(Work(ledger=ledger_path, value=i, how=how, how_times=1),
-                         task_id=f"t{i}") for i in range(30)]
+                         task_id=f"t{i}", wait=True) for i in range(30)]
     history = settle(q, handles, ledger_path)
     assert (tmp_path / "fired").exists(), "the crash point never fired"
     assert history.lost == [] and history.undercounted == []

@@ -225,8 +225,8 @@ def test_bad_input_gets_typed_errors_through_ray(make_queue: MakeQueue) -> None:
     with pytest.raises(rayqueue.InvalidScheduleError):
         q.schedule(Probe(), cron="every monday")
     q.enqueue(Probe(value=1), task_id="same", delay=60)
-    with pytest.raises(rayqueue.DuplicateTaskError):
-        q.enqueue(Probe(value=2), task_id="same")
+    with pytest.raises(rayqueue.DuplicateTaskError):  # the queue's refusal: at sent()
+        q.enqueue(Probe(value=2), task_id="same").sent(timeout=30)
     with pytest.raises(rayqueue.QueueFullError):
         q.enqueue_many([Probe(), Probe()], delay=60)
     assert q.size() == 1
