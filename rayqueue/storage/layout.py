@@ -24,7 +24,7 @@ from typing import Literal
 from rayqueue.core.record import ScheduleRecord, TaskRecord
 from rayqueue.core.shards import check_shards, shard_of
 from rayqueue.errors import JournalNotFoundError, StorageError
-from rayqueue.storage.identity import JournalIdentity
+from rayqueue.storage.identity import JournalIdentity, fsync_dir
 from rayqueue.storage.sqlite import SQLiteStorage
 
 #: How many records :func:`reshard` writes per transaction.
@@ -160,7 +160,7 @@ def reshard(journal: str, shards: int, *, durability: Literal["full", "process"]
         for temp, target in zip(temps, targets, strict=True):
             os.replace(temp, target)
             os.replace(temp + ".id", target + ".id")  # a main file alone is still opened
-        _fsync_dir(directory)  # the new set is in place before the old one moves
+        fsync_dir(directory)  # the new set is in place before the old one moves
         kept = _aside(files)
         for f, aside in zip(files, kept, strict=True):
             # The side file first (a main file without one is still opened), then
@@ -168,7 +168,7 @@ def reshard(journal: str, shards: int, *, durability: Literal["full", "process"]
             for suffix in (".id", "-wal", "-shm", ""):
                 if os.path.exists(f + suffix):
                     os.replace(f + suffix, aside + suffix)
-        _fsync_dir(directory)
+        fsync_dir(directory)
     return Resharded(journal=journal, was=was, now=shards, tasks=[len(t) for t in tasks],
                      schedules=[len(s) for s in schedules], kept=kept,
                      corrupt=sum(r.reason == "corrupt_record" for t in tasks for r in t))
@@ -225,12 +225,3 @@ def _remove(paths: Sequence[str]) -> None:
     for path in paths:
         for suffix in ("", "-wal", "-shm", ".id"):
             Path(path + suffix).unlink(missing_ok=True)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the renames in ``directory`` durable."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
