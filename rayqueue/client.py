@@ -24,7 +24,7 @@ import ray
 from loguru import logger
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from rayqueue import codebook
+from rayqueue import codebook, settings
 from rayqueue.actors.metrics import MetricsActor
 from rayqueue.actors.pool import PoolManagerActor
 from rayqueue.actors.queue import CONCURRENCY_GROUPS, QueueActor
@@ -78,7 +78,7 @@ def _ensure_ray(address: str | None, ray_init: dict[str, Any] | None) -> None:
     if not ray.is_initialized():
         ray.init(address=address, **(ray_init or {}))
     for warning in security_warnings(len([n for n in ray.nodes() if n.get("Alive")]),
-                                     os.environ.get("RAY_AUTH_MODE"), ray.__version__):
+                                     settings.ray_auth_mode(), ray.__version__):
         logger.warning(warning, action="security_warning")
 
 
@@ -94,13 +94,9 @@ def security_warnings(nodes: int, auth_mode: str | None, ray_version: str) -> li
     return out
 
 
-#: Where a queue's journal lives unless told: under the driver's working directory.
-DEFAULT_JOURNAL_DIR = ".rayqueue"
-
-
 def default_journal(name: str) -> str:
     """The default journal path of queue ``name`` (absolute, on the driver's node)."""
-    return str(Path(os.environ.get("RAYQUEUE_HOME", DEFAULT_JOURNAL_DIR)).resolve()
+    return str(Path(settings.home()).resolve()
                / f"{name}.sqlite")
 
 

@@ -10,13 +10,14 @@ level check unless asked for.
 from __future__ import annotations
 
 import json as _json
-import os
 import sys
 import threading
 import time
 from typing import Any, TextIO
 
 from loguru import logger
+
+from rayqueue import settings
 
 _FORMAT = (
     "<green>{time:HH:mm:ss.SSS}</green> <level>{level: <7}</level> "
@@ -127,17 +128,18 @@ def configure(
     per-task records (see :func:`lifecycle_level`), which go to that file when it is set
     and to stderr otherwise (not both: they are the high-volume stream).
     """
-    level = level or os.environ.get("RAYQUEUE_LOG_LEVEL", "INFO")
+    env = settings.log_settings()
+    level = level or env.level
     if json is None:
-        json = os.environ.get("RAYQUEUE_LOG_JSON", "0") == "1"
-    lifecycle = os.environ.get("RAYQUEUE_LIFECYCLE_LEVEL", "DEBUG").upper()
+        json = env.json
+    lifecycle = env.lifecycle
     global _DEBUG, _LIFECYCLE
     _DEBUG = logger.level(level).no <= logger.level("DEBUG").no
     _LIFECYCLE = lifecycle if logger.level(lifecycle).no >= logger.level(level).no else None
     logger.remove()
     logger.configure(extra={"component": component})
     sinks: list[Any] = [sys.stderr]
-    path = os.environ.get("RAYQUEUE_LOG_FILE")
+    path = env.file
     if path:
         sinks.append(path)  # every process appends its own lines to the same file
     # Tracebacks never show local variables (diagnose) nor frames above the catch

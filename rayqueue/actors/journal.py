@@ -13,6 +13,7 @@ from pathlib import Path
 
 from loguru import logger
 
+from rayqueue import settings
 from rayqueue.storage.base import Storage
 from rayqueue.storage.identity import JournalIdentity
 from rayqueue.storage.memory import InMemoryStorage, NullStorage
@@ -25,12 +26,13 @@ def crashpoint(name: str) -> None:
     ``RAYQUEUE_CRASHPOINT_ONCE=<file>`` fires only if the file does not exist yet (it is
     created first), so a restarted actor does not crash again.
     """
-    if os.environ.get("RAYQUEUE_CRASHPOINT") != name:
+    point = settings.crash_point()
+    if point.name != name:
         return
     passes = _CRASH_PASSES[name] = _CRASH_PASSES.get(name, 0) + 1
-    if passes < int(os.environ.get("RAYQUEUE_CRASHPOINT_AFTER", "1")):
+    if passes < point.after:
         return
-    marker = os.environ.get("RAYQUEUE_CRASHPOINT_ONCE")
+    marker = point.once
     if marker:
         if os.path.exists(marker):
             return
@@ -57,7 +59,7 @@ def open_storage(journal: str | None, durability: str, reconstructed: bool,
     """
     from rayqueue.storage.sqlite import SQLiteStorage
 
-    faults = os.environ.get("RAYQUEUE_STORAGE_FAULTS")
+    faults = settings.storage_faults()
     storage: Storage
     if journal is not None:
         storage = SQLiteStorage(journal, durability="process" if durability == "process"
