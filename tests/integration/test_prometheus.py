@@ -95,9 +95,11 @@ def query(base: str, promql: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def worked_queue(prometheus: str, ray_cluster: dict[str, Any]) -> Iterator[str]:
+def worked_queue(prometheus: str, ray_cluster: dict[str, Any],
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A queue that ran successes, a retried task and a dead one; yields its name."""
-    q = rayqueue.init(f"prom-{_free_port()}", journal=None,
+    q = rayqueue.init(f"prom-{_free_port()}",
+                      journal=str(tmp_path_factory.mktemp("prom") / "q.sqlite"),
                       pools=[PoolConfig(min_workers=1, max_workers=2, concurrency=4)])
     try:
         handles = q.enqueue_many([Probe(value=i, sleep_s=0.01) for i in range(40)])

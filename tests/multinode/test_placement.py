@@ -13,6 +13,7 @@ import os
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private throwaway cluster
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,8 +40,9 @@ def cluster() -> Iterator[dict[str, Any]]:
                "gpu": gpu.node_id}
 
 
-def test_pools_spread_route_and_report_what_cannot_be_placed(cluster: dict[str, Any]) -> None:
-    q = rayqueue.init("placement", journal=None, pools=[
+def test_pools_spread_route_and_report_what_cannot_be_placed(cluster: dict[str, Any],
+                                                           tmp_path: Path) -> None:
+    q = rayqueue.init("placement", journal=str(tmp_path / "placement.sqlite"), pools=[
         PoolConfig(name="default", min_workers=3, max_workers=3, num_cpus=0.5, spread=True),
         PoolConfig(name="reports", min_workers=1, max_workers=1,
                    label_selector={"pool": "reports"}),
