@@ -285,7 +285,8 @@ class QueueCore:
                             break
                         first = self._tasks[top].priority
                     taken = sum(1 for r in batch.tasks if r.priority == first)
-                    prefetch = 0 if self._lower_ready(pool, first) else min(
+                    lowest = self._lowest_ready(pool)
+                    prefetch = 0 if lowest is not None and lowest < first else min(
                         prefetch, (self._ready_counts[(pool, first)] - taken) // 2)
                     capped = True
                     if len(batch.tasks) >= max_n + prefetch:
@@ -332,9 +333,10 @@ class QueueCore:
                 index.push(old.id, old.priority, old.due_at, old.seq)
             raise
         marked = set()
-        if confirm_starts:
+        lowest = self._lowest_ready(pool) if confirm_starts and batch.tasks else None
+        if lowest is not None:
             for r in batch.tasks:
-                if self._lower_ready(pool, r.priority):
+                if r.priority > lowest:
                     self._unconfirmed[r.id] = (pool, r.priority, r.lease_token)
                     marked.add(r.id)
         return [
@@ -757,10 +759,10 @@ class QueueCore:
             raise StorageError(f"journal write failed ({type(err).__name__}: {err}); "
                                "nothing was changed, try again") from err
 
-    def _lower_ready(self, pool: str, priority: int) -> bool:
-        """Whether a ready task of ``pool`` has a priority below ``priority``."""
-        return any(n > 0 and p == pool and prio < priority
-                   for (p, prio), n in self._ready_counts.items())
+    def _lowest_ready(self, pool: str) -> int | None:
+        """The lowest priority of a ready task of ``pool`` (None: nothing ready)."""
+        return min((prio for (p, prio), n in self._ready_counts.items()
+                    if n > 0 and p == pool), default=None)
 
     def _commit(self, batch: _Batch) -> None:
         if not (batch.tasks or batch.schedules or batch.delete_tasks):
