@@ -451,6 +451,7 @@ class TaskQueue(Generic[T]):
                    task_ids: Sequence[str] | None) -> list[NewTask]:
         """Validated NewTasks with their ids assigned here (so retries are idempotent),
         their sizes checked and their classes shipped."""
+        self._refuse_if_closed()
         if task_ids is not None and len(task_ids) != len(tasks):
             raise ValueError(f"{len(task_ids)} task ids for {len(tasks)} tasks")
         if run_at is not None and delay is not None:
@@ -467,7 +468,6 @@ class TaskQueue(Generic[T]):
     def _new_task(self, task: Task[Any], priority: int | None, run_at: dt.datetime | None,
                   delay: float | dt.timedelta | None, task_id: str | None) -> NewTask:
         """One task's :meth:`_new_tasks`."""
-        self._refuse_if_closed()
         return self._new_tasks([task], priority, run_at, delay,
                                None if task_id is None else [task_id])[0]
 
