@@ -101,7 +101,7 @@ class WorkerActor:
         self._isolating = False
         self._claim_failures = 0
         #: tasks whose outcome is buffered or being reported, not yet acknowledged
-        self._unacked: set[str] = set()
+        self._unacked: dict[str, int] = {}
         self._drain_deadline: float | None = None
         self._max_rss_mb = max_rss_mb
         self._wakeup: asyncio.Event | None = None
@@ -193,7 +193,8 @@ class WorkerActor:
                         outcomes=pack_outcomes(outcomes) if outcomes else None,
                         confirm=True))
                     self._claim_failures = 0
-                    self._unacked.difference_update(o.task_id for o in outcomes)
+                    for o in outcomes:
+                        self._unacked.pop(o.task_id, None)
                 except ray.exceptions.RayError as err:
                     # The queue is restarting, its journal failed, or the call was lost:
                     # back off and try again (leases granted meanwhile are reconciled;
@@ -451,7 +452,7 @@ class WorkerActor:
                 # this attempt's outcome would be fenced; the current lease stays held.
                 continue
             del self._running[lease.task_id]
-            self._unacked.add(lease.task_id)
+            self._unacked[lease.task_id] = lease.token
             self._done += 1
             self._outcomes.append(outcome)
         if self._report_kick is not None:
@@ -534,7 +535,8 @@ class WorkerActor:
                 elif isinstance(answer, BaseException):
                     raise answer
                 else:
-                    self._unacked.difference_update(o.task_id for _, o in part)
+                    for _, o in part:
+                        self._unacked.pop(o.task_id, None)
             if unsent:
                 self._outcomes = unsent + self._outcomes
                 if final or len(unsent) == len(batch):
@@ -546,7 +548,10 @@ class WorkerActor:
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self._heartbeat_s)
+            # Finished attempts whose report has not got through yet (the queue is
+            # restarting, say) keep their leases too: else they would run again.
             refs = [(lease.task_id, lease.token) for lease in self._running.values()]
+            refs += self._unacked.items()
             if refs:
                 for answer in await self._to_shards("heartbeat", refs, [r[0] for r in refs]):
                     if isinstance(answer, ray.exceptions.RayError):
