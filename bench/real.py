@@ -242,10 +242,10 @@ class RayQueueBench:
         finally:
             q.shutdown(timeout=10)
 
-    def produce(self, q: TaskQueue[Any], style: str, key: str, n: int,
+    def produce(self, q: TaskQueue[Any], style: str, key: str, n: int, tag: str = "1",
                 **options: Any) -> list[str]:
-        """Enqueue n tasks pushing to ``key`` in one producer style; their ids."""
-        tasks = [RedisTask(port=self.port, key=key) for _ in range(n)]
+        """Enqueue n tasks pushing ``tag`` to ``key`` in one producer style; their ids."""
+        tasks = [RedisTask(port=self.port, key=key, tag=tag) for _ in range(n)]
         if style == "loop":
             handles = [q.enqueue(t, **options) for t in tasks]
             q.flush()
@@ -308,17 +308,16 @@ class RayQueueBench:
 
     def priority(self, q: TaskQueue[Any], style: str, n_low: int, n_high: int) -> Figures:
         """n_low at priority 10, then n_high at 90, enqueued while paused; once resumed,
-        how many lows finished before the last high (from the tasks' records)."""
+        how many lows finished before the last high (in the order their bodies pushed)."""
         done = Done(self.port)
         q.pause()
-        ids = self.produce(q, style, done.key, n_low, priority=10)
-        ids += self.produce(q, style, done.key, n_high, priority=90)
+        self.produce(q, style, done.key, n_low, tag="low", priority=10)
+        self.produce(q, style, done.key, n_high, tag="high", priority=90)
         q.resume()
         done.wait(n_low + n_high)
-        infos = [i for i in q.get_many(ids) if i is not None]
-        last_high = max(i.finished_at or 0.0 for i in infos if i.priority == 90)
-        return {"lows_before_last_high": sum(
-            1 for i in infos if i.priority == 10 and (i.finished_at or 0.0) < last_high)}
+        order = [x.decode() for x in redis_client(self.port).lrange(done.key, 0, -1)]
+        last_high = max(i for i, tag in enumerate(order) if tag == "high")
+        return {"lows_before_last_high": order[:last_high].count("low")}
 
     def sleeps(self, q: TaskQueue[Any], n: int, slots: int) -> Figures:
         done = Done(self.port)

@@ -64,8 +64,10 @@ class RedisTask(Task[None]):
     port: int
     key: str
     ms: float = 0.0
+    #: what is pushed (the order of the list is the order tasks finished)
+    tag: str = "1"
 
     def execute(self) -> None:
         if self.ms:
             time.sleep(self.ms / 1000)  # simulated I/O before the write
-        redis_client(self.port).rpush(self.key, b"1")
+        redis_client(self.port).rpush(self.key, self.tag)
