@@ -52,7 +52,7 @@ MAX_PREFETCH = 500
 #: While a worker still holds tasks, outcomes wait up to this long to share a report,
 #: or to ride on the worker's next claim (one call for both); an idle worker, one that
 #: runs nothing more, reports at once.
-REPORT_DELAY_S = 0.02
+REPORT_DELAY_S = 0.05
 #: ... unless this many are waiting already.
 REPORT_BATCH = 256
 #: A worker of a sharded queue looks at every shard at least this often, so urgent work
@@ -544,6 +544,10 @@ class WorkerActor:
                 else:  # others got through: don't hold their next reports back
                     asyncio.get_running_loop().call_later(0.5, self._wake_reporter)
                     return
+            elif not final:
+                # What finished during this call waits for the next round (or a claim):
+                # sending it at once would make every report as small as one round trip.
+                return
 
     async def _heartbeat_loop(self) -> None:
         while True:
