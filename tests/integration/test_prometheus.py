@@ -123,9 +123,15 @@ def test_every_series_reaches_prometheus_with_its_labels(prometheus: str,
         prometheus, f'sum(ray_rayqueue_tasks_finished_total{{queue="{worked_queue}", '
                     f'outcome="succeeded"}})'), timeout=60, what="finished count")
     assert float(finished[0]["value"][1]) >= 41
-    dead = query(prometheus, f'ray_rayqueue_queue_depth{{queue="{worked_queue}", '
-                             'state="dead"}')
-    assert dead and float(dead[0]["value"][1]) == 1
+    # The depth gauge is sampled (queue flush 0.5 s, export, scrape 1 s): the first
+    # sample after the dead letter may still read 0, so wait for one that has it.
+    def dead_depth() -> float | None:
+        found = query(prometheus, f'ray_rayqueue_queue_depth{{queue="{worked_queue}", '
+                                  'state="dead"}')
+        value = float(found[0]["value"][1]) if found else None
+        return value if value else None
+
+    assert wait_for(dead_depth, timeout=60, what="the dead depth in Prometheus") == 1
 
 
 def grafana_queries() -> list[tuple[str, str]]:
