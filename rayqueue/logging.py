@@ -18,6 +18,7 @@ from typing import Any, TextIO
 from loguru import logger
 
 from rayqueue import settings
+from rayqueue.task import current
 
 _FORMAT = (
     "<green>{time:HH:mm:ss.SSS}</green> <level>{level: <7}</level> "
@@ -108,6 +109,15 @@ class LifecycleLog:
 _LIFECYCLE_LOG: LifecycleLog | None = None
 
 
+def _task_ids(record: Any) -> None:
+    """Inside a task's attempt, every record carries its ``task_id`` and ``attempt``."""
+    ctx = current()
+    if ctx is not None:
+        extra = record["extra"]
+        extra.setdefault("task_id", ctx.task_id)
+        extra.setdefault("attempt", ctx.attempt)
+
+
 def lifecycle() -> LifecycleLog | None:
     """This process's lifecycle log, or None when lifecycle records are filtered out."""
     return _LIFECYCLE_LOG
@@ -137,7 +147,7 @@ def configure(
     _DEBUG = logger.level(level).no <= logger.level("DEBUG").no
     _LIFECYCLE = lifecycle if logger.level(lifecycle).no >= logger.level(level).no else None
     logger.remove()
-    logger.configure(extra={"component": component})
+    logger.configure(extra={"component": component}, patcher=_task_ids)
     sinks: list[Any] = [sys.stderr]
     path = env.file
     if path:

@@ -5,9 +5,14 @@ A thread hop per task (``run_in_executor``) cost a worker ~40 us of a no-op task
 the next waiting task itself, highest priority first and in claim order within a
 priority (so a slow task holds no other back, and an urgent task claimed after
 prefetched lower work starts before it), runs it, and puts the outcome in a shared
-outbox. The event
-loop is woken once for whatever finished while it was busy, not once per task, and an
-outcome never waits for another task to finish.
+outbox.
+
+Waking the event loop costs more than a short task body (a self-pipe write, a loop
+round and the GIL taken from the runner threads), so a runner wakes it only when the loop
+has something to do: when nothing is left to start (a slot is free: claim, and report at
+once), or when what is left runs down to the loop's low-water mark (claim more). In
+between, outcomes wait in the outbox for that wake-up or for the loop's poll
+(:meth:`SyncRunner.collect`, every few milliseconds while tasks are held).
 """
 
 from __future__ import annotations
@@ -75,11 +80,12 @@ def begin(lease: Lease, cls: type[Task[Any]], worker: str) -> Task[Any] | Outcom
 
 @contextlib.contextmanager
 def attempt_context(lease: Lease, worker: str) -> Iterator[None]:
-    """While an attempt runs: ``rayqueue.task.current()`` and the ids on log records."""
+    """While an attempt runs: ``rayqueue.task.current()``, which also puts the task's
+    ids on every log record (the patcher that :func:`rayqueue.logging.configure` installs;
+    cheaper per task than ``logger.contextualize``)."""
     token = set_current(TaskContext(lease.task_id, lease.attempt, worker))
     try:
-        with logger.contextualize(task_id=lease.task_id, attempt=lease.attempt):
-            yield
+        yield
     finally:
         reset_current(token)
 
@@ -131,6 +137,8 @@ class SyncRunner:
         #: -inf, so it comes after every task
         self._waiting: list[tuple[float, int, Lease | None, type[Task[Any]] | None]] = []
         self._arrivals = itertools.count()
+        #: leases in ``_waiting`` (stops are not counted)
+        self._left = 0
         self._ready = threading.Condition(threading.Lock())
         self._worker = worker
         self._loop = loop
@@ -140,6 +148,10 @@ class SyncRunner:
         self._outbox: deque[tuple[Lease, Outcome]] = deque()
         self._lock = threading.Lock()
         self._wake_pending = False
+        #: wake the loop once when this few tasks are left to start (it claims more)
+        self.low_water = 0
+        #: the low-water wake-up went out; the next submit re-arms it
+        self._refill_asked = False
         self._threads = [threading.Thread(target=self._work, daemon=True,
                                           name=f"rq-{worker}-{i}") for i in range(threads)]
         for thread in self._threads:
@@ -150,13 +162,21 @@ class SyncRunner:
         with self._ready:
             heapq.heappush(self._waiting,
                            (-lease.priority, next(self._arrivals), lease, cls))
+            self._left += 1
+            self._refill_asked = False
             self._ready.notify()
+
+    def collect(self) -> None:
+        """On the loop: take whatever finished without a wake-up (the loop's poll)."""
+        if self._outbox:
+            self._empty_outbox()
 
     def take_unstarted(self) -> list[Lease]:
         """Remove and return what no thread has started yet."""
         with self._ready:
             out = [lease for _, _, lease, _ in sorted(self._waiting) if lease is not None]
             self._waiting = [item for item in self._waiting if item[2] is None]
+            self._left = 0
             return out
 
     def stop(self) -> None:
@@ -172,6 +192,8 @@ class SyncRunner:
                 while not self._waiting:
                     self._ready.wait()
                 _, _, lease, cls = heapq.heappop(self._waiting)
+                if lease is not None:
+                    self._left -= 1
             if lease is None or cls is None:
                 return
             if lease.confirm and self._started is not None:
@@ -184,9 +206,16 @@ class SyncRunner:
             self._hand_back(lease, outcome)
 
     def _hand_back(self, lease: Lease, outcome: Outcome) -> None:
-        """Queue one outcome for the loop; wake the loop only if no wake-up is pending,
-        so outcomes that finish while the loop is busy come back as one batch."""
+        """Queue one outcome for the loop; wake the loop when it has work to do (see the
+        module docstring) and no wake-up is pending, so outcomes that finish while the
+        loop is busy come back as one batch."""
         self._outbox.append((lease, outcome))
+        with self._ready:
+            left = self._left
+            if left and (self._refill_asked or left > self.low_water):
+                return  # the loop's poll takes it
+            if left:
+                self._refill_asked = True
         with self._lock:
             if self._wake_pending:
                 return

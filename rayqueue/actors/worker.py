@@ -55,6 +55,9 @@ MAX_PREFETCH = 500
 REPORT_DELAY_S = 0.05
 #: ... unless this many are waiting already.
 REPORT_BATCH = 256
+#: While its runner threads hold tasks, the loop takes their outcomes at least this
+#: often (between the wake-ups for a free slot or a refill, see runner.py).
+OUTBOX_POLL_S = 0.01
 #: A worker of a sharded queue looks at every shard at least this often, so urgent work
 #: arriving in any shard is seen within it (the bound on priority across shards).
 SHARD_REFRESH_S = 0.05
@@ -165,6 +168,7 @@ class WorkerActor:
                                   self._confirm)
         reporter = asyncio.create_task(self._report_loop())
         beater = asyncio.create_task(self._heartbeat_loop())
+        poller = asyncio.create_task(self._poll_loop())
         try:
             while not self._draining:
                 # Claim when a slot is free, or when the prefetched work ran down to half
@@ -178,6 +182,9 @@ class WorkerActor:
                     await self._wakeup.wait()
                     continue
                 room = target - held
+                # The runner wakes this loop to claim again when what it has left to
+                # start runs down to half of what is wanted.
+                self._runner.low_water = max(0, target // 2 - self._concurrency)
                 if len(self._shards) > 1:
                     await self._claim_sharded(min(room, max(free, 1)), room)
                     continue
@@ -225,6 +232,7 @@ class WorkerActor:
         finally:
             reporter.cancel()
             beater.cancel()
+            poller.cancel()
             self._runner.stop()
         self._log.info("worker drained after {} task(s)", self._done, action="worker_drained")
         return self._done
@@ -548,6 +556,13 @@ class WorkerActor:
                 # What finished during this call waits for the next round (or a claim):
                 # sending it at once would make every report as small as one round trip.
                 return
+
+    async def _poll_loop(self) -> None:
+        assert self._runner is not None
+        while True:
+            # Idle, a finished task wakes the loop itself (nothing left to start).
+            await asyncio.sleep(OUTBOX_POLL_S if self._running else 0.25)
+            self._runner.collect()
 
     async def _heartbeat_loop(self) -> None:
         while True:

@@ -148,3 +148,82 @@ def test_a_validator_raising_anything_fails_the_attempt_and_the_thread_lives_on(
     assert refused.failure is not None and not refused.failure.retryable
     assert "even numbers" in refused.failure.error.message
     assert ran.result == "3"
+
+
+def test_the_loop_is_woken_at_low_water_and_when_nothing_is_left_not_per_task() -> None:
+    started.clear()
+    GATE.clear()
+
+    async def scenario() -> list[list[str]]:
+        loop = asyncio.get_running_loop()
+        batches: list[list[str]] = []
+        got = asyncio.Event()
+
+        def deliver(done: list[tuple[Lease, Outcome]]) -> None:
+            batches.append([lease.task_id for lease, _ in done])
+            if sum(map(len, batches)) == 6:
+                got.set()
+
+        runner = SyncRunner(1, "w-test", loop, deliver)
+        runner.low_water = 2
+        runner.submit(_lease(0, hold=True), Step)
+        while not started:  # the thread is inside task 0: the rest queue behind it
+            await asyncio.sleep(0)
+        for i in range(1, 6):
+            runner.submit(_lease(i), Step)
+        GATE.set()
+        await asyncio.wait_for(got.wait(), 10)
+        runner.stop()
+        return batches
+
+    batches = asyncio.run(scenario())
+    # No wake-up while more than 2 were left to start (t0..t2 finished with 5..3 left),
+    # one at low water (after t3), one when nothing was left (after t5).
+    assert len(batches[0]) >= 4 and batches[0][:4] == ["t0", "t1", "t2", "t3"]
+    assert len(batches) <= 2
+    assert [t for b in batches for t in b] == [f"t{i}" for i in range(6)]
+
+
+def test_the_loops_poll_collects_outcomes_that_woke_nobody() -> None:
+    started.clear()
+    GATE.clear()
+
+    async def scenario() -> tuple[int, list[str]]:
+        loop = asyncio.get_running_loop()
+        done: list[str] = []
+        runner = SyncRunner(1, "w-test", loop, lambda b: done.extend(x.task_id for x, _ in b))
+        runner.submit(_lease(0), Step)
+        runner.submit(_lease(1, hold=True), Step)
+        runner.submit(_lease(2), Step)
+        while len(started) < 2:  # t0 finished (its outcome is in the outbox), t1 holds
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)  # a wake-up, had one been sent, would have run by now
+        before = len(done)
+        runner.collect()
+        got = list(done)
+        GATE.set()
+        runner.stop()
+        return before, got
+
+    before, got = asyncio.run(scenario())
+    assert before == 0  # two tasks were left to start: no wake-up for t0
+    assert got == ["t0"]
+
+
+def test_log_records_inside_an_attempt_carry_its_ids() -> None:
+    from loguru import logger
+
+    from rayqueue.actors.runner import attempt_context
+    from rayqueue.logging import configure
+
+    configure("worker")
+    seen: list[dict[str, object]] = []
+    sink = logger.add(lambda m: seen.append(dict(m.record["extra"])), level="INFO")
+    try:
+        with attempt_context(_lease(7), "w-test"):
+            logger.info("inside")
+        logger.info("outside")
+    finally:
+        logger.remove(sink)
+    assert seen[0]["task_id"] == "t7" and seen[0]["attempt"] == 1
+    assert "task_id" not in seen[1]
