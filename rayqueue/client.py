@@ -586,6 +586,7 @@ class TaskQueue(Generic[T]):
         Returns the schedule id (stop it with :meth:`cancel`). Creating the same id
         again with the same task is a no-op.
         """
+        self._refuse_if_closed()
         spec: ScheduleSpec
         if (every is None) == (cron is None):
             raise InvalidScheduleError("give exactly one of every= or cron=")

@@ -80,6 +80,22 @@ class InvalidPayloadError(TaskError):
         super().__init__(f"invalid payload for task {task_name!r}: {detail}")
 
 
+class InvalidTaskError(TaskError, ValueError):
+    """A task request the queue cannot store: an id, name or field out of its bounds.
+
+    Refused before it joins a batch, so it fails only its own enqueue.
+    """
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(detail)
+
+
+class InvalidResultError(TaskError, ValueError):
+    """A result (or a retry request) the queue cannot store faithfully: NaN or an
+    infinity, too large, or a retry delay that is not finite seconds."""
+
+
 class PayloadTooLargeError(TaskError):
     """A payload whose JSON is larger than the queue accepts."""
 
@@ -150,9 +166,10 @@ class QueueClosedError(QueueError):
 class DuplicateTaskError(QueueError):
     """A task id that already exists with a different payload."""
 
-    def __init__(self, task_id: str) -> None:
+    def __init__(self, task_id: str, detail: str | None = None) -> None:
         self.task_id = task_id
         super().__init__(
+            f"id {task_id!r} is taken: {detail}" if detail else
             f"task id {task_id!r} already exists with a different task or payload: "
             "use a new id, or the same payload to make enqueue idempotent"
         )

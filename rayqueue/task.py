@@ -26,9 +26,10 @@ from functools import cache
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import orjson
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, PydanticUserError, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
+from rayqueue.core.checks import check_new_task
 from rayqueue.core.priority import Priority, validate_priority
 from rayqueue.core.record import NewTask
 from rayqueue.core.retry import RetryPolicy
@@ -207,13 +208,28 @@ def _adapter(tp: Any) -> TypeAdapter[Any]:
     return TypeAdapter(tp)
 
 
-def encode_result(cls: type[Task[Any]], value: Any) -> str:
-    """A result as JSON text, checked against the class's declared result type."""
-    adapter = _adapter(cls.result_type())
+@cache
+def _result_adapter(tp: Any) -> TypeAdapter[Any]:
+    """An adapter that writes NaN and infinities as the constants JSON lacks, so that
+    :func:`encode_result` sees and refuses them (pydantic's default writes ``null``).
+    A model type keeps its own config (a Task's does the same)."""
     try:
-        return adapter.dump_json(adapter.validate_python(value)).decode()
+        return TypeAdapter(tp, config=ConfigDict(ser_json_inf_nan="constants"))
+    except PydanticUserError:
+        return TypeAdapter(tp)
+
+
+def encode_result(cls: type[Task[Any]], value: Any) -> str:
+    """A result as JSON text, checked against the class's declared result type; NaN
+    and infinities are refused rather than silently stored as ``null``."""
+    adapter = _result_adapter(cls.result_type())
+    try:
+        text = adapter.dump_json(adapter.validate_python(value)).decode()
+        if "NaN" in text or "Infinity" in text:
+            json.loads(text, parse_constant=_no_constants)  # raises, naming the constant
     except (PydanticSerializationError, ValidationError, ValueError, TypeError) as err:
         raise InvalidPayloadError(cls.task_name, f"result does not match its type: {err}") from err
+    return text
 
 
 def decode_result(cls: type[Task[R]], text: str) -> R:
@@ -233,7 +249,7 @@ def to_new_task(
     if not isinstance(task, Task):
         raise TaskError(f"expected a Task instance, got {type(task).__name__}")
     cls = type(task)
-    return NewTask(
+    new = NewTask(
         task_name=cls.task_name,
         payload=encode_payload(task),
         priority=validate_priority(cls.priority if priority is None else priority),
@@ -244,6 +260,10 @@ def to_new_task(
         retry=cls.retry,
         timeout=cls.timeout,
     )
+    # Refused here, before it joins other callers' tasks in a batch (the queue checks
+    # again: it trusts no client).
+    check_new_task(new)
+    return new
 
 
 async def run_task(task: Task[R]) -> R:

@@ -15,17 +15,19 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
+from rayqueue.core.checks import MAX_TASK_ID, check_new_task, check_text, utf8
 from rayqueue.core.index import ReadyIndex, TimerIndex
 from rayqueue.core.lease import Failure, Lease, Outcome
 from rayqueue.core.priority import validate_priority
 from rayqueue.core.record import WAITING, ErrorInfo, NewTask, ScheduleRecord, TaskRecord, TaskState
-from rayqueue.core.retry import RetryPolicy
+from rayqueue.core.retry import MAX_RETRY_DELAY_S, RetryPolicy, finite
 from rayqueue.core.schedule import MisfirePolicy, ScheduleSpec, next_fire, plan_fires
 from rayqueue.core.stats import QueueStats
 from rayqueue.errors import (
     DuplicateTaskError,
     InvalidScheduleError,
     InvalidStateError,
+    InvalidTaskError,
     PayloadTooLargeError,
     QueueClosedError,
     QueueFullError,
@@ -37,7 +39,6 @@ from rayqueue.storage.base import Storage
 from rayqueue.storage.memory import InMemoryStorage
 
 #: Longest accepted task id.
-MAX_TASK_ID = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,8 @@ class QueueConfig:
         aging_rate: priority levels a ready task gains per second of waiting (0 = strict).
         result_ttl: seconds a finished (succeeded or cancelled) task is kept.
         max_payload_bytes: largest accepted payload, as JSON.
+        max_result_bytes: largest result kept, as JSON; an attempt whose result is
+            larger fails for good (``result_too_large``).
         misfire_grace: a periodic run later than this counts as missed (see MisfirePolicy).
     """
 
@@ -58,6 +61,7 @@ class QueueConfig:
     aging_rate: float = 0.0
     result_ttl: float = 3_600.0
     max_payload_bytes: int = 1 << 20
+    max_result_bytes: int = 1 << 20
     misfire_grace: float = 60.0
 
     def __post_init__(self) -> None:
@@ -70,6 +74,10 @@ class QueueConfig:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if self.lease_ttl <= 0:
             raise ValueError(f"lease_ttl must be > 0, got {self.lease_ttl!r}")
+        for name in ("max_payload_bytes", "max_result_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,11 +198,15 @@ class QueueCore:
         limit = self.config.max_payload_bytes
         seq = self._seq
         for new in news:
+            check_new_task(new)  # what the journal could not store fails this call only
             priority = validate_priority(new.priority)
-            if len(new.payload) > limit // 4 and len(new.payload.encode()) > limit:
-                raise PayloadTooLargeError(new.task_name, len(new.payload.encode()), limit)
-            task_id = self._new_id() if new.task_id is None else _check_id(new.task_id)
+            if len(new.payload) > limit // 4 and (size := utf8(new.payload, "payload")) > limit:
+                raise PayloadTooLargeError(new.task_name, size, limit)
+            task_id = self._new_id() if new.task_id is None else new.task_id
             existing = fresh.get(task_id) or self._tasks.get(task_id)
+            if existing is None and task_id in self._schedules:
+                raise DuplicateTaskError(task_id, "a schedule has this id: schedules and "
+                                         "tasks share one id space")
             if existing is not None:
                 if existing.task_name != new.task_name or existing.payload != new.payload:
                     raise DuplicateTaskError(task_id)
@@ -390,6 +402,7 @@ class QueueCore:
                 out.append(None)
                 continue
             seen.add(o.task_id)
+            o = self._checked(o)  # one bad outcome fails its own attempt, not the batch
             if o.failure is None:
                 new = rec.evolve(
                     state=TaskState.SUCCEEDED, result=o.result, finished_at=now, updated_at=now,
@@ -401,6 +414,40 @@ class QueueCore:
             out.append(new)
         self._commit(batch)
         return out
+
+    def _checked(self, o: Outcome) -> Outcome:
+        """``o``, or, where it cannot be stored faithfully (a result that is not valid
+        text or is over ``max_result_bytes``; a failure of the wrong shape), a failure
+        of its attempt that says so. Error texts that are not valid UTF-8 are escaped."""
+        f = o.failure
+        if f is not None:
+            if not isinstance(f, Failure) or not isinstance(f.error, ErrorInfo):
+                return _refused(o, "invalid_result",
+                                f"a failure the queue cannot read ({type(f).__name__})")
+            e = f.error
+            texts = (e.type, e.message, e.traceback)
+            if all(t is None or (isinstance(t, str) and _valid_text(t)) for t in texts) and (
+                    f.reason is None or (isinstance(f.reason, str) and _valid_text(f.reason))):
+                return o
+            error = ErrorInfo(*(None if t is None else _escaped(t) for t in texts))
+            reason = None if f.reason is None else _escaped(f.reason)
+            return Outcome(o.task_id, o.token, failure=Failure(
+                error, bool(f.retryable), f.retry_delay, reason))
+        if o.result is None:
+            return o
+        if not isinstance(o.result, str):
+            return _refused(o, "invalid_result",
+                            f"result must be JSON text, got {type(o.result).__name__}")
+        try:
+            size = utf8(o.result, "result")
+        except InvalidTaskError as err:
+            return _refused(o, "invalid_result", str(err))
+        limit = self.config.max_result_bytes
+        if size > limit:
+            return _refused(o, "result_too_large",
+                            f"result is {size} bytes of JSON, over the limit of {limit}: "
+                            "store it elsewhere and return a reference")
+        return o
 
     def ack(self, task_id: str, token: int, result: str, now: float) -> TaskRecord:
         """Record success. Raises :class:`StaleLeaseError` if the lease is not current."""
@@ -477,8 +524,8 @@ class QueueCore:
             return _dead(base, now, failure.reason or "non_retryable")
         if rec.attempts >= rec.retry.max_attempts:
             return _dead(base, now, failure.reason or "max_attempts")
-        delay = failure.retry_delay
-        if delay is None or not math.isfinite(delay) or delay < 0:
+        delay = finite(failure.retry_delay)  # a client's value: never trusted to be a number
+        if delay is None or not 0 <= delay <= MAX_RETRY_DELAY_S:
             delay = rec.retry.delay(rec.attempts, self._rng.random())
         return base.evolve(state=TaskState.FAILED, due_at=now + delay)
 
@@ -597,12 +644,27 @@ class QueueCore:
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
     ) -> ScheduleRecord:
-        """Create a periodic schedule (idempotent for the same id, task and payload)."""
+        """Create a periodic schedule (idempotent for the same id, task and payload).
+
+        Schedules and tasks share one id space (``cancel`` takes either), and a schedule
+        follows the enqueue rules: refused by a closed queue, and its payload within the
+        size limit.
+        """
         existing = self._schedules.get(_check_id(schedule_id))
         if existing is not None:
             if (existing.task_name, existing.payload, existing.spec) != (task_name, payload, spec):
                 raise DuplicateTaskError(schedule_id)
             return existing
+        if self._closed:
+            raise QueueClosedError("the queue is closed: no new schedules are accepted")
+        if schedule_id in self._tasks:
+            raise DuplicateTaskError(schedule_id, "a task has this id: schedules and tasks "
+                                     "share one id space")
+        check_new_task(NewTask(task_name, payload, 0, pool, retry=retry or RetryPolicy(),
+                               timeout=timeout))
+        limit = self.config.max_payload_bytes
+        if (size := utf8(payload, "payload")) > limit:
+            raise PayloadTooLargeError(task_name, size, limit)
         sched = ScheduleRecord(
             id=schedule_id,
             task_name=task_name,
@@ -853,11 +915,27 @@ def _task_of(sched: ScheduleRecord, task_id: str, seq: int, when: float, now: fl
     )
 
 
+def _refused(o: Outcome, reason: str, detail: str) -> Outcome:
+    """The attempt of ``o`` failed for good: its outcome could not be stored."""
+    return Outcome(o.task_id, o.token, failure=Failure(
+        ErrorInfo("InvalidResultError", detail), retryable=False, reason=reason))
+
+
+def _valid_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _escaped(text: object) -> str:
+    """``text`` as valid UTF-8 text (lone surrogates escaped), whatever it was."""
+    return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _check_id(task_id: object) -> str:
-    if not isinstance(task_id, str) or not task_id or len(task_id) > MAX_TASK_ID:
-        raise ValueError(f"task id must be a non-empty str of at most {MAX_TASK_ID} chars, "
-                         f"got {task_id!r}")
-    return task_id
+    return check_text(task_id, "task id", MAX_TASK_ID)
 
 
 def _check_delay(delay: float) -> float:

@@ -6,17 +6,27 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from rayqueue.errors import InvalidResultError
+
+#: Longest retry delay a task may ask for (a year): beyond it, a typo.
+MAX_RETRY_DELAY_S = 365 * 86_400.0
+
 
 class Retry(Exception):
     """Raise from ``execute()`` to ask for a retry after ``delay`` seconds.
 
-    The retry still counts an attempt and respects ``max_attempts``.
+    The retry still counts an attempt and respects ``max_attempts``. ``delay`` must be
+    finite seconds in [0, a year] (else :class:`~rayqueue.errors.InvalidResultError`,
+    raised where ``Retry`` is built: the attempt fails with that error instead).
     """
 
     def __init__(self, delay: float | None = None, reason: str = "") -> None:
-        self.delay = delay
+        self.delay = retry_delay(delay)
         self.reason = reason
         super().__init__(reason or f"retry requested (delay={delay})")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Retry, (self.delay, self.reason))
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,3 +110,26 @@ class RetryPolicy:
     def from_json(cls, data: dict[str, Any]) -> RetryPolicy:
         """Rebuild a policy stored with :meth:`to_json`."""
         return cls(**data)
+
+
+def finite(x: Any) -> float | None:
+    """``x`` as a finite float, or None (bools, strings, NaN, infinities, huge ints)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    try:
+        value = float(x)
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def retry_delay(delay: object) -> float | None:
+    """A retry delay as finite seconds in [0, a year], or :class:`InvalidResultError`."""
+    if delay is None:
+        return None
+    value = finite(delay)
+    if value is None or not 0 <= value <= MAX_RETRY_DELAY_S:
+        raise InvalidResultError(
+            f"retry delay must be finite seconds in [0, {MAX_RETRY_DELAY_S:.0f}], got "
+            f"{delay!r:.80}")
+    return value

@@ -116,3 +116,19 @@ class Starts(Task[None]):
             os.write(fd, f"{self.tag} {os.getpid()}\n".encode())
         finally:
             os.close(fd)
+
+
+class BadRetry(Task[float]):
+    """Asks for a retry with a delay that is not seconds (``Retry`` refuses it), or
+    returns NaN, which no JSON can hold: either way its own attempt fails."""
+
+    retry: ClassVar[RetryPolicy] = RetryPolicy(max_attempts=1)
+
+    mode: str = "retry"
+
+    def execute(self) -> float:
+        from rayqueue import Retry
+
+        if self.mode == "retry":
+            raise Retry(delay="soon")  # type: ignore[arg-type]
+        return float("nan")

@@ -1,0 +1,66 @@
+"""Checks of what enters the queue, run before it joins a batch.
+
+The queue actor commits the changes of many callers together (group commit), and the
+client's sender sends many callers' enqueues in one call: a value the journal cannot
+store (a lone surrogate in an id, a name that is ``None``) would fail the whole batch,
+other callers' good work included. So every field the journal needs is checked here,
+once in the client (so the caller hears of it at once) and again in the queue (which
+trusts no client), and refused with :class:`~rayqueue.errors.InvalidTaskError`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rayqueue.core.record import NewTask
+from rayqueue.core.retry import RetryPolicy, finite
+from rayqueue.errors import InvalidTaskError
+
+#: Longest task id, task name and pool name, in characters.
+MAX_TASK_ID = 256
+MAX_NAME = 200
+
+
+def check_text(value: object, what: str, limit: int) -> str:
+    """``value`` as a non-empty str of at most ``limit`` chars, valid UTF-8 (no lone
+    surrogates) and without control characters; else :class:`InvalidTaskError`."""
+    if not isinstance(value, str):
+        raise InvalidTaskError(f"{what} must be a str, got {type(value).__name__}")
+    if not value or len(value) > limit:
+        raise InvalidTaskError(f"{what} must be 1 to {limit} characters, got {len(value)}")
+    utf8(value, what)
+    if not value.isprintable():
+        raise InvalidTaskError(f"{what} must not hold control characters: {value[:80]!r}")
+    return value
+
+
+def utf8(value: str, what: str) -> int:
+    """The UTF-8 size of ``value``; :class:`InvalidTaskError` if it has none (a lone
+    surrogate, which no journal or wire format can carry)."""
+    try:
+        return len(value.encode("utf-8"))
+    except UnicodeEncodeError as err:
+        raise InvalidTaskError(f"{what} is not valid text ({err.reason} at index "
+                               f"{err.start})") from None
+
+
+def check_new_task(new: NewTask) -> None:
+    """Everything the journal needs of ``new`` (priority, times and size are checked
+    where they are used)."""
+    if not isinstance(new, NewTask):
+        raise InvalidTaskError(f"expected a NewTask, got {type(new).__name__}")
+    check_text(new.task_name, "task name", MAX_NAME)
+    check_text(new.pool, "pool name", MAX_NAME)
+    if new.task_id is not None:
+        check_text(new.task_id, "task id", MAX_TASK_ID)
+    if not isinstance(new.payload, str):
+        raise InvalidTaskError(f"payload must be JSON text, got {type(new.payload).__name__}")
+    utf8(new.payload, "payload")
+    if not isinstance(new.retry, RetryPolicy):
+        raise InvalidTaskError(f"retry must be a RetryPolicy, got {type(new.retry).__name__}")
+    if new.timeout is not None and not _positive(new.timeout):
+        raise InvalidTaskError(f"timeout must be finite seconds > 0, got {new.timeout!r}")
+
+
+def _positive(x: Any) -> bool:
+    return finite(x) is not None and x > 0
