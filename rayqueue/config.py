@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import (
@@ -96,15 +96,17 @@ def runtime_settings(config: object, pools: object, durability: object,
             "config", f"a rayqueue.QueueConfig or None, got {type(config).__name__}")
     if pools is None:
         pools = []
-    if isinstance(pools, (str, bytes)) or not isinstance(pools, Sequence):
+    # A str, a dict and a model iterate too, but are not lists of pools.
+    if isinstance(pools, (str, bytes, Mapping, BaseModel)) or not isinstance(pools, Iterable):
         raise InvalidArgumentTypeError(
             "pools", f"a list of rayqueue.PoolConfig, got {type(pools).__name__}")
+    pools = list(pools)
     for pool in pools:
         if not isinstance(pool, PoolConfig):
             raise InvalidArgumentTypeError(
                 "pools", f"each pool is a rayqueue.PoolConfig, got {pool!r}: e.g. "
                 "pools=[PoolConfig(name='default')]")
-    checked = list(pools) or [PoolConfig()]
+    checked = pools or [PoolConfig()]
     names = [p.name for p in checked]
     if len(set(names)) != len(names):
         twice = sorted({n for n in names if names.count(n) > 1})

@@ -108,10 +108,16 @@ def test_queue_config_overflow_is_refused_not_raised_raw() -> None:
         QueueConfig(lease_ttl=10**400)
 
 
-@pytest.mark.parametrize("pools", [["default"], "default", PoolConfig(), [None]])
+@pytest.mark.parametrize("pools", [["default"], "default", PoolConfig(), [None], 5,
+                                   {"default": PoolConfig()}])
 def test_pools_must_be_pool_configs(pools: object) -> None:
     with pytest.raises(InvalidArgumentTypeError, match="pools"):
         rayqueue.init("edge", pools=pools)  # type: ignore[arg-type]
+
+
+def test_pools_may_be_any_iterable_of_pool_configs() -> None:
+    with pytest.raises(ReachedRay):
+        rayqueue.init("edge", pools=(PoolConfig(name=n) for n in ("a", "b")))  # type: ignore[arg-type]
 
 
 def test_duplicate_pool_names_are_refused() -> None:
