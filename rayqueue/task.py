@@ -265,8 +265,11 @@ def to_new_task(
     if not isinstance(task, Task):
         raise TaskError(f"expected a Task instance, got {type(task).__name__}")
     cls = type(task)
+    name = cls.task_name
+    if _REGISTRY.get(name) is not cls:  # renamed after its definition: check it again
+        check_task_name(name)
     return NewTask(
-        task_name=cls.task_name,
+        task_name=name,
         payload=encode_payload(task),
         priority=validate_priority(cls.priority if priority is None else priority),
         pool=cls.pool,

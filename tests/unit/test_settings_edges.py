@@ -27,7 +27,7 @@ from rayqueue import (
 from rayqueue import client as client_module
 from rayqueue.client import TaskQueue, default_journal
 from rayqueue.core.schedule import MIN_INTERVAL_S
-from rayqueue.task import MAX_TASK_NAME, lookup
+from rayqueue.task import MAX_TASK_NAME, lookup, to_new_task
 
 
 class ReachedRay(Exception):
@@ -193,6 +193,19 @@ def test_bad_task_names_are_refused_at_class_definition(name: object) -> None:
 
             def execute(self) -> int:
                 return 1
+
+
+@pytest.mark.parametrize("name", [None, 5, "", "nul\x00"])
+def test_a_task_name_changed_after_definition_is_refused_on_enqueue(name: object) -> None:
+    class Renamed(Task[int]):
+        task_name: ClassVar[str] = "edges.renamed"
+
+        def execute(self) -> int:
+            return 1
+
+    Renamed.task_name = name  # type: ignore[assignment]
+    with pytest.raises(InvalidNameError, match="task"):
+        to_new_task(Renamed())
 
 
 def test_a_long_printable_task_name_is_fine() -> None:
