@@ -19,6 +19,9 @@ from rayqueue.core.schedule import CronSpec, IntervalSpec, MisfirePolicy
 from rayqueue.core.stats import QueueStats
 from rayqueue.errors import (
     DuplicateTaskError,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    InvalidNameError,
     InvalidPayloadError,
     InvalidPriorityError,
     InvalidResultError,
@@ -140,6 +143,9 @@ __all__ = [
     "QueueLostError",
     "QueueUnavailableError",
     "ResultTimeoutError",
+    "InvalidArgumentError",
+    "InvalidArgumentTypeError",
+    "InvalidNameError",
     "StorageError",
     "StorageBusyError",
     "StorageFullError",

@@ -15,30 +15,34 @@ import argparse
 import importlib
 import json
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
+from rayqueue.core.shards import MAX_SHARDS
+
 EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 1, 2, 3
 
 #: Piped output is not cut to 80 columns: ids must survive a grep.
 console = Console(width=None if sys.stdout.isatty() else 200)
-errors = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 def _connect(args: argparse.Namespace) -> Any:
     import rayqueue
-    from rayqueue.errors import QueueUnavailableError
+    from rayqueue.errors import QueueUnavailableError, RayQueueError
 
     try:
         return rayqueue.connect(args.queue, address=args.address,
                                 ray_init={"log_to_driver": False})
     except QueueUnavailableError as err:
         raise _Exit(EXIT_UNAVAILABLE, str(err)) from None
-    except ConnectionError as err:
+    except RayQueueError:
+        raise
+    except (ConnectionError, ValueError, RuntimeError, OSError) as err:
+        # ray.init's answers to an address it cannot use or reach
         raise _Exit(EXIT_UNAVAILABLE, f"no Ray cluster at {args.address!r} ({err}); start "
                     "one (`ray start --head`) or pass --address") from None
 
@@ -85,6 +89,8 @@ def cmd_enqueue(args: argparse.Namespace) -> None:
         payload = json.loads(args.payload)
     except json.JSONDecodeError as err:
         raise _Exit(EXIT_USAGE, f"the payload is not JSON: {err}") from None
+    except RecursionError:
+        raise _Exit(EXIT_USAGE, "the payload is nested too deeply to read") from None
     q = _connect(args)
     from rayqueue import codebook
 
@@ -129,11 +135,11 @@ def cmd_resume(args: argparse.Namespace) -> None:
 
 
 def cmd_pools(args: argparse.Namespace) -> None:
+    bounds = _pool_bounds(*args.resize) if args.resize else None  # before connecting
     q = _connect(args)
-    if args.resize:
-        name, low, high = args.resize
+    if bounds is not None:
         try:
-            q.resize_pool(name, int(low), int(high))
+            q.resize_pool(args.resize[0], *bounds)
         except ValueError as err:
             raise _Exit(EXIT_FAILED, str(err)) from None
     _table("pools", ["pool", "workers", "bounds", "desired", "ready", "leased", "deaths",
@@ -142,13 +148,41 @@ def cmd_pools(args: argparse.Namespace) -> None:
              p.leased, p.deaths, p.infeasible or "ok") for p in q.pools()])
 
 
+def _pool_bounds(name: str, low: str, high: str) -> tuple[int, int]:
+    """``--resize POOL MIN MAX``'s bounds, checked as PoolConfig would."""
+    from rayqueue.config import MAX_POOL_WORKERS
+
+    def bound(text: str, least: int) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = -1
+        if not least <= value <= MAX_POOL_WORKERS:
+            raise _Exit(EXIT_USAGE, f"pools --resize {name}: {text!r} is not a worker count "
+                        f"from {least} to {MAX_POOL_WORKERS}")
+        return value
+
+    low_n, high_n = bound(low, 0), bound(high, 1)
+    if low_n > high_n:
+        raise _Exit(EXIT_USAGE, f"pools --resize {name}: MIN ({low_n}) > MAX ({high_n})")
+    return low_n, high_n
+
+
 def cmd_dashboard(args: argparse.Namespace) -> None:
     from rayqueue.dashboard import serve
 
     q = _connect(args)
-    console.print(f"serving the dashboard of {q.name} at http://{args.host}:{args.port}/ "
-                  "(Ctrl-C stops it)")
-    serve(q, port=args.port, host=args.host, block=True)
+    try:
+        dashboard = serve(q, port=args.port, host=args.host)
+    except OSError as err:  # an unknown host name, a port in use
+        raise _Exit(EXIT_FAILED, f"cannot serve the dashboard on {args.host}:{args.port}: "
+                    f"{err.strerror or err}") from None
+    console.print(f"serving the dashboard of {q.name} at {dashboard.url} (Ctrl-C stops it)",
+                  markup=False, highlight=False)
+    try:
+        dashboard.thread.join()
+    finally:
+        dashboard.stop()
 
 
 def cmd_reshard(args: argparse.Namespace) -> None:
@@ -213,13 +247,53 @@ def cmd_demo(args: argparse.Namespace) -> None:
     demo.main()
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line (exit code 2, as argparse's)."""
+
+    def error(self, message: str) -> NoReturn:
+        _say(f"{self.prog}: {message} (see {self.prog} --help)")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _number(kind: type[int] | type[float], least: float, most: float,
+            what: str) -> Callable[[str], Any]:
+    """An argparse type: a finite ``kind`` from ``least`` to ``most``."""
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except (ValueError, OverflowError):
+            value = None
+        if value is None or not least <= value <= most:  # NaN fails both comparisons
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {what} ({least:g} to {most:g})")
+        return value
+    return parse
+
+
+def _queue_name(text: str) -> str:
+    from rayqueue.config import check_queue_name
+    from rayqueue.errors import InvalidNameError
+
+    try:
+        return check_queue_name(text)
+    except InvalidNameError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+#: Argument types of the command line.
+PORT = _number(int, 1, 65535, "a port")
+LIMIT = _number(int, 0, 100_000, "a count")
+SECONDS = _number(float, 0, 365 * 86_400, "a number of seconds")
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line (also what ``--help`` shows)."""
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="rayqueue", description="Look at a rayqueue queue and act on it from a shell.",
         epilog="Exit codes: 0 done, 1 the operation failed, 2 bad usage, 3 no Ray cluster "
                "or no such queue.")
-    p.add_argument("--queue", "-q", default="default", help="queue name (default: default)")
+    p.add_argument("--queue", "-q", default="default", type=_queue_name,
+                   help="queue name (default: default)")
     p.add_argument("--address", default="auto",
                    help="Ray cluster address (default: auto, the cluster on this machine)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -234,13 +308,13 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("task", help="task name, e.g. shop.payment")
     e.add_argument("payload", help='JSON object, e.g. \'{"order_id": "A-1"}\'')
     e.add_argument("--priority", type=int)
-    e.add_argument("--delay", type=float, help="seconds from now")
+    e.add_argument("--delay", type=SECONDS, help="seconds from now")
     e.add_argument("--import", dest="imports", action="append", default=[],
                    metavar="MODULE", help="import MODULE first (registers its task types)")
-    e.add_argument("--wait", type=float, metavar="SECONDS",
+    e.add_argument("--wait", type=SECONDS, metavar="SECONDS",
                    help="wait this long for the result and print it")
     d = add("dead", cmd_dead, "list dead letters with their errors")
-    d.add_argument("--limit", type=int, default=50)
+    d.add_argument("--limit", type=LIMIT, default=50)
     add("retry", cmd_retry, "put dead tasks back in the queue").add_argument("ids", nargs="+")
     add("cancel", cmd_cancel, "cancel tasks that have not started").add_argument("ids",
                                                                                 nargs="+")
@@ -249,11 +323,12 @@ def parser() -> argparse.ArgumentParser:
     pools = add("pools", cmd_pools, "show pools; --resize POOL MIN MAX changes bounds")
     pools.add_argument("--resize", nargs=3, metavar=("POOL", "MIN", "MAX"))
     dash = add("dashboard", cmd_dashboard, "serve the web dashboard")
-    dash.add_argument("--port", type=int, default=8400)
+    dash.add_argument("--port", type=PORT, default=8400)
     dash.add_argument("--host", default="127.0.0.1")
     r = add("reshard", cmd_reshard, "with the queue shut down, rewrite its journals for "
             "another shard count (needs no Ray; run it on the journal's node)")
-    r.add_argument("--shards", type=int, required=True, help="the new shard count")
+    r.add_argument("--shards", type=_number(int, 1, MAX_SHARDS, "a shard count"),
+                   required=True, help="the new shard count")
     r.add_argument("--journal", help="the base journal, as given to rayqueue.init "
                    "(default: .rayqueue/<queue>.sqlite)")
     j = add("journal", cmd_journal, "check, back up or restore a queue's SQLite journal "
@@ -277,17 +352,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.fn(args)
     except _Exit as err:
-        errors.print(f"rayqueue: {err}", highlight=False)
+        _say(f"rayqueue: {err}")
         return err.code
     except QueueUnavailableError as err:
-        errors.print(f"rayqueue: {err}", highlight=False)
+        _say(f"rayqueue: {err}")
         return EXIT_UNAVAILABLE
     except (RayQueueError, ValueError) as err:
-        errors.print(f"rayqueue: {type(err).__name__}: {err}", highlight=False)
+        _say(f"rayqueue: {type(err).__name__}: {err}")
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+    except RecursionError:
+        _say("rayqueue: the input is nested too deeply to handle")
+        return EXIT_FAILED
+    except Exception as err:  # a bug or an error no one mapped: still one line
+        _say(f"rayqueue: unexpected {type(err).__name__}: {err} (please report it)")
+        return EXIT_FAILED
     return 0
+
+
+def _say(message: str) -> None:
+    """One line on stderr, taken literally: errors quote ids and payloads, which may
+    hold newlines or brackets that rich would read as markup."""
+    print(" ".join(message.split()), file=sys.stderr)
 
 
 if __name__ == "__main__":

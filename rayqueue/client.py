@@ -29,17 +29,26 @@ from rayqueue.actors.metrics import MetricsActor
 from rayqueue.actors.pool import PoolManagerActor
 from rayqueue.actors.queue import CONCURRENCY_GROUPS, QueueActor
 from rayqueue.calls import MAX_PENDING_CALLS, _aretrying, _get, _retrying, _retrying_all
-from rayqueue.config import NAMESPACE, PoolConfig, actor_name, shard_handles, shard_name
+from rayqueue.config import (
+    NAMESPACE,
+    PoolConfig,
+    actor_name,
+    check_queue_name,
+    runtime_settings,
+    shard_handles,
+    shard_name,
+)
 from rayqueue.core.clock import Clock
 from rayqueue.core.lease import Lease, Outcome, pack_news, pack_outcomes, unpack_leases
 from rayqueue.core.queue import QueueConfig
 from rayqueue.core.record import NewTask, new_task_ids
 from rayqueue.core.schedule import (
     CronSpec,
-    IntervalSpec,
     MisfirePolicy,
     ScheduleSpec,
     delay_to_seconds,
+    interval,
+    misfire_policy,
     to_epoch,
 )
 from rayqueue.core.shards import by_head, check_shards, merge_stats, shard_of, split, unsplit
@@ -57,6 +66,7 @@ from rayqueue.errors import (
 from rayqueue.handle import ClaimedTask, TaskHandle
 from rayqueue.info import MetricsSnapshot, PoolInfo, TaskInfo, WorkerInfo
 from rayqueue.sender import Sender
+from rayqueue.storage.layout import default_journal as journal_of
 from rayqueue.storage.layout import shard_journals
 from rayqueue.task import (
     Task,
@@ -96,8 +106,7 @@ def security_warnings(nodes: int, auth_mode: str | None, ray_version: str) -> li
 
 def default_journal(name: str) -> str:
     """The default journal path of queue ``name`` (absolute, on the driver's node)."""
-    return str(Path(settings.home()).resolve()
-               / f"{name}.sqlite")
+    return journal_of(name)
 
 
 def init(
@@ -156,13 +165,9 @@ def init(
             ``init`` is called again: nothing acknowledged is lost.
     """
     check_shards(shards)
+    check_queue_name(name)
+    config, pools, beat = runtime_settings(config, pools, durability, heartbeat_s)
     _ensure_ray(address, ray_init)
-    config = config or QueueConfig()
-    pools = list(pools or [PoolConfig()])
-    names = [p.name for p in pools]
-    if len(set(names)) != len(names):
-        raise ValueError(f"pool names must be unique, got {names}")
-    beat = heartbeat_s if heartbeat_s is not None else config.lease_ttl / 3
     path = default_journal(name) if journal == "default" else (
         None if journal is None else str(Path(journal).resolve()))
     if shards > 1 and config.max_size is not None:
@@ -276,7 +281,9 @@ def connect(name: str = "default", *, address: str | None = None,
 
     Raises:
         QueueUnavailableError: no queue of that name runs on the cluster.
+        InvalidNameError: ``name`` is not a valid queue name.
     """
+    check_queue_name(name)
     _ensure_ray(address, ray_init)
     try:
         queue, pool, metrics = (ray.get_actor(actor_name(name, role), namespace=NAMESPACE)
@@ -586,21 +593,19 @@ class TaskQueue(Generic[T]):
         Returns the schedule id (stop it with :meth:`cancel`). Creating the same id
         again with the same task is a no-op.
         """
-        self._refuse_if_closed()
         spec: ScheduleSpec
         if (every is None) == (cron is None):
             raise InvalidScheduleError("give exactly one of every= or cron=")
-        if every is not None:
-            spec = IntervalSpec(delay_to_seconds(every))
-        else:
-            spec = CronSpec(str(cron), tz)
+        spec = interval(every) if every is not None else CronSpec(str(cron), tz)
+        policy = misfire_policy(misfire)
+        self._refuse_if_closed()
         self._settle()
         new = to_new_task(task, priority=priority)
         self._ship({type(task)})
         sid = schedule_id or f"schedule-{uuid.uuid4().hex[:12]}"
         _get(self._shard_for(sid).add_schedule.remote(
             schedule_id=sid, task_name=new.task_name, payload=new.payload, spec=spec,
-            priority=new.priority, pool=new.pool, misfire=MisfirePolicy(misfire),
+            priority=new.priority, pool=new.pool, misfire=policy,
             retry=new.retry, timeout=new.timeout))
         return sid
 

@@ -1,16 +1,121 @@
-"""Configuration of a queue's runtime: worker pools and the names of its actors."""
+"""Configuration of a queue's runtime: worker pools, its settings and the names of its actors.
+
+Everything ``rayqueue.init`` is given is checked here, before Ray is touched: a setting
+that means nothing (a durability no one knows, a heartbeat of zero, a negative resource,
+a queue name that is a path) is refused with an :class:`~rayqueue.errors.InvalidArgumentError`.
+"""
 
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from rayqueue.core.queue import QueueConfig
 from rayqueue.core.scaling import ScalingConfig
+from rayqueue.errors import InvalidArgumentError, InvalidArgumentTypeError, InvalidNameError
 
 #: Ray namespace holding every rayqueue actor, so any driver can find them by name.
 NAMESPACE = "rayqueue"
+
+#: A queue name: it becomes a journal file name (``<name>.sqlite``) and Ray actor names,
+#: so it is a plain file name that can never leave the journal directory.
+QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+#: What a shard's journal is called beside its queue's (``shop.shard-1-of-4``): a queue
+#: of that name would be taken for a shard of ``shop``.
+_SHARD_STEM = re.compile(r".*\.shard-\d+-of-\d+")
+#: The ``durability`` values ``rayqueue.init`` knows.
+DURABILITIES = ("full", "process")
+#: Fastest accepted heartbeat: below it the workers would spin on renewals.
+MIN_HEARTBEAT_S = 0.05
+#: Most workers one pool may be given (a bound against typos such as ``10**30``).
+MAX_POOL_WORKERS = 10_000
+
+
+def check_queue_name(name: object) -> str:
+    """``name`` if it is a valid queue name, else :class:`InvalidNameError`.
+
+    A queue name is 1 to 64 characters of ``A-Z a-z 0-9 _ . -``, starting with a letter
+    or digit, without ``..``, and not shaped like a shard's journal (``x.shard-1-of-4``).
+    """
+    if not isinstance(name, str):
+        raise InvalidNameError("name", f"a queue name is a str, got {type(name).__name__}")
+    if not QUEUE_NAME.fullmatch(name) or ".." in name or _SHARD_STEM.fullmatch(name):
+        raise InvalidNameError(
+            "name", f"invalid queue name {name!r}: use 1 to 64 of A-Z a-z 0-9 _ . - "
+            "starting with a letter or digit, without '..' (it names the journal file "
+            "<name>.sqlite), e.g. 'shop' or 'billing-eu.v2'")
+    return name
+
+
+def check_durability(value: object) -> str:
+    """``value`` if it is one of :data:`DURABILITIES`."""
+    if not isinstance(value, str) or value not in DURABILITIES:
+        raise InvalidArgumentError(
+            "durability", f"{value!r} is not a durability: use 'full' (fsync each commit) "
+                          "or 'process' (survives process crashes, not power loss)")
+    return value
+
+
+def check_heartbeat(value: object, lease_ttl: float) -> float:
+    """``value`` as the workers' heartbeat period: a finite number of seconds of at least
+    :data:`MIN_HEARTBEAT_S` and below the lease TTL (a slower one loses every lease)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidArgumentTypeError(
+            "heartbeat_s", f"a number of seconds or None, got {type(value).__name__}")
+    try:
+        seconds = float(value)
+    except OverflowError:
+        seconds = math.inf
+    if not math.isfinite(seconds) or not MIN_HEARTBEAT_S <= seconds < lease_ttl:
+        raise InvalidArgumentError(
+            "heartbeat_s", f"{value!r} is not a heartbeat: use a finite number of seconds "
+            f"from {MIN_HEARTBEAT_S} to below the lease TTL ({lease_ttl:g} s), or None "
+            "for a third of it")
+    return seconds
+
+
+def runtime_settings(config: object, pools: object, durability: object,
+                     heartbeat_s: object) -> tuple[QueueConfig, list[PoolConfig], float]:
+    """Check what ``rayqueue.init`` was given; returns the queue's config, its pools and
+    the heartbeat period, defaults filled in."""
+    if config is None:
+        config = QueueConfig()
+    elif not isinstance(config, QueueConfig):
+        raise InvalidArgumentTypeError(
+            "config", f"a rayqueue.QueueConfig or None, got {type(config).__name__}")
+    if pools is None:
+        pools = []
+    # A str, a dict and a model iterate too, but are not lists of pools.
+    if isinstance(pools, (str, bytes, Mapping, BaseModel)) or not isinstance(pools, Iterable):
+        raise InvalidArgumentTypeError(
+            "pools", f"a list of rayqueue.PoolConfig, got {type(pools).__name__}")
+    pools = list(pools)
+    for pool in pools:
+        if not isinstance(pool, PoolConfig):
+            raise InvalidArgumentTypeError(
+                "pools", f"each pool is a rayqueue.PoolConfig, got {pool!r}: e.g. "
+                "pools=[PoolConfig(name='default')]")
+    checked = pools or [PoolConfig()]
+    names = [p.name for p in checked]
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise InvalidArgumentError("pools", f"pool names must be unique; given more than "
+                                            f"once: {', '.join(twice)}")
+    check_durability(durability)
+    beat = (config.lease_ttl / 3 if heartbeat_s is None
+            else check_heartbeat(heartbeat_s, config.lease_ttl))
+    return config, checked, beat
 
 
 def actor_name(queue: str, role: str) -> str:
@@ -54,11 +159,12 @@ class PoolConfig(BaseModel):
             passes this after a task, against slow leaks in task code.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # No NaN or infinity in any number, resources included.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     name: str = Field(default="default", min_length=1, max_length=64)
-    min_workers: int = Field(default=0, ge=0)
-    max_workers: int = Field(default=4, ge=1)
+    min_workers: int = Field(default=0, ge=0, le=MAX_POOL_WORKERS)
+    max_workers: int = Field(default=4, ge=1, le=MAX_POOL_WORKERS)
     concurrency: int = Field(default=4, ge=1, le=1024)
     target_tasks_per_worker: float = Field(default=16.0, gt=0)
     upscale_delay_s: float = Field(default=0.0, ge=0)
@@ -72,12 +178,25 @@ class PoolConfig(BaseModel):
     max_rss_mb: float | None = Field(default=None, gt=0)
     imports: tuple[str, ...] = ()
 
-    @field_validator("target_tasks_per_worker", "upscale_delay_s", "downscale_delay_s",
-                     "num_cpus", "num_gpus")
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as err:  # the project's error, with pydantic's as cause
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'PoolConfig'}: "
+                                 f"{e['msg']}" for e in err.errors())
+            raise InvalidArgumentError("PoolConfig", problems) from err
+
+    @field_validator("resources")
     @classmethod
-    def _finite(cls, value: float) -> float:
-        if not math.isfinite(value):
-            raise ValueError("must be finite")
+    def _resources(cls, value: dict[str, float]) -> dict[str, float]:
+        for key, amount in value.items():
+            if key in ("CPU", "GPU"):
+                raise ValueError(f"ask for {key} with num_{key.lower()}s=, not resources=")
+            if not key:
+                raise ValueError("a resource name is a non-empty str")
+            if amount < 0:
+                raise ValueError(f"resource {key!r}: {amount!r} is negative; a worker asks "
+                                 "for a finite amount >= 0")
         return value
 
     @model_validator(mode="after")

@@ -6,14 +6,25 @@ answer only from the public client API (``stats``, ``metrics``, ``workers``,
 ``dead_letters``), so it shows nothing a script could not see. Actions (retry a dead
 task, cancel a queued one, pause and resume) are POSTs that carry a per-server token,
 so another site open in the same browser cannot trigger them.
+
+The server is hardened for a page that a hostile site may try to reach: requests must
+name this server in ``Host`` (and ``Origin``, when sent) exactly; the page cannot be
+framed; only GET and POST exist (anything else is a JSON 405); each connection must
+send its request within :data:`REQUEST_TIMEOUT_S`; at most :data:`HANDLER_THREADS`
+requests are handled at once (more get a 503 at once, not a thread); and every call to
+the queue is bounded by :data:`CALL_TIMEOUT_S`, so a queue or cluster that is gone
+answers 503 in about that time instead of piling up threads.
 """
 
 from __future__ import annotations
 
+import hmac
 import html
 import json
 import secrets
+import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,13 +32,33 @@ from importlib import resources
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import ray
 from loguru import logger
 
 from rayqueue.client import TaskQueue
-from rayqueue.errors import RayQueueError
+from rayqueue.errors import InvalidArgumentError, QueueUnavailableError, RayQueueError
 
 #: Dead letters and failures the page lists.
 LIST_LIMIT = 20
+#: Requests handled at once; a connection beyond them gets a 503 and is closed.
+HANDLER_THREADS = 16
+#: Seconds a connection may take to send each part of its request (idle ones are cut).
+REQUEST_TIMEOUT_S = 5.0
+#: Calls to the queue running at once (a queue that does not answer holds them).
+CALL_THREADS = 4
+#: Seconds a request waits for the queue before it answers 503.
+CALL_TIMEOUT_S = 2.0
+#: Headers on every answer: the page may not be framed (clickjacking) or sniffed.
+SECURITY_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+#: The methods the dashboard answers.
+ALLOWED = "GET, POST"
+#: Host names that reach a loopback-bound server.
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def snapshot(queue: TaskQueue[Any]) -> dict[str, Any]:
@@ -80,14 +111,20 @@ def serve(queue: TaskQueue[Any], port: int = 8400, host: str = "127.0.0.1",
     until interrupted; otherwise a daemon thread serves and the call returns at once.
     Keep ``host`` on 127.0.0.1 unless the page must be reached from elsewhere: the
     actions need only the page's token.
+
+    Raises:
+        InvalidArgumentError: ``port`` is not an int from 0 to 65535.
+        OSError: the address cannot be bound (a host name that does not resolve, a
+            port in use).
     """
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise InvalidArgumentError("port", f"an int from 0 to 65535, got {port!r}")
     token = secrets.token_urlsafe(16)
     page = (resources.files("rayqueue") / "static" / "dashboard.html").read_text()
     page = page.replace("{{TOKEN}}", token).replace("{{QUEUE}}", html.escape(queue.name))
     handler = type("Handler", (_Handler,), {"queue": queue, "token": token,
                                             "page": page.encode()})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
+    server = _Server((host, port), handler)
     url = f"http://{host}:{server.server_address[1]}/"
     thread = threading.Thread(target=server.serve_forever, name="rayqueue-dashboard",
                               daemon=True)
@@ -103,22 +140,125 @@ def serve(queue: TaskQueue[Any], port: int = 8400, host: str = "127.0.0.1",
     return dashboard
 
 
+class _Server(ThreadingHTTPServer):
+    """A threading HTTP server with a bound on its handler threads and queue calls."""
+
+    daemon_threads = True
+    #: Connections the kernel holds while the accept loop is busy.
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], handler: type[_Handler]) -> None:
+        super().__init__(address, handler)
+        self.slots = threading.BoundedSemaphore(HANDLER_THREADS)
+        self.calls = _Calls(CALL_THREADS, CALL_TIMEOUT_S)
+        bound = address[0].strip("[]").lower()
+        #: host names a request may carry in Host and Origin (with this port)
+        self.hosts = _LOOPBACK | ({bound} if bound not in ("", "0.0.0.0", "::") else set())
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            _refuse_busy(request)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
+def _refuse_busy(request: socket.socket) -> None:
+    """Answer 503 on a connection no handler thread is free for, without a thread."""
+    body = json.dumps({"error": "the dashboard is busy with other connections; try again"})
+    head = "".join(f"{k}: {v}\r\n" for k, v in {**SECURITY_HEADERS,
+                   "Content-Type": "application/json", "Retry-After": "1",
+                   "Content-Length": str(len(body)), "Connection": "close"}.items())
+    try:
+        request.settimeout(1.0)
+        request.sendall(f"HTTP/1.0 503 Service Unavailable\r\n{head}\r\n{body}".encode())
+    except OSError:
+        pass  # the client went away: nothing to tell it
+
+
+@dataclass
+class _Failed:
+    status: HTTPStatus
+    message: str
+
+
+class _Calls:
+    """Runs the handlers' calls to the queue on a few daemon threads, each bounded in
+    time: a call the queue does not answer keeps its thread, never the request."""
+
+    def __init__(self, threads: int, timeout: float) -> None:
+        self._free = threading.BoundedSemaphore(threads)
+        self._timeout = timeout
+
+    def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)``, or a :class:`_Failed` saying why there is no answer."""
+        if not self._free.acquire(blocking=False):
+            return _Failed(HTTPStatus.SERVICE_UNAVAILABLE,
+                           "the queue has not answered earlier calls yet; it may be gone")
+        done = threading.Event()
+        box: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                box["value"] = fn(*args)
+            except BaseException as err:  # handed to the request below
+                box["error"] = err
+            finally:
+                self._free.release()
+                done.set()
+
+        threading.Thread(target=work, name="rayqueue-dashboard-call", daemon=True).start()
+        if not done.wait(self._timeout):
+            return _Failed(HTTPStatus.SERVICE_UNAVAILABLE,
+                           f"the queue did not answer within {self._timeout:g} s; it may "
+                           "be restarting or gone")
+        err = box.get("error")
+        if err is None:
+            return box["value"]
+        if isinstance(err, QueueUnavailableError | ray.exceptions.RayError | OSError):
+            return _Failed(HTTPStatus.SERVICE_UNAVAILABLE,
+                           f"the queue cannot be reached: {type(err).__name__}: {err}")
+        if isinstance(err, RayQueueError | ValueError):
+            return _Failed(HTTPStatus.CONFLICT, f"{type(err).__name__}: {err}")
+        logger.opt(exception=err).error("dashboard call failed: {}", err,
+                                        action="dashboard_call_failed")
+        return _Failed(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(err).__name__}: {err}")
+
+
 class _Handler(BaseHTTPRequestHandler):
     queue: TaskQueue[Any]
     token: str
     page: bytes
+    server: _Server
+    #: per read on the connection: an idle or trickling client is cut off
+    timeout = REQUEST_TIMEOUT_S
+    #: what a request without a version is answered as: with a status line and the
+    #: security headers (HTTP/0.9 answers are a bare body)
+    default_request_version = "HTTP/1.0"
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("dashboard: {}", format % args, action="dashboard_request")
 
     def _trusted(self) -> bool:
         """Only this server's own origin: a page of another site whose host name was
-        rebound to 127.0.0.1 (DNS rebinding) carries its own name in Host."""
-        host = self.headers.get("Host", "")
-        port = self.server.server_address[1]  # type: ignore[index]
-        ok = {f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"}
+        rebound to 127.0.0.1 (DNS rebinding) carries its own name in Host, and a page of
+        another site that posts here carries its own Origin."""
+        port = self.server.server_address[1]
+        hosts = self.server.hosts
+        ok = {f"[{h}]:{port}" if ":" in h else f"{h}:{port}" for h in hosts}
         origin = self.headers.get("Origin")
-        if host not in ok or (origin is not None and origin.split("//")[-1] not in ok):
+        if self.headers.get("Host", "") not in ok or (
+                origin is not None and not _same_origin(origin, hosts, port)):
             self._json(HTTPStatus.FORBIDDEN, {"error": "requests only from this dashboard"})
             return False
         return True
@@ -133,47 +273,71 @@ class _Handler(BaseHTTPRequestHandler):
         if path in ("/", "/index.html"):
             self._send(HTTPStatus.OK, self.page, "text/html; charset=utf-8")
         elif path == "/api/snapshot":
-            self._json(HTTPStatus.OK, self._call(snapshot, self.queue))
+            self._json(HTTPStatus.OK, self.server.calls.run(snapshot, self.queue))
         else:
             self._json(HTTPStatus.NOT_FOUND, {"error": f"no page {self.path}"})
 
     def do_POST(self) -> None:
         if not self._trusted():
             return
-        if not secrets.compare_digest(self.headers.get("X-RQ-Token", ""), self.token):
+        # Bytes on both sides: constant time, and any header (non-ASCII too) compares.
+        given = self.headers.get("X-RQ-Token", "").encode("utf-8", "replace")
+        if not hmac.compare_digest(given, self.token.encode()):
             self._json(HTTPStatus.FORBIDDEN, {"error": "missing or wrong token"})
             return
         parts = self._parts()
         q = self.queue
+        run = self.server.calls.run
         if parts in (["api", "pause"], ["api", "resume"]):
-            self._json(HTTPStatus.OK, self._call(_switch, q, parts[1]))
+            self._json(HTTPStatus.OK, run(_switch, q, parts[1]))
         elif len(parts) == 4 and parts[:2] == ["api", "tasks"] and parts[3] == "retry":
-            self._json(HTTPStatus.OK, self._call(
+            self._json(HTTPStatus.OK, run(
                 lambda: {"message": f"task {parts[2]} is {q.retry_dead(parts[2]).state}"}))
         elif len(parts) == 4 and parts[:2] == ["api", "tasks"] and parts[3] == "cancel":
-            self._json(HTTPStatus.OK, self._call(
+            self._json(HTTPStatus.OK, run(
                 lambda: {"message": f"task {parts[2]} is {q.cancel(parts[2])}"}))
         else:
             self._json(HTTPStatus.NOT_FOUND, {"error": f"no action {self.path}"})
 
-    def _call(self, fn: Any, *args: Any) -> Any:
-        try:
-            return fn(*args)
-        except (RayQueueError, ValueError) as err:
-            return _Failed(f"{type(err).__name__}: {err}")
+    def send_error(self, code: int, message: str | None = None,
+                   explain: str | None = None) -> None:
+        """Every error as JSON with the security headers; a method the dashboard does
+        not have is 405 (the standard library says 501, in HTML)."""
+        headers = {}
+        if code == HTTPStatus.NOT_IMPLEMENTED:
+            code, headers = HTTPStatus.METHOD_NOT_ALLOWED, {"Allow": ALLOWED}
+            message = f"method {self.command} is not allowed here: use {ALLOWED}"
+        self.close_connection = True
+        self._json(HTTPStatus(code), {"error": message or HTTPStatus(code).phrase},
+                   headers)
 
-    def _json(self, status: HTTPStatus, body: Any) -> None:
+    def _json(self, status: HTTPStatus, body: Any,
+              headers: dict[str, str] | None = None) -> None:
         if isinstance(body, _Failed):
-            status, body = HTTPStatus.CONFLICT, {"error": body.message}
-        self._send(status, json.dumps(body).encode(), "application/json")
+            status, body = body.status, {"error": body.message}
+        self._send(status, json.dumps(body).encode(), "application/json", headers)
 
-    def _send(self, status: HTTPStatus, body: bytes, kind: str) -> None:
+    def _send(self, status: HTTPStatus, body: bytes, kind: str,
+              headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
+        for name, value in {**SECURITY_HEADERS, "Content-Type": kind,
+                            "Content-Length": str(len(body)), **(headers or {})}.items():
+            self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+
+def _same_origin(origin: str, hosts: frozenset[str] | set[str], port: int) -> bool:
+    """Whether ``origin`` is exactly ``http://<one of hosts>:<port>`` (parsed, not
+    searched: ``http://evil.com//127.0.0.1:8400`` is evil.com's)."""
+    try:
+        parts = urlsplit(origin)
+        return (parts.scheme == "http" and parts.hostname in hosts and parts.port == port
+                and not (parts.username or parts.password or parts.path or parts.query
+                         or parts.fragment))
+    except ValueError:  # a port that is not a number, or out of range
+        return False
 
 
 def _switch(queue: TaskQueue[Any], action: str) -> dict[str, str]:
@@ -182,8 +346,3 @@ def _switch(queue: TaskQueue[Any], action: str) -> dict[str, str]:
     else:
         queue.resume()
     return {"message": f"queue {queue.name} {action}d"}
-
-
-@dataclass
-class _Failed:
-    message: str

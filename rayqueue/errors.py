@@ -23,6 +23,9 @@
     │   │   └── QueueLostError       ... and will not come back by itself (not retried)
     │   ├── QueueBusyError           too many calls already waiting on the queue actor
     │   └── ResultTimeoutError       a result was not ready within the timeout
+    ├── InvalidArgumentError         an argument or setting a public call cannot use (a ValueError)
+    │   ├── InvalidArgumentTypeError ... of the wrong type (also a TypeError)
+    │   └── InvalidNameError         a queue or task name outside the allowed form
     ├── StorageError                 the journal failed; the operation changed nothing
     │   ├── StorageBusyError         another writer held the journal past the busy timeout
     │   ├── StorageFullError         the disk (or the journal's size cap) is full
@@ -246,6 +249,29 @@ class ResultTimeoutError(QueueError):
         self.task_id = task_id
         self.timeout = timeout
         super().__init__(f"task {task_id!r} did not finish within {timeout}s")
+
+
+class InvalidArgumentError(RayQueueError, ValueError):
+    """An argument or setting that a public call cannot use; nothing was changed.
+
+    A ``ValueError`` too, so ``except ValueError`` written against plain validation
+    keeps working.
+
+    Attributes:
+        argument: the argument's (or setting's) name.
+    """
+
+    def __init__(self, argument: str, message: str) -> None:
+        self.argument = argument
+        super().__init__(f"{argument}: {message}")
+
+
+class InvalidArgumentTypeError(InvalidArgumentError, TypeError):
+    """An argument of the wrong type (a ``TypeError`` as well as a ``ValueError``)."""
+
+
+class InvalidNameError(InvalidArgumentError):
+    """A queue or task name outside the allowed form (see the README, "Names")."""
 
 
 class StorageError(RayQueueError):

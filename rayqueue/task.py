@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import unicodedata
 from collections.abc import Awaitable, Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
@@ -33,11 +34,13 @@ from rayqueue.core.checks import check_new_task
 from rayqueue.core.priority import Priority, validate_priority
 from rayqueue.core.record import NewTask
 from rayqueue.core.retry import RetryPolicy
-from rayqueue.errors import InvalidPayloadError, TaskError, UnknownTaskError
+from rayqueue.errors import InvalidNameError, InvalidPayloadError, TaskError, UnknownTaskError
 
 R = TypeVar("R")
 
 _REGISTRY: dict[str, type[Task[Any]]] = {}
+#: Longest accepted task name.
+MAX_TASK_NAME = 200
 #: Class-level options of a task type; a payload field of one of these names is an error.
 _OPTIONS = frozenset({"task_name", "priority", "retry", "timeout", "pool", "resources"})
 
@@ -132,20 +135,49 @@ def reset_current(token: Token[TaskContext | None]) -> None:
     _CURRENT.reset(token)
 
 
+def check_task_name(name: object) -> str:
+    """``name`` if it can name a task type in the journal, else :class:`InvalidNameError`.
+
+    A task name is a str of 1 to :data:`MAX_TASK_NAME` characters without control
+    characters (NUL, newlines...) or lone surrogates (not valid UTF-8).
+    """
+    if not isinstance(name, str):
+        raise InvalidNameError("task_name", f"a task name is a str, got {name!r}")
+    bad = next((c for c in name if unicodedata.category(c) in ("Cc", "Cs")), None)
+    if not name or len(name) > MAX_TASK_NAME or bad is not None:
+        why = (f"the character {bad!r} is not allowed" if bad is not None
+               else f"it has {len(name)} characters")
+        raise InvalidNameError(
+            "task_name", f"invalid task name {name[:80]!r}{'...' if len(name) > 80 else ''}: "
+            f"{why}; use 1 to {MAX_TASK_NAME} printable characters, e.g. 'shop.payment'")
+    return name
+
+
 def register(cls: type[Task[Any]]) -> None:
     """Register a task class under its ``task_name``.
 
-    Re-registering the same qualified name replaces the old class, so re-running a
-    notebook cell works; two different classes under one name are an error.
+    Registering a class of the same module and qualified name again replaces the old
+    one, so re-running a notebook cell (or reloading a module) works; two classes of
+    different modules or names under one task name are an error
+    (``payments.Charge`` and ``refunds.Charge`` must not share one).
+
+    Raises:
+        InvalidNameError: the class's ``task_name`` is not a valid task name.
+        TaskError: another class is registered under that name.
     """
-    name = cls.task_name
+    name = check_task_name(cls.task_name)
     old = _REGISTRY.get(name)
-    if old is not None and old is not cls and old.__qualname__ != cls.__qualname__:
+    if old is not None and old is not cls and _identity(old) != _identity(cls):
         raise TaskError(
-            f"task name {name!r} is already used by {old.__module__}.{old.__qualname__}; "
-            "set a distinct task_name on one of them"
+            f"task name {name!r} is already used by {'.'.join(_identity(old))}, not "
+            f"{'.'.join(_identity(cls))}; set a distinct task_name on one of them"
         )
     _REGISTRY[name] = cls
+
+
+def _identity(cls: type[Task[Any]]) -> tuple[str, str]:
+    """What makes two class objects the same task type: where it is defined."""
+    return cls.__module__, cls.__qualname__
 
 
 def lookup(name: str) -> type[Task[Any]]:
@@ -249,8 +281,11 @@ def to_new_task(
     if not isinstance(task, Task):
         raise TaskError(f"expected a Task instance, got {type(task).__name__}")
     cls = type(task)
+    name = cls.task_name
+    if _REGISTRY.get(name) is not cls:  # renamed after its definition: check it again
+        check_task_name(name)
     new = NewTask(
-        task_name=cls.task_name,
+        task_name=name,
         payload=encode_payload(task),
         priority=validate_priority(cls.priority if priority is None else priority),
         pool=cls.pool,

@@ -25,6 +25,7 @@ from rayqueue.core.schedule import MisfirePolicy, ScheduleSpec, next_fire, plan_
 from rayqueue.core.stats import QueueStats
 from rayqueue.errors import (
     DuplicateTaskError,
+    InvalidArgumentError,
     InvalidScheduleError,
     InvalidStateError,
     InvalidTaskError,
@@ -67,17 +68,29 @@ class QueueConfig:
     def __post_init__(self) -> None:
         size = self.max_size
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-            raise ValueError(f"max_size must be None or an int >= 1, got {self.max_size!r}")
+            raise InvalidArgumentError("max_size", f"None or an int >= 1, got {size!r}")
+        limit = self.max_payload_bytes
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidArgumentError("max_payload_bytes", f"an int >= 1, got {limit!r}")
         for name in ("lease_ttl", "result_ttl", "misfire_grace", "aging_rate"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+            if not _finite_number(value) or value < 0:
+                raise InvalidArgumentError(name, f"a finite number >= 0, got {value!r}")
         if self.lease_ttl <= 0:
-            raise ValueError(f"lease_ttl must be > 0, got {self.lease_ttl!r}")
-        for name in ("max_payload_bytes", "max_result_bytes"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+            raise InvalidArgumentError("lease_ttl", f"a number > 0, got {self.lease_ttl!r}")
+        limit = self.max_result_bytes
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidArgumentError("max_result_bytes", f"an int >= 1, got {limit!r}")
+
+
+def _finite_number(value: object) -> bool:
+    """An int or float (not a bool) that is finite as a float (10**400 is not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,8 @@ __all__ = [
     "MisfirePolicy",
     "ScheduleSpec",
     "delay_to_seconds",
+    "interval",
+    "misfire_policy",
     "next_fire",
     "plan_fires",
     "spec_from_json",
@@ -48,6 +50,8 @@ _MAX_STEPS = 10_000
 _MAX_RUN_NOW = 1_000
 #: How far past its bound a backward cron search starts; covers any DST shift (at most 2 h).
 _DST_MARGIN = timedelta(hours=3)
+#: Shortest interval of a new periodic schedule (see :func:`interval`).
+MIN_INTERVAL_S = 0.1
 #: Start of the probe that rejects cron expressions that never fire (e.g. ``0 0 30 2 *``).
 _PROBE_START = datetime(2000, 1, 1)
 
@@ -152,6 +156,40 @@ def delay_to_seconds(delay: float | timedelta) -> float:
     return float(seconds)
 
 
+def interval(every: float | timedelta) -> IntervalSpec:
+    """A periodic schedule's ``every=`` (seconds or a timedelta) as an interval.
+
+    Stricter than :class:`IntervalSpec` (which also reads stored schedules): a new
+    schedule fires at most every :data:`MIN_INTERVAL_S` seconds, since the queue looks
+    at its timers every few tens of milliseconds and each run is a journaled task.
+
+    Raises:
+        InvalidScheduleError: not a finite number of seconds of at least MIN_INTERVAL_S.
+    """
+    seconds = every.total_seconds() if isinstance(every, timedelta) else every
+    if not _is_number(seconds) or not _fits_float(seconds) or not (
+            MIN_INTERVAL_S <= seconds < math.inf):
+        raise InvalidScheduleError(
+            f"invalid interval {every!r}: use a finite number of seconds of at least "
+            f"{MIN_INTERVAL_S} (or a timedelta), e.g. every=60"
+        )
+    return IntervalSpec(float(seconds))
+
+
+def misfire_policy(value: object) -> MisfirePolicy:
+    """``value`` (a :class:`MisfirePolicy` or its name) as a policy.
+
+    Raises:
+        InvalidScheduleError: no policy of that name.
+    """
+    try:
+        return MisfirePolicy(value)
+    except ValueError as err:
+        raise InvalidScheduleError(
+            f"unknown misfire policy {value!r}: use 'skip' or 'run_once'"
+        ) from err
+
+
 def next_fire(spec: ScheduleSpec, after: float) -> float:
     """The first fire time strictly after ``after`` (an interval counts from ``after``).
 
@@ -200,12 +238,7 @@ def plan_fires(
     _check_finite("now", now)
     if not _is_number(grace) or not math.isfinite(grace) or grace < 0:
         raise InvalidScheduleError(f"invalid grace {grace!r}: use a finite number of seconds >= 0")
-    try:
-        policy = MisfirePolicy(policy)
-    except ValueError as err:
-        raise InvalidScheduleError(
-            f"unknown misfire policy {policy!r}: use 'skip' or 'run_once'"
-        ) from err
+    policy = misfire_policy(policy)
     if due > now:
         return FirePlan((), due)
     fires: Iterable[float]  # fires in (due, now], latest first
@@ -257,6 +290,16 @@ def spec_from_json(d: Mapping[str, object]) -> ScheduleSpec:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _fits_float(value: float) -> bool:
+    """False for an int too large for a float (10**400), whose comparisons would work
+    but whose arithmetic would raise OverflowError later."""
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
 
 
 def _check_finite(name: str, value: float) -> None:

@@ -21,14 +21,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from rayqueue import settings
+from rayqueue.config import check_queue_name
 from rayqueue.core.record import ScheduleRecord, TaskRecord
 from rayqueue.core.shards import check_shards, shard_of
-from rayqueue.errors import JournalNotFoundError, StorageError
+from rayqueue.errors import InvalidNameError, JournalNotFoundError, StorageError
 from rayqueue.storage.identity import JournalIdentity, fsync_dir
 from rayqueue.storage.sqlite import SQLiteStorage
 
 #: How many records :func:`reshard` writes per transaction.
 BATCH = 5_000
+
+
+def default_journal(name: str) -> str:
+    """The default journal of queue ``name``: ``<name>.sqlite`` in ``$RAYQUEUE_HOME``
+    (absolute, on this node). The name is checked first, so the file is always directly
+    in that directory.
+
+    Raises:
+        InvalidNameError: ``name`` is not a valid queue name.
+    """
+    home = Path(settings.home()).resolve()
+    path = home / f"{check_queue_name(name)}.sqlite"
+    if path.parent != home:  # cannot happen for a valid name; never write elsewhere
+        raise InvalidNameError("name", f"queue name {name!r} leaves the journal directory")
+    return str(path)
 
 
 def shard_journals(path: str, shards: int) -> list[str]:

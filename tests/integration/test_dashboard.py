@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import ray
 
 import rayqueue
 from rayqueue import PoolConfig
@@ -129,6 +131,26 @@ def test_actions_need_the_pages_token(make_queue: MakeQueue) -> None:
         with urllib.request.urlopen(cancel, timeout=10) as reply:
             assert "cancelled" in json.loads(reply.read())["message"]
         assert q.get(odd.id).state == "cancelled"
+    finally:
+        dash.stop()
+
+
+def test_a_gone_queue_answers_503_within_3_s(make_queue: MakeQueue) -> None:
+    """Issue 14, item 12: with the queue actor gone, each poll took ~30 s on a thread."""
+    q = make_queue()  # in memory: a killed queue actor stays dead
+    dash = serve(q, port=0)
+    try:
+        ray.kill(q._actor, no_restart=True)
+        token = dash.server.RequestHandlerClass.token  # type: ignore[attr-defined]
+        for request in (urllib.request.Request(dash.url + "api/snapshot"),
+                        urllib.request.Request(dash.url + "api/pause", method="POST",
+                                               headers={"X-RQ-Token": token})):
+            began = time.monotonic()
+            with pytest.raises(urllib.error.HTTPError) as gone:
+                urllib.request.urlopen(request, timeout=30)
+            assert gone.value.code == 503, request.full_url
+            assert "error" in json.loads(gone.value.read())
+            assert time.monotonic() - began < 3.0, request.full_url
     finally:
         dash.stop()
 

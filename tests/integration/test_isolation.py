@@ -13,7 +13,7 @@ import pytest
 import ray
 
 import rayqueue
-from rayqueue import InvalidTaskError, NewTask, PoolConfig, Task
+from rayqueue import InvalidNameError, InvalidTaskError, NewTask, PoolConfig, Task
 from rayqueue.core.lease import pack_news
 from tests.integration.probe_tasks import BadRetry, Probe
 
@@ -22,12 +22,16 @@ GOOD_THREADS, PER_THREAD = 4, 150
 
 
 class Nameless(Task[int]):
-    """A task class whose name the journal cannot store."""
+    """A task class whose name the journal cannot store (set after the class is
+    defined, which refuses such a name itself)."""
 
-    task_name: ClassVar[str] = None  # type: ignore[assignment]
+    task_name: ClassVar[str] = "tests.isolation.nameless"
 
     def execute(self) -> int:
         return 0
+
+
+Nameless.task_name = None  # type: ignore[assignment]
 
 
 def _enqueue(q: rayqueue.TaskQueue[Any], style: str, tasks: list[Probe],
@@ -69,7 +73,7 @@ def test_one_senders_bad_input_never_fails_another_senders_good_enqueues(
             for task, task_id in ((Probe(), f"bad\ud800{k}"), (Nameless(), None)):
                 try:
                     q.enqueue(task, task_id=task_id)
-                except InvalidTaskError as err:
+                except (InvalidTaskError, InvalidNameError) as err:
                     refused.append(type(err).__name__)
             # Past the client's check, straight to the queue actor: its group commit
             # must refuse this call alone.
