@@ -323,5 +323,22 @@ class JournalCorruptError(StorageError):
         )
 
 
+class JournalInUseError(StorageBusyError):
+    """A journal another live process holds open: a journal has one owner at a time.
+
+    Attributes:
+        path: the journal's main file.
+        owner: what the owner wrote when it took the journal (queue, pid, host, since).
+    """
+
+    def __init__(self, path: str, owner: str) -> None:
+        self.path = path
+        self.owner = owner
+        super().__init__(
+            f"the queue journal at {path!r} is in use by {owner}: a journal has one owner "
+            "at a time, so a second queue (or a second copy of this one) cannot open it. "
+            "Stop that one first, or give this queue its own journal path")
+
+
 class WorkerError(RayQueueError):
     """A worker or pool problem."""

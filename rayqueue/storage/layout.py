@@ -177,6 +177,7 @@ def reshard(journal: str, shards: int, *, durability: Literal["full", "process"]
         for temp, target in zip(temps, targets, strict=True):
             os.replace(temp, target)
             os.replace(temp + ".id", target + ".id")  # a main file alone is still opened
+            Path(temp + ".lock").unlink(missing_ok=True)  # closed: nobody holds it
         fsync_dir(directory)  # the new set is in place before the old one moves
         kept = _aside(files)
         for f, aside in zip(files, kept, strict=True):
@@ -240,5 +241,5 @@ def _aside(files: Sequence[str]) -> list[str]:
 
 def _remove(paths: Sequence[str]) -> None:
     for path in paths:
-        for suffix in ("", "-wal", "-shm", ".id"):
+        for suffix in ("", "-wal", "-shm", ".id", ".lock"):
             Path(path + suffix).unlink(missing_ok=True)

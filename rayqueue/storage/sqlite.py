@@ -26,6 +26,7 @@ from rayqueue.storage.identity import (
     verify,
     write_side,
 )
+from rayqueue.storage.owner import JournalOwner
 
 #: A regular checkpoint folds the write-ahead log into the main file after a commit once
 #: this many seconds have passed since the last one, or the log has grown past
@@ -112,6 +113,25 @@ class SQLiteStorage:
         self._journal_id = ""
         self._meta: dict[str, str] = {}
         self._next_checkpoint = time.monotonic() + CHECKPOINT_EVERY_S
+        # One owner at a time, before a byte is read: a second queue (or a stale copy
+        # of this one) sharing the journal would hand the same tasks out twice.
+        # (A journal that is not there and may not be created is refused by verify,
+        # which leaves no lock file, or directory, behind.)
+        self._owner = JournalOwner(self._path, queue=None if identity is None else
+                                   identity.queue, wait_s=busy_timeout_ms / 1000) if (
+            create or self._path.exists()) else None
+        try:
+            self._open(identity, durability, busy_timeout_ms, create, exclusive)
+        except BaseException:
+            self._release_owner()
+            raise
+
+    def _release_owner(self) -> None:
+        if self._owner is not None:
+            self._owner.release()
+
+    def _open(self, identity: JournalIdentity | None, durability: Literal["full", "process"],
+              busy_timeout_ms: int, create: bool, exclusive: bool) -> None:
         verify(self._path, identity, create)  # raises before any file is touched
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -315,6 +335,7 @@ class SQLiteStorage:
                 logger.bind(action="journal_side_file_failed").warning(
                     "side file of the journal at {} not written on close: {}", self._path, err)
             self._connection.close()
+            self._release_owner()  # only now: the journal is closed
 
     @contextmanager
     def _transaction(

@@ -207,6 +207,7 @@ def test_missing_journal_is_an_error_unless_create(tmp_path: Path) -> None:
 
 def test_another_schema_version_is_refused(journal: SQLiteStorage) -> None:
     journal._connection.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    journal.close()  # one owner at a time: the next open is the queue's restart
     with pytest.raises(StorageError, match="schema version 2"):
         SQLiteStorage(journal.path)
 
