@@ -6,6 +6,8 @@
     ├── TaskError                    problems with a task type or a payload
     │   ├── UnknownTaskError         a task name that no registered class has
     │   ├── InvalidPayloadError      a payload that fails validation
+    │   ├── InvalidTaskError         an id, name or field the journal cannot store (a ValueError)
+    │   ├── InvalidResultError       a result or retry delay that cannot be stored faithfully
     │   ├── PayloadTooLargeError     a payload over the configured byte limit
     │   └── TaskFailedError          the task ran and failed for good (carries remote type/text)
     ├── QueueError                   problems with a queue operation
@@ -28,6 +30,7 @@
     │   └── InvalidNameError         a queue or task name outside the allowed form
     ├── StorageError                 the journal failed; the operation changed nothing
     │   ├── StorageBusyError         another writer held the journal past the busy timeout
+    │   │   └── JournalInUseError    another live process owns the journal (named)
     │   ├── StorageFullError         the disk (or the journal's size cap) is full
     │   ├── JournalNotFoundError     no journal at its path (e.g. the actor moved node)
     │   └── JournalCorruptError      a journal missing a part, damaged, or another queue's
