@@ -39,7 +39,11 @@ from rayqueue.errors import (
 from rayqueue.storage.base import Storage
 from rayqueue.storage.memory import InMemoryStorage
 
-#: Longest accepted task id.
+#: A suspect (its worker died under it) runs alone on an idle worker. Once it has been
+#: ready this long with every worker busy, the next busy worker that claims is given
+#: nothing more until it is idle, and then the suspect: its wait is bounded by this plus
+#: the tasks that worker still holds, not by the backlog (nor by ``lease_ttl``).
+SUSPECT_WAIT_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +145,8 @@ class QueueCore:
         #: leases handed out ahead of lower-priority ready work whose start the worker
         #: has not confirmed: task id -> (pool, priority, lease token)
         self._unconfirmed: dict[str, tuple[str, int, int]] = {}
+        #: per pool, the worker being emptied for a waiting suspect: (worker, task id)
+        self._emptying: dict[str, tuple[str, str]] = {}
         #: pools where a claim got nothing because of an unconfirmed start
         self._held_back: set[str] = set()
         self._leased_counts: Counter[str] = Counter()
@@ -290,6 +296,8 @@ class QueueCore:
         index = self._ready.get(pool)
         if not index or self._paused:
             return []
+        if not idle and self._emptying_for_suspect(pool, worker):
+            return []  # this worker empties, so that a waiting suspect can run alone
         ttl = self.config.lease_ttl
         bar = self._unconfirmed_top(pool)
         batch = _Batch()
@@ -334,6 +342,12 @@ class QueueCore:
             if rec.lost_attempts:
                 if batch.tasks or not (idle or now - rec.due_at > ttl):
                     skipped.append(rec)
+                    if not batch.tasks and now - rec.due_at >= SUSPECT_WAIT_S and (
+                            pool not in self._emptying):
+                        # It has waited long enough for an idle worker: this one gets
+                        # nothing more until it is idle, and then the suspect.
+                        self._emptying[pool] = (worker, rec.id)
+                        break
                     continue
                 max_n, prefetch = 1, 0  # the suspect runs alone
             batch.tasks.append(
@@ -369,6 +383,18 @@ class QueueCore:
                   now + ttl, r.timeout, r.retry, r.lost_attempts > 0, r.id in marked)
             for r in batch.tasks
         ]
+
+    def _emptying_for_suspect(self, pool: str, worker: str) -> bool:
+        """Whether ``worker`` is the one emptied for a suspect of ``pool`` that is still
+        waiting (a reservation whose suspect ran or ended elsewhere is dropped)."""
+        held = self._emptying.get(pool)
+        if held is None:
+            return False
+        rec = self._tasks.get(held[1])
+        if rec is None or rec.state is not TaskState.READY or not rec.lost_attempts:
+            del self._emptying[pool]
+            return False
+        return held[0] == worker
 
     def started(self, task_ids: Iterable[str]) -> None:
         """A worker confirms that these leases (marked ``confirm``) have started."""
@@ -529,6 +555,9 @@ class QueueCore:
         ids = sorted(self._by_worker.get(worker, ()))
         batch = _Batch(tasks=[self._after_loss(self._tasks[i], now) for i in ids])
         self._commit(batch)
+        for pool, (emptied, _) in list(self._emptying.items()):
+            if emptied == worker:  # the next busy claimer of the pool is emptied instead
+                del self._emptying[pool]
         return ids
 
     def _after_failure(self, rec: TaskRecord, failure: Failure, now: float) -> TaskRecord:

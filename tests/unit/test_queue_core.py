@@ -534,6 +534,49 @@ def test_a_suspect_runs_alone_on_an_idle_worker(core: QueueCore, clock: FakeCloc
     assert [x.task_id for x in core.claim("w3", 3, clock.now(), idle=False)] == ["s"]
 
 
+def test_a_waiting_suspect_gets_a_worker_emptied_for_it_within_a_bound(
+        core: QueueCore, clock: FakeClock) -> None:
+    """Issue 13, item 6: with every worker busy and a backlog of lower work, a suspect
+    no longer waits for lease_ttl (or the backlog): after SUSPECT_WAIT_S the next busy
+    claimer is emptied for it, and gets it once idle; the others go on with the backlog."""
+    from rayqueue.core.queue import SUSPECT_WAIT_S
+
+    core.enqueue_many([new(task_id="s", priority=90)], clock.now())
+    core.claim("w1", 1, clock.now())
+    core.worker_lost("w1", clock.now())  # "s" is now a suspect
+    core.enqueue_many([new(task_id=f"low{i}", priority=10) for i in range(20)], clock.now())
+    clock.set(core.get("s").due_at)
+    core.tick(clock.now())
+    assert [x.task_id for x in core.claim("w2", 2, clock.now(), idle=False)] == [
+        "low0", "low1"]  # within the wait, busy workers go on with the backlog
+    clock.advance(SUSPECT_WAIT_S)
+    assert core.claim("w2", 2, clock.now(), idle=False) == []  # w2 is emptied for it
+    assert core.claim("w2", 0, clock.now(), idle=False, prefetch=5) == []  # still emptying
+    assert [x.task_id for x in core.claim("w3", 1, clock.now(), idle=False)] == ["low2"]
+    got = core.claim("w2", 2, clock.now(), idle=True)  # w2 ran down to nothing
+    assert [x.task_id for x in got] == ["s"] and got[0].suspect
+    assert clock.now() - core.get("s").due_at < core.config.lease_ttl
+    core.release("low2", core.get("low2").lease_token, clock.now())
+    assert [x.task_id for x in core.claim("w3", 1, clock.now(), idle=False)] == ["low2"]
+
+
+def test_the_worker_emptied_for_a_suspect_dying_passes_the_turn_on(
+        core: QueueCore, clock: FakeClock) -> None:
+    from rayqueue.core.queue import SUSPECT_WAIT_S
+
+    core.enqueue_many([new(task_id="s", priority=90)], clock.now())
+    core.claim("w1", 1, clock.now())
+    core.worker_lost("w1", clock.now())
+    core.enqueue_many([new(task_id=f"low{i}", priority=10) for i in range(5)], clock.now())
+    clock.set(core.get("s").due_at + SUSPECT_WAIT_S)
+    core.tick(clock.now())
+    assert core.claim("w2", 1, clock.now(), idle=False) == []  # w2 is emptied for "s"
+    assert [x.task_id for x in core.claim("w3", 1, clock.now(), idle=False)] == ["low0"]
+    core.worker_lost("w2", clock.now())
+    assert core.claim("w3", 1, clock.now(), idle=False) == []  # now w3 empties for it
+    assert [x.task_id for x in core.claim("w3", 1, clock.now(), idle=True)] == ["s"]
+
+
 def test_reconcile_returns_leases_whose_claim_reply_was_lost(core: QueueCore,
                                                               clock: FakeClock) -> None:
     core.enqueue_many([new(task_id="a"), new(task_id="b"), new(task_id="c")], clock.now())
