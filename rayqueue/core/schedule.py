@@ -289,7 +289,10 @@ def spec_from_json(d: Mapping[str, object]) -> ScheduleSpec:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """An int or float, not a bool, that a float can hold (so math.isfinite and
+    arithmetic on it never raise OverflowError: 10**400 is refused like NaN)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and _fits_float(
+        value)
 
 
 def _fits_float(value: float) -> bool:
