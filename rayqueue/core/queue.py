@@ -981,14 +981,14 @@ def _check_id(task_id: object) -> str:
 
 
 def _check_delay(delay: float) -> float:
-    if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not (
-        math.isfinite(delay) and delay >= 0
-    ):
-        raise InvalidScheduleError(f"delay must be finite seconds >= 0, got {delay!r}")
-    return float(delay)
+    value = finite(delay)  # None for bools, text, NaN, infinities and 10**400
+    if value is None or value < 0:
+        raise InvalidScheduleError(f"delay must be finite seconds >= 0, got {delay!r:.80}")
+    return value
 
 
 def _check_time(when: float) -> float:
-    if isinstance(when, bool) or not isinstance(when, (int, float)) or not math.isfinite(when):
-        raise InvalidScheduleError(f"run_at must be finite epoch seconds, got {when!r}")
-    return float(when)
+    value = finite(when)
+    if value is None:
+        raise InvalidScheduleError(f"run_at must be finite epoch seconds, got {when!r:.80}")
+    return value
