@@ -29,8 +29,10 @@ from rayqueue.storage.identity import (
 from rayqueue.storage.owner import JournalOwner
 
 #: A regular checkpoint folds the write-ahead log into the main file after a commit once
-#: this many seconds have passed since the last one, or the log has grown past
-#: CHECKPOINT_WAL_BYTES (which is also the size the log file is cut back to).
+#: this many seconds have passed since the last one, or the log file has grown past
+#: CHECKPOINT_WAL_BYTES. SQLite cuts the file back to half of that when it starts the log
+#: over: cut back to the bound itself, the file would stay at the bound and every commit
+#: would checkpoint (and rewrite the side file, with two fsyncs).
 CHECKPOINT_EVERY_S = 5.0
 CHECKPOINT_WAL_BYTES = 4 << 20
 
@@ -183,7 +185,7 @@ class SQLiteStorage:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             conn.execute(f"PRAGMA synchronous = {synchronous}")
             # A checkpointed log is cut back to this size, not left at its largest.
-            conn.execute(f"PRAGMA journal_size_limit = {CHECKPOINT_WAL_BYTES}")
+            conn.execute(f"PRAGMA journal_size_limit = {CHECKPOINT_WAL_BYTES // 2}")
         except sqlite3.Error as err:
             raise _translate(err, f"opening the journal at {str(self._path)!r}") from err
         if str(mode).lower() != "wal":
