@@ -19,7 +19,13 @@ import ray
 import rayqueue
 from rayqueue import PoolConfig, QueueConfig
 from tests.faults import ledger
-from tests.faults.conftest import injected_faults, ray_logs_with, settle, wait_gone
+from tests.faults.conftest import (
+    in_queue_actor,
+    injected_faults,
+    ray_logs_with,
+    settle,
+    wait_gone,
+)
 from tests.faults.ledger_tasks import SlowRetry, Work
 from tests.ray_fixtures import wait_for
 
@@ -216,6 +222,14 @@ def test_16_storage_faults_never_lose_or_duplicate(make_queue: MakeQueue, ledger
         injected, refused)
     assert sum(injected.values()) >= 20, (injected, refused)
     assert history.problems() == {}
+    # What the queue answered is what its journal holds: reloaded from the journal (as a
+    # restart would, faults off), every terminal record reads the same.
+    ids = [h.id for h in handles]
+    answered = [i for i in q.get_many(ids) if i]
+    in_queue_actor(q, lambda actor: setattr(actor._storage, "armed", False))
+    ray.get(q._actor.recover_now.remote())
+    assert ledger.check(ledger_path, answered,
+                        later=[i for i in q.get_many(ids) if i]).problems() == {}
     assert history.duplicates <= sum(1 for i in q.get_many([h.id for h in handles])
                                      if i and i.lost_attempts)
     assert len(ray.get(q._actor.debug_task_ids.remote())) == 500  # no duplicate rows
