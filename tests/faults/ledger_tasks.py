@@ -27,6 +27,8 @@ class Work(Task[int]):
     ``how`` makes an attempt misbehave: ``os_exit``, ``sigkill``, ``sys_exit``,
     ``keyboard``, ``system_exit``, ``hang``, ``leak``, ``base_exc``, ``bad_reduce``,
     ``lock_exc``, ``huge_msg``; ``how_times`` bounds on how many first attempts.
+    ``distinct``: return ``value * 1000 + attempt``, so that the result shows which
+    attempt's ack the queue kept (a zombie's late ack would be visible).
     """
 
     retry: ClassVar[RetryPolicy] = POLICY
@@ -37,6 +39,7 @@ class Work(Task[int]):
     first_seconds: float = 0.0
     how: str = ""
     how_times: int = 1_000
+    distinct: bool = False
 
     def execute(self) -> int:
         ctx = current()
@@ -50,8 +53,9 @@ class Work(Task[int]):
         except BaseException:
             ledger.end(self.ledger, row, "error")
             raise
-        ledger.end(self.ledger, row, "ok")
-        return self.value
+        result = self.value * 1000 + ctx.attempt if self.distinct else self.value
+        ledger.end(self.ledger, row, "ok", result)
+        return result
 
 
 class Hangs(Work):

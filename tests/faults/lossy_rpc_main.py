@@ -7,8 +7,10 @@ Usage: RAY_testing_rpc_failure=... python lossy_rpc_main.py TMP_DIR
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import ray
@@ -24,29 +26,58 @@ TOTAL = 300
 
 def main(tmp: str) -> None:
     cloudpickle.register_pickle_by_value(ledger_tasks)
+    temp = tempfile.mkdtemp(prefix="rqlossy-", dir="/tmp")
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
-             _temp_dir=tempfile.mkdtemp(prefix="rqlossy-", dir="/tmp"))
+             _temp_dir=temp)
+    session = ray._private.worker._global_node.get_session_dir_path()
     path = str(Path(tmp) / "ledger.sqlite")
     q = rayqueue.init("lossy", journal=str(Path(tmp) / "q.sqlite"),
                       config=QueueConfig(lease_ttl=3), heartbeat_s=0.5,
                       pools=[PoolConfig(min_workers=2, max_workers=2, concurrency=2)])
     handles = []
+    # Half with the caller's ids, half with ids the client makes: a retried enqueue must
+    # not add a second task either way.
     for start in range(0, TOTAL, 20):
-        ids = [f"l{i}" for i in range(start, start + 20)]
-        handles += q.enqueue_many([Work(ledger=path, value=i) for i in range(20)], task_ids=ids)
+        tasks = [Work(ledger=path, value=i) for i in range(start, start + 20)]
+        ids = [f"l{i}" for i in range(start, start + 20)] if start < TOTAL // 2 else None
+        handles += q.enqueue_many(tasks, task_ids=ids)
     infos = [i for i in q._wait([h.id for h in handles], 240) if i]
-    history = ledger.check(path, infos)
+    expected = {h.id: i for i, h in enumerate(handles)}
+    history = ledger.check(path, infos, expected=expected)
+    runs = Counter(r["result"] for r in ledger.rows(path) if r["outcome"] == "ok")
     print(json.dumps({
         "total": TOTAL,
+        "handles": len(handles),
         "states": dict(history.states),
-        "unique_ids": len(set(q._read("debug_task_ids"))),
-        "lost": len(history.lost),
-        "undercounted": len(history.undercounted),
+        # Tasks in the queue: TOTAL, or a retried enqueue made a second one.
+        "queue_tasks": len(q._read("debug_task_ids")),
+        # Values run more than once (each task has its own value).
+        "values_run_twice": sorted(int(v) for v, n in runs.items() if n > 1),
+        "problems": history.problems(),
         "duplicates": history.duplicates,
+        "injected": _injected(session),
         "dead": [(i.reason, i.error_type, i.lost_attempts) for i in infos if i.state == "dead"],
     }), flush=True)
     q.shutdown(timeout=2)
     ray.shutdown()
+    with sqlite3.connect(str(Path(tmp) / "q.sqlite")) as conn:  # the journal itself
+        (rows,) = conn.execute("SELECT COUNT(*) FROM tasks").fetchone()
+    print(json.dumps({"journal_rows": rows}), flush=True)
+
+
+def _injected(session: str) -> dict[str, int]:
+    """RPC failures Ray reports it injected, by kind, from every process's log."""
+    kinds = {"request": "Inject RPC request failure",
+             "response": "Inject RPC response failure for",
+             "in_flight": "Inject RPC response failure while request in flight"}
+    counts = dict.fromkeys(kinds, 0)
+    for log in Path(session, "logs").glob("*"):
+        if log.is_file():
+            with open(log, errors="replace") as f:
+                for line in f:
+                    for kind, text in kinds.items():
+                        counts[kind] += text in line
+    return counts
 
 
 if __name__ == "__main__":

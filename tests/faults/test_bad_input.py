@@ -205,6 +205,7 @@ def test_29_security_defaults(make_queue: MakeQueue, ledger_path: str,
     assert done.result(timeout=30) == 1
     assert journal.stat().st_mode & 0o777 == 0o600
     name = q.name
+    q.retry_timeout = 1.0  # the fixture's second shutdown at teardown would retry 30 s
     q.shutdown(timeout=1)
     # Rows written behind rayqueue's back: a pickled payload, and an unknown task name.
     conn = sqlite3.connect(journal)

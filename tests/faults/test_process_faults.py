@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import Callable
@@ -13,7 +14,7 @@ import ray
 import rayqueue
 from rayqueue import PoolConfig, QueueConfig
 from tests.faults import ledger
-from tests.faults.conftest import pid_of_worker, settle
+from tests.faults.conftest import alive, pid_of_worker, ray_logs_with, settle, values, wait_gone
 from tests.faults.ledger_tasks import Hangs, Work
 from tests.ray_fixtures import wait_for
 
@@ -30,20 +31,22 @@ def _leased(q: rayqueue.TaskQueue[Any], ids: list[str]) -> rayqueue.TaskInfo:
 @pytest.mark.parametrize("how", ["sigkill", "ray_kill"])
 def test_1_worker_killed_mid_task(make_queue: MakeQueue, ledger_path: str, how: str) -> None:
     q = make_queue(pools=[TWO], config=FAST, heartbeat_s=0.5)
-    handles = q.enqueue_many([Work(ledger=ledger_path, value=i, seconds=0.2)
-                              for i in range(40)])
+    tasks = [Work(ledger=ledger_path, value=i, seconds=0.2) for i in range(40)]
+    handles = q.enqueue_many(tasks)
     ids = [h.id for h in handles]
     wait_for(lambda: sum(1 for i in q.get_many(ids) if i and i.state == "succeeded") >= 10,
              what="10 completions")
     victim = _leased(q, ids)
+    pid = pid_of_worker(q, victim.worker or "")
     if how == "sigkill":
-        os.kill(pid_of_worker(q, victim.worker or ""), signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)
     else:
         handle = next(w for w in ray.get(q._pool.debug_handles.remote())
                       if w[0] == victim.worker)[1]
         ray.kill(handle, no_restart=True)
-    history = settle(q, handles, ledger_path)
-    assert history.lost == [] and history.undercounted == []
+    wait_gone([pid], what="the killed worker's process")  # the fault happened
+    history = settle(q, handles, ledger_path, expected=values(handles, tasks))
+    assert history.problems() == {}
     assert all(history.executions[i] >= 1 for i in ids)
     assert history.duplicates <= 1
     killed = q.get(victim.id)
@@ -61,15 +64,22 @@ def test_2_task_terminates_itself(make_queue: MakeQueue, ledger_path: str, how: 
     assert handle.result(timeout=60) == 1  # the second attempt succeeds
     info = q.get(handle.id)
     assert info.attempts == 2
+    first, second = ledger.rows(ledger_path)
+    assert (first["attempt"], second["attempt"]) == (1, 2)
+    assert first["outcome"] != "ok"  # the misbehaviour did happen, on the first attempt
     if how in ("os_exit", "sigkill"):
+        wait_gone([first["pid"]], what="the process the task killed")
+        assert second["pid"] != first["pid"]
         assert info.lost_attempts == 1  # the process died: a lost attempt
     else:
+        assert first["outcome"] == "error" and second["pid"] == first["pid"]
+        assert alive(first["pid"])
         # Caught: the same worker survived and the attempt counted as a failure.
         assert info.lost_attempts == 0
         assert info.error_type in ("SystemExit", "KeyboardInterrupt")
         assert [w.id for w in q.workers()] == [worker]
-    history = ledger.check(ledger_path, [info])
-    assert history.duplicates == 0 and history.lost == []
+    history = ledger.check(ledger_path, [info], expected={handle.id: 1})
+    assert history.duplicates == 0 and history.problems() == {}
 
 
 def test_3_poison_pill_dies_after_three_lost_attempts(make_queue: MakeQueue,
@@ -81,9 +91,13 @@ def test_3_poison_pill_dies_after_three_lost_attempts(make_queue: MakeQueue,
         poison.result(timeout=90)
     dead = q.get(poison.id)
     assert dead.state == "dead" and dead.reason == "worker_lost" and dead.lost_attempts == 3
-    assert ledger.starts(ledger_path, poison.id) == 3  # no 4th attempt ever started
-    history = settle(q, healthy, ledger_path)
-    assert history.lost == [] and history.states["succeeded"] == 100
+    poisoned = [r for r in ledger.rows(ledger_path) if r["task_id"] == poison.id]
+    assert len(poisoned) == 3  # no 4th attempt ever started
+    pids = {r["pid"] for r in poisoned}
+    assert len(pids) == 3  # each attempt killed its own worker...
+    wait_gone(pids, what="the three workers the poison task killed")  # ...for real
+    history = settle(q, healthy, ledger_path, expected={h.id: i for i, h in enumerate(healthy)})
+    assert history.problems() == {} and history.states["succeeded"] == 100
     pools = wait_for(lambda: (m := q.metrics()).pools and m.pools[0].deaths >= 3 and m.pools,
                      what="three deaths counted")
     assert pools[0].deaths == 3
@@ -100,26 +114,54 @@ def test_4_hung_task_is_killed_then_dead_by_timeout(make_queue: MakeQueue,
     info = q.get(hung.id)
     assert info.reason == "timeout" and info.attempts == 2
     assert info.error_type == "TaskTimeoutError"
-    results = [r for r in ledger.rows(ledger_path) if r["task_id"] == hung.id]
-    assert len(results) == 2 and all(r["outcome"] == "started" for r in results)
+    attempts = [r for r in ledger.rows(ledger_path) if r["task_id"] == hung.id]
+    assert [r["attempt"] for r in attempts] == [1, 2]  # both attempts did start
+    # The pool killed each hung attempt's worker (a thread cannot be interrupted): the
+    # processes that ran them are gone, so neither attempt can finish or ack later...
+    wait_gone({r["pid"] for r in attempts}, what="the hung attempts' workers killed")
+    # ...and, read after they are gone, neither left a result.
+    assert [(r["outcome"], r["end_ts"], r["result"])
+            for r in ledger.rows(ledger_path) if r["task_id"] == hung.id] == [
+        ("started", None, None)] * 2
+    # Replacements were spawned: the pool is back at its minimum on a new process.
+    spare = wait_for(lambda: [w for w in q.workers() if w.state == "running" and w.pid
+                              and w.pid not in {r["pid"] for r in attempts}],
+                     what="a replacement worker")
+    assert spare
 
 
 def test_5_zombie_worker_is_fenced(make_queue: MakeQueue, ledger_path: str) -> None:
     q = make_queue(pools=[TWO], config=FAST, heartbeat_s=0.5)
-    handle = q.enqueue(Work(ledger=ledger_path, value=5, first_seconds=3.0))
+    # Attempts return 5001, 5002: the stored result says whose ack the queue kept. The
+    # second attempt runs longer than the zombie needs to finish after SIGCONT, so the
+    # zombie's late ack arrives while attempt 2 holds the lease (token check), and the
+    # read at the end comes after attempt 2's ack (terminal state check).
+    handle = q.enqueue(Work(ledger=ledger_path, value=5, first_seconds=3.0, seconds=1.5,
+                            distinct=True))
     first = _leased(q, [handle.id])
+    wait_for(lambda: ledger.starts(ledger_path, handle.id) == 1, what="attempt 1 running")
     pid = pid_of_worker(q, first.worker or "")
     os.kill(pid, signal.SIGSTOP)
     try:
-        wait_for(lambda: q.get(handle.id).attempts >= 2,
+        wait_for(lambda: _state(pid) == "T", what="the worker stopped")  # a zombie now
+        wait_for(lambda: ledger.starts(ledger_path, handle.id) >= 2,
                  what="the task re-leased to the other worker")
     finally:
         os.kill(pid, signal.SIGCONT)
-    assert handle.result(timeout=60) == 5
+    zombie = wait_for(lambda: next((r for r in ledger.rows(ledger_path)
+                                    if r["attempt"] == 1 and r["outcome"] == "ok"), None),
+                      what="the zombie's attempt finished")
+    assert zombie["pid"] == pid and json.loads(zombie["result"]) == 5001
+    assert handle.result(timeout=60) == 5002  # attempt 2's value, not the zombie's
     info = q.get(handle.id)
     assert info.attempts == 2 and info.lost_attempts == 1
-    history = ledger.check(ledger_path, [info])
-    assert history.lost == [] and history.duplicates <= 1
+    # The zombie's late ack reached the queue and was fenced; read again after it, the
+    # terminal record is the same.
+    wait_for(lambda: ray_logs_with("stale report ignored", handle.id), timeout=30,
+             what="the zombie's late ack refused")
+    history = ledger.check(ledger_path, [info], expected={handle.id: 5002},
+                           later=[q.get(handle.id)])
+    assert history.problems() == {} and history.duplicates == 1  # the known window
 
 
 def test_9_pool_manager_dies_and_reconciles(make_queue: MakeQueue, ledger_path: str) -> None:
@@ -133,19 +175,21 @@ def test_9_pool_manager_dies_and_reconciles(make_queue: MakeQueue, ledger_path: 
     old_pids = [w.pid for w in q.workers() if w.pid]
     manager_pid = ray.get(q._pool.pid.remote())
     os.kill(manager_pid, signal.SIGKILL)
-    history = settle(q, handles, ledger_path)
-    assert history.lost == [] and history.undercounted == []
+    wait_gone([manager_pid], what="the pool manager's process")
+    history = settle(q, handles, ledger_path, expected={h.id: i for i, h in enumerate(handles)})
+    assert history.problems() == {}
     assert history.duplicates <= 4  # at most the tasks in flight at the kill
     # Workers are owned by the manager and die with it; the restarted one makes new ones.
-    wait_for(lambda: not any(_alive(p) for p in old_pids), what="old workers gone")
+    wait_gone(old_pids, what="old workers gone")
     new = wait_for(lambda: len(w := q.workers()) == 4 and w, what="four new workers")
     assert not {w.pid for w in new} & set(old_pids)
     assert ray.get(q._pool.pid.remote()) != manager_pid
 
 
-def _alive(pid: int) -> bool:
+def _state(pid: int) -> str:
+    """The process state letter (R, S, T for stopped...), or "" once it is gone."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""

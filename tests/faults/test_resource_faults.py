@@ -49,8 +49,18 @@ def test_8_lossy_rpc_loses_nothing(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True,
                           text=True, timeout=300, check=False, env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert summary["states"] == {"succeeded": summary["total"]}
-    assert summary["unique_ids"] == summary["total"]  # idempotent enqueue under loss
-    assert summary["lost"] == 0 and summary["undercounted"] == 0
-    assert summary["duplicates"] <= 20  # bounded by the injected failures (20 a process)
+    *_, line, last = proc.stdout.strip().splitlines()
+    summary, journal = json.loads(line), json.loads(last)
+    # Ray did drop calls: its own log lines for each injected failure, of both kinds.
+    injected = summary["injected"]
+    assert injected["request"] > 0 and injected["response"] + injected["in_flight"] > 0, (
+        summary)
+    assert summary["handles"] == summary["total"]
+    assert summary["states"] == {"succeeded": summary["total"]}, summary
+    assert summary["problems"] == {}, summary  # lost, dead, results, overwrites...
+    # Idempotent enqueue under loss: no second task, no second journal row, for ids given
+    # by the caller or made by the client.
+    assert summary["queue_tasks"] == summary["total"] == journal["journal_rows"], (summary, journal)
+    # Replayed reports are idempotent; re-runs come only from a lost claim reply or a
+    # lease that expired, bounded by the injected failures (20 a process).
+    assert len(summary["values_run_twice"]) <= summary["duplicates"] <= 20, summary

@@ -82,12 +82,26 @@ def test_11_pinned_journal_node_lost_then_back(cluster: Cluster, tmp_path: Path)
     # running it while the queue is down, and none of it can be reported.
     q.pause()
     in_flight = q.stats().by_state["leased"]
+    unfinished = q.stats().size
+    assert unfinished > 0
+    pid = ray.get(q._actor.pid.remote())
 
     cluster.remove_node(x, allow_graceful=False)
     # Down, and saying so: not an empty queue, not 30 s of silent retries.
-    # Its process outlives the raylet by a moment; then Ray cannot place it anywhere.
+    # Its process outlives the raylet by a moment (answering as it was, or less what
+    # the workers finish meanwhile); then Ray cannot place it anywhere.
+    answers: list[int] = []
+
+    def reported_lost() -> bool:
+        answers.append(q.stats().size)  # raises QueueLostError once it is down
+        return False
+
     with pytest.raises(rayqueue.QueueLostError, match="bring that node"):
-        wait_for(lambda: q.stats() and False, timeout=60, what="the queue reported lost")
+        wait_for(reported_lost, timeout=60, what="the queue reported lost")
+    assert all(0 < size <= unfinished for size in answers), answers  # never empty
+    # The fault happened: X is dead to Ray, and the queue actor's process with it.
+    assert x_id not in {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    wait_for(lambda: not _alive(pid), timeout=30, what="the queue actor's process gone")
 
     # X's disk is back (same path, a new raylet): init recovers from the journal.
     _, x2_id = _node_x(cluster)
@@ -96,8 +110,9 @@ def test_11_pinned_journal_node_lost_then_back(cluster: Cluster, tmp_path: Path)
     try:
         infos = again._wait(ids, 180)
         assert all(i is not None for i in infos)
-        history = ledger.check(path, [i for i in infos if i is not None])
-        assert history.lost == [] and history.undercounted == []
+        history = ledger.check(path, [i for i in infos if i is not None],
+                               expected={h.id: i for i, h in enumerate(handles)})
+        assert history.problems() == {}
         assert history.states == {"succeeded": 300}
         # Re-runs: only what the workers held when X died (RELIABILITY: D is bounded by
         # the in-flight tasks of the faulted component).
@@ -133,10 +148,20 @@ def test_11_misconfigured_queue_restarted_elsewhere_fails_fast(cluster: Cluster,
     q.enqueue_many([Work(ledger=str(tmp_path / "l.sqlite"), value=i) for i in range(50)])
     assert q.stats().size == 50
 
+    pid = ray.get(actor.pid.remote())
     shutil.rmtree(disk)  # X's local disk goes with it (the open file lives on meanwhile)
     cluster.remove_node(x, allow_graceful=False)
+    wait_for(lambda: not _alive(pid), timeout=30, what="the queue actor on X gone")
     with pytest.raises(rayqueue.JournalNotFoundError) as err:
         # Restarted on the head, it refuses to serve an empty queue.
         wait_for(lambda: q.stats().size != 50, timeout=60, what="the restart")
     assert err.value.path == str(disk / f"{name}.sqlite")
     ray.kill(actor, no_restart=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

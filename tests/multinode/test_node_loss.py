@@ -55,14 +55,21 @@ def test_10_worker_node_lost_mid_run(cluster: Cluster, tmp_path: Path) -> None:
         ids = [h.id for h in handles]
         wait_for(lambda: sum(1 for i in q.get_many(ids) if i and i.state == "succeeded")
                  >= 60, timeout=120, what="60 completions")
+        victim_pids = [w.pid for w in workers if w.id in on_victim and w.pid]
+        raylet = victim_node.all_processes["raylet"][0].process.pid
         cluster.remove_node(victim_node, allow_graceful=False)
+        # The fault happened: node 1's raylet and its workers' processes are gone.
+        wait_for(lambda: not any(_alive(p) for p in [raylet, *victim_pids]), timeout=60,
+                 what="node 1's processes gone")
+        assert victim_pids
         wait_for(lambda: not any(w.id in on_victim for w in q.workers()), timeout=60,
                  what="the lost node's workers replaced")
         cluster.add_node(num_cpus=1)
         infos = q._wait(ids, 180)
-        history = ledger.check(path, [i for i in infos if i is not None])
+        history = ledger.check(path, [i for i in infos if i is not None],
+                               expected={h.id: i for i, h in enumerate(handles)})
         assert all(i is not None for i in infos)
-        assert history.lost == [] and history.undercounted == []
+        assert history.problems() == {}
         # Duplicates: tasks node 1 had run but not yet reported (at most one running and
         # one finished-unreported per single-slot worker there).
         assert history.duplicates <= 2 * len(on_victim), history.duplicates
@@ -74,3 +81,11 @@ def test_10_worker_node_lost_mid_run(cluster: Cluster, tmp_path: Path) -> None:
         assert victim_node.node_id not in {w.node_id for w in placed}
     finally:
         q.shutdown(timeout=5)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
