@@ -27,6 +27,12 @@ from rayqueue.errors import (
     StorageFullError,
 )
 
+#: Longest wait for an answer beyond what a call may rightly park (its ``hold``). Ray
+#: can lose a request or its reply, and the reference then never resolves; a call not
+#: answered in time is treated as unanswered and retried (every retried call here is
+#: idempotent), so one lost reply cannot hang a producer for good.
+ANSWER_TIMEOUT_S = 30.0
+
 #: Calls one client handle may have waiting on the queue actor before QueueBusyError:
 #: a flood of producers meets a typed error, not an unbounded backlog in the actor.
 MAX_PENDING_CALLS = 1_000
@@ -142,7 +148,7 @@ def _retrying(call: Callable[[], Any], timeout: float, *, hold: float = 0.0,
     while True:
         began = time.monotonic()
         try:
-            return _get(_submit(call))
+            return _get(_submit(call), timeout=hold + ANSWER_TIMEOUT_S)
         except retry_on as err:
             time.sleep(budget.after(began, err))  # backing off between retries
 
@@ -176,7 +182,7 @@ def _retrying_all(calls: Sequence[Callable[[], Any]], timeout: float, *, hold: f
             try:
                 if ref is None:
                     raise QueueBusyError("refused at submission")
-                out.append(_get(ref))
+                out.append(_get(ref, timeout=hold + ANSWER_TIMEOUT_S))
             except _retryable(retry_full):
                 start = time.monotonic()
                 try:
@@ -200,9 +206,12 @@ def _submit(call: Callable[[], Any]) -> Any:
         raise _translate(err) from None
 
 
-async def _aget(ref: Any) -> Any:
+async def _aget(ref: Any, timeout: float | None = None) -> Any:
     try:
-        return await ref
+        return await (ref if timeout is None else asyncio.wait_for(ref, timeout))
+    except asyncio.TimeoutError:
+        raise _translate(ray.exceptions.GetTimeoutError(
+            f"no answer in {timeout:.0f} s (a lost request or reply)")) from None
     except ray.exceptions.RayError as err:
         raise _translate(err) from None
 
@@ -213,6 +222,6 @@ async def _aretrying(call: Callable[[], Any], timeout: float, *, hold: float = 0
     while True:
         began = time.monotonic()
         try:
-            return await _aget(_submit(call))
+            return await _aget(_submit(call), hold + ANSWER_TIMEOUT_S)
         except _retryable(False) as err:
             await asyncio.sleep(budget.after(began, err))

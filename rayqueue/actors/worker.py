@@ -55,6 +55,12 @@ MAX_PREFETCH = 500
 REPORT_DELAY_S = 0.05
 #: ... unless this many are waiting already.
 REPORT_BATCH = 256
+#: Longest wait for the queue's answer to any call (a claim waits its long-poll more).
+#: Ray can lose a request or its reply (a network fault, an injected RPC failure) and
+#: the reference then never resolves: without a deadline one lost reply idles the
+#: worker for good. A call that times out is treated as failed and made again; what
+#: it did is reconciled (``held`` on the next claim) or fenced (a repeated outcome).
+CALL_TIMEOUT_S = 30.0
 #: While its runner threads hold tasks, the loop takes their outcomes at least this
 #: often (between the wake-ups for a free slot or a refill, see runner.py).
 OUTBOX_POLL_S = 0.01
@@ -194,11 +200,12 @@ class WorkerActor:
                 # Buffered outcomes ride on the claim: one call, one commit for both.
                 outcomes, self._outcomes = self._outcomes, []
                 try:
-                    leases = unpack_leases(await self._queue.claim.remote(
-                        self._id, self._pool, slots, CLAIM_WAIT_S if slots else 0.0, not held,
+                    wait = CLAIM_WAIT_S if slots else 0.0
+                    leases = unpack_leases(await _bounded(self._queue.claim.remote(
+                        self._id, self._pool, slots, wait, not held,
                         [*self._running, *self._unacked], room - slots,
                         outcomes=pack_outcomes(outcomes) if outcomes else None,
-                        confirm=True))
+                        confirm=True), CALL_TIMEOUT_S + wait))
                     self._claim_failures = 0
                     for o in outcomes:
                         self._unacked.pop(o.task_id, None)
@@ -282,9 +289,9 @@ class WorkerActor:
         if the call fails (then: no leases)."""
         loop = asyncio.get_running_loop()
         try:
-            blob, rank = await self._shards[shard].claim.remote(
+            blob, rank = await _bounded(self._shards[shard].claim.remote(
                 self._id, self._pool, slots, wait, idle, self._held_in(shard), prefetch,
-                bound, True)
+                bound, True), CALL_TIMEOUT_S + wait)
         except ray.exceptions.RayError as err:
             backoff = self._chooser.failed(shard, loop.time())
             self._log.warning("claim on shard {} failed ({}); retrying in {:.2f}s", shard,
@@ -440,7 +447,7 @@ class WorkerActor:
                 ids, self._to_confirm = self._to_confirm, []
                 # On failure, the lease's end (or expiry) confirms it all the same.
                 with contextlib.suppress(ray.exceptions.RayError):
-                    await self._queue.started.remote(ids)
+                    await _bounded(self._queue.started.remote(ids), CALL_TIMEOUT_S)
         finally:
             self._confirming = None
 
@@ -579,8 +586,19 @@ class WorkerActor:
 
 
 async def _call(method: Any, *args: Any) -> Any:
-    """``await method.remote(*args)``, with a refusal at submission raised here too."""
-    return await method.remote(*args)
+    """``await method.remote(*args)``, with a refusal at submission raised here too,
+    and a lost answer raised as a timeout (see CALL_TIMEOUT_S)."""
+    return await _bounded(method.remote(*args), CALL_TIMEOUT_S)
+
+
+async def _bounded(ref: Any, timeout: float) -> Any:
+    """The answer of ``ref``; a :class:`ray.exceptions.GetTimeoutError` (a RayError, so
+    callers back off and call again) if none came within ``timeout`` s."""
+    try:
+        return await asyncio.wait_for(ref, timeout)
+    except asyncio.TimeoutError:
+        raise ray.exceptions.GetTimeoutError(
+            f"no answer from the queue in {timeout:.0f} s (a lost request or reply)") from None
 
 
 def _rss_mb() -> float:

@@ -17,9 +17,9 @@ import os
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private throwaway cluster
 # RELIABILITY 28: 5 % of actor-call requests and of replies dropped (read by every Ray
-# process at start, so set before the cluster starts), up to 25 drops per process: with
-# no cap the whole queue stalls within ~30 s here (every task left ready, no lease held,
-# every worker silent; see tests/faults/README.md), which is an open bug, not a result.
+# process at start, so set before the cluster starts), up to 25 drops per process, so
+# the duplicate bound below stays exact (with no cap, lost reports add re-runs that no
+# strike explains; the queue no longer stalls: see tests/faults/README.md).
 # RAY_testing_rpc_failure set by the caller wins (num_failures 1000000: no cap).
 os.environ.setdefault(
     "RAY_testing_rpc_failure",
