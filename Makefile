@@ -25,8 +25,8 @@ demo: $(STAMP)
 # Two groups: the multi-node tests start their own Ray cluster, so they run in a process
 # of their own after everything else (one Ray per process).
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not multinode"
-	$(BIN)/python -m pytest -m multinode
+	$(BIN)/python -m pytest -m "not multinode" --durations=25
+	$(BIN)/python -m pytest -m multinode --durations=10
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
