@@ -20,7 +20,7 @@ from typing import Any
 import ray
 from loguru import logger
 
-from rayqueue.actors.worker import WorkerActor
+from rayqueue.actors.worker import CALL_TIMEOUT_S, WorkerActor, bounded
 from rayqueue.config import NAMESPACE, PoolConfig, shard_handles
 from rayqueue.core.scaling import ScalingPolicy
 from rayqueue.core.shards import merge_pool_status
@@ -97,7 +97,8 @@ class PoolManagerActor:
         if self._restarted:
             # Our old workers were owned by the dead incarnation and died with it.
             ids = [i for part in await asyncio.gather(*(
-                q.reclaim_workers.remote(f"{self._queue_name}/") for q in self._shards))
+                bounded(q.reclaim_workers.remote(f"{self._queue_name}/"), CALL_TIMEOUT_S)
+                for q in self._shards))
                 for i in part]
             self._log.warning("pool manager restarted: {} lease(s) of its old workers "
                               "returned", len(ids), action="pool_restarted")
@@ -111,7 +112,8 @@ class PoolManagerActor:
             await asyncio.sleep(CYCLE_S)
 
     async def _cycle(self) -> None:
-        answers = await asyncio.gather(*(q.pool_status.remote() for q in self._shards),
+        answers = await asyncio.gather(*(bounded(q.pool_status.remote(), CALL_TIMEOUT_S)
+                                         for q in self._shards),
                                        return_exceptions=True)
         for err in answers:
             if isinstance(err, BaseException):
@@ -215,7 +217,8 @@ class PoolManagerActor:
         pool.next_spawn_at = time.monotonic() + backoff
         self._log.warning("worker {} died ({}); respawn after {:.1f}s", worker.id,
                           type(err).__name__, backoff, action="worker_lost", worker=worker.id)
-        answers = await asyncio.gather(*(q.worker_lost.remote(worker.id) for q in self._shards),
+        answers = await asyncio.gather(*(bounded(q.worker_lost.remote(worker.id), CALL_TIMEOUT_S)
+                                         for q in self._shards),
                                        return_exceptions=True)
         for qerr in answers:
             if isinstance(qerr, Exception):
@@ -324,7 +327,7 @@ async def _info_of(handle: Any, tries: int = 5) -> dict[str, Any]:
     """A worker's ``info()``, retried when the call (not the worker) failed."""
     for attempt in range(1, tries + 1):
         try:
-            info: dict[str, Any] = await handle.info.remote()
+            info: dict[str, Any] = await bounded(handle.info.remote(), CALL_TIMEOUT_S)
             return info
         except ray.exceptions.ActorDiedError:
             raise

@@ -201,7 +201,7 @@ class WorkerActor:
                 outcomes, self._outcomes = self._outcomes, []
                 try:
                     wait = CLAIM_WAIT_S if slots else 0.0
-                    leases = unpack_leases(await _bounded(self._queue.claim.remote(
+                    leases = unpack_leases(await bounded(self._queue.claim.remote(
                         self._id, self._pool, slots, wait, not held,
                         [*self._running, *self._unacked], room - slots,
                         outcomes=pack_outcomes(outcomes) if outcomes else None,
@@ -289,7 +289,7 @@ class WorkerActor:
         if the call fails (then: no leases)."""
         loop = asyncio.get_running_loop()
         try:
-            blob, rank = await _bounded(self._shards[shard].claim.remote(
+            blob, rank = await bounded(self._shards[shard].claim.remote(
                 self._id, self._pool, slots, wait, idle, self._held_in(shard), prefetch,
                 bound, True), CALL_TIMEOUT_S + wait)
         except ray.exceptions.RayError as err:
@@ -447,7 +447,7 @@ class WorkerActor:
                 ids, self._to_confirm = self._to_confirm, []
                 # On failure, the lease's end (or expiry) confirms it all the same.
                 with contextlib.suppress(ray.exceptions.RayError):
-                    await _bounded(self._queue.started.remote(ids), CALL_TIMEOUT_S)
+                    await bounded(self._queue.started.remote(ids), CALL_TIMEOUT_S)
         finally:
             self._confirming = None
 
@@ -588,10 +588,10 @@ class WorkerActor:
 async def _call(method: Any, *args: Any) -> Any:
     """``await method.remote(*args)``, with a refusal at submission raised here too,
     and a lost answer raised as a timeout (see CALL_TIMEOUT_S)."""
-    return await _bounded(method.remote(*args), CALL_TIMEOUT_S)
+    return await bounded(method.remote(*args), CALL_TIMEOUT_S)
 
 
-async def _bounded(ref: Any, timeout: float) -> Any:
+async def bounded(ref: Any, timeout: float) -> Any:
     """The answer of ``ref``; a :class:`ray.exceptions.GetTimeoutError` (a RayError, so
     callers back off and call again) if none came within ``timeout`` s."""
     try:
