@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m tasks.demo
+	$(BIN)/python -m rayqueue.examples.demo
 
 # Two groups: the multi-node tests start their own Ray cluster, so they run in a process
 # of their own after everything else (one Ray per process).

@@ -242,7 +242,7 @@ def cmd_journal(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from tasks import demo
+    from rayqueue.examples import demo
 
     demo.main()
 

@@ -91,7 +91,7 @@ def test_demo_as_a_ray_job_with_token_auth_and_a_second_driver_attaches(
     env.pop("RAY_ADDRESS", None)
     job = subprocess.run(
         [str(BIN / "ray"), "job", "submit", "--address", head["dashboard"],
-         "--working-dir", str(REPO), "--", sys.executable, "-m", "tasks.demo"],
+         "--working-dir", str(REPO), "--", sys.executable, "-m", "rayqueue.examples.demo"],
         env=env, capture_output=True, text=True, timeout=300, check=False, cwd=REPO)
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
     assert "queue 'shop' stays up on the cluster" in job.stdout

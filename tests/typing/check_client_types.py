@@ -12,8 +12,8 @@ from typing import Any
 from typing_extensions import assert_type
 
 import rayqueue
-from tasks.payment import PaymentReceipt, PaymentTask
-from tasks.report import ReportTask, SalesReport
+from rayqueue.examples.payment import PaymentReceipt, PaymentTask
+from rayqueue.examples.report import ReportTask, SalesReport
 
 
 def typed_results(queue: rayqueue.TaskQueue[Any]) -> None:

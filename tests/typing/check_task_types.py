@@ -6,9 +6,9 @@ from decimal import Decimal
 
 from typing_extensions import assert_type
 
+from rayqueue.examples.payment import PaymentReceipt, PaymentTask
+from rayqueue.examples.report import ReportTask, SalesReport
 from rayqueue.task import decode_result, run_task
-from tasks.payment import PaymentReceipt, PaymentTask
-from tasks.report import ReportTask, SalesReport
 
 
 async def results_are_typed() -> None:

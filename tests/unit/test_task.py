@@ -22,6 +22,14 @@ from rayqueue import (
     UnknownTaskError,
     lookup,
 )
+from rayqueue.examples.notification import NotificationTask
+from rayqueue.examples.payment import (
+    CardDeclinedError,
+    GatewayTimeoutError,
+    PaymentReceipt,
+    PaymentTask,
+)
+from rayqueue.examples.report import ReportTask, SalesReport
 from rayqueue.task import (
     TaskContext,
     current,
@@ -33,9 +41,6 @@ from rayqueue.task import (
     set_current,
     to_new_task,
 )
-from tasks.notification import NotificationTask
-from tasks.payment import CardDeclinedError, GatewayTimeoutError, PaymentReceipt, PaymentTask
-from tasks.report import ReportTask, SalesReport
 
 
 class Thumbnail(BaseModel):
@@ -44,7 +49,7 @@ class Thumbnail(BaseModel):
 
 
 class ThumbnailTask(Task[Thumbnail]):
-    """A new task type defined outside rayqueue/ and tasks/: no core change needed."""
+    """A new task type defined outside rayqueue/ (and its examples): no core change needed."""
 
     priority: ClassVar[int] = 60
     retry: ClassVar[RetryPolicy] = RetryPolicy(max_attempts=7)

@@ -1,6 +1,6 @@
 """The e-commerce demo on a local Ray: thousands of mixed tasks, priorities, retries, scaling.
 
-Run with ``make demo`` (or ``python -m tasks.demo``). It starts a private local Ray,
+Run with ``make demo`` (or ``python -m rayqueue.examples.demo``). It starts a private local Ray,
 opens the queue ``shop`` on its SQLite journal (``.rayqueue/shop.sqlite``), enqueues a
 burst of notifications, payments and reports, and prints what happened: throughput,
 the order priorities were served in, retries and dead letters, the worker count over
@@ -26,9 +26,9 @@ import ray
 
 import rayqueue
 from rayqueue import PoolConfig, Priority, QueueConfig, RetryPolicy, Task
-from tasks.notification import NotificationTask
-from tasks.payment import PaymentTask
-from tasks.report import ReportTask
+from rayqueue.examples.notification import NotificationTask
+from rayqueue.examples.payment import PaymentTask
+from rayqueue.examples.report import ReportTask
 
 N_NOTIFICATIONS = 2_000
 N_PAYMENTS = 600

@@ -1,6 +1,6 @@
 """The queue core in one process, no Ray: order, a retry and a scheduled task on a fake clock.
 
-Run with ``python -m tasks.demo_core``. It shows the rules that the Ray runtime wraps.
+Run with ``python -m rayqueue.examples.demo_core``. It shows the rules that the Ray runtime wraps.
 """
 
 from __future__ import annotations
@@ -10,6 +10,9 @@ import datetime as dt
 from decimal import Decimal
 
 from rayqueue import ErrorInfo, Failure, FakeClock, QueueCore, TaskState
+from rayqueue.examples.notification import NotificationTask
+from rayqueue.examples.payment import PaymentTask
+from rayqueue.examples.report import ReportTask
 from rayqueue.task import (
     TaskContext,
     decode_payload,
@@ -18,9 +21,6 @@ from rayqueue.task import (
     set_current,
     to_new_task,
 )
-from tasks.notification import NotificationTask
-from tasks.payment import PaymentTask
-from tasks.report import ReportTask
 
 
 def main() -> None:
