@@ -174,6 +174,7 @@ def init(
     check_queue_name(name)
     config, pools, beat = runtime_settings(config, pools, durability, heartbeat_s)
     _check_placement(journal, journal_node, queue_env, actor_env)
+    _check_ray_args(address, ray_init)
     _ensure_ray(address, ray_init)
     path = default_journal(name) if journal == "default" else (
         None if journal is None else str(Path(journal).resolve()))
@@ -237,6 +238,16 @@ def init(
         if fresh:  # a queue that could not start leaves no actor behind
             ray.kill(metrics, no_restart=True)
         raise
+
+
+def _check_ray_args(address: object, ray_init: object) -> None:
+    """``address`` and ``ray_init`` of ``init``/``connect``, before ``ray.init`` sees them."""
+    if address is not None:
+        check_str("address", address)
+    if ray_init is not None and not (isinstance(ray_init, dict)
+                                     and all(isinstance(k, str) for k in ray_init)):
+        raise InvalidArgumentTypeError("ray_init", "expected a dict of ray.init keywords "
+                                       f"(or None), got {type(ray_init).__name__}")
 
 
 def _check_placement(journal: object, journal_node: object, queue_env: object,
@@ -309,6 +320,7 @@ def connect(name: str = "default", *, address: str | None = None,
         InvalidNameError: ``name`` is not a valid queue name.
     """
     check_queue_name(name)
+    _check_ray_args(address, ray_init)
     _ensure_ray(address, ray_init)
     try:
         queue, pool, metrics = (ray.get_actor(actor_name(name, role), namespace=NAMESPACE)

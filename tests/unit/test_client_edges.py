@@ -369,3 +369,16 @@ def test_a_journal_node_that_is_not_live_is_an_argument_error(
     with pytest.raises(InvalidArgumentError, match="journal_node: 'n1' is not a live") as err:
         client_module.init("edge", journal=None, journal_node="n1")
     assert isinstance(err.value, ValueError)  # as it was
+
+
+@pytest.mark.parametrize("kwargs", [{"address": 5}, {"address": b"auto"},
+                                    {"ray_init": ["num_cpus=1"]}, {"ray_init": {1: 2}}])
+def test_init_and_connect_check_the_ray_arguments(monkeypatch: pytest.MonkeyPatch,
+                                                  kwargs: dict[str, object]) -> None:
+    def tripwire(*args: object) -> None:
+        raise ReachedRayInit
+
+    monkeypatch.setattr(client_module, "_ensure_ray", tripwire)
+    for start in (client_module.init, client_module.connect):
+        with pytest.raises(InvalidArgumentTypeError, match=next(iter(kwargs))):
+            start("edge", **kwargs)  # type: ignore[operator]
