@@ -28,8 +28,10 @@ from rayqueue import codebook, settings
 from rayqueue.actors.metrics import MetricsActor
 from rayqueue.actors.pool import PoolManagerActor
 from rayqueue.actors.queue import CONCURRENCY_GROUPS, QueueActor
+from rayqueue.arguments import MAX_LIMIT, check_int, check_list, check_str, check_timeout
 from rayqueue.calls import MAX_PENDING_CALLS, _aretrying, _get, _retrying, _retrying_all
 from rayqueue.config import (
+    MAX_POOL_WORKERS,
     NAMESPACE,
     PoolConfig,
     actor_name,
@@ -38,6 +40,7 @@ from rayqueue.config import (
     shard_handles,
     shard_name,
 )
+from rayqueue.core.checks import MAX_TASK_ID, check_text
 from rayqueue.core.clock import Clock
 from rayqueue.core.lease import Lease, Outcome, pack_news, pack_outcomes, unpack_leases
 from rayqueue.core.queue import QueueConfig
@@ -54,6 +57,9 @@ from rayqueue.core.schedule import (
 from rayqueue.core.shards import by_head, check_shards, merge_stats, shard_of, split, unsplit
 from rayqueue.core.stats import QueueStats
 from rayqueue.errors import (
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    InvalidPayloadError,
     InvalidScheduleError,
     PartialEnqueueError,
     PayloadTooLargeError,
@@ -167,6 +173,8 @@ def init(
     check_shards(shards)
     check_queue_name(name)
     config, pools, beat = runtime_settings(config, pools, durability, heartbeat_s)
+    _check_placement(journal, journal_node, queue_env, actor_env)
+    _check_ray_args(address, ray_init)
     _ensure_ray(address, ray_init)
     path = default_journal(name) if journal == "default" else (
         None if journal is None else str(Path(journal).resolve()))
@@ -183,7 +191,8 @@ def init(
     here = journal_node or ray.get_runtime_context().get_node_id()
     if journal_node is not None and not any(
             n["NodeID"] == journal_node and n["Alive"] for n in ray.nodes()):
-        raise ValueError(f"journal_node {journal_node!r} is not a live node of this cluster")
+        raise InvalidArgumentError("journal_node", f"{journal_node!r} is not a live node of "
+                                   "this cluster (see `ray status` or ray.nodes())")
     common["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=here, soft=True)
     _drop_orphans(name, shards)
     try:
@@ -229,6 +238,33 @@ def init(
         if fresh:  # a queue that could not start leaves no actor behind
             ray.kill(metrics, no_restart=True)
         raise
+
+
+def _check_ray_args(address: object, ray_init: object) -> None:
+    """``address`` and ``ray_init`` of ``init``/``connect``, before ``ray.init`` sees them."""
+    if address is not None:
+        check_str("address", address)
+    if ray_init is not None and not (isinstance(ray_init, dict)
+                                     and all(isinstance(k, str) for k in ray_init)):
+        raise InvalidArgumentTypeError("ray_init", "expected a dict of ray.init keywords "
+                                       f"(or None), got {type(ray_init).__name__}")
+
+
+def _check_placement(journal: object, journal_node: object, queue_env: object,
+                     actor_env: object) -> None:
+    """``init``'s journal, node and environment arguments, before Ray is touched."""
+    if journal is not None and not isinstance(journal, (str, os.PathLike)):
+        raise InvalidArgumentTypeError(
+            "journal", f"expected a path, 'default' or None, got {type(journal).__name__}")
+    if journal is not None and not os.fspath(journal):
+        raise InvalidArgumentError(
+            "journal", "an empty path: give a file path, 'default', or None (memory only)")
+    if journal_node is not None:
+        check_str("journal_node", journal_node)
+    for name, env in (("queue_env", queue_env), ("actor_env", actor_env)):
+        if env is not None and not (isinstance(env, dict) and all(
+                isinstance(k, str) and isinstance(v, str) for k, v in env.items())):
+            raise InvalidArgumentTypeError(name, "expected a dict of str to str (or None)")
 
 
 def _drop_orphans(name: str, shards: int) -> None:
@@ -284,6 +320,7 @@ def connect(name: str = "default", *, address: str | None = None,
         InvalidNameError: ``name`` is not a valid queue name.
     """
     check_queue_name(name)
+    _check_ray_args(address, ray_init)
     _ensure_ray(address, ray_init)
     try:
         queue, pool, metrics = (ray.get_actor(actor_name(name, role), namespace=NAMESPACE)
@@ -320,6 +357,8 @@ class TaskQueue(Generic[T]):
         self._max_payload: int | None = None
         #: this client closed the queue: its enqueues are refused here, at once
         self._closed_here = False
+        #: this client shut the queue down (its actors are gone)
+        self._shut_down = False
         self._sender = Sender(self._send_news, name)
         # Every task class this process knows goes to the workers' codebook now: after
         # a restart, tasks recovered from the journal find their classes again.
@@ -405,6 +444,7 @@ class TaskQueue(Generic[T]):
                 default, tasks still unsent when the process is killed are lost: they
                 were never acknowledged.
         """
+        check_timeout("timeout", timeout, allow_none=True)
         if block or timeout is not None:
             return self.enqueue_many([task], priority=priority, run_at=run_at, delay=delay,
                                      task_ids=None if task_id is None else [task_id],
@@ -438,6 +478,7 @@ class TaskQueue(Generic[T]):
             RayQueueError: the first of the enqueues that failed since the last flush
                 (a warning counts them; each handle's ``sent()`` raises its own).
         """
+        check_timeout("timeout", timeout, allow_none=True)
         if not self._sender.flush(timeout):
             raise ResultTimeoutError(f"<{self._sender.pending} unsent enqueue(s)>",
                                      timeout or 0.0)
@@ -450,6 +491,9 @@ class TaskQueue(Generic[T]):
             raise errors[0]
 
     def _refuse_if_closed(self) -> None:
+        if self._shut_down:
+            raise QueueClosedError(f"queue {self.name!r} was shut down by this client: "
+                                   "rayqueue.init it again to enqueue")
         if self._closed_here:
             raise QueueClosedError("the queue is closed: no new tasks are accepted")
 
@@ -459,8 +503,12 @@ class TaskQueue(Generic[T]):
         """Validated NewTasks with their ids assigned here (so retries are idempotent),
         their sizes checked and their classes shipped."""
         self._refuse_if_closed()
-        if task_ids is not None and len(task_ids) != len(tasks):
-            raise ValueError(f"{len(task_ids)} task ids for {len(tasks)} tasks")
+        if task_ids is not None:  # (each id is checked with its task)
+            task_ids = check_list("task_ids", task_ids, object, "task id")
+            if len(task_ids) != len(tasks):
+                raise InvalidArgumentError(
+                    "task_ids", f"{len(task_ids)} task ids for {len(tasks)} tasks: give one "
+                    "id per task, in order")
         if run_at is not None and delay is not None:
             raise InvalidScheduleError("give run_at or delay, not both")
         at = None if run_at is None else to_epoch(run_at)
@@ -495,7 +543,11 @@ class TaskQueue(Generic[T]):
         call retried after an ambiguous failure (the queue actor died between commit and
         reply) creates each task once.
         """
-        tasks = list(tasks)
+        if isinstance(tasks, Task):  # (a pydantic model is iterable: its fields)
+            raise InvalidArgumentTypeError(
+                "tasks", "got one Task: pass a list of tasks, or use enqueue() for one")
+        tasks = check_list("tasks", tasks, object, "Task")  # (each is checked as a Task)
+        check_timeout("timeout", timeout, allow_none=True)
         news = self._new_tasks(tasks, priority, run_at, delay, task_ids)
         self._settle()  # after the single enqueues made before it, as they were made
         done = self._send_news(news, retry_full=block, timeout=timeout)
@@ -567,7 +619,17 @@ class TaskQueue(Generic[T]):
         The payload is validated against the registered class now, with the field
         paths of any error (:class:`InvalidPayloadError`), and again on the worker.
         """
-        text = payload if isinstance(payload, str) else json.dumps(payload)
+        check_str("task_name", task_name)
+        if isinstance(payload, str):
+            text = payload
+        elif isinstance(payload, dict):
+            try:
+                text = json.dumps(payload, allow_nan=False)
+            except (TypeError, ValueError, RecursionError) as err:
+                raise InvalidPayloadError(task_name, f"not JSON: {err}") from None
+        else:
+            raise InvalidArgumentTypeError(
+                "payload", f"expected JSON text or a dict, got {type(payload).__name__}")
         task = decode_payload(task_name, text)
         return self.enqueue(task, **options)
 
@@ -598,6 +660,8 @@ class TaskQueue(Generic[T]):
             raise InvalidScheduleError("give exactly one of every= or cron=")
         spec = interval(every) if every is not None else CronSpec(str(cron), tz)
         policy = misfire_policy(misfire)
+        if schedule_id is not None:
+            check_text(schedule_id, "schedule id", MAX_TASK_ID)
         self._refuse_if_closed()
         self._settle()
         new = to_new_task(task, priority=priority)
@@ -614,7 +678,10 @@ class TaskQueue(Generic[T]):
         """Claim the next task for this caller under a lease (None if none came).
 
         The caller must ``ack``, ``fail`` or ``release`` it before the lease expires.
+        ``timeout``: seconds to wait for one, at most a year (not None).
         """
+        timeout = check_timeout("timeout", timeout) or 0.0
+        check_str("pool", pool)
         self._settle()
         leases = self._claim_one(pool, timeout)
         if not leases:
@@ -654,6 +721,7 @@ class TaskQueue(Generic[T]):
     # ------------------------------------------------------------------ reads
     def peek(self, pool: str = "default") -> TaskInfo | None:
         """The task a worker of ``pool`` would get next, without taking it."""
+        check_str("pool", pool)
         self._settle()
         shards = [self._actor] if len(self._shards) == 1 else [
             self._shards[s] for s in by_head(self._on_all("head_rank", pool))]
@@ -665,6 +733,7 @@ class TaskQueue(Generic[T]):
 
     def get(self, task_id: str) -> TaskInfo:
         """A task's record. Raises :class:`TaskNotFoundError`."""
+        check_str("task_id", task_id)
         self._settle()
         info: TaskInfo | None = self._retrying(lambda: self._shard_for(task_id).get.remote(
             task_id))
@@ -674,10 +743,15 @@ class TaskQueue(Generic[T]):
 
     def get_many(self, task_ids: Sequence[str]) -> list[TaskInfo | None]:
         """Many tasks' records in one call (None where a task is unknown)."""
-        return self._wait_round(task_ids, 0.0)
+        return self._wait_round(check_list("task_ids", task_ids, str, "task id str"), 0.0)
 
     def handle(self, task_id: str, task_cls: type[Task[R]] | None = None) -> TaskHandle[R]:
         """A handle on an existing task (e.g. one enqueued by another driver)."""
+        check_str("task_id", task_id)
+        if task_cls is not None and not (isinstance(task_cls, type)
+                                         and issubclass(task_cls, Task)):
+            raise InvalidArgumentTypeError(
+                "task_cls", f"expected a Task subclass or None, got {task_cls!r}")
         return TaskHandle(self, task_id, task_cls)
 
     def stats(self) -> QueueStats:
@@ -690,18 +764,22 @@ class TaskQueue(Generic[T]):
 
     def cancel(self, task_id: str) -> str:
         """Cancel a task that has not started, or stop a schedule."""
+        check_str("task_id", task_id)
         self._settle()
         state: str = _get(self._shard_for(task_id).cancel.remote(task_id))
         return state
 
     def dead_letters(self, limit: int = 100) -> list[TaskInfo]:
-        """Dead tasks with their reasons and last errors, most recent first."""
+        """Dead tasks with their reasons and last errors, most recent first (at most
+        ``limit``, an int from 0 to 1,000,000)."""
+        check_int("limit", limit, 0, MAX_LIMIT)
         dead: list[TaskInfo] = [i for part in self._on_all("dead_letters", limit) for i in part]
         dead.sort(key=lambda i: i.finished_at or 0.0, reverse=True)
         return dead[:limit]
 
     def retry_dead(self, task_id: str) -> TaskInfo:
         """Put a dead task back in the queue with fresh attempts."""
+        check_str("task_id", task_id)
         self._settle()
         info: TaskInfo = _get(self._shard_for(task_id).retry_dead.remote(task_id))
         return info
@@ -720,9 +798,20 @@ class TaskQueue(Generic[T]):
         """Change a pool's worker bounds (applied within a scaling cycle, ~0.25 s).
 
         Raises:
-            ValueError: no such pool, or invalid bounds.
+            InvalidArgumentError: no such pool, or invalid bounds (a ValueError).
         """
-        info: PoolInfo = _get(self._pool.resize.remote(pool, min_workers, max_workers))
+        check_str("pool", pool)
+        check_int("min_workers", min_workers, 0, MAX_POOL_WORKERS)
+        check_int("max_workers", max_workers, 1, MAX_POOL_WORKERS)
+        if min_workers > max_workers:
+            raise InvalidArgumentError("min_workers",
+                                       f"{min_workers} is above max_workers={max_workers}")
+        try:
+            info: PoolInfo = _get(self._pool.resize.remote(pool, min_workers, max_workers))
+        except ValueError as err:  # the pool actor's "no such pool"
+            if isinstance(err, InvalidArgumentError):
+                raise
+            raise InvalidArgumentError("pool", str(err)) from err
         return info
 
     def workers(self) -> list[WorkerInfo]:
@@ -766,6 +855,8 @@ class TaskQueue(Generic[T]):
 
     def results(self, handles: Sequence[TaskHandle[R]], timeout: float | None = None) -> list[R]:
         """Wait for many results with one call per slice (not one per task)."""
+        handles = check_list("handles", handles, TaskHandle, "TaskHandle")
+        check_timeout("timeout", timeout, allow_none=True)
         for handle in handles:
             handle.sent(timeout)
         infos = self._wait([h.id for h in handles], timeout)
@@ -778,6 +869,8 @@ class TaskQueue(Generic[T]):
         One call per half second, whatever the number of tasks; results come back typed
         and in order. Raises like :meth:`results` once all are finished (or on timeout).
         """
+        handles = check_list("handles", handles, TaskHandle, "TaskHandle")
+        check_timeout("timeout", timeout, allow_none=True)
         ids = [h.id for h in handles]
         for handle in handles:
             handle.sent(timeout)
@@ -803,6 +896,7 @@ class TaskQueue(Generic[T]):
         Raises:
             ResultTimeoutError: tasks were still unfinished after ``timeout`` seconds.
         """
+        check_timeout("timeout", timeout)
         end = time.monotonic() + timeout
         while True:
             left = min(_WAIT_SLICE_S, max(0.0, end - time.monotonic()))
@@ -829,6 +923,7 @@ class TaskQueue(Generic[T]):
         that many seconds and release the rest back to the queue without counting a
         failure (it runs when the queue is opened again).
         """
+        check_timeout("drain_timeout", drain_timeout, allow_none=True)
         self._on_all("close")
         self._closed_here = True
         if drain_timeout is not None:
@@ -847,7 +942,12 @@ class TaskQueue(Generic[T]):
         self._on_all("resume")
 
     def shutdown(self, timeout: float = 10.0) -> None:
-        """Drain the workers, then remove this queue's actors from the cluster."""
+        """Drain the workers, then remove this queue's actors from the cluster.
+
+        Later enqueues on this client raise :class:`QueueClosedError`.
+        """
+        check_timeout("timeout", timeout)
+        self._shut_down = True
         self._sender.close(timeout)
         try:
             _retrying(lambda: self._pool.shutdown.remote(timeout), self.retry_timeout,

@@ -12,11 +12,16 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from rayqueue.actors.runner import _failure
+from rayqueue.arguments import check_timeout
 from rayqueue.calls import _get
-from rayqueue.core.lease import Failure, Lease, Outcome
-from rayqueue.core.record import ErrorInfo
-from rayqueue.core.retry import Retry
-from rayqueue.errors import ResultTimeoutError, TaskFailedError, TaskNotFoundError
+from rayqueue.core.lease import Lease, Outcome
+from rayqueue.errors import (
+    InvalidArgumentTypeError,
+    ResultTimeoutError,
+    TaskFailedError,
+    TaskNotFoundError,
+)
 from rayqueue.info import TaskInfo
 from rayqueue.task import Task, decode_result, encode_result
 
@@ -44,6 +49,7 @@ class TaskHandle(Generic[R]):
             RayQueueError: the enqueue failed (the task is not in the queue).
             ResultTimeoutError: it was not sent within ``timeout`` s.
         """
+        check_timeout("timeout", timeout, allow_none=True)
         if self._sent is None:
             return
         try:
@@ -73,12 +79,14 @@ class TaskHandle(Generic[R]):
             ResultTimeoutError: not finished within ``timeout`` seconds.
             TaskFailedError: the task ended dead or cancelled (carries the remote error).
         """
+        check_timeout("timeout", timeout, allow_none=True)
         self.sent(timeout)
         info = self._queue._wait([self.id], timeout)[0]
         return self._value(info, timeout)
 
     async def result_async(self, timeout: float | None = None) -> R:
         """Like :meth:`result`, without blocking the event loop."""
+        check_timeout("timeout", timeout, allow_none=True)
         if self._sent is not None:
             await asyncio.wait_for(asyncio.wrap_future(self._sent), timeout)
         info = (await self._queue._wait_async([self.id], timeout))[0]
@@ -129,11 +137,15 @@ class ClaimedTask(Generic[T]):
         return bool(self._queue._report(Outcome(self.id, self.lease.token, result=text)))
 
     def fail(self, exc: BaseException) -> bool:
-        """Report a failure; the task's retry policy decides what happens next."""
-        retry_delay = exc.delay if isinstance(exc, Retry) else None
-        failure = Failure(ErrorInfo.from_exception(exc),
-                          retryable=type(self.task).retry.is_retryable(exc),
-                          retry_delay=retry_delay)
+        """Report a failure; the task's retry policy decides what happens next.
+
+        Described as a worker describes a task's exception (an ``__str__`` that raises
+        does not escape; a :class:`Retry` asks for its delay).
+        """
+        if not isinstance(exc, BaseException):
+            raise InvalidArgumentTypeError(
+                "exc", f"expected an exception, got {type(exc).__name__}")
+        failure = _failure(type(self.task), exc)
         return bool(self._queue._report(Outcome(self.id, self.lease.token, failure=failure)))
 
     def release(self) -> bool:

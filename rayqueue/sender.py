@@ -28,6 +28,7 @@ from rayqueue.core.record import NewTask
 from rayqueue.errors import (
     PartialEnqueueError,
     QueueBusyError,
+    QueueClosedError,
     QueueUnavailableError,
     StorageError,
 )
@@ -65,7 +66,8 @@ class Sender:
         fut: Future[list[str]] = Future()
         with self._cond:
             if self._closed:
-                raise RuntimeError("this client is closed")
+                raise QueueClosedError(f"the client of queue {self._name!r} was shut down: "
+                                       "no more enqueues are sent")
             self._pending.append((list(news), fut))
             self._inflight += 1
             self._submitted += 1

@@ -34,7 +34,13 @@ from rayqueue.core.checks import check_new_task
 from rayqueue.core.priority import Priority, validate_priority
 from rayqueue.core.record import NewTask
 from rayqueue.core.retry import RetryPolicy
-from rayqueue.errors import InvalidNameError, InvalidPayloadError, TaskError, UnknownTaskError
+from rayqueue.errors import (
+    InvalidNameError,
+    InvalidPayloadError,
+    InvalidTaskError,
+    TaskError,
+    UnknownTaskError,
+)
 
 R = TypeVar("R")
 
@@ -281,6 +287,9 @@ def to_new_task(
     if not isinstance(task, Task):
         raise TaskError(f"expected a Task instance, got {type(task).__name__}")
     cls = type(task)
+    if not hasattr(cls, "task_name"):  # Task itself: no type to run
+        raise InvalidTaskError(f"{cls.__name__} is not a task type: define a subclass of "
+                               "Task with an execute() and enqueue an instance of it")
     name = cls.task_name
     if _REGISTRY.get(name) is not cls:  # renamed after its definition: check it again
         check_task_name(name)

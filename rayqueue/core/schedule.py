@@ -146,10 +146,12 @@ def delay_to_seconds(delay: float | timedelta) -> float:
     """Convert a delay in seconds or a timedelta to seconds.
 
     Raises:
-        InvalidScheduleError: the delay is negative, NaN, infinite, a bool or not a number.
+        InvalidScheduleError: the delay is negative, NaN, infinite (or an int too large
+            for a float), a bool or not a number.
     """
     seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
-    if not _is_number(seconds) or not math.isfinite(seconds) or seconds < 0:
+    if not _is_number(seconds) or not _fits_float(seconds) or not math.isfinite(
+            seconds) or seconds < 0:
         raise InvalidScheduleError(
             f"invalid delay {delay!r}: use a finite number of seconds >= 0 or a timedelta"
         )

@@ -88,7 +88,9 @@ def test_delay_to_seconds() -> None:
     assert delay_to_seconds(timedelta(minutes=2)) == 120.0
 
 
-@pytest.mark.parametrize("delay", [-1, -0.5, math.nan, math.inf, True, False, "5", None])
+@pytest.mark.parametrize("delay", [-1, -0.5, math.nan, math.inf, True, False, "5", None,
+                                   10**400, -(10**400)],  # (big ints: OverflowError before)
+                         ids=lambda v: repr(v)[:12])
 def test_delay_to_seconds_rejects(delay: object) -> None:
     with pytest.raises(InvalidScheduleError, match="invalid delay"):
         delay_to_seconds(delay)  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from rayqueue.core.record import NewTask
-from rayqueue.errors import DuplicateTaskError, QueueUnavailableError
+from rayqueue.errors import DuplicateTaskError, QueueClosedError, QueueUnavailableError
 from rayqueue.sender import Sender
 
 
@@ -106,7 +106,7 @@ def test_flush_times_out_while_a_call_hangs_and_close_refuses_more() -> None:
     send.gate.set()
     sender.close()
     assert sender.pending == 0
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(QueueClosedError, match="shut down"):  # not a bare RuntimeError
         sender.submit([_new(1)])
 
 

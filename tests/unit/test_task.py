@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from rayqueue import (
     InvalidPayloadError,
     InvalidPriorityError,
+    InvalidTaskError,
     Priority,
     QueueCore,
     RayQueueError,
@@ -124,6 +125,11 @@ def test_priority_override_is_validated() -> None:
 def test_not_a_task_rejected() -> None:
     with pytest.raises(TaskError, match="Task instance"):
         to_new_task("hello")  # type: ignore[arg-type]
+
+
+def test_the_task_base_class_is_refused_as_a_task_error() -> None:
+    with pytest.raises(InvalidTaskError, match="not a task type"):  # AttributeError before
+        to_new_task(Task())
 
 
 def test_same_name_two_classes_is_an_error() -> None:
