@@ -32,7 +32,7 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
 lint: $(STAMP)
-	$(BIN)/ruff check rayqueue tasks tests bench
+	$(BIN)/ruff check rayqueue tests bench
 	$(BIN)/mypy
 
 bench: $(STAMP)
