@@ -13,6 +13,7 @@ import pytest
 
 import rayqueue
 from tests.faults import ledger
+from tests.procs import alive
 from tests.ray_fixtures import wait_for
 
 
@@ -57,13 +58,6 @@ def pid_of_worker(q: rayqueue.TaskQueue[Any], worker_id: str) -> int:
     return int(pid)
 
 
-def alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (and is not a zombie waiting to be reaped)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def wait_gone(pids: Iterable[int], timeout: float = 30.0, what: str = "") -> None:

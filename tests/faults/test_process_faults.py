@@ -16,6 +16,7 @@ from rayqueue import PoolConfig, QueueConfig
 from tests.faults import ledger
 from tests.faults.conftest import alive, pid_of_worker, ray_logs_with, settle, values, wait_gone
 from tests.faults.ledger_tasks import Hangs, Work
+from tests.procs import state
 from tests.ray_fixtures import wait_for
 
 MakeQueue = Callable[..., rayqueue.TaskQueue[Any]]
@@ -143,7 +144,7 @@ def test_5_zombie_worker_is_fenced(make_queue: MakeQueue, ledger_path: str) -> N
     pid = pid_of_worker(q, first.worker or "")
     os.kill(pid, signal.SIGSTOP)
     try:
-        wait_for(lambda: _state(pid) == "T", what="the worker stopped")  # a zombie now
+        wait_for(lambda: state(pid) == "T", what="the worker stopped")  # a zombie now
         wait_for(lambda: ledger.starts(ledger_path, handle.id) >= 2,
                  what="the task re-leased to the other worker")
     finally:
@@ -186,10 +187,3 @@ def test_9_pool_manager_dies_and_reconciles(make_queue: MakeQueue, ledger_path: 
     assert ray.get(q._pool.pid.remote()) != manager_pid
 
 
-def _state(pid: int) -> str:
-    """The process state letter (R, S, T for stopped...), or "" once it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return ""

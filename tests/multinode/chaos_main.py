@@ -47,6 +47,7 @@ from rayqueue import PoolConfig, QueueConfig
 from tests.faults import ledger, ledger_tasks
 from tests.faults.ledger_tasks import Work
 from tests.multinode.cluster import local_cluster
+from tests.procs import alive, state
 
 LEASE_TTL = 3.0
 WORKERS, CONCURRENCY = 4, 2
@@ -104,46 +105,37 @@ class Chaos:
             assert victim.pid  # never 0: that would signal our own process group
             if kind == "worker":
                 os.kill(victim.pid, signal.SIGKILL)
-                event["done"] = _until(lambda: not _alive(victim.pid))
+                event["done"] = _until(lambda: not alive(victim.pid))
             else:  # a zombie: comes back after its leases expired and were re-leased
                 os.kill(victim.pid, signal.SIGSTOP)
-                event["done"] = _until(lambda: _state(victim.pid) == "T")
+                event["done"] = _until(lambda: state(victim.pid) == "T")
                 threading.Timer(2 * LEASE_TTL, _resume, (victim.pid,)).start()
         elif kind == "queue":
             shard = self.rng.randrange(self.q.shards)
             pid = ray.get(self.q._shards[shard].pid.remote())
             os.kill(pid, signal.SIGKILL)
             event["bound"] = leased  # everything leased from it, at most
-            event["done"] = _until(lambda: not _alive(pid))
+            event["done"] = _until(lambda: not alive(pid))
         elif kind == "pool":
             pid = ray.get(self.q._pool.pid.remote())
             os.kill(pid, signal.SIGKILL)
             event["bound"] = leased  # its workers die with it
-            event["done"] = _until(lambda: not _alive(pid))
+            event["done"] = _until(lambda: not alive(pid))
         elif kind == "node":
             nodes = list(self.cluster.worker_nodes)
             node = self.rng.choice(nodes)
             event["bound"] = sum(w.tasks for w in workers if w.node_id == node.node_id)
             raylet = node.all_processes["raylet"][0].process.pid
             self.cluster.remove_node(node, allow_graceful=False)
-            event["done"] = _until(lambda: not _alive(raylet))
+            event["done"] = _until(lambda: not alive(raylet))
             self.cluster.add_node(num_cpus=2)
         else:
             event["kind"] = "none"  # no running worker to strike yet
         self.events.append(event)
 
 
-def _alive(pid: int) -> bool:
-    return _state(pid) not in ("", "Z")
 
 
-def _state(pid: int) -> str:
-    """The process state letter (R, S, T for stopped...), or "" once it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return ""
 
 
 def _until(condition: Any, timeout: float = 10.0) -> bool:

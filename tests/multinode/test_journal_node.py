@@ -35,6 +35,7 @@ from rayqueue.config import NAMESPACE
 from tests.faults import ledger, ledger_tasks
 from tests.faults.ledger_tasks import Work
 from tests.multinode.cluster import local_cluster
+from tests.procs import alive
 from tests.ray_fixtures import wait_for
 
 pytestmark = pytest.mark.multinode
@@ -101,7 +102,7 @@ def test_11_pinned_journal_node_lost_then_back(cluster: Cluster, tmp_path: Path)
     assert all(0 < size <= unfinished for size in answers), answers  # never empty
     # The fault happened: X is dead to Ray, and the queue actor's process with it.
     assert x_id not in {n["NodeID"] for n in ray.nodes() if n["Alive"]}
-    wait_for(lambda: not _alive(pid), timeout=30, what="the queue actor's process gone")
+    wait_for(lambda: not alive(pid), timeout=30, what="the queue actor's process gone")
 
     # X's disk is back (same path, a new raylet): init recovers from the journal.
     _, x2_id = _node_x(cluster)
@@ -151,7 +152,7 @@ def test_11_misconfigured_queue_restarted_elsewhere_fails_fast(cluster: Cluster,
     pid = ray.get(actor.pid.remote())
     shutil.rmtree(disk)  # X's local disk goes with it (the open file lives on meanwhile)
     cluster.remove_node(x, allow_graceful=False)
-    wait_for(lambda: not _alive(pid), timeout=30, what="the queue actor on X gone")
+    wait_for(lambda: not alive(pid), timeout=30, what="the queue actor on X gone")
     with pytest.raises(rayqueue.JournalNotFoundError) as err:
         # Restarted on the head, it refuses to serve an empty queue.
         wait_for(lambda: q.stats().size != 50, timeout=60, what="the restart")
@@ -159,9 +160,3 @@ def test_11_misconfigured_queue_restarted_elsewhere_fails_fast(cluster: Cluster,
     ray.kill(actor, no_restart=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False

@@ -25,6 +25,7 @@ from rayqueue import PoolConfig, QueueConfig
 from tests.faults import ledger, ledger_tasks
 from tests.faults.ledger_tasks import Work
 from tests.multinode.cluster import local_cluster
+from tests.procs import alive as process_alive
 from tests.ray_fixtures import wait_for
 
 pytestmark = pytest.mark.multinode
@@ -59,7 +60,8 @@ def test_10_worker_node_lost_mid_run(cluster: Cluster, tmp_path: Path) -> None:
         raylet = victim_node.all_processes["raylet"][0].process.pid
         cluster.remove_node(victim_node, allow_graceful=False)
         # The fault happened: node 1's raylet and its workers' processes are gone.
-        wait_for(lambda: not any(_alive(p) for p in [raylet, *victim_pids]), timeout=60,
+        wait_for(lambda: not any(process_alive(p) for p in [raylet, *victim_pids]),
+                 timeout=60,
                  what="node 1's processes gone")
         assert victim_pids
         wait_for(lambda: not any(w.id in on_victim for w in q.workers()), timeout=60,
@@ -81,11 +83,3 @@ def test_10_worker_node_lost_mid_run(cluster: Cluster, tmp_path: Path) -> None:
         assert victim_node.node_id not in {w.node_id for w in placed}
     finally:
         q.shutdown(timeout=5)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
