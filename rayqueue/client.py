@@ -948,17 +948,22 @@ class TaskQueue(Generic[T]):
         """
         check_timeout("timeout", timeout)
         self._shut_down = True
+        if getattr(self, "_removed", False):
+            return  # this client removed the actors already: nothing left to stop
         self._sender.close(timeout)
+        # An actor that is gone (killed, its node lost) is waited for up to ``timeout``,
+        # not the client's whole retry budget: its handle is killed below either way.
+        budget = min(self.retry_timeout, timeout)
         try:
-            _retrying(lambda: self._pool.shutdown.remote(timeout), self.retry_timeout,
-                      hold=timeout)
+            _retrying(lambda: self._pool.shutdown.remote(timeout), budget, hold=timeout)
             # Commit what is buffered and fold each journal's log into its file: a
             # cleanly shut-down journal is one file, and its side file says it was closed.
             _retrying_all([functools.partial(s.stop.remote) for s in self._shards],
-                          self.retry_timeout, settle=True)
+                          budget, settle=True)
         finally:
             for handle in (self._pool, *self._shards, self._metrics):
                 ray.kill(handle)
+            self._removed = True
 
 
 def _enqueue_part(shard: Any, news: list[NewTask]) -> Any:

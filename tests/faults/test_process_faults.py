@@ -50,8 +50,11 @@ def test_1_worker_killed_mid_task(make_queue: MakeQueue, ledger_path: str, how: 
     assert history.problems() == {}
     assert all(history.executions[i] >= 1 for i in ids)
     assert history.duplicates <= 1
-    killed = q.get(victim.id)
-    assert killed.state == "succeeded" and killed.lost_attempts == 1
+    # What the worker held when it died counts one lost attempt and ran again (the task
+    # seen leased may have finished and been reported just before the kill: any of its).
+    lost = [i for i in q.get_many(ids) if i and i.lost_attempts]
+    assert lost, "no task counted the killed worker's lost attempt"
+    assert all(i.state == "succeeded" and i.lost_attempts == 1 for i in lost), lost
     wait_for(lambda: len([w for w in q.workers() if w.state != "draining"]) == 2,
              what="the pool back at 2 workers")
 

@@ -93,8 +93,10 @@ def test_peek_and_dequeue_over_shards_rank_with_aging_as_one_queue_would(
     for aging_rate, first in ((0.0, new), (1e6, old)):
         q = make_queue(shards=2, config=QueueConfig(aging_rate=aging_rate))
         assert q.peek(pool="manual") is None
-        q.enqueue(Manual(name="old"), priority=Priority.LOW, task_id=old)
-        q.enqueue(Manual(name="new"), priority=Priority.HIGH, task_id=new)
+        # wait=True: "old" is in its shard before "new" is sent (pipelined, the two could
+        # share one batch and reach their shards in either order).
+        q.enqueue(Manual(name="old"), priority=Priority.LOW, task_id=old, wait=True)
+        q.enqueue(Manual(name="new"), priority=Priority.HIGH, task_id=new, wait=True)
         head = q.peek(pool="manual")
         assert head is not None and head.id == first
         # dequeue() takes the same task: it claims from the shard with the best rank.
