@@ -21,6 +21,16 @@ def home() -> str:
     return os.environ.get("RAYQUEUE_HOME", DEFAULT_HOME)
 
 
+def ray_address() -> str | None:
+    """``RAY_ADDRESS``: set under ``ray job submit`` (the driver joins that cluster)."""
+    return os.environ.get("RAY_ADDRESS") or None
+
+
+def private_cluster_auth() -> None:
+    """For a private throwaway local Ray: token auth off, unless the caller chose."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
 def ray_auth_mode() -> str | None:
     """``RAY_AUTH_MODE`` as this process sees it (Ray reads it at import)."""
     return os.environ.get("RAY_AUTH_MODE")

@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -60,14 +61,17 @@ def ray_cluster() -> Iterator[dict[str, Any]]:
 
 
 @pytest.fixture
-def make_queue(ray_cluster: dict[str, Any]) -> Iterator[Callable[..., rayqueue.TaskQueue[Any]]]:
-    """Create queues with unique names; shut each down after the test."""
+def make_queue(ray_cluster: dict[str, Any],
+               tmp_path: Path) -> Iterator[Callable[..., rayqueue.TaskQueue[Any]]]:
+    """Create queues with unique names; shut each down after the test. Journaled by
+    default, as the product is (SQLite FULL, in the test's temporary directory); a test
+    about the in-memory queue passes ``journal=None``."""
     made: list[rayqueue.TaskQueue[Any]] = []
 
     def make(**kwargs: Any) -> rayqueue.TaskQueue[Any]:
-        kwargs.setdefault("journal", None)  # memory unless a test is about the journal
-        queue = rayqueue.init(kwargs.pop("name", None) or f"t-{uuid.uuid4().hex[:8]}",
-                              **kwargs)
+        name = kwargs.pop("name", None) or f"t-{uuid.uuid4().hex[:8]}"
+        kwargs.setdefault("journal", str(tmp_path / f"{name}.sqlite"))
+        queue = rayqueue.init(name, **kwargs)
         made.append(queue)
         return queue
 

@@ -20,12 +20,10 @@ from collections import defaultdict
 from decimal import Decimal
 from typing import Any, ClassVar
 
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private throwaway cluster
-
 import ray
 
 import rayqueue
-from rayqueue import PoolConfig, Priority, QueueConfig, RetryPolicy, Task
+from rayqueue import PoolConfig, Priority, QueueConfig, RetryPolicy, Task, settings
 from rayqueue.examples.notification import NotificationTask
 from rayqueue.examples.payment import PaymentTask
 from rayqueue.examples.report import ReportTask
@@ -78,7 +76,9 @@ def main() -> None:
     """Run the demo end to end; on Ctrl-C, leave the rest in the journal for next time."""
     # Under `ray job submit` (RAY_ADDRESS is set) the demo runs on that cluster and leaves
     # the queue up for other drivers; on its own it starts a private local Ray.
-    attached = bool(os.environ.get("RAY_ADDRESS"))
+    attached = settings.ray_address() is not None
+    if not attached:
+        settings.private_cluster_auth()  # a private throwaway cluster: our choice
     where = "the job's Ray cluster" if attached else "a local Ray"
     print(f"rayqueue demo: an e-commerce burst on {where}\n")
     t0 = time.monotonic()

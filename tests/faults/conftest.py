@@ -4,7 +4,6 @@ journal, ``synchronous=FULL``), and helpers that settle a run and prove a fault 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,20 +19,6 @@ from tests.ray_fixtures import wait_for
 @pytest.fixture
 def ledger_path(tmp_path: Path) -> str:
     return str(tmp_path / "ledger.sqlite")
-
-
-@pytest.fixture
-def make_queue(make_queue: Callable[..., rayqueue.TaskQueue[Any]],
-               tmp_path: Path) -> Callable[..., rayqueue.TaskQueue[Any]]:
-    """The shared ``make_queue``, but journaled by default as the product is (a test
-    about the in-memory queue passes ``journal=None``)."""
-
-    def make(**kwargs: Any) -> rayqueue.TaskQueue[Any]:
-        if "journal" not in kwargs:
-            kwargs["journal"] = str(tmp_path / f"q-{uuid.uuid4().hex[:8]}.sqlite")
-        return make_queue(**kwargs)
-
-    return make
 
 
 def settle(q: rayqueue.TaskQueue[Any], handles: Sequence[rayqueue.TaskHandle[Any]],

@@ -102,8 +102,7 @@ def test_one_senders_bad_input_never_fails_another_senders_good_enqueues(
 
 def test_a_bad_outcome_fails_its_own_attempt_not_the_workers_report(
         make_queue: MakeQueue) -> None:
-    q = make_queue(pools=[PoolConfig(min_workers=1, max_workers=1, concurrency=1)],
-                   journal=None)
+    q = make_queue(pools=[PoolConfig(min_workers=1, max_workers=1, concurrency=1)])
     q.pause()  # all of them are claimed together, so their outcomes share reports
     bad = [q.enqueue(BadRetry(mode=m), wait=True) for m in ("retry", "nan")]
     good = [q.enqueue(Probe(value=i), wait=True) for i in range(10)]
