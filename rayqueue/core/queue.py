@@ -8,7 +8,6 @@ The Ray actors are thin shells around one instance.
 
 from __future__ import annotations
 
-import math
 import random
 import uuid
 from collections import Counter
@@ -73,28 +72,16 @@ class QueueConfig:
         size = self.max_size
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
             raise InvalidArgumentError("max_size", f"None or an int >= 1, got {size!r}")
-        limit = self.max_payload_bytes
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise InvalidArgumentError("max_payload_bytes", f"an int >= 1, got {limit!r}")
+        for name in ("max_payload_bytes", "max_result_bytes"):
+            limit = getattr(self, name)
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                raise InvalidArgumentError(name, f"an int >= 1, got {limit!r}")
         for name in ("lease_ttl", "result_ttl", "misfire_grace", "aging_rate"):
             value = getattr(self, name)
-            if not _finite_number(value) or value < 0:
+            if finite(value) is None or value < 0:
                 raise InvalidArgumentError(name, f"a finite number >= 0, got {value!r}")
         if self.lease_ttl <= 0:
             raise InvalidArgumentError("lease_ttl", f"a number > 0, got {self.lease_ttl!r}")
-        limit = self.max_result_bytes
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise InvalidArgumentError("max_result_bytes", f"an int >= 1, got {limit!r}")
-
-
-def _finite_number(value: object) -> bool:
-    """An int or float (not a bool) that is finite as a float (10**400 is not)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:
-        return False
 
 
 @dataclass(frozen=True, slots=True)
