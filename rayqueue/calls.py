@@ -1,4 +1,4 @@
-"""Ray call plumbing for the client: submit, wait, retry, and translate Ray's errors.
+"""Ray call plumbing: submit, wait with a deadline, retry, and translate Ray's errors.
 
 Every call the client makes to an actor goes through here, so no Ray or asyncio error
 reaches a user raw: each is mapped onto the rayqueue error tree.
@@ -206,12 +206,20 @@ def _submit(call: Callable[[], Any]) -> Any:
         raise _translate(err) from None
 
 
+async def bounded(ref: Any, timeout: float) -> Any:
+    """The answer of ``ref``; a :class:`ray.exceptions.GetTimeoutError` (a RayError, so
+    callers back off and call again) if none came within ``timeout`` s: Ray can lose a
+    request or its reply, and the reference then never resolves."""
+    try:
+        return await asyncio.wait_for(ref, timeout)
+    except asyncio.TimeoutError:
+        raise ray.exceptions.GetTimeoutError(
+            f"no answer in {timeout:.0f} s (a lost request or reply)") from None
+
+
 async def _aget(ref: Any, timeout: float | None = None) -> Any:
     try:
-        return await (ref if timeout is None else asyncio.wait_for(ref, timeout))
-    except asyncio.TimeoutError:
-        raise _translate(ray.exceptions.GetTimeoutError(
-            f"no answer in {timeout:.0f} s (a lost request or reply)")) from None
+        return await (ref if timeout is None else bounded(ref, timeout))
     except ray.exceptions.RayError as err:
         raise _translate(err) from None
 

@@ -20,7 +20,8 @@ from typing import Any
 import ray
 from loguru import logger
 
-from rayqueue.actors.worker import CALL_TIMEOUT_S, WorkerActor, bounded
+from rayqueue.actors.worker import CALL_TIMEOUT_S, WorkerActor
+from rayqueue.calls import bounded
 from rayqueue.config import NAMESPACE, PoolConfig, shard_handles
 from rayqueue.core.scaling import ScalingPolicy
 from rayqueue.core.shards import merge_pool_status

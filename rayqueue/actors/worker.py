@@ -33,6 +33,7 @@ from rayqueue.actors.runner import (
     run_sync,
     succeeded,
 )
+from rayqueue.calls import bounded
 from rayqueue.codebook import resolve
 from rayqueue.config import shard_handles
 from rayqueue.core.lease import Failure, Lease, Outcome, pack_outcomes, unpack_leases
@@ -589,16 +590,6 @@ async def _call(method: Any, *args: Any) -> Any:
     """``await method.remote(*args)``, with a refusal at submission raised here too,
     and a lost answer raised as a timeout (see CALL_TIMEOUT_S)."""
     return await bounded(method.remote(*args), CALL_TIMEOUT_S)
-
-
-async def bounded(ref: Any, timeout: float) -> Any:
-    """The answer of ``ref``; a :class:`ray.exceptions.GetTimeoutError` (a RayError, so
-    callers back off and call again) if none came within ``timeout`` s."""
-    try:
-        return await asyncio.wait_for(ref, timeout)
-    except asyncio.TimeoutError:
-        raise ray.exceptions.GetTimeoutError(
-            f"no answer from the queue in {timeout:.0f} s (a lost request or reply)") from None
 
 
 def _rss_mb() -> float:
