@@ -52,6 +52,7 @@ from rayqueue.errors import (
     WorkerError,
 )
 from rayqueue.info import FailureInfo, MetricsSnapshot, PoolInfo, TaskInfo, WorkerInfo
+from rayqueue.middleware import Attempt, AttemptResult, Message, Middleware, TaskEnd, WorkerStart
 from rayqueue.storage import InMemoryStorage, Storage
 from rayqueue.task import Task, lookup, register
 
@@ -83,6 +84,13 @@ __all__ = [
     "PoolInfo",
     "MetricsSnapshot",
     "FailureInfo",
+    # middleware (see rayqueue.middleware)
+    "Middleware",
+    "Message",
+    "Attempt",
+    "AttemptResult",
+    "TaskEnd",
+    "WorkerStart",
     # typed tasks
     "Task",
     "Priority",

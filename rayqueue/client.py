@@ -16,7 +16,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
@@ -40,7 +40,7 @@ from rayqueue.config import (
     shard_handles,
     shard_name,
 )
-from rayqueue.core.checks import MAX_TASK_ID, check_text
+from rayqueue.core.checks import MAX_TASK_ID, check_headers, check_text
 from rayqueue.core.clock import Clock
 from rayqueue.core.lease import Lease, Outcome, pack_news, pack_outcomes, unpack_leases
 from rayqueue.core.queue import QueueConfig
@@ -71,6 +71,7 @@ from rayqueue.errors import (
 )
 from rayqueue.handle import ClaimedTask, TaskHandle
 from rayqueue.info import MetricsSnapshot, PoolInfo, TaskInfo, WorkerInfo
+from rayqueue.middleware import Hooks, Message, Middleware, check_middleware
 from rayqueue.sender import Sender
 from rayqueue.storage.layout import default_journal as journal_of
 from rayqueue.storage.layout import shard_journals
@@ -130,6 +131,7 @@ def init(
     actor_env: dict[str, str] | None = None,
     shards: int = 1,
     journal_node: str | None = None,
+    middleware: Sequence[Middleware] = (),
 ) -> TaskQueue[Any]:
     """Start (or find) queue ``name`` with its queue, pool and metrics actors.
 
@@ -169,7 +171,13 @@ def init(
             metrics actor placed there while it lives). If that node dies, the queue is
             down (:class:`QueueLostError`) until the node and its disk are back and
             ``init`` is called again: nothing acknowledged is lost.
+        middleware: :class:`~rayqueue.middleware.Middleware` instances, hooked into every
+            task's life in this producer, the queue actor and every worker (see
+            ``rayqueue.middleware`` for the hooks and where each runs). They are given to
+            the actors when the queue is created; joining a running queue uses them for
+            this producer's hooks only.
     """
+    middleware = check_middleware(middleware)
     check_shards(shards)
     check_queue_name(name)
     config, pools, beat = runtime_settings(config, pools, durability, heartbeat_s)
@@ -221,7 +229,8 @@ def init(
             return ray.remote(concurrency_groups=CONCURRENCY_GROUPS)(QueueActor).options(
                 name=shard_name(name, i), max_concurrency=10_000,
                 max_pending_calls=MAX_PENDING_CALLS, **options,
-            ).remote(name, config, metrics, journals[i], clock, durability, i, shards)
+            ).remote(name, config, metrics, journals[i], clock, durability, i, shards,
+                     middleware)
 
         # Shard 0 first: a queue that exists already says how many shards it has, and no
         # shard of a wrong count is ever created beside it.
@@ -231,9 +240,10 @@ def init(
             _shard_count(queue, name, shards, i)
         pool = ray.remote(PoolManagerActor).options(
             name=actor_name(name, "pool"), max_concurrency=1_000, **common,
-        ).remote(name, pools, metrics, beat, shards)
+        ).remote(name, pools, metrics, beat, shards, middleware)
         _retrying(lambda: pool.start.remote(), 60.0)
-        return TaskQueue(name, queues[0], pool, metrics, journal=path, shards=queues)
+        return TaskQueue(name, queues[0], pool, metrics, journal=path, shards=queues,
+                         middleware=middleware)
     except BaseException:
         if fresh:  # a queue that could not start leaves no actor behind
             ray.kill(metrics, no_restart=True)
@@ -312,14 +322,19 @@ def _shard_count(queue: Any, name: str, shards: int, index: int = 0) -> int:
 
 
 def connect(name: str = "default", *, address: str | None = None,
-            ray_init: dict[str, Any] | None = None) -> TaskQueue[Any]:
+            ray_init: dict[str, Any] | None = None,
+            middleware: Sequence[Middleware] = ()) -> TaskQueue[Any]:
     """Attach to a queue created by :func:`init` (in this or another driver).
+
+    ``middleware`` hooks this producer's enqueues (``before_enqueue``,
+    ``after_enqueue``); the queue's and workers' hooks are those given to ``init``.
 
     Raises:
         QueueUnavailableError: no queue of that name runs on the cluster.
         InvalidNameError: ``name`` is not a valid queue name.
     """
     check_queue_name(name)
+    middleware = check_middleware(middleware)
     _check_ray_args(address, ray_init)
     _ensure_ray(address, ray_init)
     try:
@@ -332,7 +347,7 @@ def connect(name: str = "default", *, address: str | None = None,
             f"no rayqueue queue named {name!r} on this cluster: create it with "
             f"rayqueue.init({name!r})"
         ) from None
-    return TaskQueue(name, queue, pool, metrics, shards=queues)
+    return TaskQueue(name, queue, pool, metrics, shards=queues, middleware=middleware)
 
 
 class TaskQueue(Generic[T]):
@@ -340,7 +355,8 @@ class TaskQueue(Generic[T]):
 
     def __init__(self, name: str, queue: Any, pool: Any, metrics: Any,
                  journal: str | None = None, retry_timeout: float = 30.0,
-                 shards: Sequence[Any] | None = None) -> None:
+                 shards: Sequence[Any] | None = None,
+                 middleware: Sequence[Middleware] = ()) -> None:
         self.name = name
         #: the journal's path (None: memory only, or unknown when connected)
         self.journal = journal
@@ -360,6 +376,8 @@ class TaskQueue(Generic[T]):
         #: this client shut the queue down (its actors are gone)
         self._shut_down = False
         self._sender = Sender(self._send_news, name)
+        #: this producer's middleware hooks (before_enqueue, after_enqueue)
+        self._hooks = Hooks(middleware)
         # Every task class this process knows goes to the workers' codebook now: after
         # a restart, tasks recovered from the journal find their classes again.
         self._ship(registered().values())
@@ -413,6 +431,7 @@ class TaskQueue(Generic[T]):
         block: bool = False,
         timeout: float | None = None,
         wait: bool = False,
+        headers: Mapping[str, str] | None = None,
     ) -> TaskHandle[R]:
         """Add one task: validated now, sent in the background; returns its handle at once.
 
@@ -443,17 +462,30 @@ class TaskQueue(Generic[T]):
                 shared with concurrent callers), raising any refusal here. With the
                 default, tasks still unsent when the process is killed are lost: they
                 were never acknowledged.
+            headers: string metadata carried with the task to every attempt
+                (``current().headers``), journaled and shown in ``TaskInfo.headers``:
+                trace context, correlation ids. At most 64 entries and 16 KiB.
         """
         check_timeout("timeout", timeout, allow_none=True)
         if block or timeout is not None:
             return self.enqueue_many([task], priority=priority, run_at=run_at, delay=delay,
                                      task_ids=None if task_id is None else [task_id],
-                                     block=block, timeout=timeout)[0]
-        new = self._new_task(task, priority, run_at, delay, task_id)
+                                     block=block, timeout=timeout, headers=headers)[0]
+        news, messages = self._new_tasks([task], priority, run_at, delay,
+                                         None if task_id is None else [task_id], headers)
+        new = news[0]
         if wait:
-            self._sender.send([new])
+            try:
+                self._sender.send([new])
+            except BaseException as err:
+                self._after_enqueue(messages, err)
+                raise
+            self._after_enqueue(messages, None)
             return TaskHandle(self, new.task_id or "", type(task))
-        return TaskHandle(self, new.task_id or "", type(task), sent=self._sender.submit([new]))
+        sent = self._sender.submit([new])
+        if messages:
+            sent.add_done_callback(lambda f: self._after_enqueue(messages, f.exception()))
+        return TaskHandle(self, new.task_id or "", type(task), sent=sent)
 
     async def enqueue_async(
         self,
@@ -463,10 +495,15 @@ class TaskQueue(Generic[T]):
         run_at: dt.datetime | None = None,
         delay: float | dt.timedelta | None = None,
         task_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> TaskHandle[R]:
         """:meth:`enqueue` for coroutines: concurrent callers share batched calls."""
-        new = self._new_task(task, priority, run_at, delay, task_id)
+        news, messages = self._new_tasks([task], priority, run_at, delay,
+                                         None if task_id is None else [task_id], headers)
+        new = news[0]
         sent = self._sender.submit([new])
+        if messages:
+            sent.add_done_callback(lambda f: self._after_enqueue(messages, f.exception()))
         await asyncio.wrap_future(sent)
         return TaskHandle(self, new.task_id or "", type(task), sent=sent)
 
@@ -499,9 +536,11 @@ class TaskQueue(Generic[T]):
 
     def _new_tasks(self, tasks: Sequence[Task[Any]], priority: int | None,
                    run_at: dt.datetime | None, delay: float | dt.timedelta | None,
-                   task_ids: Sequence[str] | None) -> list[NewTask]:
+                   task_ids: Sequence[str] | None, headers: Mapping[str, str] | None = None,
+                   ) -> tuple[list[NewTask], list[Message]]:
         """Validated NewTasks with their ids assigned here (so retries are idempotent),
-        their sizes checked and their classes shipped."""
+        their sizes checked and their classes shipped; with the middleware's messages
+        (empty when no middleware has enqueue hooks)."""
         self._refuse_if_closed()
         if task_ids is not None:  # (each id is checked with its task)
             task_ids = check_list("task_ids", task_ids, object, "task id")
@@ -514,17 +553,33 @@ class TaskQueue(Generic[T]):
         at = None if run_at is None else to_epoch(run_at)
         after = None if delay is None else delay_to_seconds(delay)
         ids = list(task_ids) if task_ids is not None else new_task_ids(len(tasks))
-        news = [to_new_task(t, priority=priority, run_at=at, delay=after, task_id=i)
-                for t, i in zip(tasks, ids, strict=True)]
+        given = None if headers is None else check_headers(
+            dict(headers) if isinstance(headers, Mapping) else headers)
+        messages: list[Message] = []
+        hooks = self._hooks
+        if hooks.wants("before_enqueue") or hooks.wants("after_enqueue"):
+            for t, i in zip(tasks, ids, strict=True):
+                cls = type(t)
+                message = Message(str(i), getattr(cls, "task_name", cls.__name__),
+                                  getattr(cls, "priority", 0) if priority is None else priority,
+                                  dict(given or {}), t)
+                hooks.call("before_enqueue", message)
+                messages.append(message)
+            news = [to_new_task(t, priority=priority, run_at=at, delay=after, task_id=i,
+                                headers=m.headers)
+                    for t, i, m in zip(tasks, ids, messages, strict=True)]
+        else:
+            news = [to_new_task(t, priority=priority, run_at=at, delay=after, task_id=i,
+                                headers=given)
+                    for t, i in zip(tasks, ids, strict=True)]
         self._check_sizes(news)
         self._ship({type(t) for t in tasks})
-        return news
+        return news, messages
 
-    def _new_task(self, task: Task[Any], priority: int | None, run_at: dt.datetime | None,
-                  delay: float | dt.timedelta | None, task_id: str | None) -> NewTask:
-        """One task's :meth:`_new_tasks`."""
-        return self._new_tasks([task], priority, run_at, delay,
-                               None if task_id is None else [task_id])[0]
+    def _after_enqueue(self, messages: list[Message], error: BaseException | None) -> None:
+        """Middleware's ``after_enqueue`` for each message of an enqueue that ended."""
+        for message in messages:
+            self._hooks.call("after_enqueue", message, error)
 
     def enqueue_many(
         self,
@@ -536,6 +591,7 @@ class TaskQueue(Generic[T]):
         task_ids: Sequence[str] | None = None,
         block: bool = False,
         timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> list[TaskHandle[R]]:
         """Add many tasks in one call and one journal write; all or nothing.
 
@@ -548,9 +604,14 @@ class TaskQueue(Generic[T]):
                 "tasks", "got one Task: pass a list of tasks, or use enqueue() for one")
         tasks = check_list("tasks", tasks, object, "Task")  # (each is checked as a Task)
         check_timeout("timeout", timeout, allow_none=True)
-        news = self._new_tasks(tasks, priority, run_at, delay, task_ids)
+        news, messages = self._new_tasks(tasks, priority, run_at, delay, task_ids, headers)
         self._settle()  # after the single enqueues made before it, as they were made
-        done = self._send_news(news, retry_full=block, timeout=timeout)
+        try:
+            done = self._send_news(news, retry_full=block, timeout=timeout)
+        except BaseException as err:
+            self._after_enqueue(messages, err)
+            raise
+        self._after_enqueue(messages, None)
         return [TaskHandle(self, task_id, type(t)) for task_id, t in zip(done, tasks, strict=True)]
 
     def _send_news(self, news: list[NewTask], *, retry_full: bool = False,

@@ -29,6 +29,8 @@ class TaskInfo(BaseModel):
     result_json: str | None = None
     payload_json: str
     schedule_id: str | None = None
+    #: string metadata given at enqueue (trace context, correlation ids)
+    headers: dict[str, str] = {}
 
     @property
     def terminal(self) -> bool:
@@ -59,6 +61,7 @@ class TaskInfo(BaseModel):
             result_json=rec.result,
             payload_json=rec.payload,
             schedule_id=rec.schedule_id,
+            headers=rec.headers or {},
         )
 
 

@@ -22,7 +22,7 @@ import json
 import unicodedata
 from collections.abc import Awaitable, Mapping
 from contextvars import ContextVar, Token
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
@@ -117,6 +117,8 @@ class TaskContext:
     task_id: str
     attempt: int
     worker: str
+    #: the task's headers (given at enqueue, or added by middleware)
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 _CURRENT: ContextVar[TaskContext | None] = ContextVar("rayqueue_current_task", default=None)
@@ -282,6 +284,7 @@ def to_new_task(
     run_at: float | None = None,
     delay: float | None = None,
     task_id: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> NewTask:
     """Turn a task instance into the core's enqueue request, applying class defaults."""
     if not isinstance(task, Task):
@@ -303,6 +306,7 @@ def to_new_task(
         task_id=task_id,
         retry=cls.retry,
         timeout=cls.timeout,
+        headers=headers or None,
     )
     # Refused here, before it joins other callers' tasks in a batch (the queue checks
     # again: it trusts no client).

@@ -14,6 +14,7 @@ import itertools
 import os
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ from rayqueue.core.scaling import ScalingPolicy
 from rayqueue.core.shards import merge_pool_status
 from rayqueue.info import PoolInfo, WorkerInfo
 from rayqueue.logging import configure
+from rayqueue.middleware import Middleware
 
 #: Seconds between scaling cycles.
 CYCLE_S = 0.25
@@ -66,7 +68,8 @@ class PoolManagerActor:
     """Spawns, drains and replaces the worker actors of a queue's pools."""
 
     def __init__(self, queue: str, pools: list[PoolConfig], metrics: Any = None,
-                 heartbeat_s: float = 5.0, shards: int = 1) -> None:
+                 heartbeat_s: float = 5.0, shards: int = 1,
+                 middleware: Sequence[Middleware] = ()) -> None:
         # First what __repr__ shows: Ray names the actor by it, even in a failed start.
         self._queue_name = queue
         self._pools = {p.name: _Pool(p, ScalingPolicy(p.scaling())) for p in pools}
@@ -74,6 +77,8 @@ class PoolManagerActor:
         ctx = ray.get_runtime_context()
         self._shards = shard_handles(queue, shards)
         self._metrics = metrics
+        #: given to every worker (their hooks run there)
+        self._middleware = list(middleware)
         self._heartbeat_s = heartbeat_s
         self._ids = itertools.count(1)
         # Worker ids carry this incarnation, so a restarted manager can tell the queue
@@ -186,7 +191,7 @@ class PoolManagerActor:
             .options(max_concurrency=cfg.concurrency + 16, max_restarts=0,
                      namespace=NAMESPACE, **cfg.ray_options())
             .remote(self._queue_name, cfg.name, worker_id, cfg.concurrency, self._heartbeat_s,
-                    cfg.max_rss_mb, cfg.imports, len(self._shards), seq)
+                    cfg.max_rss_mb, cfg.imports, len(self._shards), seq, self._middleware)
         )
         worker = _Worker(worker_id, cfg.name, handle, handle.run.remote(), time.monotonic())
         pool.workers[worker_id] = worker

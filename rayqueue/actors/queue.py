@@ -36,6 +36,7 @@ from rayqueue.core.stats import QueueStats
 from rayqueue.errors import StaleLeaseError, StorageError, StorageFullError
 from rayqueue.info import TaskInfo
 from rayqueue.logging import configure, lifecycle
+from rayqueue.middleware import Hooks, Middleware, TaskEnd
 from rayqueue.storage.base import Storage
 from rayqueue.storage.buffered import CommitBuffer
 from rayqueue.storage.identity import JournalIdentity
@@ -74,6 +75,7 @@ class QueueActor:
         durability: str = "full",
         shard: int = 0,
         shards: int = 1,
+        middleware: Sequence[Middleware] = (),
     ) -> None:
         configure("queue")
         ctx = ray.get_runtime_context()
@@ -96,6 +98,10 @@ class QueueActor:
             self._core.renew_all_leases(self._clock.now())
         self._lock = threading.Lock()
         self._metrics = metrics
+        #: middleware's queue-side hooks (on_retry, on_dead), called once a change is
+        #: durable; empty ones cost nothing on the hot path
+        self._hooks = Hooks(middleware)
+        self._end_hooks = self._hooks.wants("on_retry") or self._hooks.wants("on_dead")
         self._claims: dict[str, deque[asyncio.Future[None]]] = {}
         self._results: dict[str, list[asyncio.Future[None]]] = {}
         self._events: list[Event] = []
@@ -277,6 +283,22 @@ class QueueActor:
             self._events.append(_failure_event(rec, self._clock.now(), outcome))
             if rec.state is TaskState.DEAD:
                 self._events.append(("outcome", rec.task_name, "dead", None))
+            if self._end_hooks:
+                self._call_end_hooks(rec, "worker_lost" if outcome == "lost" else "timeout")
+
+    def _call_end_hooks(self, rec: TaskRecord, ended: str) -> None:
+        """Middleware's ``on_retry``/``on_dead`` for an attempt that ended without
+        success (``ended``: failed, timeout, worker_lost)."""
+        err = rec.error
+        if rec.state is TaskState.DEAD:
+            hook, reason, due = "on_dead", rec.reason or ended, None
+        elif rec.state in (TaskState.FAILED, TaskState.READY, TaskState.SCHEDULED):
+            hook, reason, due = "on_retry", ended, rec.due_at
+        else:
+            return
+        self._hooks.call(hook, TaskEnd(rec.id, rec.task_name, rec.attempts, reason,
+                                       err.type if err else None,
+                                       err.message if err else None, rec.headers or {}, due))
 
     def _flush_events(self) -> None:
         with self._lock:
@@ -527,6 +549,8 @@ class QueueActor:
             events.append(("outcome", rec.task_name, _outcome_of(rec), run_s))
             events.append(_failure_event(rec, now))
             self._log_outcome(rec, worker)
+            if self._end_hooks:
+                self._call_end_hooks(rec, "failed")
             if rec.state is TaskState.FAILED:
                 crashpoint("retry.after_commit")
             if rec.state.terminal:

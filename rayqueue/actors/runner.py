@@ -35,7 +35,8 @@ from rayqueue.core.lease import Failure, Lease, Outcome
 from rayqueue.core.record import ErrorInfo
 from rayqueue.core.retry import Retry
 from rayqueue.errors import InvalidPayloadError
-from rayqueue.logging import lifecycle
+from rayqueue.logging import LifecycleLog
+from rayqueue.middleware import Attempt, AttemptResult, Middleware, worker_hooks
 from rayqueue.task import (
     Task,
     TaskContext,
@@ -60,7 +61,7 @@ def is_async(cls: type[Task[Any]]) -> bool:
 def begin(lease: Lease, cls: type[Task[Any]], worker: str) -> Task[Any] | Outcome:
     """Validate the payload again; the task, or the outcome of a payload it refuses."""
     try:
-        task = decode_payload(lease.task_name, lease.payload, cls)
+        return decode_payload(lease.task_name, lease.payload, cls)
     except Exception as exc:  # a validator may raise anything, not only ValidationError
         if not isinstance(exc, InvalidPayloadError):
             exc = InvalidPayloadError(lease.task_name, f"{type(exc).__name__}: {exc}")
@@ -71,11 +72,6 @@ def begin(lease: Lease, cls: type[Task[Any]], worker: str) -> Task[Any] | Outcom
                                            action="task_rejected")
         return Outcome(lease.task_id, lease.token, failure=Failure(
             ErrorInfo.from_exception(exc), retryable=False, reason=reason))
-    records = lifecycle()
-    if records is not None:
-        records.emit("task started", "task_started", worker=worker, task_id=lease.task_id,
-                     task=lease.task_name, attempt=lease.attempt)
-    return task
 
 
 @contextlib.contextmanager
@@ -83,48 +79,144 @@ def attempt_context(lease: Lease, worker: str) -> Iterator[None]:
     """While an attempt runs: ``rayqueue.task.current()``, which also puts the task's
     ids on every log record (the patcher that :func:`rayqueue.logging.configure` installs;
     cheaper per task than ``logger.contextualize``)."""
-    token = set_current(TaskContext(lease.task_id, lease.attempt, worker))
+    token = set_current(TaskContext(lease.task_id, lease.attempt, worker,
+                                    lease.headers or _NO_HEADERS))
     try:
         yield
     finally:
         reset_current(token)
 
 
-def succeeded(lease: Lease, cls: type[Task[Any]], value: Any, worker: str) -> Outcome:
-    """The outcome of an attempt that returned ``value`` (checked against its type)."""
-    try:
-        return Outcome(lease.task_id, lease.token, result=encode_result(cls, value))
-    except BaseException as exc:
-        return failed(lease, cls, exc, worker)
+_NO_HEADERS: dict[str, str] = {}
+
+
+class AttemptRun:
+    """One attempt, the steps every path shares (runner threads, the event loop, the
+    executor): middleware before, validate the payload again, classify how the task
+    ended into an :class:`Outcome` (one retryability decision), middleware after.
+
+    Use inside :func:`attempt_context`: ``task = run.start()``; if it is None the
+    payload was refused and ``run.outcome`` says so; else run the task and call
+    :meth:`returned` or :meth:`raised`.
+    """
+
+    __slots__ = ("_attempt", "_hooks", "cls", "lease", "outcome", "worker")
+
+    def __init__(self, lease: Lease, cls: type[Task[Any]], worker: str) -> None:
+        self.lease, self.cls, self.worker = lease, cls, worker
+        self.outcome: Outcome | None = None
+        hooks = worker_hooks()
+        # No middleware implements attempt hooks (the default): nothing is built.
+        self._hooks = hooks if hooks.wants("before_attempt") or hooks.wants(
+            "after_attempt") else None
+        self._attempt: Attempt | None = None
+
+    def start(self) -> Task[Any] | None:
+        """Middleware's ``before_attempt``, then the payload validated again."""
+        lease = self.lease
+        if self._hooks is not None:
+            self._attempt = Attempt(lease.task_id, lease.task_name, lease.attempt,
+                                    self.worker, lease.priority, lease.headers or {})
+            self._hooks.call("before_attempt", self._attempt)
+        task = begin(lease, self.cls, self.worker)
+        if isinstance(task, Outcome):
+            self._end(task, "rejected", None)
+            return None
+        return task
+
+    def returned(self, value: Any) -> Outcome:
+        """The attempt returned ``value`` (checked against the declared result type)."""
+        try:
+            outcome = Outcome(self.lease.task_id, self.lease.token,
+                              result=encode_result(self.cls, value))
+        except BaseException as exc:
+            return self.raised(exc)
+        self._end(outcome, "succeeded", None)
+        return outcome
+
+    def raised(self, exc: BaseException) -> Outcome:
+        """The attempt raised ``exc``."""
+        outcome = failed(self.lease, self.cls, exc, self.worker)
+        self._end(outcome, "failed", exc)
+        return outcome
+
+    def _end(self, outcome: Outcome, kind: Any, exc: BaseException | None) -> None:
+        self.outcome = outcome
+        if self._hooks is None or self._attempt is None:
+            return
+        f = outcome.failure
+        self._hooks.call("after_attempt", self._attempt, AttemptResult(
+            kind, None if f is None else f.error.type, None if f is None else f.error.message,
+            False if f is None else f.retryable, exc))
 
 
 def failed(lease: Lease, cls: type[Task[Any]], exc: BaseException, worker: str) -> Outcome:
     """The outcome of an attempt that raised ``exc``."""
-    records = lifecycle()
-    if records is not None:
-        records.emit(f"task failed: {describe(exc)}", "task_failed", worker=worker,
-                     task_id=lease.task_id, task=lease.task_name, attempt=lease.attempt)
     return Outcome(lease.task_id, lease.token, failure=_failure(cls, exc))
 
 
 def run_sync(lease: Lease, cls: type[Task[Any]], worker: str,
              loop: asyncio.AbstractEventLoop) -> Outcome:
     """Run one attempt of a sync task in the calling thread."""
-    task = begin(lease, cls, worker)
-    if isinstance(task, Outcome):
-        return task
-    try:
-        with attempt_context(lease, worker):
+    run = AttemptRun(lease, cls, worker)
+    with attempt_context(lease, worker):
+        task = run.start()
+        if task is None:
+            assert run.outcome is not None
+            return run.outcome
+        try:
             value = task.execute()
             if inspect.isawaitable(value):  # a sync execute that returned an awaitable
                 value = asyncio.run_coroutine_threadsafe(_awaited(value), loop).result()
-    except BaseException as exc:  # task code may raise anything
-        return failed(lease, cls, exc, worker)
-    return succeeded(lease, cls, value, worker)
+        except BaseException as exc:  # task code may raise anything
+            return run.raised(exc)
+        return run.returned(value)
+
+
+async def run_async(lease: Lease, cls: type[Task[Any]], worker: str) -> Outcome:
+    """Run one attempt of an async task on the calling event loop.
+
+    Raises:
+        asyncio.CancelledError: the attempt was cancelled (released at a drain
+            deadline): it has no outcome.
+    """
+    run = AttemptRun(lease, cls, worker)
+    with attempt_context(lease, worker):
+        task = run.start()
+        if task is None:
+            assert run.outcome is not None
+            return run.outcome
+        try:
+            value = await task.execute()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # task code may raise anything
+            return run.raised(exc)
+        return run.returned(value)
 
 
 async def _awaited(value: Any) -> Any:
     return await value
+
+
+class LifecycleMiddleware(Middleware):
+    """The per-task ``task_started``/``task_failed`` records of a worker, as the first
+    middleware (installed when lifecycle records are wanted: see
+    :func:`rayqueue.logging.lifecycle_level`)."""
+
+    def __init__(self, records: LifecycleLog) -> None:
+        self._records = records
+
+    def before_attempt(self, attempt: Attempt) -> None:
+        self._records.emit("task started", "task_started", worker=attempt.worker,
+                           task_id=attempt.task_id, task=attempt.task_name,
+                           attempt=attempt.attempt)
+
+    def after_attempt(self, attempt: Attempt, result: AttemptResult) -> None:
+        if result.outcome != "succeeded":
+            self._records.emit(f"task failed: {result.error_type}: {result.error_message}",
+                               "task_failed", worker=attempt.worker, task_id=attempt.task_id,
+                               task=attempt.task_name, attempt=attempt.attempt)
 
 
 class SyncRunner:

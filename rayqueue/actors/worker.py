@@ -25,13 +25,12 @@ from loguru import logger
 
 from rayqueue.actors.profiling import LoopProfiler
 from rayqueue.actors.runner import (
+    LifecycleMiddleware,
     SyncRunner,
-    attempt_context,
-    begin,
     failed,
     is_async,
+    run_async,
     run_sync,
-    succeeded,
 )
 from rayqueue.calls import bounded
 from rayqueue.codebook import resolve
@@ -41,6 +40,7 @@ from rayqueue.core.record import ErrorInfo
 from rayqueue.core.shards import ShardChooser, shard_of, split
 from rayqueue.errors import UnknownTaskError
 from rayqueue.logging import configure, lifecycle
+from rayqueue.middleware import Hooks, Middleware, WorkerStart, install_worker_hooks
 from rayqueue.task import Task
 
 #: Seconds a claim waits for work before the run loop looks around again.
@@ -84,12 +84,18 @@ class WorkerActor:
         imports: Sequence[str] = (),
         shards: int = 1,
         start_shard: int = 0,
+        middleware: Sequence[Middleware] = (),
     ) -> None:
         # First what __repr__ shows: Ray names the actor by it, even in a failed start.
         self._pool = pool
         self._id = worker_id
         self._node = ray.get_runtime_context().get_node_id()
         configure("worker")
+        records = lifecycle()
+        # One worker actor per process: the attempt pipeline finds its hooks there.
+        self._hooks = Hooks([*([LifecycleMiddleware(records)] if records else []),
+                             *middleware])
+        install_worker_hooks(self._hooks)
         #: the queue's shard actors (one for an unsharded queue); every lease, report,
         #: heartbeat and release goes to the shard that owns its task
         self._shards = shard_handles(queue, shards)
@@ -176,6 +182,8 @@ class WorkerActor:
         reporter = asyncio.create_task(self._report_loop())
         beater = asyncio.create_task(self._heartbeat_loop())
         poller = asyncio.create_task(self._poll_loop())
+        me = WorkerStart(self._id, self._pool, self._queue_name, os.getpid())
+        self._hooks.call("worker_started", me)
         try:
             while not self._draining:
                 # Claim when a slot is free, or when the prefetched work ran down to half
@@ -242,6 +250,7 @@ class WorkerActor:
             beater.cancel()
             poller.cancel()
             self._runner.stop()
+        self._hooks.call("worker_stopping", me)
         self._log.info("worker drained after {} task(s)", self._done, action="worker_drained")
         return self._done
 
@@ -415,24 +424,12 @@ class WorkerActor:
             self._task_log(lease).warning("no class for task {!r}", lease.task_name,
                                           action="task_unknown")
             return
-        loop = asyncio.get_running_loop()
-        if not is_async(cls):
+        if is_async(cls):
+            outcome = await run_async(lease, cls, self._id)
+        else:
+            loop = asyncio.get_running_loop()
             outcome = await loop.run_in_executor(
                 self._executor, copy_context().run, run_sync, lease, cls, self._id, loop)
-            self._deliver(lease, outcome)
-            return
-        task = begin(lease, cls, self._id)
-        if isinstance(task, Outcome):
-            self._deliver(lease, task)
-            return
-        try:
-            with attempt_context(lease, self._id):
-                value = await task.execute()
-            outcome = succeeded(lease, cls, value, self._id)
-        except asyncio.CancelledError:
-            raise  # released at a drain deadline: no outcome
-        except BaseException as exc:  # task code may raise anything
-            outcome = failed(lease, cls, exc, self._id)
         self._deliver(lease, outcome)
 
     def _confirm(self, task_id: str) -> None:

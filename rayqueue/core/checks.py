@@ -19,6 +19,12 @@ from rayqueue.errors import InvalidTaskError
 #: Longest task id, task name and pool name, in characters.
 MAX_TASK_ID = 256
 MAX_NAME = 200
+#: Task headers: most entries, longest name and value (characters), largest total
+#: (UTF-8 bytes of names and values). Enough for W3C trace context, baggage and ids.
+MAX_HEADERS = 64
+MAX_HEADER_NAME = 128
+MAX_HEADER_VALUE = 4_096
+MAX_HEADERS_BYTES = 16_384
 
 
 def check_text(value: object, what: str, limit: int) -> str:
@@ -60,6 +66,32 @@ def check_new_task(new: NewTask) -> None:
         raise InvalidTaskError(f"retry must be a RetryPolicy, got {type(new.retry).__name__}")
     if new.timeout is not None and not _positive(new.timeout):
         raise InvalidTaskError(f"timeout must be finite seconds > 0, got {new.timeout!r}")
+    if new.headers is not None:
+        check_headers(new.headers)
+
+
+def check_headers(headers: object) -> dict[str, str]:
+    """``headers`` as a dict of str to str within the limits above (names and values
+    printable text), else :class:`InvalidTaskError`."""
+    if not isinstance(headers, dict):
+        raise InvalidTaskError(f"headers must be a dict of str to str, got "
+                               f"{type(headers).__name__}")
+    if len(headers) > MAX_HEADERS:
+        raise InvalidTaskError(f"at most {MAX_HEADERS} headers, got {len(headers)}")
+    size = 0
+    for name, value in headers.items():
+        size += utf8(check_text(name, "header name", MAX_HEADER_NAME), "header name")
+        if not isinstance(value, str):
+            raise InvalidTaskError(f"header {name!r} must be a str, got "
+                                   f"{type(value).__name__}")
+        if len(value) > MAX_HEADER_VALUE:
+            raise InvalidTaskError(f"header {name!r} is over {MAX_HEADER_VALUE} characters")
+        size += utf8(value, f"header {name!r}")
+        if not value.isprintable():
+            raise InvalidTaskError(f"header {name!r} must not hold control characters")
+    if size > MAX_HEADERS_BYTES:
+        raise InvalidTaskError(f"headers are {size} bytes; at most {MAX_HEADERS_BYTES}")
+    return headers
 
 
 def _positive(x: Any) -> bool:

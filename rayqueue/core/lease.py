@@ -30,6 +30,8 @@ class Lease:
     #: lower-priority work waits until the worker says this one started (see
     #: QueueCore.claim); only a worker that asked for it gets this
     confirm: bool = False
+    #: the task's headers (see NewTask.headers)
+    headers: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,16 +88,16 @@ def pack_leases(leases: list[Lease]) -> bytes:
     seen: dict[int, dict[str, Any]] = {}
     return pickle.dumps([(x.task_id, x.token, x.task_name, x.payload, x.attempt, x.priority,
                           x.pool, x.expires_at, x.timeout, _policy_out(x.retry, seen),
-                          x.suspect, x.confirm) for x in leases], protocol=5)
+                          x.suspect, x.confirm, x.headers) for x in leases], protocol=5)
 
 
 def unpack_leases(blob: bytes) -> list[Lease]:
     """The leases packed by :func:`pack_leases`."""
     seen: dict[tuple[Any, ...], RetryPolicy] = {}
     return [Lease(t, tok, name, payload, attempt, prio, pool, exp, timeout,
-                  _policy_in(retry, seen), suspect, confirm)
-            for t, tok, name, payload, attempt, prio, pool, exp, timeout, retry, suspect, confirm
-            in pickle.loads(blob)]
+                  _policy_in(retry, seen), suspect, confirm, headers)
+            for t, tok, name, payload, attempt, prio, pool, exp, timeout, retry, suspect, confirm,
+            headers in pickle.loads(blob)]
 
 
 def pack_outcomes(outcomes: list[Outcome]) -> bytes:
@@ -118,14 +120,14 @@ def pack_news(news: Sequence[NewTask]) -> bytes:
     """Enqueue requests as one compact blob (see :func:`unpack_news`)."""
     seen: dict[int, dict[str, Any]] = {}
     return pickle.dumps([(n.task_name, n.payload, n.priority, n.pool, n.run_at, n.task_id,
-                          _policy_out(n.retry, seen), n.timeout, n.delay) for n in news],
-                        protocol=5)
+                          _policy_out(n.retry, seen), n.timeout, n.delay, n.headers)
+                         for n in news], protocol=5)
 
 
 def unpack_news(blob: bytes) -> list[NewTask]:
     """The enqueue requests packed by :func:`pack_news`."""
     seen: dict[tuple[Any, ...], RetryPolicy] = {}
     return [NewTask(name, payload, prio, pool, run_at, task_id, _policy_in(retry, seen),
-                    timeout, delay)
-            for name, payload, prio, pool, run_at, task_id, retry, timeout, delay
+                    timeout, delay, headers)
+            for name, payload, prio, pool, run_at, task_id, retry, timeout, delay, headers
             in pickle.loads(blob)]

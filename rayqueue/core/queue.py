@@ -237,6 +237,7 @@ class QueueCore:
                 updated_at=now,
                 retry=new.retry,
                 timeout=new.timeout,
+                headers=new.headers or None,
             )
             fresh[task_id] = rec
             out.append(rec)
@@ -367,7 +368,8 @@ class QueueCore:
                     marked.add(r.id)
         return [
             Lease(r.id, r.lease_token, r.task_name, r.payload, r.attempts, r.priority, r.pool,
-                  now + ttl, r.timeout, r.retry, r.lost_attempts > 0, r.id in marked)
+                  now + ttl, r.timeout, r.retry, r.lost_attempts > 0, r.id in marked,
+                  r.headers)
             for r in batch.tasks
         ]
 

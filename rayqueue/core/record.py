@@ -88,6 +88,8 @@ class NewTask:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeout: float | None = None
     delay: float | None = None
+    #: string metadata carried to every attempt (trace context, correlation ids)
+    headers: dict[str, str] | None = None
 
 
 @dataclass_transform(frozen_default=True, field_specifiers=(field,))
@@ -127,6 +129,7 @@ class TaskRecord:
         result: the result as JSON text, once succeeded.
         reason: why the task is dead (``max_attempts``, ``non_retryable``, ``worker_lost``,
             ``timeout``, ``unknown_task``).
+        headers: string metadata given at enqueue (trace context, correlation ids).
     """
 
     id: str
@@ -153,6 +156,7 @@ class TaskRecord:
     result: str | None = None
     reason: str | None = None
     schedule_id: str | None = None
+    headers: dict[str, str] | None = None
 
     def evolve(self, **changes: Any) -> TaskRecord:
         """A copy with ``changes`` (as ``dataclasses.replace``, about eight times faster)."""
@@ -187,6 +191,7 @@ class TaskRecord:
             "result": self.result,
             "reason": self.reason,
             "schedule_id": self.schedule_id,
+            "headers": self.headers,
         }
 
     @classmethod

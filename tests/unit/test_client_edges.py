@@ -33,6 +33,7 @@ from rayqueue.arguments import MAX_TIMEOUT_S
 from rayqueue.client import TaskQueue
 from rayqueue.core.lease import Lease, Outcome
 from rayqueue.handle import ClaimedTask, TaskHandle
+from rayqueue.middleware import Hooks
 from rayqueue.sender import Sender
 
 
@@ -69,6 +70,7 @@ def bare_queue() -> TaskQueue[Any]:
     q._closed_here = False
     q._shut_down = False
     q._sender = Sender(q._send_news, q.name)
+    q._hooks = Hooks()
     q._ship = lambda classes: None  # type: ignore[method-assign]
     return q
 

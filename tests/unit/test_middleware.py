@@ -1,0 +1,184 @@
+"""Middleware and task headers without Ray: hook order, the attempt pipeline's hooks,
+a raising middleware changing nothing, headers validated and journaled."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from rayqueue import (
+    FakeClock,
+    InvalidArgumentTypeError,
+    InvalidTaskError,
+    Middleware,
+    QueueCore,
+    RetryPolicy,
+    Task,
+)
+from rayqueue.actors.runner import run_async, run_sync
+from rayqueue.core.checks import MAX_HEADERS, check_headers
+from rayqueue.core.lease import Lease, pack_leases, pack_news, unpack_leases, unpack_news
+from rayqueue.middleware import (
+    Attempt,
+    AttemptResult,
+    Hooks,
+    check_middleware,
+    install_worker_hooks,
+)
+from rayqueue.storage.sqlite import SQLiteStorage
+from rayqueue.task import current, to_new_task
+from tests.unit.conftest import new
+
+
+class Log(Middleware):
+    def __init__(self, name: str, calls: list[tuple[str, str]]) -> None:
+        self.name, self.calls = name, calls
+
+    def before_attempt(self, attempt: Attempt) -> None:
+        ctx = current()
+        self.calls.append((self.name, f"before {ctx.task_id if ctx else None}"))
+
+    def after_attempt(self, attempt: Attempt, result: AttemptResult) -> None:
+        self.calls.append((self.name, f"after {result.outcome} {result.error_type}"))
+
+
+class Boom(Middleware):
+    def before_attempt(self, attempt: Attempt) -> None:
+        raise RuntimeError("bug")
+
+    def after_attempt(self, attempt: Attempt, result: AttemptResult) -> None:
+        raise RuntimeError("bug")
+
+
+class Adds(Task[int]):
+    task_name: ClassVar[str] = "mw.adds"
+    retry: ClassVar[RetryPolicy] = RetryPolicy(max_attempts=2)
+    a: int
+    mode: str = "ok"
+
+    def execute(self) -> int:
+        if self.mode == "raise":
+            raise ValueError("nope")
+        if self.mode == "bad-result":
+            return "not an int"  # type: ignore[return-value]
+        ctx = current()
+        assert ctx is not None
+        return self.a + len(ctx.headers)
+
+
+class AsyncAdds(Task[int]):
+    task_name: ClassVar[str] = "mw.async"
+    a: int
+
+    async def execute(self) -> int:
+        return self.a * 2
+
+
+def _lease(payload: str, name: str = "mw.adds", headers: dict[str, str] | None = None) -> Lease:
+    return Lease("t1", 1, name, payload, 1, 50, "default", 0.0, None, RetryPolicy(),
+                 headers=headers)
+
+
+@pytest.fixture
+def hooks() -> Any:
+    yield install_worker_hooks
+    install_worker_hooks(Hooks())
+
+
+def test_before_hooks_run_in_order_after_hooks_in_reverse(hooks: Any) -> None:
+    calls: list[tuple[str, str]] = []
+    hooks(Hooks([Log("a", calls), Log("b", calls)]))
+    loop = asyncio.new_event_loop()
+    outcome = run_sync(_lease('{"a": 1}', headers={"k": "v"}), Adds, "w", loop)
+    loop.close()
+    assert outcome.result == "2"  # 1 + one header, seen through current()
+    assert calls == [("a", "before t1"), ("b", "before t1"),
+                     ("b", "after succeeded None"), ("a", "after succeeded None")]
+
+
+@pytest.mark.parametrize(("payload", "outcome", "error"), [
+    ('{"a": 1, "mode": "raise"}', "failed", "ValueError"),
+    ('{"a": 1, "mode": "bad-result"}', "failed", "InvalidPayloadError"),
+    ('{"a": "x"}', "rejected", "InvalidPayloadError"),
+])
+def test_after_attempt_says_how_the_attempt_ended(
+        hooks: Any, payload: str, outcome: str, error: str) -> None:
+    calls: list[tuple[str, str]] = []
+    hooks(Hooks([Log("a", calls)]))
+    loop = asyncio.new_event_loop()
+    run_sync(_lease(payload), Adds, "w", loop)
+    loop.close()
+    assert calls[-1] == ("a", f"after {outcome} {error}")
+
+
+def test_a_raising_middleware_changes_no_outcome(hooks: Any) -> None:
+    loop = asyncio.new_event_loop()
+    plain = [run_sync(_lease(p), Adds, "w", loop)
+             for p in ('{"a": 1}', '{"a": 1, "mode": "raise"}', '{"a": "x"}')]
+    calls: list[tuple[str, str]] = []
+    hooks(Hooks([Boom(), Log("after-boom", calls)]))
+    hooked = [run_sync(_lease(p), Adds, "w", loop)
+              for p in ('{"a": 1}', '{"a": 1, "mode": "raise"}', '{"a": "x"}')]
+    loop.close()
+    assert [(o.result, o.failure and (o.failure.retryable, o.failure.reason, o.failure.error.type))
+            for o in hooked] == [
+        (o.result, o.failure and (o.failure.retryable, o.failure.reason, o.failure.error.type))
+        for o in plain]
+    assert len(calls) == 6  # the one after it still ran, every time
+
+
+def test_async_attempts_go_through_the_same_hooks(hooks: Any) -> None:
+    calls: list[tuple[str, str]] = []
+    hooks(Hooks([Log("a", calls)]))
+    outcome = asyncio.run(run_async(_lease('{"a": 4}', "mw.async"), AsyncAdds, "w"))
+    assert outcome.result == "8"
+    assert calls == [("a", "before t1"), ("a", "after succeeded None")]
+
+
+def test_only_overridden_hooks_are_called() -> None:
+    h = Hooks([Log("a", [])])
+    assert h.wants("before_attempt") and not h.wants("before_enqueue")
+    assert not Hooks().wants("after_attempt") and not Hooks()
+
+
+@pytest.mark.parametrize("bad", [Log, [Log], "x", None, Log("a", [])])
+def test_middleware_must_be_a_list_of_instances(bad: Any) -> None:
+    with pytest.raises(InvalidArgumentTypeError, match="middleware"):
+        check_middleware(bad)
+
+
+@pytest.mark.parametrize(("headers", "match"), [
+    (["a"], "must be a dict"),
+    ({"a": 1}, "must be a str"),
+    ({1: "a"}, "header name must be a str"),
+    ({"": "a"}, "header name must be 1 to"),
+    ({"a\n": "a"}, "control characters"),
+    ({"a": "b\x00"}, "control characters"),
+    ({"a": "\ud800"}, "not valid text"),
+    ({"a": "x" * 5_000}, "over 4096"),
+    ({f"h{i}": "v" for i in range(MAX_HEADERS + 1)}, "at most 64"),
+    ({f"h{i}": "v" * 4_000 for i in range(5)}, "bytes; at most"),
+])
+def test_bad_headers_are_refused_with_a_typed_error(headers: Any, match: str) -> None:
+    with pytest.raises(InvalidTaskError, match=match):
+        check_headers(headers)
+    with pytest.raises(InvalidTaskError, match=match):
+        to_new_task(Adds(a=1), headers=headers)
+
+
+def test_headers_are_journaled_and_reach_every_lease(tmp_path: Path) -> None:
+    clock = FakeClock(1_000.0)
+    storage = SQLiteStorage(tmp_path / "j.sqlite")
+    core = QueueCore(storage=storage)
+    headers = {"traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01", "x-id": "é"}
+    news = unpack_news(pack_news([to_new_task(Adds(a=1), task_id="h1", headers=headers)]))
+    core.enqueue_many([*news, new(task_id="plain")], clock.now())
+    storage.close()
+    again = QueueCore.recover(SQLiteStorage(tmp_path / "j.sqlite"))
+    leases = unpack_leases(pack_leases(again.claim("w", 2, clock.now())))
+    assert {lease.task_id: lease.headers for lease in leases} == {"h1": headers, "plain": None}
+    rec = again.find("h1")
+    assert rec is not None and rec.headers == headers
