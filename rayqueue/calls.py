@@ -233,3 +233,10 @@ async def _aretrying(call: Callable[[], Any], timeout: float, *, hold: float = 0
             return await _aget(_submit(call), hold + ANSWER_TIMEOUT_S)
         except _retryable(False) as err:
             await asyncio.sleep(budget.after(began, err))
+
+
+def shard_handles(queue: str, shards: int) -> list[Any]:
+    """Handles on every shard actor of ``queue``."""
+    from rayqueue.config import NAMESPACE, shard_name
+
+    return [ray.get_actor(shard_name(queue, i), namespace=NAMESPACE) for i in range(shards)]

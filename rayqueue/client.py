@@ -29,7 +29,14 @@ from rayqueue.actors.metrics import MetricsActor
 from rayqueue.actors.pool import PoolManagerActor
 from rayqueue.actors.queue import CONCURRENCY_GROUPS, QueueActor
 from rayqueue.arguments import MAX_LIMIT, check_int, check_list, check_str, check_timeout
-from rayqueue.calls import MAX_PENDING_CALLS, _aretrying, _get, _retrying, _retrying_all
+from rayqueue.calls import (
+    MAX_PENDING_CALLS,
+    _aretrying,
+    _get,
+    _retrying,
+    _retrying_all,
+    shard_handles,
+)
 from rayqueue.config import (
     MAX_POOL_WORKERS,
     NAMESPACE,
@@ -37,12 +44,11 @@ from rayqueue.config import (
     actor_name,
     check_queue_name,
     runtime_settings,
-    shard_handles,
     shard_name,
 )
 from rayqueue.core.checks import MAX_TASK_ID, check_headers, check_text
 from rayqueue.core.clock import Clock
-from rayqueue.core.lease import Lease, Outcome, pack_news, pack_outcomes, unpack_leases
+from rayqueue.core.lease import Lease, Outcome
 from rayqueue.core.queue import QueueConfig
 from rayqueue.core.record import NewTask, new_task_ids
 from rayqueue.core.schedule import (
@@ -72,6 +78,7 @@ from rayqueue.errors import (
 from rayqueue.handle import ClaimedTask, TaskHandle
 from rayqueue.info import MetricsSnapshot, PoolInfo, TaskInfo, WorkerInfo
 from rayqueue.middleware import Hooks, Message, Middleware, check_middleware
+from rayqueue.protocol import pack_news, pack_outcomes, unpack_leases
 from rayqueue.sender import Sender
 from rayqueue.storage.layout import default_journal as journal_of
 from rayqueue.storage.layout import shard_journals

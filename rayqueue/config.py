@@ -129,13 +129,6 @@ def shard_name(queue: str, shard: int) -> str:
     return actor_name(queue, "queue") if shard == 0 else f"{queue}.queue.{shard}"
 
 
-def shard_handles(queue: str, shards: int) -> list[Any]:
-    """Handles on every shard actor of ``queue``."""
-    import ray
-
-    return [ray.get_actor(shard_name(queue, i), namespace=NAMESPACE) for i in range(shards)]
-
-
 class PoolConfig(BaseModel):
     """One pool of worker actors: its size bounds, concurrency and Ray resources.
 

@@ -1,7 +1,7 @@
 """MetricsActor: aggregates lifecycle events and exports them to Ray's Prometheus endpoint.
 
 Events arrive in batches from the queue and pool actors (never one call per task). The
-aggregation itself lives in :class:`rayqueue.core.aggregate.MetricsAggregate` (pure);
+aggregation itself lives in :class:`rayqueue.aggregate.MetricsAggregate` (pure);
 this shell adds the clock and the ``ray.util.metrics`` exporters.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 from ray.util import metrics as ray_metrics
 
-from rayqueue.core.aggregate import BUCKETS, MetricsAggregate
+from rayqueue.aggregate import BUCKETS, MetricsAggregate
 from rayqueue.info import MetricsSnapshot
 from rayqueue.logging import configure
 

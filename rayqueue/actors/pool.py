@@ -22,8 +22,8 @@ import ray
 from loguru import logger
 
 from rayqueue.actors.worker import CALL_TIMEOUT_S, WorkerActor
-from rayqueue.calls import bounded
-from rayqueue.config import NAMESPACE, PoolConfig, shard_handles
+from rayqueue.calls import bounded, shard_handles
+from rayqueue.config import NAMESPACE, PoolConfig
 from rayqueue.core.scaling import ScalingPolicy
 from rayqueue.core.shards import merge_pool_status
 from rayqueue.info import PoolInfo, WorkerInfo

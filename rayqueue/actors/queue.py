@@ -27,7 +27,7 @@ from loguru import logger
 from rayqueue.actors.journal import crashpoint, open_storage
 from rayqueue.actors.profiling import LoopProfiler
 from rayqueue.core.clock import Clock, SystemClock
-from rayqueue.core.lease import Outcome, pack_leases, unpack_news, unpack_outcomes
+from rayqueue.core.lease import Outcome
 from rayqueue.core.queue import QueueConfig, QueueCore, TickReport
 from rayqueue.core.record import NewTask, ScheduleRecord, TaskRecord, TaskState
 from rayqueue.core.retry import RetryPolicy
@@ -37,6 +37,7 @@ from rayqueue.errors import StaleLeaseError, StorageError, StorageFullError
 from rayqueue.info import TaskInfo
 from rayqueue.logging import configure, lifecycle
 from rayqueue.middleware import Hooks, Middleware, TaskEnd
+from rayqueue.protocol import pack_leases, unpack_news, unpack_outcomes
 from rayqueue.storage.base import Storage
 from rayqueue.storage.buffered import CommitBuffer
 from rayqueue.storage.identity import JournalIdentity

@@ -32,15 +32,15 @@ from rayqueue.actors.runner import (
     run_async,
     run_sync,
 )
-from rayqueue.calls import bounded
+from rayqueue.calls import bounded, shard_handles
 from rayqueue.codebook import resolve
-from rayqueue.config import shard_handles
-from rayqueue.core.lease import Failure, Lease, Outcome, pack_outcomes, unpack_leases
+from rayqueue.core.lease import Failure, Lease, Outcome
 from rayqueue.core.record import ErrorInfo
 from rayqueue.core.shards import ShardChooser, shard_of, split
 from rayqueue.errors import UnknownTaskError
 from rayqueue.logging import configure, lifecycle
 from rayqueue.middleware import Hooks, Middleware, WorkerStart, install_worker_hooks
+from rayqueue.protocol import pack_outcomes, unpack_leases
 from rayqueue.task import Task
 
 #: Seconds a claim waits for work before the run loop looks around again.

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from rayqueue.core.checks import MAX_TASK_ID, check_new_task, check_text, utf8
 from rayqueue.core.index import ReadyIndex, TimerIndex
 from rayqueue.core.lease import Failure, Lease, Outcome
+from rayqueue.core.port import InMemoryStorage, Storage
 from rayqueue.core.priority import validate_priority
 from rayqueue.core.record import WAITING, ErrorInfo, NewTask, ScheduleRecord, TaskRecord, TaskState
 from rayqueue.core.retry import MAX_RETRY_DELAY_S, RetryPolicy, finite
@@ -35,8 +36,6 @@ from rayqueue.errors import (
     StorageError,
     TaskNotFoundError,
 )
-from rayqueue.storage.base import Storage
-from rayqueue.storage.memory import InMemoryStorage
 
 #: A suspect (its worker died under it) runs alone on an idle worker. Once it has been
 #: ready this long with every worker busy, the next busy worker that claims is given

@@ -14,7 +14,7 @@ import ray
 
 import rayqueue
 from rayqueue import InvalidNameError, InvalidTaskError, NewTask, PoolConfig, Task
-from rayqueue.core.lease import pack_news
+from rayqueue.protocol import pack_news
 from tests.integration.probe_tasks import BadRetry, Probe
 
 MakeQueue = Callable[..., rayqueue.TaskQueue[Any]]

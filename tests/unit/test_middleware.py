@@ -20,7 +20,7 @@ from rayqueue import (
 )
 from rayqueue.actors.runner import run_async, run_sync
 from rayqueue.core.checks import MAX_HEADERS, check_headers
-from rayqueue.core.lease import Lease, pack_leases, pack_news, unpack_leases, unpack_news
+from rayqueue.core.lease import Lease
 from rayqueue.middleware import (
     Attempt,
     AttemptResult,
@@ -28,6 +28,7 @@ from rayqueue.middleware import (
     check_middleware,
     install_worker_hooks,
 )
+from rayqueue.protocol import pack_leases, pack_news, unpack_leases, unpack_news
 from rayqueue.storage.sqlite import SQLiteStorage
 from rayqueue.task import current, to_new_task
 from tests.unit.conftest import new

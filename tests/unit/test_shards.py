@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rayqueue import FakeClock, InMemoryStorage, Priority, QueueConfig, QueueCore
-from rayqueue.core.aggregate import MetricsAggregate
+from rayqueue.aggregate import MetricsAggregate
 from rayqueue.core.shards import (
     ShardChooser,
     by_head,

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from rayqueue import NewTask, RetryPolicy
-from rayqueue.core.lease import (
-    Failure,
-    Lease,
-    Outcome,
+from rayqueue.core.lease import Failure, Lease, Outcome
+from rayqueue.core.record import ErrorInfo, new_task_ids
+from rayqueue.protocol import (
     pack_leases,
     pack_news,
     pack_outcomes,
@@ -14,7 +13,6 @@ from rayqueue.core.lease import (
     unpack_news,
     unpack_outcomes,
 )
-from rayqueue.core.record import ErrorInfo, new_task_ids
 
 POLICY = RetryPolicy(max_attempts=5, base_delay=0.5)
 
