@@ -31,7 +31,7 @@ import ray
 
 import rayqueue
 from bench.tasks import NoopTask, SleepTask, StampTask
-from rayqueue import PoolConfig, TaskQueue
+from rayqueue import PoolConfig, TaskQueue, testing
 
 OUT = Path(__file__).resolve().parent / "out"
 #: Worker actors in every draining workload, as in the peers' measurements.
@@ -213,7 +213,7 @@ class Bench:
         marks = [20_000, 100_000] if self.quick else [100_000, 1_000_000]
         out: Figures = {}
         with self.queue(idle=True) as q:
-            pid = int(ray.get(q._actor.pid.remote()))
+            pid = int(ray.get(testing.actors(q).queue.pid.remote()))
             base = _rss_bytes(pid)
             done = 0
             for mark in marks:
@@ -272,8 +272,8 @@ class _ActorProfiler:
 
     def __init__(self, queue: TaskQueue[Any], label: str) -> None:
         self.label = label
-        workers = ray.get(queue._pool.debug_handles.remote())
-        self.actors = {"queue": queue._actor, "worker": workers[0][1]}
+        workers = testing.worker_handles(queue)
+        self.actors = {"queue": testing.actors(queue).queue, "worker": workers[0][1]}
         ray.get([a.profile_start.remote() for a in self.actors.values()])
 
     def stop(self) -> None:

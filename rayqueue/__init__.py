@@ -49,7 +49,6 @@ from rayqueue.errors import (
     TaskFailedError,
     TaskNotFoundError,
     UnknownTaskError,
-    WorkerError,
 )
 from rayqueue.info import FailureInfo, MetricsSnapshot, PoolInfo, TaskInfo, WorkerInfo
 from rayqueue.middleware import Attempt, AttemptResult, Message, Middleware, TaskEnd, WorkerStart
@@ -159,5 +158,4 @@ __all__ = [
     "StorageFullError",
     "JournalNotFoundError",
     "JournalCorruptError",
-    "WorkerError",
 ]

@@ -921,6 +921,16 @@ class TaskQueue(Generic[T]):
             ):
                 return infos
 
+    def wait(self, task_ids: Sequence[str], timeout: float | None = None,
+             ) -> list[TaskInfo | None]:
+        """Wait until every task of ``task_ids`` has finished (or ``timeout`` s passed);
+        their records, in order (None for an unknown id). Never raises for a task that
+        failed: read ``state``, ``error_type`` and ``result_json`` (see :meth:`results`
+        for typed results). One call per shard per slice, whatever the number of tasks."""
+        ids = check_list("task_ids", task_ids, str, "task id")
+        check_timeout("timeout", timeout, allow_none=True)
+        return self._wait(ids, timeout)
+
     def results(self, handles: Sequence[TaskHandle[R]], timeout: float | None = None) -> list[R]:
         """Wait for many results with one call per slice (not one per task)."""
         handles = check_list("handles", handles, TaskHandle, "TaskHandle")

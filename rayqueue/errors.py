@@ -28,13 +28,12 @@
     ├── InvalidArgumentError         an argument or setting a public call cannot use (a ValueError)
     │   ├── InvalidArgumentTypeError ... of the wrong type (also a TypeError)
     │   └── InvalidNameError         a queue or task name outside the allowed form
-    ├── StorageError                 the journal failed; the operation changed nothing
-    │   ├── StorageBusyError         another writer held the journal past the busy timeout
-    │   │   └── JournalInUseError    another live process owns the journal (named)
-    │   ├── StorageFullError         the disk (or the journal's size cap) is full
-    │   ├── JournalNotFoundError     no journal at its path (e.g. the actor moved node)
-    │   └── JournalCorruptError      a journal missing a part, damaged, or another queue's
-    └── WorkerError                  problems in a worker or pool
+    └── StorageError                 the journal failed; the operation changed nothing
+        ├── StorageBusyError         another writer held the journal past the busy timeout
+        │   └── JournalInUseError    another live process owns the journal (named)
+        ├── StorageFullError         the disk (or the journal's size cap) is full
+        ├── JournalNotFoundError     no journal at its path (e.g. the actor moved node)
+        └── JournalCorruptError      a journal missing a part, damaged, or another queue's
 
 Every error carries its context as typed attributes and says what to do next.
 """
@@ -341,7 +340,3 @@ class JournalInUseError(StorageBusyError):
             f"the queue journal at {path!r} is in use by {owner}: a journal has one owner "
             "at a time, so a second queue (or a second copy of this one) cannot open it. "
             "Stop that one first, or give this queue its own journal path")
-
-
-class WorkerError(RayQueueError):
-    """A worker or pool problem."""

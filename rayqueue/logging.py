@@ -26,13 +26,7 @@ _FORMAT = (
 )
 
 
-_DEBUG = False
 _LIFECYCLE: str | None = None
-
-
-def debug_enabled() -> bool:
-    """Whether DEBUG records are wanted (checked before building costly ones)."""
-    return _DEBUG
 
 
 def lifecycle_level() -> str | None:
@@ -143,8 +137,7 @@ def configure(
     if json is None:
         json = env.json
     lifecycle = env.lifecycle
-    global _DEBUG, _LIFECYCLE
-    _DEBUG = logger.level(level).no <= logger.level("DEBUG").no
+    global _LIFECYCLE
     _LIFECYCLE = lifecycle if logger.level(lifecycle).no >= logger.level(level).no else None
     logger.remove()
     logger.configure(extra={"component": component}, patcher=_task_ids)

@@ -72,6 +72,7 @@ class CrashPoint:
 
 
 @functools.cache
+@functools.cache
 def crash_point() -> CrashPoint:
     """This process's crash point, read once (the hook is asked on every call)."""
     return CrashPoint(name=os.environ.get("RAYQUEUE_CRASHPOINT"),

@@ -48,7 +48,7 @@ _REGISTRY: dict[str, type[Task[Any]]] = {}
 #: Longest accepted task name.
 MAX_TASK_NAME = 200
 #: Class-level options of a task type; a payload field of one of these names is an error.
-_OPTIONS = frozenset({"task_name", "priority", "retry", "timeout", "pool", "resources"})
+_OPTIONS = frozenset({"task_name", "priority", "retry", "timeout", "pool"})
 
 
 class Task(BaseModel, Generic[R]):
@@ -62,7 +62,6 @@ class Task(BaseModel, Generic[R]):
         retry: the :class:`RetryPolicy` for failures.
         timeout: seconds one attempt may run before its worker is killed (None = no limit).
         pool: the worker pool that runs this type.
-        resources: Ray resources a worker of that pool needs, e.g. ``{"num_gpus": 1}``.
     """
 
     # NaN and infinities are not JSON: write them as constants so encode_payload sees
@@ -74,7 +73,6 @@ class Task(BaseModel, Generic[R]):
     retry: ClassVar[RetryPolicy] = RetryPolicy()
     timeout: ClassVar[float | None] = None
     pool: ClassVar[str] = "default"
-    resources: ClassVar[Mapping[str, float]] = {}
 
     def execute(self) -> R | Awaitable[R]:
         """Do the work and return the result (may be ``async def``)."""

@@ -294,10 +294,6 @@ class PoolManagerActor:
         """This manager's process id (for fault-injection tests)."""
         return os.getpid()
 
-    async def debug_handles(self) -> list[tuple[str, Any]]:
-        """Test hook: (worker id, actor handle) of every worker."""
-        return [(w.id, w.handle) for p in self._pools.values() for w in p.workers.values()]
-
     async def worker_pid(self, worker_id: str) -> int | None:
         """The process id of a worker (for fault-injection tests)."""
         for pool in self._pools.values():

@@ -646,7 +646,8 @@ class QueueActor:
                 "by_worker": by_worker}
 
     async def recover_now(self) -> dict[str, int]:
-        """Test hook: reload the core from the journal, as a restart would, then tick."""
+        """Test hook (``rayqueue.testing.recover_now``): reload the core from the
+        journal, as a restart would, then tick."""
         if isinstance(self._storage, NullStorage):
             raise TypeError("this queue has no journal to recover from (journal=None)")
         await self._durable()
@@ -655,15 +656,6 @@ class QueueActor:
             self._after_tick(self._core.tick(self._clock.now()))
         await self._durable()
         return self._core.stats().by_state
-
-    async def advance_clock(self, seconds: float) -> float:
-        """Test hook: jump the queue's clock ahead (only with an advanceable clock)."""
-        advance = getattr(self._clock, "advance", None)
-        if advance is None:
-            raise TypeError("this queue runs on the system clock; create it with "
-                            "clock=OffsetClock() to advance time in tests")
-        now: float = advance(seconds)
-        return now
 
     # --------------------------------------------------------------- results
     async def wait_results(self, task_ids: Sequence[str], timeout: float) -> list[TaskInfo | None]:
@@ -752,12 +744,6 @@ class QueueActor:
         """The largest payload this queue accepts, in bytes of JSON."""
         return self._config.max_payload_bytes
 
-    @_control
-    async def debug_task_ids(self) -> list[str]:
-        """Test hook: every task id the queue holds."""
-        with self._lock:
-            return self._core.task_ids()
-
     async def profile_start(self) -> None:
         """Bench hook: start a CPU profile of the event loop (needs pyinstrument)."""
         self._profiler.start()
@@ -787,11 +773,6 @@ class QueueActor:
     async def shard_info(self) -> tuple[int, int]:
         """This actor's shard index and the queue's shard count."""
         return self._shard, self._shards
-
-    @_control
-    async def ping(self) -> str:
-        """Liveness check."""
-        return self._name
 
 
 def _info(rec: TaskRecord | None) -> TaskInfo | None:

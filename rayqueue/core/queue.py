@@ -805,10 +805,6 @@ class QueueCore:
         index = self._ready.get(pool)
         return len(index) if index else 0
 
-    def leased_count(self) -> int:
-        """Tasks leased to workers now."""
-        return self._state_counts[TaskState.LEASED]
-
     def workers(self) -> list[str]:
         """Workers (and dequeuing clients) that hold leases now."""
         return list(self._by_worker)

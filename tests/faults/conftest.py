@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import rayqueue
+from rayqueue import testing
 from tests.faults import ledger
 from tests.procs import alive
 from tests.ray_fixtures import wait_for
@@ -25,7 +26,7 @@ def settle(q: rayqueue.TaskQueue[Any], handles: Sequence[rayqueue.TaskHandle[Any
            path: str, timeout: float = 90.0, **check: Any) -> ledger.History:
     """Wait until every handle's task is finished, then run the history checker
     (``check`` goes to :func:`ledger.check`: ``expected``, ``may_die``)."""
-    infos = q._wait([h.id for h in handles], timeout)
+    infos = q.wait([h.id for h in handles], timeout)
     assert all(i is not None for i in infos), "a task vanished from the queue"
     return ledger.check(path, [i for i in infos if i is not None], **check)
 
@@ -38,7 +39,7 @@ def values(handles: Sequence[rayqueue.TaskHandle[Any]], tasks: Sequence[Any]) ->
 def pid_of_worker(q: rayqueue.TaskQueue[Any], worker_id: str) -> int:
     import ray
 
-    pid = ray.get(q._pool.worker_pid.remote(worker_id))
+    pid = ray.get(testing.actors(q).pool.worker_pid.remote(worker_id))
     assert pid, f"no worker {worker_id}"
     return int(pid)
 
@@ -58,7 +59,7 @@ def in_queue_actor(q: rayqueue.TaskQueue[Any], fn: Callable[[Any], Any]) -> Any:
     read a test hook's state, such as FaultyStorage's count of injected faults."""
     import ray
 
-    return ray.get(q._actor.__ray_call__.remote(fn))
+    return ray.get(testing.actors(q).queue.__ray_call__.remote(fn))
 
 
 def injected_faults(q: rayqueue.TaskQueue[Any]) -> dict[str, int]:

@@ -17,7 +17,7 @@ import ray
 import ray.cloudpickle as cloudpickle
 
 import rayqueue
-from rayqueue import PoolConfig, QueueConfig
+from rayqueue import PoolConfig, QueueConfig, testing
 from tests.faults import ledger, ledger_tasks
 from tests.faults.ledger_tasks import Work
 
@@ -41,7 +41,7 @@ def main(tmp: str) -> None:
         tasks = [Work(ledger=path, value=i) for i in range(start, start + 20)]
         ids = [f"l{i}" for i in range(start, start + 20)] if start < TOTAL // 2 else None
         handles += q.enqueue_many(tasks, task_ids=ids)
-    infos = [i for i in q._wait([h.id for h in handles], 240) if i]
+    infos = [i for i in q.wait([h.id for h in handles], 240) if i]
     expected = {h.id: i for i, h in enumerate(handles)}
     history = ledger.check(path, infos, expected=expected)
     runs = Counter(r["result"] for r in ledger.rows(path) if r["outcome"] == "ok")
@@ -50,7 +50,7 @@ def main(tmp: str) -> None:
         "handles": len(handles),
         "states": dict(history.states),
         # Tasks in the queue: TOTAL, or a retried enqueue made a second one.
-        "queue_tasks": len(q._read("debug_task_ids")),
+        "queue_tasks": len(testing.task_ids(q)),
         # Values run more than once (each task has its own value).
         "values_run_twice": sorted(int(v) for v, n in runs.items() if n > 1),
         "problems": history.problems(),

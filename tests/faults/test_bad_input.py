@@ -17,7 +17,7 @@ import pytest
 import ray
 
 import rayqueue
-from rayqueue import PoolConfig, QueueConfig
+from rayqueue import PoolConfig, QueueConfig, testing
 from rayqueue.calls import _translate
 from rayqueue.client import security_warnings
 from tests.faults import ledger
@@ -29,7 +29,7 @@ ONE = PoolConfig(min_workers=1, max_workers=1, concurrency=1)
 
 
 def _rows(q: rayqueue.TaskQueue[Any]) -> int:
-    return len(ray.get(q._actor.debug_task_ids.remote()))
+    return len(testing.task_ids(q))
 
 
 def test_21_unserializable_payloads_fail_before_any_call(make_queue: MakeQueue) -> None:
@@ -71,8 +71,8 @@ def test_22_schema_change_under_a_queued_task_is_dead_without_retries(
                    clock=rayqueue.OffsetClock())
     handle = q.enqueue(SchemaV1(amount=5), delay=3_600)
     v2 = schema_v2()
-    q._ship([v2])  # the new code is deployed while the v1 payload waits
-    ray.get(q._actor.advance_clock.remote(3_601))
+    testing.ship(q, v2)  # the new code is deployed while the v1 payload waits
+    testing.advance_clock(q, 3_601)
     with pytest.raises(rayqueue.TaskFailedError):
         handle.result(timeout=60)
     info = q.get(handle.id)
@@ -104,7 +104,7 @@ def test_23_priority_and_schedule_parameters(make_queue: MakeQueue, ledger_path:
     rng = random.Random(5)
     prios = [rng.randint(0, 100) for _ in range(1_000)]
     handles = q.enqueue_many([Work(ledger=ledger_path, value=p) for p in prios])
-    infos = [i for i in q._wait([h.id for h in handles], 120) if i]
+    infos = [i for i in q.wait([h.id for h in handles], 120) if i]
     infos.sort(key=lambda i: (i.started_at or 0.0))
     started = [i.priority for i in infos]
     inversions = sum(1 for a, b in itertools.pairwise(started) if b > a)
@@ -190,7 +190,7 @@ def test_27_backpressure(make_queue: MakeQueue, ledger_path: str) -> None:
     refs = []
     with pytest.raises(ray.exceptions.PendingCallsLimitExceeded) as flood:
         for _ in range(2_000):
-            refs.append(q._actor.join.remote(0.5))
+            refs.append(testing.actors(q).queue.join.remote(0.5))
     assert isinstance(_translate(flood.value), rayqueue.QueueBusyError)
     ray.get(refs)  # the flood drains; the queue answers normally again
     states = {i.state for i in q.get_many([h.id for h in accepted[1:]]) if i}

@@ -12,7 +12,7 @@ import pytest
 import ray
 
 import rayqueue
-from rayqueue import PoolConfig, QueueConfig
+from rayqueue import PoolConfig, QueueConfig, testing
 from tests.faults import ledger
 from tests.faults.conftest import alive, pid_of_worker, ray_logs_with, settle, values, wait_gone
 from tests.faults.ledger_tasks import Hangs, Work
@@ -42,7 +42,7 @@ def test_1_worker_killed_mid_task(make_queue: MakeQueue, ledger_path: str, how: 
     if how == "sigkill":
         os.kill(pid, signal.SIGKILL)
     else:
-        handle = next(w for w in ray.get(q._pool.debug_handles.remote())
+        handle = next(w for w in testing.worker_handles(q)
                       if w[0] == victim.worker)[1]
         ray.kill(handle, no_restart=True)
     wait_gone([pid], what="the killed worker's process")  # the fault happened
@@ -177,7 +177,7 @@ def test_9_pool_manager_dies_and_reconciles(make_queue: MakeQueue, ledger_path: 
     wait_for(lambda: sum(1 for i in q.get_many(ids) if i and i.state == "succeeded") >= 20,
              what="20 completions")
     old_pids = [w.pid for w in q.workers() if w.pid]
-    manager_pid = ray.get(q._pool.pid.remote())
+    manager_pid = ray.get(testing.actors(q).pool.pid.remote())
     os.kill(manager_pid, signal.SIGKILL)
     wait_gone([manager_pid], what="the pool manager's process")
     history = settle(q, handles, ledger_path, expected={h.id: i for i, h in enumerate(handles)})
@@ -187,6 +187,6 @@ def test_9_pool_manager_dies_and_reconciles(make_queue: MakeQueue, ledger_path: 
     wait_gone(old_pids, what="old workers gone")
     new = wait_for(lambda: len(w := q.workers()) == 4 and w, what="four new workers")
     assert not {w.pid for w in new} & set(old_pids)
-    assert ray.get(q._pool.pid.remote()) != manager_pid
+    assert ray.get(testing.actors(q).pool.pid.remote()) != manager_pid
 
 

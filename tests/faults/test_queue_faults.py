@@ -17,7 +17,7 @@ import pytest
 import ray
 
 import rayqueue
-from rayqueue import PoolConfig, QueueConfig
+from rayqueue import PoolConfig, QueueConfig, testing
 from tests.faults import ledger
 from tests.faults.conftest import (
     in_queue_actor,
@@ -64,14 +64,14 @@ def test_6_queue_actor_killed_under_load(make_queue: MakeQueue, ledger_path: str
     thread = threading.Thread(target=producer)
     thread.start()
     wait_for(lambda: produced, what="the producer under way")
-    pid = ray.get(q._actor.pid.remote())
+    pid = ray.get(testing.actors(q).queue.pid.remote())
     leased = q.stats().by_state["leased"]
     os.kill(pid, signal.SIGKILL)
     wait_gone([pid], what="the queue actor's process")  # the fault happened...
     thread.join(timeout=120)
     assert not thread.is_alive() and errors == []  # every enqueue returned or was retried
     assert len(produced) == 100
-    assert q._read("pid") != pid  # ...and the actor came back (a new process)
+    assert testing.queue_pid(q) != pid  # ...and the actor came back (a new process)
     handles = ready + flaky + produced
     history = settle(q, handles, ledger_path,
                      expected={h.id: v for h, v in zip(handles, [*range(300), *range(20),
@@ -80,7 +80,7 @@ def test_6_queue_actor_killed_under_load(make_queue: MakeQueue, ledger_path: str
     assert history.duplicates <= max(leased, 4)  # at most the leases outstanding
     after = {i.id: (i.state, i.due_at) for i in q.get_many(list(due_before)) if i}
     assert after == {k: ("scheduled", v) for k, v in due_before.items()}
-    assert len(ray.get(q._actor.debug_task_ids.remote())) == 440  # no duplicate rows
+    assert len(testing.task_ids(q)) == 440  # no duplicate rows
 
 
 @pytest.mark.parametrize("point", ["enqueue.after_commit_before_reply",
@@ -104,7 +104,7 @@ def test_7_crash_between_commit_and_reply(make_queue: MakeQueue, ledger_path: st
     assert history.problems() == {}
     twice = [r for r in ledger.rows(ledger_path) if history.executions[r["task_id"]] > 1]
     assert history.duplicates == 0, twice  # the worker never ran a task twice
-    assert sorted(ray.get(q._actor.debug_task_ids.remote())) == sorted(f"t{i}"
+    assert sorted(testing.task_ids(q)) == sorted(f"t{i}"
                                                                        for i in range(30))
 
 
@@ -202,7 +202,7 @@ def test_16_storage_faults_never_lose_or_duplicate(make_queue: MakeQueue, ledger
     q = make_queue(pools=[TWO], config=FAST, heartbeat_s=0.5,
                    journal=str(tmp_path / "q.sqlite"),
                    queue_env={"RAYQUEUE_STORAGE_FAULTS": faults})
-    pid = ray.get(q._actor.pid.remote())
+    pid = ray.get(testing.actors(q).queue.pid.remote())
     handles: list[rayqueue.TaskHandle[int]] = []
     refused: dict[str, int] = {}
     for start in range(0, 500, 50):
@@ -227,13 +227,13 @@ def test_16_storage_faults_never_lose_or_duplicate(make_queue: MakeQueue, ledger
     ids = [h.id for h in handles]
     answered = [i for i in q.get_many(ids) if i]
     in_queue_actor(q, lambda actor: setattr(actor._storage, "armed", False))
-    ray.get(q._actor.recover_now.remote())
+    testing.recover_now(q)
     assert ledger.check(ledger_path, answered,
                         later=[i for i in q.get_many(ids) if i]).problems() == {}
     assert history.duplicates <= sum(1 for i in q.get_many([h.id for h in handles])
                                      if i and i.lost_attempts)
-    assert len(ray.get(q._actor.debug_task_ids.remote())) == 500  # no duplicate rows
-    assert ray.get(q._actor.pid.remote()) == pid  # storage errors never crashed it
+    assert len(testing.task_ids(q)) == 500  # no duplicate rows
+    assert ray.get(testing.actors(q).queue.pid.remote()) == pid  # storage errors never crashed it
 
 
 def test_17_retry_state_survives_a_queue_restart(make_queue: MakeQueue, ledger_path: str,
@@ -243,11 +243,11 @@ def test_17_retry_state_survives_a_queue_restart(make_queue: MakeQueue, ledger_p
     handle = q.enqueue(SlowRetry(ledger=ledger_path, value=4, how="fail", how_times=1))
     waiting = wait_for(lambda: (i := q.get(handle.id)).state == "failed" and i,
                        what="the retry wait")
-    pid = ray.get(q._actor.pid.remote())
+    pid = ray.get(testing.actors(q).queue.pid.remote())
     os.kill(pid, signal.SIGKILL)
     wait_gone([pid], what="the queue actor's process")
     after = wait_for(lambda: _get_or_none(q, handle.id), what="the restarted queue")
-    assert q._read("pid") != pid
+    assert testing.queue_pid(q) != pid
     assert (after.state, after.due_at, after.attempts) == ("failed", waiting.due_at, 1)
 
 

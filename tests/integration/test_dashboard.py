@@ -19,7 +19,7 @@ import pytest
 import ray
 
 import rayqueue
-from rayqueue import PoolConfig
+from rayqueue import PoolConfig, testing
 from rayqueue.dashboard import serve
 from tests.integration.probe_tasks import Probe
 from tests.ray_fixtures import wait_for
@@ -140,7 +140,7 @@ def test_a_gone_queue_answers_503_within_3_s(make_queue: MakeQueue) -> None:
     q = make_queue()  # in memory: a killed queue actor stays dead
     dash = serve(q, port=0)
     try:
-        ray.kill(q._actor, no_restart=True)
+        ray.kill(testing.actors(q).queue, no_restart=True)
         token = dash.server.RequestHandlerClass.token  # type: ignore[attr-defined]
         for request in (urllib.request.Request(dash.url + "api/snapshot"),
                         urllib.request.Request(dash.url + "api/pause", method="POST",

@@ -13,7 +13,7 @@ import pytest
 import ray
 
 import rayqueue
-from rayqueue import InvalidNameError, InvalidTaskError, NewTask, PoolConfig, Task
+from rayqueue import InvalidNameError, InvalidTaskError, NewTask, PoolConfig, Task, testing
 from rayqueue.protocol import pack_news
 from tests.integration.probe_tasks import BadRetry, Probe
 
@@ -79,7 +79,7 @@ def test_one_senders_bad_input_never_fails_another_senders_good_enqueues(
             # must refuse this call alone.
             raw = NewTask("t", "{}", 50, task_id=f"raw\ud800{k}")
             try:
-                ray.get(q._actor.enqueue_many.remote(pack_news([raw])))
+                ray.get(testing.actors(q).queue.enqueue_many.remote(pack_news([raw])))
             except ray.exceptions.RayTaskError as err:
                 assert isinstance(err.cause, InvalidTaskError), err
                 refused.append("raw")

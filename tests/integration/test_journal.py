@@ -11,6 +11,7 @@ import pytest
 import ray
 
 import rayqueue
+from rayqueue import testing
 from rayqueue.config import NAMESPACE, actor_name
 from tests.integration.probe_tasks import Manual
 from tests.ray_fixtures import wait_for
@@ -32,7 +33,8 @@ def test_a_journal_without_its_main_file_is_refused_untouched(
     queue.enqueue_many([Manual(name=f"n{i}") for i in range(200)])  # no worker takes them
     assert queue.stats().size == 200
     # The queue dies without a clean shutdown (which would fold the log into the file).
-    for actor in (queue._pool, *queue._shards, queue._metrics):
+    handles = testing.actors(queue)
+    for actor in (handles.pool, *handles.shards, handles.metrics):
         ray.kill(actor, no_restart=True)
     wait_for(lambda: _gone(name), what="the queue actor to go")
     path.unlink()

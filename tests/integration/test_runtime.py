@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import rayqueue
-from rayqueue import OffsetClock, PoolConfig, Priority, QueueConfig
+from rayqueue import OffsetClock, PoolConfig, Priority, QueueConfig, testing
 from tests.integration.probe_tasks import (
     AsyncProbe,
     Exits,
@@ -76,7 +76,7 @@ def test_scheduled_tasks_and_interval_and_cron_fire_once(make_queue: MakeQueue) 
     later = q.enqueue(Probe(value=1), delay=60)
     assert q.get(later.id).state == "scheduled"
     cron = q.schedule(Probe(value=2), cron="*/5 * * * *", tz="Europe/Berlin", schedule_id="c")
-    assert q._actor.advance_clock.remote(301) is not None
+    testing.advance_clock(q, 301)
     assert later.result(timeout=30) == 1
     fired = wait_for(lambda: _fired(q, "c"), what="the cron run")
     assert len(fired) == 1
@@ -84,17 +84,15 @@ def test_scheduled_tasks_and_interval_and_cron_fire_once(make_queue: MakeQueue) 
     assert len(_fired(q, "c")) == 1  # once, not again while nothing advanced
     q.cancel(cron)
     every = q.schedule(Probe(value=3), every=600, schedule_id="i")
-    import ray
 
-    ray.get(q._actor.advance_clock.remote(601))
+    testing.advance_clock(q, 601)
     wait_for(lambda: len(_fired(q, "i")) == 1, what="the interval run")
     q.cancel(every)
 
 
 def _fired(q: rayqueue.TaskQueue[Any], schedule_id: str) -> list[str]:
-    import ray
 
-    stats = ray.get(q._actor.debug_task_ids.remote())
+    stats = testing.task_ids(q)
     return [i for i in stats if i.startswith(f"{schedule_id}@")]
 
 
@@ -125,7 +123,7 @@ def test_worker_killed_mid_task_runs_it_again(make_queue: MakeQueue) -> None:
     info = wait_for(lambda: (i := q.get(handle.id)).state == "leased" and i, what="lease")
     import ray
 
-    pid = ray.get(q._pool.worker_pid.remote(info.worker))
+    pid = ray.get(testing.actors(q).pool.worker_pid.remote(info.worker))
     os.kill(pid, signal.SIGKILL)
     assert handle.result(timeout=60) == 5  # long before the 30 s lease would expire
     done = q.get(handle.id)

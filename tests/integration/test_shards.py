@@ -13,7 +13,7 @@ import pytest
 import ray
 
 import rayqueue
-from rayqueue import PoolConfig, Priority, QueueConfig
+from rayqueue import PoolConfig, Priority, QueueConfig, testing
 from rayqueue.cli import main as cli
 from rayqueue.core.shards import shard_of
 from tests.integration.probe_tasks import Manual, Probe
@@ -31,7 +31,7 @@ def _dead(actor: Any) -> bool:
 
 
 def _ids_per_shard(q: rayqueue.TaskQueue[Any]) -> list[list[str]]:
-    return [ray.get(s.debug_task_ids.remote()) for s in q._shards]
+    return testing.task_ids_by_shard(q)
 
 
 def test_tasks_route_by_id_and_every_read_sees_the_whole_queue(make_queue: MakeQueue) -> None:
@@ -80,7 +80,8 @@ def test_tasks_route_by_id_and_every_read_sees_the_whole_queue(make_queue: MakeQ
     with pytest.raises(ValueError, match="already runs with 3 shard"):
         rayqueue.init(q.name, shards=2)
     q.pause()
-    assert q.stats().paused and all(ray.get(s.stats.remote()).paused for s in q._shards)
+    assert q.stats().paused and all(ray.get(s.stats.remote()).paused
+                                    for s in testing.actors(q).shards)
     q.resume()
 
 
@@ -139,7 +140,8 @@ def test_each_shard_journals_and_restarts_on_its_own(make_queue: MakeQueue,
     files = sorted(p.name for p in tmp_path.glob("*.sqlite"))
     assert files == ["sharded.shard-0-of-2.sqlite", "sharded.shard-1-of-2.sqlite"]
     handles = q.enqueue_many([Probe(value=i, sleep_s=0.01) for i in range(200)])
-    os.kill(ray.get(q._shards[1].pid.remote()), signal.SIGKILL)  # a shard dies mid-run
+    shard = testing.actors(q).shards[1]
+    os.kill(ray.get(shard.pid.remote()), signal.SIGKILL)  # a shard dies mid-run
     assert q.results(handles, timeout=120) == list(range(200))  # none lost
     assert q.stats().by_state["succeeded"] == 200
     q.shutdown(timeout=5)
@@ -190,15 +192,15 @@ def test_a_shard_lost_for_good_comes_back_from_its_journal(make_queue: MakeQueue
     q = make_queue(name=name, shards=2, journal=journal, pools=pools)
     q.pause()
     handles = q.enqueue_many([Probe(value=i) for i in range(40)])  # in both shards
-    old_pool = ray.get(q._pool.pid.remote())
-    ray.kill(q._shards[1], no_restart=True)
+    old_pool = ray.get(testing.actors(q).pool.pid.remote())
+    ray.kill(testing.actors(q).shards[1], no_restart=True)
     # ray.kill only asks: a call sent now may still be served before the actor dies.
-    wait_for(lambda: _dead(q._shards[1]), what="shard 1 to be gone")
+    wait_for(lambda: _dead(testing.actors(q).shards[1]), what="shard 1 to be gone")
     q.retry_timeout = 1.0  # (a dead actor looks like a restarting one: retried meanwhile)
     with pytest.raises(rayqueue.QueueUnavailableError):
         q.get(next(h.id for h in handles if shard_of(h.id, 2) == 1))
     again = rayqueue.init(name, shards=2, journal=journal, pools=pools)
-    assert ray.get(again._pool.pid.remote()) != old_pool  # the orphan was replaced
+    assert ray.get(testing.actors(again).pool.pid.remote()) != old_pool  # the orphan was replaced
     again.resume()
     assert again.results(handles, timeout=60) == list(range(40))  # none lost
 

@@ -43,7 +43,7 @@ import ray.cloudpickle as cloudpickle
 from ray.cluster_utils import Cluster
 
 import rayqueue
-from rayqueue import PoolConfig, QueueConfig
+from rayqueue import PoolConfig, QueueConfig, testing
 from tests.faults import ledger, ledger_tasks
 from tests.faults.ledger_tasks import Work
 from tests.multinode.cluster import local_cluster
@@ -89,7 +89,8 @@ class Chaos:
         self.sample()
 
     def sample(self) -> None:
-        for role, handle in (("queue", self.q._actor), ("pool", self.q._pool)):
+        handles = testing.actors(self.q)
+        for role, handle in (("queue", handles.queue), ("pool", handles.pool)):
             with contextlib.suppress(ray.exceptions.RayError):  # restarting right now
                 rss = _rss_mb(ray.get(handle.pid.remote(), timeout=10))
                 if rss:  # 0: it died between the two reads
@@ -112,12 +113,12 @@ class Chaos:
                 threading.Timer(2 * LEASE_TTL, _resume, (victim.pid,)).start()
         elif kind == "queue":
             shard = self.rng.randrange(self.q.shards)
-            pid = ray.get(self.q._shards[shard].pid.remote())
+            pid = ray.get(testing.actors(self.q).shards[shard].pid.remote())
             os.kill(pid, signal.SIGKILL)
             event["bound"] = leased  # everything leased from it, at most
             event["done"] = _until(lambda: not alive(pid))
         elif kind == "pool":
-            pid = ray.get(self.q._pool.pid.remote())
+            pid = ray.get(testing.actors(self.q).pool.pid.remote())
             os.kill(pid, signal.SIGKILL)
             event["bound"] = leased  # its workers die with it
             event["done"] = _until(lambda: not alive(pid))
@@ -185,7 +186,7 @@ def _soak(cluster: Cluster, seconds: float, tmp: str, rng: random.Random) -> dic
         pause.wait(rng.uniform(3.0, 8.0) if seconds < 300 else rng.uniform(5.0, 15.0))
         chaos.strike()
     # Drained within a bound (10 min for the soak), or the summary says what is stuck.
-    infos = q._wait([h.id for h in handles], min(600.0, 120.0 + 2 * seconds))
+    infos = q.wait([h.id for h in handles], min(600.0, 120.0 + 2 * seconds))
     chaos.sample()
     history = ledger.check(path, [i for i in infos if i is not None])
     stats = q.stats()

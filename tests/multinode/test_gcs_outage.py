@@ -108,7 +108,7 @@ def test_12_gcs_outage_with_fault_tolerance(ft_cluster: Cluster, tmp_path: Path)
                  what="progress while the GCS is down")
         ft_cluster.head_node.start_gcs_server()
 
-        infos = q._wait(ids, 180)
+        infos = q.wait(ids, 180)
         assert all(i is not None for i in infos)
         history = ledger.check(path, [i for i in infos if i is not None],
                                expected={h.id: i for i, h in enumerate(handles)})

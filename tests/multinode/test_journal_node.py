@@ -28,7 +28,7 @@ from ray.cluster_utils import Cluster
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 import rayqueue
-from rayqueue import PoolConfig, QueueConfig
+from rayqueue import PoolConfig, QueueConfig, testing
 from rayqueue.actors.queue import CONCURRENCY_GROUPS, QueueActor
 from rayqueue.client import TaskQueue
 from rayqueue.config import NAMESPACE
@@ -85,7 +85,7 @@ def test_11_pinned_journal_node_lost_then_back(cluster: Cluster, tmp_path: Path)
     in_flight = q.stats().by_state["leased"]
     unfinished = q.stats().size
     assert unfinished > 0
-    pid = ray.get(q._actor.pid.remote())
+    pid = ray.get(testing.actors(q).queue.pid.remote())
 
     cluster.remove_node(x, allow_graceful=False)
     # Down, and saying so: not an empty queue, not 30 s of silent retries.
@@ -109,7 +109,7 @@ def test_11_pinned_journal_node_lost_then_back(cluster: Cluster, tmp_path: Path)
     again = rayqueue.init("pinned", journal=str(journal), journal_node=x2_id, config=config,
                           heartbeat_s=1.0, pools=[ON_Y])
     try:
-        infos = again._wait(ids, 180)
+        infos = again.wait(ids, 180)
         assert all(i is not None for i in infos)
         history = ledger.check(path, [i for i in infos if i is not None],
                                expected={h.id: i for i, h in enumerate(handles)})

@@ -67,7 +67,7 @@ def test_10_worker_node_lost_mid_run(cluster: Cluster, tmp_path: Path) -> None:
         wait_for(lambda: not any(w.id in on_victim for w in q.workers()), timeout=60,
                  what="the lost node's workers replaced")
         cluster.add_node(num_cpus=1)
-        infos = q._wait(ids, 180)
+        infos = q.wait(ids, 180)
         history = ledger.check(path, [i for i in infos if i is not None],
                                expected={h.id: i for i, h in enumerate(handles)})
         assert all(i is not None for i in infos)

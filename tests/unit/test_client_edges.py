@@ -27,14 +27,13 @@ from rayqueue import (
     Retry,
     RetryPolicy,
     Task,
+    testing,
 )
 from rayqueue import client as client_module
 from rayqueue.arguments import MAX_TIMEOUT_S
 from rayqueue.client import TaskQueue
 from rayqueue.core.lease import Lease, Outcome
 from rayqueue.handle import ClaimedTask, TaskHandle
-from rayqueue.middleware import Hooks
-from rayqueue.sender import Sender
 
 
 class ReachedRay(Exception):
@@ -52,27 +51,11 @@ class _Tripwire:
         return Method()
 
 
-def bare_queue() -> TaskQueue[Any]:
-    """A TaskQueue built as ``__init__`` builds it, with tripwires for actors (and no
-    class shipping, which would write to Ray's KV store)."""
-    q: TaskQueue[Any] = TaskQueue.__new__(TaskQueue)
-    q.name = "edges"
-    q.journal = None
-    q.retry_timeout = 1.0
-    q._actor = _Tripwire()
-    q._shards = [q._actor]
-    q._pool = _Tripwire()
-    q._metrics = _Tripwire()
-    q._shipped = set()
-    q._client_id = "client-edges"
-    q._claim_turn = 0
-    q._max_payload = 1 << 20
-    q._closed_here = False
-    q._shut_down = False
-    q._sender = Sender(q._send_news, q.name)
-    q._hooks = Hooks()
-    q._ship = lambda classes: None  # type: ignore[method-assign]
-    return q
+def bare_queue(pool: Any = None, report: Callable[[Any], bool] | None = None,
+               ) -> TaskQueue[Any]:
+    """A TaskQueue whose actors are tripwires (and which ships no class)."""
+    return testing.offline_queue("edges", actor=_Tripwire(), pool=pool or _Tripwire(),
+                                 metrics=_Tripwire(), report=report)
 
 
 class Edge(Task[int]):
@@ -188,7 +171,6 @@ def test_resize_pool_of_an_unknown_pool_is_an_argument_error(
         raise ValueError("no pool named 'gpu'; pools: default")
 
     monkeypatch.setattr(client_module, "_get", no_such_pool)
-    q = bare_queue()
 
     class Pool:
         class resize:
@@ -196,7 +178,7 @@ def test_resize_pool_of_an_unknown_pool_is_an_argument_error(
             def remote(*args: object) -> None:
                 return None
 
-    q._pool = Pool()
+    q = bare_queue(pool=Pool())
     with pytest.raises(InvalidArgumentError, match="pool: no pool named 'gpu'") as err:
         q.resize_pool("gpu", 0, 2)
     assert isinstance(err.value, ValueError)  # as it was
@@ -307,14 +289,13 @@ class Unprintable(Exception):
 
 
 def _claimed() -> tuple[ClaimedTask[Edge], list[Outcome]]:
-    q = bare_queue()
     sent: list[Outcome] = []
 
     def report(outcome: Outcome) -> bool:
         sent.append(outcome)
         return True
 
-    q._report = report  # type: ignore[method-assign]
+    q = bare_queue(report=report)
     lease = Lease(task_id="t1", token=7, task_name=Edge.task_name, payload="{}", attempt=1,
                   priority=50, pool="default", expires_at=0.0, timeout=None,
                   retry=Edge.retry)

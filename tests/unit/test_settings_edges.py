@@ -23,6 +23,7 @@ from rayqueue import (
     RayQueueError,
     Task,
     TaskError,
+    testing,
 )
 from rayqueue import client as client_module
 from rayqueue.client import TaskQueue, default_journal
@@ -134,7 +135,7 @@ def test_config_must_be_a_queue_config(config: object) -> None:
 def _bare_queue() -> TaskQueue[Any]:
     """A TaskQueue with no actors behind it: what schedule() checks first, it checks
     before touching any of them."""
-    return TaskQueue.__new__(TaskQueue)
+    return testing.offline_queue()
 
 
 @pytest.mark.parametrize("every", [1e-9, 0, MIN_INTERVAL_S / 2, 10**400, math.inf, math.nan,
