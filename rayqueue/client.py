@@ -756,7 +756,7 @@ class TaskQueue(Generic[T]):
             return None
         lease = leases[0]
         task: T = decode_payload(lease.task_name, lease.payload)  # type: ignore[assignment]
-        return ClaimedTask(self, lease, task)
+        return ClaimedTask(lease, task, self._report, self._release)
 
     def _claim_one(self, pool: str, timeout: float) -> list[Lease]:
         """One lease for this client (within ``timeout`` s). Over shards: first from
@@ -785,6 +785,10 @@ class TaskQueue(Generic[T]):
     def _report(self, outcome: Outcome) -> bool:
         shard = self._shard_for(outcome.task_id)
         return bool(_get(shard.report.remote(self._client_id, pack_outcomes([outcome])))[0])
+
+    def _release(self, task_id: str, token: int) -> bool:
+        shard = self._shard_for(task_id)
+        return bool(_get(shard.release.remote([(task_id, token)]))[0])
 
     # ------------------------------------------------------------------ reads
     def peek(self, pool: str = "default") -> TaskInfo | None:
@@ -893,15 +897,19 @@ class TaskQueue(Generic[T]):
         return self._on_shards(ids, lambda q, part: q.wait_results.remote(part, left),
                                hold=left)
 
-    def _wait(self, ids: Sequence[str], timeout: float | None) -> list[TaskInfo | None]:
+    def _wait(self, ids: Sequence[str], timeout: float | None, slice_s: float = 0.0,
+              on_round: Callable[[int], None] | None = None) -> list[TaskInfo | None]:
+        """Wait for ``ids`` in slices of ``slice_s`` s (default ``_WAIT_SLICE_S``);
+        ``on_round`` is told how many are finished after each slice."""
+        slice_s = slice_s or _WAIT_SLICE_S
         end = None if timeout is None else time.monotonic() + timeout
         while True:
-            left = _WAIT_SLICE_S if end is None else max(0.0, min(_WAIT_SLICE_S,
-                                                                  end - time.monotonic()))
+            left = slice_s if end is None else max(0.0, min(slice_s, end - time.monotonic()))
             infos = self._wait_round(ids, left)
-            if all(i is None or i.terminal for i in infos) or (
-                end is not None and time.monotonic() >= end
-            ):
+            done = sum(1 for i in infos if i is None or i.terminal)
+            if on_round is not None:
+                on_round(done)
+            if done == len(infos) or (end is not None and time.monotonic() >= end):
                 return infos
 
     async def _wait_async(self, ids: Sequence[str],
@@ -931,6 +939,13 @@ class TaskQueue(Generic[T]):
         check_timeout("timeout", timeout, allow_none=True)
         return self._wait(ids, timeout)
 
+    async def wait_async(self, task_ids: Sequence[str], timeout: float | None = None,
+                         ) -> list[TaskInfo | None]:
+        """:meth:`wait` without blocking the event loop."""
+        ids = check_list("task_ids", task_ids, str, "task id")
+        check_timeout("timeout", timeout, allow_none=True)
+        return await self._wait_async(ids, timeout)
+
     def results(self, handles: Sequence[TaskHandle[R]], timeout: float | None = None) -> list[R]:
         """Wait for many results with one call per slice (not one per task)."""
         handles = check_list("handles", handles, TaskHandle, "TaskHandle")
@@ -938,7 +953,7 @@ class TaskQueue(Generic[T]):
         for handle in handles:
             handle.sent(timeout)
         infos = self._wait([h.id for h in handles], timeout)
-        return [h._value(i, timeout) for h, i in zip(handles, infos, strict=True)]
+        return [h.value_of(i, timeout) for h, i in zip(handles, infos, strict=True)]
 
     def wait_all(self, handles: Sequence[TaskHandle[R]], timeout: float | None = None,
                  progress: bool = True, description: str = "tasks") -> list[R]:
@@ -952,21 +967,13 @@ class TaskQueue(Generic[T]):
         ids = [h.id for h in handles]
         for handle in handles:
             handle.sent(timeout)
-        end = None if timeout is None else time.monotonic() + timeout
         bar = _Progress(len(ids), description) if progress else None
         try:
-            while True:
-                left = 0.5 if end is None else max(0.0, min(0.5, end - time.monotonic()))
-                infos = self._wait_round(ids, left)
-                done = sum(1 for i in infos if i is None or i.terminal)
-                if bar is not None:
-                    bar.update(done)
-                if done == len(ids) or (end is not None and time.monotonic() >= end):
-                    break
+            infos = self._wait(ids, timeout, 0.5, None if bar is None else bar.update)
         finally:
             if bar is not None:
                 bar.close()
-        return [h._value(i, timeout) for h, i in zip(handles, infos, strict=True)]
+        return [h.value_of(i, timeout) for h, i in zip(handles, infos, strict=True)]
 
     def join(self, timeout: float = 60.0) -> None:
         """Wait until no unfinished task is left (scheduled and retrying ones count).

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from rayqueue.actors.runner import _failure
 from rayqueue.arguments import check_timeout
-from rayqueue.calls import _get
 from rayqueue.core.lease import Lease, Outcome
 from rayqueue.errors import (
     InvalidArgumentTypeError,
@@ -81,21 +80,29 @@ class TaskHandle(Generic[R]):
         """
         check_timeout("timeout", timeout, allow_none=True)
         self.sent(timeout)
-        info = self._queue._wait([self.id], timeout)[0]
-        return self._value(info, timeout)
+        info = self._queue.wait([self.id], timeout)[0]
+        return self.value_of(info, timeout)
 
     async def result_async(self, timeout: float | None = None) -> R:
         """Like :meth:`result`, without blocking the event loop."""
         check_timeout("timeout", timeout, allow_none=True)
         if self._sent is not None:
             await asyncio.wait_for(asyncio.wrap_future(self._sent), timeout)
-        info = (await self._queue._wait_async([self.id], timeout))[0]
-        return self._value(info, timeout)
+        info = (await self._queue.wait_async([self.id], timeout))[0]
+        return self.value_of(info, timeout)
 
     def __await__(self) -> Generator[Any, None, R]:
         return self.result_async().__await__()
 
-    def _value(self, info: TaskInfo | None, timeout: float | None) -> R:
+    def value_of(self, info: TaskInfo | None, timeout: float | None = None) -> R:
+        """The typed result in ``info`` (this task's record, from :meth:`TaskQueue.wait`).
+
+        Raises:
+            TaskNotFoundError: ``info`` is None (no such task).
+            ResultTimeoutError: the task has not finished (``timeout`` says how long
+                was waited).
+            TaskFailedError: it ended dead or cancelled.
+        """
         if info is None:
             raise TaskNotFoundError(self.id)
         if not info.terminal:
@@ -116,10 +123,13 @@ def _decode(cls: type[Task[R]] | None, text: str) -> R:
 class ClaimedTask(Generic[T]):
     """A task taken with :meth:`TaskQueue.dequeue`; finish it with ack, fail or release."""
 
-    def __init__(self, queue: TaskQueue[Any], lease: Lease, task: T) -> None:
+    def __init__(self, lease: Lease, task: T, report: Callable[[Outcome], bool],
+                 release: Callable[[str, int], bool]) -> None:
         self.lease = lease
         self.task = task
-        self._queue = queue
+        #: how this claim's outcome reaches the queue (the claiming TaskQueue's shard)
+        self._send = report
+        self._give_back = release
 
     @property
     def id(self) -> str:
@@ -134,7 +144,7 @@ class ClaimedTask(Generic[T]):
     def ack(self, result: Any) -> bool:
         """Report success; False if the lease was no longer current (fenced)."""
         text = encode_result(type(self.task), result)
-        return bool(self._queue._report(Outcome(self.id, self.lease.token, result=text)))
+        return bool(self._send(Outcome(self.id, self.lease.token, result=text)))
 
     def fail(self, exc: BaseException) -> bool:
         """Report a failure; the task's retry policy decides what happens next.
@@ -146,9 +156,8 @@ class ClaimedTask(Generic[T]):
             raise InvalidArgumentTypeError(
                 "exc", f"expected an exception, got {type(exc).__name__}")
         failure = _failure(type(self.task), exc)
-        return bool(self._queue._report(Outcome(self.id, self.lease.token, failure=failure)))
+        return bool(self._send(Outcome(self.id, self.lease.token, failure=failure)))
 
     def release(self) -> bool:
         """Give the task back unrun (the attempt does not count); False if stale."""
-        shard = self._queue._shard_for(self.id)
-        return bool(_get(shard.release.remote([(self.id, self.lease.token)]))[0])
+        return bool(self._give_back(self.id, self.lease.token))

@@ -99,12 +99,10 @@ def recover_now(q: TaskQueue[Any]) -> dict[str, int]:
 
 
 def offline_queue(name: str = "offline", *, actor: Any = None, pool: Any = None,
-                  metrics: Any = None, max_payload: int = 1 << 20,
-                  report: Callable[[Any], bool] | None = None) -> TaskQueue[Any]:
+                  metrics: Any = None, max_payload: int = 1 << 20) -> TaskQueue[Any]:
     """A :class:`TaskQueue` built as ``__init__`` builds it but without Ray: its actors
     are the stand-ins given (or None), and no task class is shipped (which would write
-    to Ray's KV store). ``report`` replaces how a ``ClaimedTask`` reports its outcome.
-    For unit tests of what the client checks before any call."""
+    to Ray's KV store). For unit tests of what the client checks before any call."""
     from rayqueue.client import TaskQueue
     from rayqueue.middleware import Hooks
     from rayqueue.sender import Sender
@@ -126,7 +124,5 @@ def offline_queue(name: str = "offline", *, actor: Any = None, pool: Any = None,
     q._sender = Sender(q._send_news, q.name)
     q._hooks = Hooks()
     q._ship = lambda classes: None  # type: ignore[method-assign]
-    if report is not None:
-        q._report = report  # type: ignore[method-assign,assignment]
     return q
 

@@ -51,11 +51,10 @@ class _Tripwire:
         return Method()
 
 
-def bare_queue(pool: Any = None, report: Callable[[Any], bool] | None = None,
-               ) -> TaskQueue[Any]:
+def bare_queue(pool: Any = None) -> TaskQueue[Any]:
     """A TaskQueue whose actors are tripwires (and which ships no class)."""
     return testing.offline_queue("edges", actor=_Tripwire(), pool=pool or _Tripwire(),
-                                 metrics=_Tripwire(), report=report)
+                                 metrics=_Tripwire())
 
 
 class Edge(Task[int]):
@@ -295,11 +294,10 @@ def _claimed() -> tuple[ClaimedTask[Edge], list[Outcome]]:
         sent.append(outcome)
         return True
 
-    q = bare_queue(report=report)
     lease = Lease(task_id="t1", token=7, task_name=Edge.task_name, payload="{}", attempt=1,
                   priority=50, pool="default", expires_at=0.0, timeout=None,
                   retry=Edge.retry)
-    return ClaimedTask(q, lease, Edge()), sent
+    return ClaimedTask(lease, Edge(), report, lambda task_id, token: True), sent
 
 
 def test_fail_with_an_exception_whose_str_raises() -> None:
