@@ -78,7 +78,7 @@ from rayqueue.errors import (
 from rayqueue.handle import ClaimedTask, TaskHandle
 from rayqueue.info import MetricsSnapshot, PoolInfo, TaskInfo, WorkerInfo
 from rayqueue.middleware import Hooks, Message, Middleware, check_middleware
-from rayqueue.protocol import pack_news, pack_outcomes, unpack_leases
+from rayqueue.protocol import ClaimRequest, pack_news, pack_outcomes, unpack_leases
 from rayqueue.sender import Sender
 from rayqueue.storage.layout import default_journal as journal_of
 from rayqueue.storage.layout import shard_journals
@@ -780,7 +780,8 @@ class TaskQueue(Generic[T]):
         raise AssertionError("unreachable")
 
     def _claim_on(self, shard: Any, pool: str, wait: float) -> list[Lease]:
-        return unpack_leases(_get(shard.claim.remote(self._client_id, pool, 1, wait)))
+        reply = _get(shard.claim.remote(ClaimRequest(self._client_id, pool, 1, wait)))
+        return unpack_leases(reply.leases)
 
     def _report(self, outcome: Outcome) -> bool:
         shard = self._shard_for(outcome.task_id)

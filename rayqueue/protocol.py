@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from rayqueue.core.lease import Failure, Lease, Outcome
@@ -83,3 +84,40 @@ def unpack_news(blob: bytes) -> list[NewTask]:
                     timeout, delay, headers)
             for name, payload, prio, pool, run_at, task_id, retry, timeout, delay, headers
             in pickle.loads(blob)]
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    """A worker's (or a ``dequeue``'s) claim on a queue shard (``QueueActor.claim``)."""
+
+    #: who claims (worker id, or the client's id for ``dequeue``)
+    worker: str
+    pool: str = "default"
+    #: leases wanted for free slots
+    max_n: int = 1
+    #: seconds to wait for work when there is none (a long-poll)
+    wait: float = 1.0
+    #: the claimer runs nothing now (it may then get a suspect task)
+    idle: bool = True
+    #: every task the claimer holds or has not seen acknowledged; leases it holds that
+    #: are not listed were granted by claims whose replies it never got, and go back
+    held: Sequence[str] | None = None
+    #: more of the first task's priority that may follow (see QueueCore.claim)
+    prefetch: int = 0
+    #: hand out nothing ranked worse than this (sharded queues; see QueueCore.claim)
+    no_worse_than: float | None = None
+    #: answer the rank of the best task left, too
+    rank: bool = False
+    #: finished attempts (``pack_outcomes``) to record first, as a report would
+    outcomes: bytes | None = None
+    #: the claimer confirms starts of leases marked ``confirm`` (QueueCore.claim)
+    confirm: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimReply:
+    """Leases (``pack_leases``) and, when asked, the rank of the best task left."""
+
+    leases: bytes
+    rank: float | None = None
+

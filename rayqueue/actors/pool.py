@@ -131,18 +131,18 @@ class PoolManagerActor:
         if not parts:
             raise answers[0]  # no shard answered: skip this cycle (logged by the loop)
         status = merge_pool_status(parts)
-        for task_id, worker_id in status["timed_out"]:
+        for task_id, worker_id in status.timed_out:
             self._kill_overrunning(worker_id, task_id)
         now = time.monotonic()
-        self._tasks_by_worker = status.get("by_worker", {})
+        self._tasks_by_worker = status.by_worker
         if now >= self._next_feasibility_check:
             self._next_feasibility_check = now + FEASIBILITY_EVERY_S
             # ray.nodes() is a blocking GCS call: keep it off the event loop.
             nodes = await asyncio.get_running_loop().run_in_executor(None, ray.nodes)
             self._check_feasible(nodes)
         for name, pool in self._pools.items():
-            ready = pool.ready = status["ready"].get(name, 0)
-            leased = pool.leased = status["leased"].get(name, 0)
+            ready = pool.ready = status.ready.get(name, 0)
+            leased = pool.leased = status.leased.get(name, 0)
             live = [w for w in pool.workers.values() if w.state != "draining"]
             decision = pool.policy.decide(backlog=ready, in_flight=leased,
                                           current=len(live), now=now)

@@ -32,12 +32,24 @@ from rayqueue.core.queue import QueueConfig, QueueCore, TickReport
 from rayqueue.core.record import NewTask, ScheduleRecord, TaskRecord, TaskState
 from rayqueue.core.retry import RetryPolicy
 from rayqueue.core.schedule import MisfirePolicy, ScheduleSpec
+from rayqueue.core.shards import PoolStatus
 from rayqueue.core.stats import QueueStats
-from rayqueue.errors import StaleLeaseError, StorageError, StorageFullError
+from rayqueue.errors import (
+    InvalidArgumentTypeError,
+    StaleLeaseError,
+    StorageError,
+    StorageFullError,
+)
 from rayqueue.info import TaskInfo
 from rayqueue.logging import configure, lifecycle
 from rayqueue.middleware import Hooks, Middleware, TaskEnd
-from rayqueue.protocol import pack_leases, unpack_news, unpack_outcomes
+from rayqueue.protocol import (
+    ClaimReply,
+    ClaimRequest,
+    pack_leases,
+    unpack_news,
+    unpack_outcomes,
+)
 from rayqueue.storage.base import Storage
 from rayqueue.storage.buffered import CommitBuffer
 from rayqueue.storage.identity import JournalIdentity
@@ -418,32 +430,25 @@ class QueueActor:
         self._wake_claims(None, 1 << 30)
 
     # --------------------------------------------------------------- workers
-    async def claim(
-        self, worker: str, pool: str = "default", max_n: int = 1, wait: float = 1.0,
-        idle: bool = True, held: Sequence[str] | None = None, prefetch: int = 0,
-        no_worse_than: float | None = None, rank: bool = False,
-        outcomes: bytes | None = None, confirm: bool = False,
-    ) -> bytes | tuple[bytes, float | None]:
-        """Lease up to ``max_n`` tasks of ``pool``, waiting up to ``wait`` s for work.
+    async def claim(self, request: ClaimRequest) -> ClaimReply:
+        """Lease up to ``max_n`` tasks of ``pool``, waiting up to ``wait`` s for work
+        (see :class:`~rayqueue.protocol.ClaimRequest` for each field).
 
-        Answers the leases packed (:func:`~rayqueue.core.lease.unpack_leases`); with
+        Answers the leases packed (:func:`~rayqueue.protocol.unpack_leases`); with
         ``rank``, also the rank of the best task left (workers of sharded queues steer by
-        it), and ``no_worse_than`` bounds the rank of what is handed out (see
-        QueueCore.claim).
-
-        ``prefetch`` more of the first task's priority may follow (see QueueCore.claim).
-
-        ``idle`` says the worker runs nothing now (it may then get a suspect task).
-        ``held`` lists every task the worker holds or has not seen acknowledged; its
-        other leases were granted by claims whose replies it never got, and go back.
-
-        ``outcomes`` are finished attempts to record first, as :meth:`report` would: a
-        busy worker's report rides on its next claim, one call and one commit for both
-        (their answers are not needed: the call succeeding means they are recorded).
-
-        ``confirm``: this worker calls :meth:`started` for leases marked ``confirm``
-        (see QueueCore.claim), so lower-priority work never starts before them.
+        it). ``outcomes`` are recorded first, as :meth:`report` would: a busy worker's
+        report rides on its next claim, one call and one commit for both (the call
+        succeeding means they are recorded). With ``confirm`` the worker calls
+        :meth:`started` for leases marked ``confirm``, so lower-priority work never
+        starts before them.
         """
+        if not isinstance(request, ClaimRequest):
+            raise InvalidArgumentTypeError("request", "expected a ClaimRequest, got "
+                                           f"{type(request).__name__}")
+        worker, pool, max_n, wait = request.worker, request.pool, request.max_n, request.wait
+        idle, held, prefetch = request.idle, request.held, request.prefetch
+        no_worse_than, rank, outcomes = request.no_worse_than, request.rank, request.outcomes
+        confirm = request.confirm
         loop = asyncio.get_running_loop()
         reported = None if outcomes is None else self._complete(worker, outcomes)
         if held is not None:
@@ -478,9 +483,9 @@ class QueueActor:
             self._completed(worker, *reported)
         if not leases:
             if not rank:
-                return pack_leases(leases)
+                return ClaimReply(pack_leases(leases))
             with self._lock:  # top_rank pops stale heap entries: never beside a peek
-                return pack_leases(leases), self._core.top_rank(pool)
+                return ClaimReply(pack_leases(leases), self._core.top_rank(pool))
         find = self._core.find
         started = [("started", lease.task_name, max(0.0, now - (
             rec.due_at if (rec := find(lease.task_id)) is not None else now)))
@@ -490,8 +495,8 @@ class QueueActor:
         self._events.extend(started)
         if rank:
             with self._lock:
-                return pack_leases(leases), self._core.top_rank(pool)
-        return pack_leases(leases)
+                return ClaimReply(pack_leases(leases), self._core.top_rank(pool))
+        return ClaimReply(pack_leases(leases))
 
     def _wake_claims(self, pool: str | None, n: int) -> None:
         pools = [pool] if pool is not None else list(self._claims)
@@ -635,15 +640,14 @@ class QueueActor:
             ids.extend(await self.worker_lost(worker))
         return ids
 
-    async def pool_status(self) -> dict[str, Any]:
+    async def pool_status(self) -> PoolStatus:
         """Demand per pool, and workers whose task overran its timeout (taken once)."""
         with self._lock:
             ready = {p: self._core.ready_count(p) for p in self._core.pools()}
             leased = self._core.leased_by_pool()
             by_worker = self._core.leased_by_worker()
         timed_out, self._timed_out = self._timed_out, []
-        return {"ready": ready, "leased": leased, "timed_out": timed_out,
-                "by_worker": by_worker}
+        return PoolStatus(ready, leased, timed_out, by_worker)
 
     async def recover_now(self) -> dict[str, int]:
         """Test hook (``rayqueue.testing.recover_now``): reload the core from the

@@ -40,7 +40,7 @@ from rayqueue.core.shards import ShardChooser, shard_of, split
 from rayqueue.errors import UnknownTaskError
 from rayqueue.logging import configure, lifecycle
 from rayqueue.middleware import Hooks, Middleware, WorkerStart, install_worker_hooks
-from rayqueue.protocol import pack_outcomes, unpack_leases
+from rayqueue.protocol import ClaimRequest, pack_outcomes, unpack_leases
 from rayqueue.task import Task
 
 #: Seconds a claim waits for work before the run loop looks around again.
@@ -210,11 +210,12 @@ class WorkerActor:
                 outcomes, self._outcomes = self._outcomes, []
                 try:
                     wait = CLAIM_WAIT_S if slots else 0.0
-                    leases = unpack_leases(await bounded(self._queue.claim.remote(
+                    reply = await bounded(self._queue.claim.remote(ClaimRequest(
                         self._id, self._pool, slots, wait, not held,
                         [*self._running, *self._unacked], room - slots,
                         outcomes=pack_outcomes(outcomes) if outcomes else None,
-                        confirm=True), CALL_TIMEOUT_S + wait))
+                        confirm=True)), CALL_TIMEOUT_S + wait)
+                    leases = unpack_leases(reply.leases)
                     self._claim_failures = 0
                     for o in outcomes:
                         self._unacked.pop(o.task_id, None)
@@ -299,16 +300,16 @@ class WorkerActor:
         if the call fails (then: no leases)."""
         loop = asyncio.get_running_loop()
         try:
-            blob, rank = await bounded(self._shards[shard].claim.remote(
+            reply = await bounded(self._shards[shard].claim.remote(ClaimRequest(
                 self._id, self._pool, slots, wait, idle, self._held_in(shard), prefetch,
-                bound, True), CALL_TIMEOUT_S + wait)
+                bound, rank=True)), CALL_TIMEOUT_S + wait)
         except ray.exceptions.RayError as err:
             backoff = self._chooser.failed(shard, loop.time())
             self._log.warning("claim on shard {} failed ({}); retrying in {:.2f}s", shard,
                               type(err).__name__, backoff, action="worker_claim_failed")
             return []
-        self._chooser.saw(shard, rank, loop.time())
-        return unpack_leases(blob)
+        self._chooser.saw(shard, reply.rank, loop.time())
+        return unpack_leases(reply.leases)
 
     async def _park(self, shard: int, slots: int) -> None:
         """Long-poll ``shard`` for work; start what comes (or give it back, if this

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from rayqueue.core.stats import QueueStats
@@ -111,12 +112,25 @@ def by_head(heads: Sequence[tuple[float, float] | None], turn: int = 0) -> list[
                                   for s, head in enumerate(heads) if head is not None)]
 
 
-def merge_pool_status(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The pool manager's view (``QueueActor.pool_status``) over every shard."""
-    out: dict[str, Any] = {key: sum_counts(p[key] for p in parts)
-                           for key in ("ready", "leased", "by_worker")}
-    out["timed_out"] = [entry for p in parts for entry in p["timed_out"]]
-    return out
+@dataclass(frozen=True, slots=True)
+class PoolStatus:
+    """What the pool manager asks each queue shard every cycle (``pool_status``)."""
+
+    #: ready tasks per pool
+    ready: dict[str, int] = field(default_factory=dict)
+    #: leased tasks per pool
+    leased: dict[str, int] = field(default_factory=dict)
+    #: (task id, worker id) of attempts that overran their timeout (handed over once)
+    timed_out: list[tuple[str, str]] = field(default_factory=list)
+    #: leased tasks per worker
+    by_worker: dict[str, int] = field(default_factory=dict)
+
+
+def merge_pool_status(parts: Sequence[PoolStatus]) -> PoolStatus:
+    """The pool manager's view over every shard."""
+    return PoolStatus(sum_counts(p.ready for p in parts), sum_counts(p.leased for p in parts),
+                      [entry for p in parts for entry in p.timed_out],
+                      sum_counts(p.by_worker for p in parts))
 
 
 class ShardChooser:

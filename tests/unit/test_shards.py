@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from rayqueue import FakeClock, InMemoryStorage, Priority, QueueConfig, QueueCore
 from rayqueue.aggregate import MetricsAggregate
 from rayqueue.core.shards import (
+    PoolStatus,
     ShardChooser,
     by_head,
     check_shards,
@@ -61,10 +62,9 @@ def test_stats_and_pool_status_add_up_over_shards() -> None:
     assert merge_stats([a]) is a
     assert merge_stats([a, b.model_copy(update={"max_size": None})]).max_size is None
     status = merge_pool_status([
-        {"ready": {"p": 1}, "leased": {}, "by_worker": {"w1": 2}, "timed_out": [("t1", "w1")]},
-        {"ready": {"p": 2}, "leased": {"p": 1}, "by_worker": {"w1": 1}, "timed_out": []}])
-    assert status == {"ready": {"p": 3}, "leased": {"p": 1}, "by_worker": {"w1": 3},
-                      "timed_out": [("t1", "w1")]}
+        PoolStatus({"p": 1}, {}, [("t1", "w1")], {"w1": 2}),
+        PoolStatus({"p": 2}, {"p": 1}, [], {"w1": 1})])
+    assert status == PoolStatus({"p": 3}, {"p": 1}, [("t1", "w1")], {"w1": 3})
 
 
 def test_metrics_depth_is_summed_over_shards_not_overwritten() -> None:
