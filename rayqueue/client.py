@@ -29,7 +29,14 @@ from rayqueue.actors.metrics import MetricsActor
 from rayqueue.actors.pool import PoolManagerActor
 from rayqueue.actors.queue import CONCURRENCY_GROUPS, QueueActor
 from rayqueue.arguments import MAX_LIMIT, check_int, check_list, check_str, check_timeout
-from rayqueue.calls import MAX_PENDING_CALLS, _aretrying, _get, _retrying, _retrying_all
+from rayqueue.calls import (
+    ANSWER_TIMEOUT_S,
+    MAX_PENDING_CALLS,
+    _aretrying,
+    _get,
+    _retrying,
+    _retrying_all,
+)
 from rayqueue.config import (
     MAX_POOL_WORKERS,
     NAMESPACE,
@@ -712,7 +719,12 @@ class TaskQueue(Generic[T]):
         raise AssertionError("unreachable")
 
     def _claim_on(self, shard: Any, pool: str, wait: float) -> list[Lease]:
-        return unpack_leases(_get(shard.claim.remote(self._client_id, pool, 1, wait)))
+        # The claim parks up to ``wait`` s; a request or reply that Ray lost must not
+        # hang dequeue for good, so beyond that (and ANSWER_TIMEOUT_S) it is a
+        # QueueUnavailableError. A lease granted by a claim whose reply was lost is
+        # not run: it expires after the queue's lease_ttl and its task goes back.
+        return unpack_leases(_get(shard.claim.remote(self._client_id, pool, 1, wait),
+                                  timeout=wait + ANSWER_TIMEOUT_S))
 
     def _report(self, outcome: Outcome) -> bool:
         shard = self._shard_for(outcome.task_id)
