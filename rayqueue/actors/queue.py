@@ -49,10 +49,12 @@ FLUSH_EVERY_S = 0.5
 #: While journal commits keep failing, at most one reminder line per this many seconds
 #: (the first failure of an episode is logged at once, the recovery too).
 FAILING_REMINDER_S = 30.0
-#: While journal commits keep failing and nothing else writes, the timer loop re-writes
-#: one committed record this often, so a freed disk is seen within a second even when
-#: no call comes to commit.
+#: While journal commits keep failing and nothing else writes, the timer loop commits a
+#: probe this often, so a freed disk is seen within a second even when no call comes.
 PROBE_EVERY_S = 0.25
+#: What the probe deletes: an id no task can have (ids are printable), so the probe is a
+#: real transaction (the journal's sequence moves on) that changes no record.
+PROBE_ID = "\x00probe"
 #: Concurrency groups of the actor: reads get their own, so parked claims never block them.
 CONCURRENCY_GROUPS = {"control": 8}
 
@@ -114,7 +116,9 @@ class QueueActor:
         self._flush_handle: asyncio.Handle | None = None
         self._flushing = False
         #: the current episode of failing commits: its start (loop time), how many
-        #: failed, the last error, and when the next reminder may be logged
+        #: failed, the last error (None again once a probe commits: the journal takes
+        #: writes, though the episode ends only with a real commit), and when the next
+        #: reminder may be logged
         self._failing_since: float | None = None
         self._failed_commits = 0
         self._failing_error: StorageError | None = None
@@ -159,7 +163,7 @@ class QueueActor:
                 wake = None
             if self._buffer.pending:
                 self._schedule_flush()
-            elif self._failing_since is not None and loop.time() >= self._next_probe:
+            elif self._failing_error is not None and loop.time() >= self._next_probe:
                 self._next_probe = loop.time() + PROBE_EVERY_S
                 self._probe()
             if loop.time() - last_flush >= FLUSH_EVERY_S:
@@ -252,33 +256,30 @@ class QueueActor:
         self._wake_claims(None, 1 << 30)
 
     def _probe(self) -> None:
-        """While commits fail and nothing is buffered: re-write one committed record
-        (unchanged), as a commit of its own, to see whether the journal takes writes
-        again. Runs as a flush would, so no commit overlaps it."""
-        if self._flushing or self._flush_handle is not None:
+        """While commits fail and nothing is buffered: commit a probe that changes no
+        record, to see whether the journal takes writes again. Runs as a flush would,
+        so no commit overlaps it."""
+        if self._flushing or self._flush_handle is not None or self._buffer.pending:
             return
-        with self._lock:
-            if self._buffer.pending:
-                return
-            rec = self._core.any_task()
-            schedules = [] if rec is not None else self._core.schedules()[:1]
-        if rec is None and not schedules:
-            return  # nothing to re-write: the next change commits (or fails) itself
         self._flushing = True
 
         async def probe() -> None:
             try:
                 await asyncio.get_running_loop().run_in_executor(
-                    self._io, lambda: self._storage.write(
-                        tasks=[] if rec is None else [rec], schedules=schedules))
+                    self._io, lambda: self._storage.write(delete_tasks=[PROBE_ID]))
             except StorageError as err:
                 self._failing(err, 0)
             except Exception as err:  # the timer loop goes on; the next probe tries again
                 self._failing(StorageError(f"journal probe failed ({type(err).__name__}: "
                                            f"{err})"), 0)
             else:
-                if self._failing_since is not None:
-                    self._recovered()
+                # Stats say so at once; the episode (one ERROR, reminders) goes on until
+                # a real commit succeeds: a probe is small, and a size cap or a WAL with
+                # room left may take it while a batch still fails.
+                if self._failing_error is not None:
+                    self._failing_error = None
+                    self._log.info("journal takes writes again (a probe committed)",
+                                   action="journal_probe_ok")
             finally:
                 self._flushing = False
                 if self._waiters or self._buffer.pending:
@@ -382,7 +383,7 @@ class QueueActor:
             stats = self._committed_stats()
         events, self._events = self._events, []
         events.append(("depth", stats.by_state, stats.ready_by_priority, self._shard))
-        events.append(("journal", self._shard, self._failing_since is not None,
+        events.append(("journal", self._shard, self._failing_error is not None,
                        isinstance(self._failing_error, StorageFullError)))
         for kind, counts in self._calls.items():
             if counts[0]:
@@ -785,7 +786,7 @@ class QueueActor:
         """Counts by state and priority, and whether the journal is failing."""
         with self._lock:
             stats = self._committed_stats()
-        if self._failing_since is None:
+        if self._failing_error is None:
             return stats
         return stats.model_copy(update={
             "journal_failing": True,

@@ -740,11 +740,6 @@ class QueueCore:
         """The record of a task, or ``None``."""
         return self._tasks.get(task_id)
 
-    def any_task(self) -> TaskRecord | None:
-        """One record held, any (None when none is): the queue actor re-writes one,
-        unchanged, to see whether a failing journal takes writes again."""
-        return next(iter(self._tasks.values()), None)
-
     def created(self) -> int:
         """How many tasks this core has created (its sequence number)."""
         return self._seq

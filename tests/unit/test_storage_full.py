@@ -168,16 +168,20 @@ def test_one_error_per_episode_and_reminders_at_most_every_interval(
     asyncio.run(run())
 
 
+@pytest.mark.parametrize("empty", [False, True])
 def test_space_coming_back_is_seen_within_a_second_without_a_call(
-        faulty: FaultyStorage, actions: list[str]) -> None:
+        faulty: FaultyStorage, actions: list[str], empty: bool) -> None:
     assert queue_module.PROBE_EVERY_S < 1.0  # the bound this test leans on
 
     async def run() -> None:
         actor = _actor()
-        leases = await _leased(actor)
+        leases = [] if empty else await _leased(actor)
         faulty.armed = True
         with pytest.raises(StorageFullError):
-            await actor.report("w1", _failures(leases[:1]))
+            if empty:  # nothing in the queue: the failed call is an enqueue
+                await actor.enqueue_many(pack_news([NewTask("t", "{}", 1)]))
+            else:
+                await actor.report("w1", _failures(leases[:1]))
         assert (await actor.stats()).storage_full
         await actor.start()  # the timer loop, as Ray starts it
         faulty.armed = False  # space comes back; no call follows
@@ -186,11 +190,44 @@ def test_space_coming_back_is_seen_within_a_second_without_a_call(
         while (await actor.stats()).storage_full:
             assert loop.time() < deadline, "the queue never saw the space come back"
             await asyncio.sleep(0.02)
-        assert "journal_recovered" in actions
+        assert "journal_probe_ok" in actions
         stats = await actor.stats()
-        assert not stats.journal_failing and stats.by_state["leased"] == N
+        assert not stats.journal_failing and stats.by_state["leased"] == (0 if empty else N)
+        assert {r.id for r in faulty.inner.load().tasks} == {lease.task_id for lease in leases}
+        # The episode ends with the next real commit; a failure before would not have
+        # started a new one (one ERROR per episode, even if a probe got through).
+        assert actions.count("journal_commit_failed") == 1
+        await actor.enqueue_many(pack_news([NewTask("t", "{}", 1)]))
+        assert "journal_recovered" in actions
         assert actor._ticker is not None
         actor._ticker.cancel()
+        actor._io.shutdown()
+
+    asyncio.run(run())
+
+
+def test_a_probe_that_gets_through_does_not_start_a_new_episode(
+        faulty: FaultyStorage, actions: list[str]) -> None:
+    """A size cap (or a log with room left) may take the small probe while real
+    batches still fail: stats clear and set again, the log has one ERROR."""
+    async def run() -> None:
+        actor = _actor()
+        faulty.armed = True
+        for _ in range(3):
+            with pytest.raises(StorageFullError):
+                await actor.enqueue_many(pack_news([NewTask("t", "{}", 1)]))
+            assert (await actor.stats()).storage_full
+            faulty.armed = False
+            actor._probe()  # as the timer loop does while commits fail
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10.0
+            while (await actor.stats()).storage_full:
+                assert loop.time() < deadline, "the probe did not commit"
+                await asyncio.sleep(0.01)
+            faulty.armed = True
+        assert actions.count("journal_commit_failed") == 1
+        assert actions.count("journal_probe_ok") == 3
+        assert "journal_recovered" not in actions
         actor._io.shutdown()
 
     asyncio.run(run())
