@@ -19,7 +19,8 @@ Invariants, after every step:
   first (rank order).
 
 Examples per run: the ``machine-ci`` profile (default; what CI runs) or
-``RAYQUEUE_PROPERTY_PROFILE=machine-deep`` for a long search.
+``RAYQUEUE_PROPERTY_PROFILE=machine-deep`` for a long search (with ``--timeout=0``: it
+runs for minutes).
 """
 
 from __future__ import annotations
