@@ -10,6 +10,8 @@ Pure: events and ``now`` come in as arguments. Events are tuples, cheap to batch
   queue's are summed over its shards)
 - ``("workers", [PoolInfo], [WorkerInfo])``
 - ``("failure", at, task_id, task_name, outcome, state, error_type, message, attempt)``
+- ``("journal", shard, failing, full)``: whether one shard's journal commits fail, and
+  whether because its disk is full (a sharded queue's is failing if any shard's is)
 - ``("calls", kind, calls, items)``: actor calls a queue actor served (``enqueue``,
   ``claim``, ``report``) and the tasks they carried, since its last event
 """
@@ -51,6 +53,8 @@ class MetricsAggregate:
         self.workers: list[WorkerInfo] = []
         self.history: deque[tuple[float, str, int]] = deque(maxlen=HISTORY)
         self.failures: deque[FailureInfo] = deque(maxlen=RECENT_FAILURES)
+        #: per shard: (journal commits failing, because the disk is full)
+        self.journal: dict[int, tuple[bool, bool]] = {}
         #: calls and the tasks they carried, by kind (how well batching works)
         self.calls: dict[str, list[int]] = {}
 
@@ -77,6 +81,8 @@ class MetricsAggregate:
             self.failures.append(FailureInfo(
                 at=event[1], task_id=event[2], task=event[3], outcome=event[4],
                 state=event[5], error_type=event[6], message=event[7], attempt=event[8]))
+        elif kind == "journal":
+            self.journal[event[1]] = (bool(event[2]), bool(event[3]))
         elif kind == "calls":
             counts = self.calls.setdefault(event[1], [0, 0])
             counts[0] += event[2]
@@ -139,4 +145,6 @@ class MetricsAggregate:
             worker_history=list(self.history),
             recent_failures=list(reversed(self.failures)),
             calls={k: (v[0], v[1]) for k, v in self.calls.items()},
+            journal_failing=any(failing for failing, _ in self.journal.values()),
+            storage_full=any(full for _, full in self.journal.values()),
         )

@@ -30,6 +30,7 @@ from rayqueue.actors.pool import PoolManagerActor
 from rayqueue.actors.queue import CONCURRENCY_GROUPS, QueueActor
 from rayqueue.arguments import MAX_LIMIT, check_int, check_list, check_str, check_timeout
 from rayqueue.calls import (
+    ANSWER_TIMEOUT_S,
     MAX_PENDING_CALLS,
     _aretrying,
     _get,
@@ -780,7 +781,12 @@ class TaskQueue(Generic[T]):
         raise AssertionError("unreachable")
 
     def _claim_on(self, shard: Any, pool: str, wait: float) -> list[Lease]:
-        reply = _get(shard.claim.remote(ClaimRequest(self._client_id, pool, 1, wait)))
+        # The claim parks up to ``wait`` s; a request or reply that Ray lost must not
+        # hang dequeue for good, so beyond that (and ANSWER_TIMEOUT_S) it is a
+        # QueueUnavailableError. A lease granted by a claim whose reply was lost is
+        # not run: it expires after the queue's lease_ttl and its task goes back.
+        reply = _get(shard.claim.remote(ClaimRequest(self._client_id, pool, 1, wait)),
+                     timeout=wait + ANSWER_TIMEOUT_S)
         return unpack_leases(reply.leases)
 
     def _report(self, outcome: Outcome) -> bool:

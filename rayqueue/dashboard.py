@@ -72,6 +72,8 @@ def snapshot(queue: TaskQueue[Any]) -> dict[str, Any]:
         "taken_at": metrics.taken_at,
         "paused": stats.paused,
         "closed": stats.closed,
+        "journal_failing": stats.journal_failing,
+        "storage_full": stats.storage_full,
         "size": stats.size,
         "by_state": stats.by_state,
         "ready_by_priority": stats.ready_by_priority,

@@ -147,3 +147,6 @@ class MetricsSnapshot(BaseModel):
     #: queue-actor calls served and the tasks they carried, by kind (``enqueue``,
     #: ``claim``, ``report``): items / calls is the batch size batching achieved
     calls: dict[str, tuple[int, int]] = {}
+    #: the journal's commits are failing (on any shard), and because a disk is full
+    journal_failing: bool = False
+    storage_full: bool = False

@@ -44,6 +44,12 @@ class MetricsActor:
             "rayqueue_workers", "Worker actors, by pool, node and state (busy, idle, "
             "starting, draining).", ("queue", "pool", "node", "state"))
         self._worker_keys: set[tuple[str, str, str]] = set()
+        self._journal_failing = ray_metrics.Gauge(
+            "rayqueue_journal_failing", "1 while the journal's commits fail (changes are "
+            "refused until one succeeds), else 0.", ("queue", "shard"))
+        self._storage_full = ray_metrics.Gauge(
+            "rayqueue_storage_full", "1 while the journal's commits fail because its disk "
+            "(or size cap) is full, else 0.", ("queue", "shard"))
         self._calls = ray_metrics.Counter(
             "rayqueue_queue_calls", "Calls the queue actor served, by kind (enqueue, "
             "claim, report).", ("queue", "kind"))
@@ -81,6 +87,10 @@ class MetricsActor:
                 for (pool, prio), n in now_ready.items():
                     self._ready.set(n, {"queue": q, "pool": pool, "priority": prio})
                 self._ready_keys = {k for k, n in now_ready.items() if n}
+            elif kind == "journal":
+                tags = {"queue": q, "shard": str(event[1])}
+                self._journal_failing.set(int(bool(event[2])), tags)
+                self._storage_full.set(int(bool(event[3])), tags)
             elif kind == "calls":
                 self._calls.inc(event[2], {"queue": q, "kind": event[1]})
                 if event[3]:

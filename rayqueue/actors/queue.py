@@ -51,7 +51,7 @@ from rayqueue.protocol import (
     unpack_outcomes,
 )
 from rayqueue.storage.base import Storage
-from rayqueue.storage.buffered import CommitBuffer
+from rayqueue.storage.buffered import CommitBuffer, Merged
 from rayqueue.storage.identity import JournalIdentity
 from rayqueue.storage.layout import check_layout
 from rayqueue.storage.memory import NullStorage
@@ -63,6 +63,12 @@ FLUSH_EVERY_S = 0.5
 #: While journal commits keep failing, at most one reminder line per this many seconds
 #: (the first failure of an episode is logged at once, the recovery too).
 FAILING_REMINDER_S = 30.0
+#: While journal commits keep failing and nothing else writes, the timer loop commits a
+#: probe this often, so a freed disk is seen within a second even when no call comes.
+PROBE_EVERY_S = 0.25
+#: What the probe deletes: an id no task can have (ids are printable), so the probe is a
+#: real transaction (the journal's sequence moves on) that changes no record.
+PROBE_ID = "\x00probe"
 #: Concurrency groups of the actor: reads get their own, so parked claims never block them.
 CONCURRENCY_GROUPS = {"control": 8}
 
@@ -100,7 +106,9 @@ class QueueActor:
             check_layout(journal, shards)
         self._storage = open_storage(journal, durability, reconstructed,
                                      JournalIdentity(queue=name, shard=shard, shards=shards))
-        self._buffer = CommitBuffer(self._storage)
+        self._buffer = CommitBuffer(self._storage, lookup=lambda i: self._core.find(i))
+        #: the batch being committed now (reads answer its tasks as they were before it)
+        self._inflight: Merged | None = None
         # A queue without a journal has nothing to commit: its core writes straight to
         # the NullStorage, the buffer stays empty, and no call waits for a commit.
         self._journal: Storage = self._storage if isinstance(
@@ -127,11 +135,14 @@ class QueueActor:
         self._flush_handle: asyncio.Handle | None = None
         self._flushing = False
         #: the current episode of failing commits: its start (loop time), how many
-        #: failed, the last error, and when the next reminder may be logged
+        #: failed, the last error (None again once a probe commits: the journal takes
+        #: writes, though the episode ends only with a real commit), and when the next
+        #: reminder may be logged
         self._failing_since: float | None = None
         self._failed_commits = 0
         self._failing_error: StorageError | None = None
         self._next_reminder = 0.0
+        self._next_probe = 0.0
         self._log = logger.bind(queue=name, **({"shard": shard} if shards > 1 else {}))
         self._profiler = LoopProfiler()
         stats = self._core.stats()
@@ -171,6 +182,9 @@ class QueueActor:
                 wake = None
             if self._buffer.pending:
                 self._schedule_flush()
+            elif self._failing_error is not None and loop.time() >= self._next_probe:
+                self._next_probe = loop.time() + PROBE_EVERY_S
+                self._probe()
             if loop.time() - last_flush >= FLUSH_EVERY_S:
                 last_flush = loop.time()
                 try:
@@ -219,8 +233,9 @@ class QueueActor:
         if self._flushing:
             return
         self._flushing = True
-        merged, waiters = self._buffer.take(), self._waiters
-        self._waiters = []
+        with self._lock:
+            merged = self._inflight = self._buffer.take()
+        waiters, self._waiters = self._waiters, []
         try:
             if merged:
                 await asyncio.get_running_loop().run_in_executor(
@@ -228,11 +243,15 @@ class QueueActor:
         except Exception as err:
             self._rollback(err, waiters)
         else:
+            with self._lock:
+                self._inflight = None
             if merged and self._failing_since is not None:
                 self._recovered()
             for fut in waiters:
                 if not fut.done():
                     fut.set_result(None)
+            if self._results:  # waiters of tasks whose end this commit made durable
+                self._resolve_results(list(merged.before.keys() & self._results.keys()))
         finally:
             self._flushing = False
             if self._waiters or self._buffer.pending:
@@ -245,14 +264,47 @@ class QueueActor:
         # Everything uncommitted, also what was buffered during this commit, is void.
         waiters = waiters + self._waiters
         self._waiters = []
-        self._buffer.take()
         with self._lock:
+            self._buffer.take()
+            self._inflight = None
             self._core = self._reloaded()
         self._failing(error, len(waiters))
         for fut in waiters:
             if not fut.done():
                 fut.set_exception(error)
         self._wake_claims(None, 1 << 30)
+
+    def _probe(self) -> None:
+        """While commits fail and nothing is buffered: commit a probe that changes no
+        record, to see whether the journal takes writes again. Runs as a flush would,
+        so no commit overlaps it."""
+        if self._flushing or self._flush_handle is not None or self._buffer.pending:
+            return
+        self._flushing = True
+
+        async def probe() -> None:
+            try:
+                await asyncio.get_running_loop().run_in_executor(
+                    self._io, lambda: self._storage.write(delete_tasks=[PROBE_ID]))
+            except StorageError as err:
+                self._failing(err, 0)
+            except Exception as err:  # the timer loop goes on; the next probe tries again
+                self._failing(StorageError(f"journal probe failed ({type(err).__name__}: "
+                                           f"{err})"), 0)
+            else:
+                # Stats say so at once; the episode (one ERROR, reminders) goes on until
+                # a real commit succeeds: a probe is small, and a size cap or a WAL with
+                # room left may take it while a batch still fails.
+                if self._failing_error is not None:
+                    self._failing_error = None
+                    self._log.info("journal takes writes again (a probe committed)",
+                                   action="journal_probe_ok")
+            finally:
+                self._flushing = False
+                if self._waiters or self._buffer.pending:
+                    self._schedule_flush()
+
+        asyncio.get_running_loop().create_task(probe())
 
     def _failing(self, error: StorageError, calls: int) -> None:
         """Log a failed commit: the first of an episode at once, then a reminder at most
@@ -278,6 +330,54 @@ class QueueActor:
                        asyncio.get_running_loop().time() - since, self._failed_commits,
                        action="journal_recovered", failed=self._failed_commits)
         self._failing_since, self._failed_commits, self._failing_error = None, 0, None
+
+    # ------------------------------------------------- what the journal holds
+    # The core runs ahead of the journal by the batches not yet committed, and a commit
+    # that fails rolls them back; so reads answer each task as the journal holds it,
+    # never a state that may never have been (issue 13: during a full disk, get_many
+    # said `failed` for tasks that stats, after the rollback, counted as `leased`).
+
+    def _befores(self) -> tuple[dict[str, TaskRecord | None], ...]:
+        """Uncommitted changes, oldest first: per task, its record before them."""
+        inflight = self._inflight
+        if inflight is None:
+            return (self._buffer.before,)
+        return inflight.before, self._buffer.before
+
+    def _committed(self, task_id: str) -> TaskRecord | None:
+        """A task as the journal holds it (the caller holds the lock)."""
+        for before in self._befores():
+            if task_id in before:
+                return before[task_id]
+        return self._core.find(task_id)
+
+    def _committed_stats(self) -> QueueStats:
+        """The core's counts less its uncommitted changes (the caller holds the lock)."""
+        stats = self._core.stats()
+        changed = {task_id for before in self._befores() for task_id in before}
+        if not changed:
+            return stats
+        by_state = dict(stats.by_state)
+        ready = {pool: dict(by_prio) for pool, by_prio in stats.ready_by_priority.items()}
+        size = stats.size
+        for task_id in changed:
+            now_rec, then = self._core.find(task_id), self._committed(task_id)
+            if now_rec is then:
+                continue
+            for rec, sign in ((now_rec, -1), (then, 1)):
+                if rec is None:
+                    continue
+                by_state[rec.state.value] += sign
+                size += 0 if rec.state.terminal else sign
+                if rec.state is TaskState.READY:
+                    by_prio = ready.setdefault(rec.pool, {})
+                    by_prio[rec.priority] = by_prio.get(rec.priority, 0) + sign
+                    if not by_prio[rec.priority]:
+                        del by_prio[rec.priority]
+                    if not by_prio:
+                        del ready[rec.pool]
+        return stats.model_copy(update={"by_state": by_state, "ready_by_priority": ready,
+                                        "size": size})
 
     def _reloaded(self) -> QueueCore:
         """A core rebuilt from the journal, with the closed and paused flags kept."""
@@ -315,9 +415,11 @@ class QueueActor:
 
     def _flush_events(self) -> None:
         with self._lock:
-            stats = self._core.stats()
+            stats = self._committed_stats()
         events, self._events = self._events, []
         events.append(("depth", stats.by_state, stats.ready_by_priority, self._shard))
+        events.append(("journal", self._shard, self._failing_error is not None,
+                       isinstance(self._failing_error, StorageFullError)))
         for kind, counts in self._calls.items():
             if counts[0]:
                 events.append(("calls", kind, counts[0], counts[1]))
@@ -669,7 +771,7 @@ class QueueActor:
         for task_id in task_ids:
             while True:
                 with self._lock:
-                    rec = self._core.find(task_id)
+                    rec = self._committed(task_id)
                 if rec is None or rec.state.terminal or loop.time() >= deadline:
                     break
                 fut: asyncio.Future[None] = loop.create_future()
@@ -679,7 +781,7 @@ class QueueActor:
                 except asyncio.TimeoutError:
                     break
         with self._lock:
-            return [_info(self._core.find(i)) for i in task_ids]
+            return [_info(self._committed(i)) for i in task_ids]
 
     def _resolve_results(self, task_ids: Sequence[str]) -> None:
         for task_id in task_ids:
@@ -704,8 +806,8 @@ class QueueActor:
     async def stats(self) -> QueueStats:
         """Counts by state and priority, and whether the journal is failing."""
         with self._lock:
-            stats = self._core.stats()
-        if self._failing_since is None:
+            stats = self._committed_stats()
+        if self._failing_error is None:
             return stats
         return stats.model_copy(update={
             "journal_failing": True,
@@ -727,15 +829,24 @@ class QueueActor:
 
     @_control
     async def get(self, task_id: str) -> TaskInfo | None:
-        """One task's record, or None."""
+        """One task's record (as committed), or None."""
         with self._lock:
-            return _info(self._core.find(task_id))
+            return _info(self._committed(task_id))
 
     @_control
     async def dead_letters(self, limit: int = 100) -> list[TaskInfo]:
-        """Dead tasks, most recent first."""
+        """Dead tasks (as committed), most recent first."""
         with self._lock:
-            return [TaskInfo.of(r) for r in self._core.dead_letters(limit)]
+            changed = {task_id for before in self._befores() for task_id in before}
+            dead = {r.id: r for r in self._core.dead_letters(limit + len(changed))}
+            for task_id in changed:
+                rec = self._committed(task_id)
+                if rec is not None and rec.state is TaskState.DEAD:
+                    dead[task_id] = rec
+                else:
+                    dead.pop(task_id, None)
+        ordered = sorted(dead.values(), key=lambda r: r.finished_at or 0.0, reverse=True)
+        return [TaskInfo.of(r) for r in ordered[:limit]]
 
     @_control
     async def schedules(self) -> list[ScheduleRecord]:

@@ -8,7 +8,7 @@ rebuilds its core from the journal, so memory never runs ahead of what is durabl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from rayqueue.core.record import ScheduleRecord, TaskRecord
@@ -24,6 +24,9 @@ class Merged:
     delete_tasks: set[str] = field(default_factory=set)
     delete_schedules: set[str] = field(default_factory=set)
     batches: int = 0
+    #: the record each buffered task had before its first buffered change (None: it
+    #: did not exist): what the journal holds for it until this batch commits
+    before: dict[str, TaskRecord | None] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return self.batches > 0
@@ -39,10 +42,18 @@ class Merged:
 
 
 class CommitBuffer:
-    """A Storage whose ``write`` only buffers; :meth:`take` hands the batches over."""
+    """A Storage whose ``write`` only buffers; :meth:`take` hands the batches over.
 
-    def __init__(self, inner: Storage) -> None:
+    ``lookup`` (task id -> the record its owner holds now) lets the buffer keep, for each
+    task it buffers, the record as it was before (:attr:`Merged.before`): readers can
+    then answer what is committed, not what a commit may still refuse. The core calls
+    ``write`` before it changes its memory, so ``lookup`` still sees the old record.
+    """
+
+    def __init__(self, inner: Storage,
+                 lookup: Callable[[str], TaskRecord | None] | None = None) -> None:
         self.inner = inner
+        self._lookup = lookup
         self._merged = Merged()
 
     def load(self) -> StoredState:
@@ -59,6 +70,11 @@ class CommitBuffer:
     ) -> None:
         """Buffer one batch (never fails)."""
         m = self._merged
+        if self._lookup is not None:
+            before, lookup = m.before, self._lookup
+            for task_id in (*(r.id for r in tasks), *delete_tasks):
+                if task_id not in before:
+                    before[task_id] = lookup(task_id)
         for rec in tasks:
             m.tasks[rec.id] = rec
             m.delete_tasks.discard(rec.id)
@@ -72,6 +88,11 @@ class CommitBuffer:
             m.schedules.pop(sched_id, None)
             m.delete_schedules.add(sched_id)
         m.batches += 1
+
+    @property
+    def before(self) -> dict[str, TaskRecord | None]:
+        """The records as they were before the batches buffered now (see Merged)."""
+        return self._merged.before
 
     @property
     def pending(self) -> bool:

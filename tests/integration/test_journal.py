@@ -63,3 +63,17 @@ def test_a_full_disk_is_logged_once_per_episode_and_shown_in_stats(
                for line in log.read_text().splitlines()]
     assert actions.count("journal_commit_failed") == 1
     assert actions.count("journal_commit_failing") < 10  # reminders, not a line each
+
+
+def test_a_freed_disk_shows_in_stats_without_a_call(make_queue: Any) -> None:
+    """Three commits fail (disk full), then the journal takes writes again: with no
+    call coming, stats clear within about a second (the queue probes its journal)."""
+    queue = make_queue(queue_env={"RAYQUEUE_STORAGE_FAULTS": "full=1.0,max=3,seed=1"})
+    with pytest.raises(rayqueue.StorageFullError):  # the fault happened
+        queue.enqueue(Manual(name="n0"), wait=True)
+    # Nothing calls from here on: the queue's own probes meet the other two faults,
+    # then find the journal taking writes.
+    wait_for(lambda: not queue.stats().storage_full, timeout=10.0,
+             what="stats to see the space come back")
+    assert not queue.stats().journal_failing
+    assert queue.enqueue(Manual(name="after"), wait=True).id

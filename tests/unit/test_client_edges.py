@@ -363,3 +363,39 @@ def test_init_and_connect_check_the_ray_arguments(monkeypatch: pytest.MonkeyPatc
     for start in (client_module.init, client_module.connect):
         with pytest.raises(InvalidArgumentTypeError, match=next(iter(kwargs))):
             start("edge", **kwargs)  # type: ignore[operator]
+
+
+class _LostReply:
+    """A shard whose ``claim`` is sent but whose reply never comes (Ray lost it)."""
+
+    def __getattr__(self, method: str) -> Any:
+        class Method:
+            def remote(self, *args: object, **kwargs: object) -> object:
+                return ("never answered", method)
+
+        return Method()
+
+
+@pytest.mark.parametrize("timeout", [0.0, 2.5])
+def test_dequeue_is_bounded_when_the_claim_reply_is_lost(
+        monkeypatch: pytest.MonkeyPatch, timeout: float) -> None:
+    """``dequeue`` waits for its claim with a deadline, like every other call (issue
+    13): a lost reply is a QueueUnavailableError, not a hang."""
+    import ray
+
+    from rayqueue import QueueUnavailableError
+    from rayqueue import calls as calls_module
+
+    waited: list[float | None] = []
+
+    def get(ref: object, timeout: float | None = None) -> object:
+        waited.append(timeout)
+        if timeout is None:
+            raise AssertionError("the claim's answer is awaited without a deadline")
+        raise ray.exceptions.GetTimeoutError("no answer (the reply was lost)")
+
+    monkeypatch.setattr(calls_module.ray, "get", get)
+    q = testing.offline_queue("edges", actor=_LostReply())
+    with pytest.raises(QueueUnavailableError, match="did not answer in time"):
+        q.dequeue(timeout=timeout)
+    assert waited == [timeout + calls_module.ANSWER_TIMEOUT_S]

@@ -38,6 +38,7 @@ class StubQueue:
     def __init__(self) -> None:
         self.mode = "ok"
         self.paused = False
+        self.storage_full = False
         self.release = threading.Event()
 
     def _call(self) -> None:
@@ -50,7 +51,8 @@ class StubQueue:
     def stats(self) -> Any:
         self._call()
         return SimpleNamespace(paused=self.paused, closed=False, size=0, by_state={},
-                               ready_by_priority={})
+                               ready_by_priority={}, journal_failing=self.storage_full,
+                               storage_full=self.storage_full)
 
     def metrics(self) -> Any:
         self._call()
@@ -226,6 +228,19 @@ def test_a_hanging_queue_gets_503_within_3_s_and_threads_stay_bounded(
     calls = [t for t in threading.enumerate() if t.name == "rayqueue-dashboard-call"]
     assert len(calls) <= CALL_THREADS
     assert request(served.port, "GET", "/").status == 200  # the page itself still loads
+
+
+def test_a_full_disk_is_in_the_snapshot_and_the_page_shows_it(served: Served) -> None:
+    reply = request(served.port, "GET", "/api/snapshot")
+    assert reply.status == 200
+    assert reply.json()["storage_full"] is False and reply.json()["journal_failing"] is False
+    served.queue.storage_full = True
+    snap = request(served.port, "GET", "/api/snapshot").json()
+    assert snap["storage_full"] is True and snap["journal_failing"] is True
+    page = request(served.port, "GET", "/").body.decode()
+    # The page has a banner that its render() fills from these two fields.
+    assert 'id="journal"' in page and "snap.storage_full" in page
+    assert "snap.journal_failing" in page
 
 
 def test_a_gone_queue_is_503(served: Served) -> None:
