@@ -29,6 +29,7 @@ from rayqueue.errors import (
     InvalidStateError,
     InvalidTaskError,
     JournalCorruptError,
+    JournalFencedError,
     JournalNotFoundError,
     NaiveDatetimeError,
     PartialEnqueueError,
@@ -151,5 +152,6 @@ __all__ = [
     "StorageFullError",
     "JournalNotFoundError",
     "JournalCorruptError",
+    "JournalFencedError",
     "WorkerError",
 ]
