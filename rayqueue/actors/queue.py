@@ -41,6 +41,7 @@ from rayqueue.storage.buffered import CommitBuffer
 from rayqueue.storage.identity import JournalIdentity
 from rayqueue.storage.layout import check_layout
 from rayqueue.storage.memory import NullStorage
+from rayqueue.storage.url import is_postgres_url, shown
 
 #: Longest sleep of the timer loop; bounds how late a due task or expired lease is seen.
 TICK_MAX_S = 0.05
@@ -81,7 +82,8 @@ class QueueActor:
         self._name = name
         self._shard, self._shards = shard, shards
         self._config = config or QueueConfig()
-        if journal is not None and shard == 0 and not reconstructed:
+        if journal is not None and shard == 0 and not reconstructed and not is_postgres_url(
+                journal):  # (a PostgreSQL journal checks its shard count when it opens)
             check_layout(journal, shards)
         self._storage = open_storage(journal, durability, reconstructed,
                                      JournalIdentity(queue=name, shard=shard, shards=shards))
@@ -118,7 +120,7 @@ class QueueActor:
         stats = self._core.stats()
         self._log.info("queue {} ({}): {} unfinished task(s) recovered from {}",
                        "restarted" if reconstructed else "started", name, stats.size,
-                       journal or "memory", action="queue_started", recovered=stats.size)
+                       shown(journal), action="queue_started", recovered=stats.size)
         # Start the timer loop on the actor's event loop, also after a restart.
         ctx.current_actor.start.remote()
 
@@ -228,7 +230,13 @@ class QueueActor:
         self._waiters = []
         self._buffer.take()
         with self._lock:
-            self._core = self._reloaded()
+            try:
+                self._core = self._reloaded()
+            except StorageError as reload_err:
+                # Fenced (a newer incarnation owns the journal) or unreadable: serve
+                # nothing more from this core; every commit keeps failing typed.
+                self._core.close()
+                error = reload_err
         self._failing(error, len(waiters))
         for fut in waiters:
             if not fut.done():

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import socket
 import threading
 import time
@@ -31,7 +32,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, Literal, NoReturn
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import psycopg
 from loguru import logger
@@ -51,31 +52,11 @@ from rayqueue.storage.base import StoredState
 from rayqueue.storage.codec import row_of_task, schedule_of_row, task_of_row
 from rayqueue.storage.identity import JournalIdentity
 from rayqueue.storage.pg_migrations import MIGRATIONS, PG_SCHEMA_VERSION
+from rayqueue.storage.url import is_postgres_url, redact
 
-#: URL schemes that name a PostgreSQL journal.
-SCHEMES = ("postgresql", "postgres")
 #: PostgreSQL truncates identifiers past this many bytes.
 _MAX_IDENT = 63
 _SYNCHRONOUS = {"full": "on", "process": "off"}
-
-
-def is_postgres_url(journal: object) -> bool:
-    """Whether ``journal`` names a PostgreSQL journal (``postgresql://...``)."""
-    return isinstance(journal, str) and journal.split("://", 1)[0].lower() in SCHEMES \
-        and "://" in journal
-
-
-def redact(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``, for logs and errors."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        user = parts.username or ""
-        host = parts.netloc.rsplit("@", 1)[1]
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-    except ValueError:
-        return "postgresql://(unparsable URL hidden)"
 
 
 def schema_name(identity: JournalIdentity) -> str:
@@ -221,6 +202,8 @@ class PostgresStorage:
                     raise JournalCorruptError(self.name, "the schema exists but is not a "
                                               "rayqueue journal (tables: "
                                               f"{', '.join(sorted(tables))})")
+                if not tables and identity.shard == 0:
+                    self._check_layout(conn, identity)
                 if not exists:
                     conn.execute(sql.SQL("CREATE SCHEMA {}").format(s))
                 if not tables:
@@ -237,7 +220,7 @@ class PostgresStorage:
                 for number, title, statements in MIGRATIONS:
                     if number > version:
                         for statement in statements:
-                            conn.execute(sql.SQL(statement).format(s=s))  # type: ignore[arg-type]
+                            conn.execute(sql.SQL(statement).format(s=s))
                         conn.execute(sql.SQL("INSERT INTO {}.migrations (version, name) "
                                              "VALUES (%s, %s)").format(s), (number, title))
                 defaults = {"schema_version": str(PG_SCHEMA_VERSION),
@@ -267,6 +250,30 @@ class PostgresStorage:
         except psycopg.Error as err:
             raise self._translate(err, "open") from None
         return int(owned[0]), int(owned[1]), meta
+
+    def _check_layout(self, conn: psycopg.Connection[Any], identity: JournalIdentity) -> None:
+        """Before a queue's first shard is created: refuse if its journals exist with
+        another shard count (their tasks hash to other shards; starting fresh beside
+        them would hide them)."""
+        queue = str(identity.queue)
+        rows = conn.execute(
+            "SELECT n.nspname FROM pg_namespace n JOIN information_schema.tables t ON "
+            "t.table_schema = n.nspname AND t.table_name = 'migrations' WHERE n.nspname = "
+            "%s OR n.nspname LIKE %s", (f"rayqueue_{queue}", f"rayqueue_{_like(queue)}%"))
+        shard = re.compile(rf"rayqueue_{re.escape(queue)}_shard_\d+_of_(\d+)")
+
+        def count(name: str) -> int | None:
+            if name == f"rayqueue_{queue}":
+                return 1
+            m = shard.fullmatch(name)
+            return int(m[1]) if m else None
+
+        others = [name for (name,) in rows if count(name) not in (None, identity.shards)]
+        if others:
+            raise ValueError(
+                f"journals of queue {queue!r} for another shard count exist in "
+                f"{redact(self._url)}: schemas {', '.join(sorted(others))}. Start the queue "
+                "with the shard count they were written with")
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._closed:
@@ -466,6 +473,11 @@ class PostgresStorage:
                                 "the database (or create the schema for it)")
         return StorageError(f"{where} failed ({type(err).__name__}: {text}); nothing was "
                             "changed, try again")
+
+
+def _like(text: str) -> str:
+    """``text`` as a literal inside a LIKE pattern."""
+    return text.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%")
 
 
 def _scrub(err: BaseException, url: str) -> str:

@@ -136,7 +136,7 @@ def test_a_foreign_schema_is_refused_and_left_as_it_was(
         conn.execute(f'CREATE SCHEMA "rayqueue_{queue}"')
         conn.execute(f'CREATE TABLE "rayqueue_{queue}".orders (id INT)')
         conn.execute(f'INSERT INTO "rayqueue_{queue}".orders VALUES (7)')
-    with pytest.raises(JournalCorruptError, match="not a rayqueue journal .tables: orders"):
+    with pytest.raises(JournalCorruptError, match=r"not a rayqueue journal \(tables: orders"):
         open_journal(pg_url, queue, opened)
     with admin(pg_url) as conn:
         tables = conn.execute("SELECT table_name FROM information_schema.tables WHERE "
@@ -327,3 +327,17 @@ def test_records_keep_every_field(pg_url: str, queue: str,
     written = [replace(rec("u"), payload='{"s":"Zoë 🚀 \\u0000"}', result='"ü"')]
     journal.write(tasks=written)
     assert journal.load().tasks == written
+
+
+def test_a_queue_with_journals_of_another_shard_count_is_refused(
+        pg_url: str, queue: str, opened: list[PostgresStorage]) -> None:
+    for i in range(2):
+        PostgresStorage(pg_url, identity=JournalIdentity(queue=queue, shard=i, shards=2)).close()
+    with pytest.raises(ValueError, match=f"schemas rayqueue_{queue}_shard_0_of_2, "
+                                         f"rayqueue_{queue}_shard_1_of_2"):
+        open_journal(pg_url, queue, opened)
+    with admin(pg_url) as conn:  # nothing was created for the refused count
+        assert conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s",
+                            (f"rayqueue_{queue}",)).fetchone() is None
+    again = PostgresStorage(pg_url, identity=JournalIdentity(queue=queue, shard=0, shards=2))
+    opened.append(again)
