@@ -31,6 +31,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from typing import Any, Literal, NoReturn
 from urllib.parse import urlsplit
 
@@ -488,3 +489,65 @@ def _scrub(err: BaseException, url: str) -> str:
     except ValueError:
         password = None
     return text.replace(password, "***") if password else text
+
+
+@dataclass(frozen=True)
+class PgInspection:
+    """What a read-only look at one shard's journal schema found."""
+
+    schema: str
+    meta: dict[str, str]
+    epoch: int
+    seq: int
+    owner: str
+    by_state: dict[str, int]
+    schedules: int
+    version: int
+
+
+def inspect(url: str, queue: str) -> list[PgInspection]:
+    """Read every journal schema of queue ``queue`` without changing a row (no epoch is
+    taken: a running queue is not fenced by it).
+
+    Raises:
+        JournalNotFoundError: the queue has no journal schema in this database.
+        StorageError: the server cannot be reached or a schema cannot be read.
+    """
+    name = redact(url)
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=5,
+                             application_name="rayqueue-check") as conn:
+            rows = conn.execute(
+                "SELECT table_schema FROM information_schema.tables WHERE table_name = "
+                "'queue_owner' AND (table_schema = %s OR table_schema LIKE %s) ORDER BY 1",
+                (f"rayqueue_{queue}", f"rayqueue_{_like(queue)}\\_shard\\_%")).fetchall()
+            found = []
+            for (schema,) in rows:
+                s = sql.Identifier(schema)
+                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                meta = {str(k): str(v) for k, v in conn.execute(
+                    sql.SQL("SELECT key, value FROM {}.meta").format(s))}
+                owner = conn.execute(sql.SQL("SELECT epoch, seq, owner FROM {}.queue_owner")
+                                     .format(s)).fetchone()
+                by_state = {str(k): int(v) for k, v in conn.execute(sql.SQL(
+                    "SELECT state, count(*) FROM {}.tasks GROUP BY state").format(s))}
+                count = conn.execute(sql.SQL("SELECT count(*) FROM {}.schedules").format(s)
+                                     ).fetchone()
+                version = conn.execute(sql.SQL("SELECT max(version) FROM {}.migrations")
+                                       .format(s)).fetchone()
+                conn.execute("COMMIT")
+                if owner is None:
+                    raise JournalCorruptError(f"{name} (schema {schema})",
+                                              "its queue_owner row is missing")
+                found.append(PgInspection(
+                    schema=schema, meta=meta, epoch=int(owner[0]), seq=int(owner[1]),
+                    owner=str(owner[2]), by_state=by_state,
+                    schedules=int(count[0]) if count else 0,
+                    version=int(version[0]) if version and version[0] is not None else 0))
+    except psycopg.Error as err:
+        raise StorageError(f"cannot read the journal of queue {queue!r} at {name}: "
+                           f"{_scrub(err, url)}") from None
+    if not found:
+        raise JournalNotFoundError(name, hint=f"no journal schema of queue {queue!r} "
+                                   f"(rayqueue_{queue}) in this database")
+    return found

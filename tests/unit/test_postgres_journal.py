@@ -341,3 +341,25 @@ def test_a_queue_with_journals_of_another_shard_count_is_refused(
                             (f"rayqueue_{queue}",)).fetchone() is None
     again = PostgresStorage(pg_url, identity=JournalIdentity(queue=queue, shard=0, shards=2))
     opened.append(again)
+
+
+def test_cli_check_reads_every_shard_without_fencing_the_owner(
+        pg_server: PgServer, queue: str, opened: list[PostgresStorage],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from rayqueue.cli import main as cli
+
+    url = f"postgresql://rq:s3cret@127.0.0.1:{pg_server.port}/postgres"
+    shards = [PostgresStorage(url, identity=JournalIdentity(queue=queue, shard=i, shards=2))
+              for i in range(2)]
+    opened.extend(shards)
+    shards[1].write(tasks=[rec("a"), rec("b", state=TaskState.DEAD)])
+    assert cli(["--queue", queue, "journal", "check", "--journal", url]) == 0
+    out = capsys.readouterr().out
+    assert f"rayqueue_{queue}_shard_0_of_2" in out and f"rayqueue_{queue}_shard_1_of_2" in out
+    assert "tasks dead" in out and "epoch 1" in out and "s3cret" not in out
+    shards[1].write(tasks=[rec("c")])  # the check took no epoch: the owner still writes
+    assert cli(["--queue", "nosuchqueue", "journal", "check", "--journal", url]) == 3
+    assert cli(["--queue", queue, "journal", "backup", "x", "--journal", url]) == 2
+    assert cli(["--queue", queue, "reshard", "--shards", "3", "--journal", url]) == 2
+    err = capsys.readouterr().err
+    assert "pg_dump" in err and "s3cret" not in err
