@@ -12,6 +12,7 @@ and with ``RAYQUEUE_REQUIRE_REAL_PARTS=1`` (CI) that skip fails the run
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shlex
@@ -111,3 +112,64 @@ def pg_url(pg_server: PgServer) -> str:
 def unique_queue() -> str:
     """A queue name no other test uses (each queue is a schema of its own)."""
     return f"t{uuid.uuid4().hex[:12]}"
+
+
+class CutProxy:
+    """A TCP proxy to the server that, when armed, cuts one connection at a chosen
+    point of a commit: ``"before"`` drops the client's ``COMMIT`` (the server never
+    gets it: the transaction rolls back), ``"after"`` drops the server's answer to it
+    (the transaction is committed, the client never hears so)."""
+
+    _COMMIT_QUERY = b"Q\x00\x00\x00\x0bCOMMIT\x00"
+    _COMMIT_DONE = b"C\x00\x00\x00\x0bCOMMIT\x00"
+
+    def __init__(self, port: int) -> None:
+        import threading
+
+        self._target = port
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(16)
+        self.port = int(self._listener.getsockname()[1])
+        self.armed: str | None = None
+        self.cuts = 0
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self) -> str:
+        return f"postgresql://rq@127.0.0.1:{self.port}/postgres"
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self._target))
+            for src, dst, marker, when in ((client, server, self._COMMIT_QUERY, "before"),
+                                           (server, client, self._COMMIT_DONE, "after")):
+                threading.Thread(target=self._pipe, args=(src, dst, marker, when, client,
+                                                          server), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, marker: bytes, when: str,
+              client: socket.socket, server: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                with self._lock:
+                    cut = self.armed == when and marker in data
+                    if cut:
+                        self.armed, self.cuts = None, self.cuts + 1
+                if cut:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in (client, server):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def close(self) -> None:
+        self._listener.close()

@@ -166,11 +166,19 @@ class PostgresStorage:
         pause = threading.Event()
         while True:
             try:
+                # The server ends a session left idle inside a transaction (its client
+                # gone mid-commit), so the owner row it holds is not held for long; both
+                # ends probe a silent peer with TCP keepalives.
+                timeout = self._statement_timeout_ms
                 conn = psycopg.connect(
                     self._url, autocommit=False, connect_timeout=self._connect_timeout_s,
-                    application_name="rayqueue",
-                    options=f"-c statement_timeout={self._statement_timeout_ms}"
-                            f" -c synchronous_commit={self._synchronous}")
+                    application_name="rayqueue", keepalives=1, keepalives_idle=10,
+                    keepalives_interval=5, keepalives_count=3,
+                    options=f"-c statement_timeout={timeout}"
+                            f" -c idle_in_transaction_session_timeout={timeout}"
+                            f" -c synchronous_commit={self._synchronous}"
+                            " -c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5"
+                            " -c tcp_keepalives_count=3")
                 return conn
             except psycopg.OperationalError as err:
                 if time.monotonic() >= deadline:
@@ -408,11 +416,13 @@ class PostgresStorage:
             raise AssertionError("unreachable")
 
     def _landed(self) -> bool:
-        """After a lost connection mid-commit: whether that commit is in the journal."""
+        """After a lost connection mid-commit: whether that commit is in the journal.
+        ``FOR UPDATE`` waits for the old session's transaction to end either way (the
+        server may still be committing it), so the answer is final."""
         conn = self._connection()
         try:
             with conn.transaction():
-                row = conn.execute(sql.SQL("SELECT epoch, seq FROM {}.queue_owner")
+                row = conn.execute(sql.SQL("SELECT epoch, seq FROM {}.queue_owner FOR UPDATE")
                                    .format(self._s)).fetchone()
         except psycopg.Error as err:
             raise self._translate(err, "reconnect") from None

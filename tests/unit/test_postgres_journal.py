@@ -363,3 +363,28 @@ def test_cli_check_reads_every_shard_without_fencing_the_owner(
     assert cli(["--queue", queue, "reshard", "--shards", "3", "--journal", url]) == 2
     err = capsys.readouterr().err
     assert "pg_dump" in err and "s3cret" not in err
+
+
+@pytest.mark.parametrize("cut", ["before", "after"])
+def test_a_connection_cut_mid_commit_is_resolved_by_the_sequence(
+        pg_server: PgServer, queue: str, opened: list[PostgresStorage], cut: str) -> None:
+    """Cut before the server got COMMIT: the batch rolled back and is written once
+    more. Cut after it committed: the batch is in, and is not written again. Either
+    way the write returns, the batch is there once, and the sequence counts it once."""
+    from tests.pg import CutProxy
+
+    proxy = CutProxy(pg_server.port)
+    try:
+        journal = open_journal(proxy.url(), queue, opened)
+        journal.write(tasks=[rec("a")])
+        proxy.armed = cut
+        journal.write(tasks=[rec("b")], delete_tasks=["a"])
+        assert proxy.cuts == 1  # the fault happened
+        assert journal.seq == 2 and ids(journal) == {"b"}
+        with admin(pg_server.url) as conn:
+            assert conn.execute(f'SELECT seq FROM "{journal.schema}".queue_owner'
+                                ).fetchone() == (2,)
+        journal.write(tasks=[rec("c")])
+        assert ids(journal) == {"b", "c"} and journal.seq == 3
+    finally:
+        proxy.close()
