@@ -114,6 +114,8 @@ class QueueActor:
         self._failing_since: float | None = None
         self._failed_commits = 0
         self._failing_error: StorageError | None = None
+        #: set when the journal could not be reloaded after a failed commit (fenced)
+        self._unloaded: StorageError | None = None
         self._next_reminder = 0.0
         self._log = logger.bind(queue=name, **({"shard": shard} if shards > 1 else {}))
         self._profiler = LoopProfiler()
@@ -182,6 +184,18 @@ class QueueActor:
     # ---------------------------------------------------------- group commit
     async def _durable(self) -> None:
         """Wait until every change made so far is committed to the journal."""
+        if self._unloaded is not None:
+            # The journal could not be reloaded after a failed commit: this call's change
+            # is void; try the reload again for the calls after it.
+            error = self._unloaded
+            self._buffer.take()
+            with self._lock:
+                try:
+                    self._core = self._reloaded()
+                    self._unloaded = None
+                except StorageError as err:
+                    self._unloaded = error = err
+            raise error
         if not self._buffer.pending and not self._flushing:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -233,10 +247,10 @@ class QueueActor:
             try:
                 self._core = self._reloaded()
             except StorageError as reload_err:
-                # Fenced (a newer incarnation owns the journal) or unreadable: serve
-                # nothing more from this core; every commit keeps failing typed.
-                self._core.close()
-                error = reload_err
+                # Fenced (a newer incarnation owns the journal) or unreadable: this core
+                # may hold what was never committed, so no call commits on it until a
+                # reload succeeds (a fenced journal never reloads).
+                self._unloaded = error = reload_err
         self._failing(error, len(waiters))
         for fut in waiters:
             if not fut.done():

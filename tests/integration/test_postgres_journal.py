@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 import psycopg
+import pytest
 import ray
 
 import rayqueue
@@ -45,3 +46,28 @@ def test_a_postgresql_journal_survives_a_restart_and_a_new_init(make_queue: Any,
         assert _epoch(pg_url, name) == 3
     finally:
         again.shutdown(timeout=5)
+
+
+def test_a_queue_actor_whose_journal_was_taken_over_stops_writing(make_queue: Any,
+                                                                  pg_url: str) -> None:
+    """A newer owner opens the journal (as a new incarnation would, the old one still
+    alive): the old queue actor's commits are refused with JournalFencedError and none
+    of them reaches the database."""
+    from rayqueue.storage.identity import JournalIdentity
+    from rayqueue.storage.postgres import PostgresStorage
+
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    q = make_queue(name=name, journal=pg_url, pools=[PoolConfig(name="none", min_workers=0)])
+    before = q.enqueue_many([Manual(name="before")])
+    newer = PostgresStorage(pg_url, identity=JournalIdentity(queue=name))
+    try:
+        assert newer.epoch == 2
+        for _ in range(3):  # every later call that would commit is refused, typed
+            with pytest.raises(rayqueue.JournalFencedError):
+                q.enqueue_many([Manual(name="after")])
+        with pytest.raises(rayqueue.JournalFencedError):
+            q.enqueue(Manual(name="single"), wait=True)
+        assert [r.id for r in newer.load().tasks] == [before[0].id]
+        assert newer.seq == 1
+    finally:
+        newer.close()
