@@ -133,6 +133,9 @@ class CutProxy:
         self.port = int(self._listener.getsockname()[1])
         self.armed: str | None = None
         self.cuts = 0
+        #: refuse every new connection (the server looks down) once a cut happened
+        self.down_after_cut = False
+        self.down = False
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -147,6 +150,9 @@ class CutProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            if self.down:
+                client.close()
+                continue
             server = socket.create_connection(("127.0.0.1", self._target))
             for src, dst, marker, when in ((client, server, self._COMMIT_QUERY, "before"),
                                            (server, client, self._COMMIT_DONE, "after")):
@@ -161,6 +167,7 @@ class CutProxy:
                     cut = self.armed == when and marker in data
                     if cut:
                         self.armed, self.cuts = None, self.cuts + 1
+                        self.down = self.down_after_cut
                 if cut:
                     break
                 dst.sendall(data)

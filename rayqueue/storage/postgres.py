@@ -128,6 +128,11 @@ class PostgresStorage:
         self._lock = threading.Lock()
         self._closed = False
         self._fenced: JournalFencedError | None = None
+        #: whether ``_seq`` is the journal's sequence for sure (not after a commit whose
+        #: outcome was lost with its connection); the sequence a commit in progress got,
+        #: and the one the last load read
+        self._seq_known = True
+        self._committing = self._loaded_seq = 0
         self._conn: psycopg.Connection[Any] | None = None
         self._conn = self._connect()
         try:
@@ -313,6 +318,7 @@ class PostgresStorage:
             return tasks, schedules
 
         task_rows, schedule_rows = self._retrying("load", read)
+        self._seq, self._seq_known = self._loaded_seq, True
         tasks = [rec for rec in map(task_of_row, task_rows) if rec is not None]
         schedules = [sch for sch in map(schedule_of_row, schedule_rows) if sch is not None]
         return StoredState(tasks=tasks, schedules=schedules)
@@ -362,7 +368,7 @@ class PostgresStorage:
                                 .format(s), (list(delete_schedules),))
 
         self._retrying("write", commit, writes=True)
-        self._seq += 1
+        self._seq, self._seq_known = self._committing, True
 
     def _check_epoch(self, conn: psycopg.Connection[Any], *, lock: bool) -> None:
         """In a write (``lock``): bump the commit sequence if the epoch is still mine,
@@ -372,12 +378,16 @@ class PostgresStorage:
             row = conn.execute(sql.SQL("UPDATE {}.queue_owner SET seq = seq + 1 WHERE epoch "
                                        "= %s RETURNING seq").format(s),
                                (self._epoch,)).fetchone()
-            if row is not None and int(row[0]) == self._seq + 1:
+            if row is not None and (int(row[0]) == self._seq + 1 or not self._seq_known):
+                self._committing = int(row[0])
                 return
         else:
-            row = conn.execute(sql.SQL("SELECT seq FROM {}.queue_owner WHERE epoch = %s")
-                               .format(s), (self._epoch,)).fetchone()
+            # FOR SHARE waits for a commit still in flight on a lost connection, so the
+            # sequence read is final.
+            row = conn.execute(sql.SQL("SELECT seq FROM {}.queue_owner WHERE epoch = %s "
+                                       "FOR SHARE").format(s), (self._epoch,)).fetchone()
             if row is not None:
+                self._loaded_seq = int(row[0])
                 return
         # Not mine any more, or someone else committed under my epoch (cannot happen
         # unless the row was edited by hand): never write again.
@@ -404,6 +414,8 @@ class PostgresStorage:
                     raise
                 except psycopg.Error as err:
                     if not conn.broken or attempt == 2:
+                        if writes and conn.broken:
+                            self._seq_known = False  # its commit may have landed
                         raise self._translate(err, what) from None
                     logger.bind(action="journal_reconnect").warning(
                         "journal {} lost its connection during {} ({}); reconnecting",
@@ -411,25 +423,41 @@ class PostgresStorage:
                     with suppress(Exception):
                         conn.close()
                     self._conn = None
-                    if writes and self._landed():
+                    if writes and self._landed(err):
                         return None
             raise AssertionError("unreachable")
 
-    def _landed(self) -> bool:
+    def _landed(self, lost: psycopg.Error) -> bool:
         """After a lost connection mid-commit: whether that commit is in the journal.
         ``FOR UPDATE`` waits for the old session's transaction to end either way (the
-        server may still be committing it), so the answer is final."""
-        conn = self._connection()
+        server may still be committing it), so the answer is final.
+
+        Raises:
+            StorageError: the server is still unreachable, or the sequence before this
+                commit is not known (an earlier commit's outcome was not learnt): the
+                batch may or may not be in; a :meth:`load` shows which.
+        """
+        unknown = StorageError(
+            f"journal write at {self.name}: the connection was lost during the commit "
+            f"({_scrub(lost, self._url)}) and whether it landed cannot be told; reload the "
+            "journal to see (nothing else was changed)")
+        if not self._seq_known:
+            raise unknown
         try:
+            conn = self._connection()
             with conn.transaction():
                 row = conn.execute(sql.SQL("SELECT epoch, seq FROM {}.queue_owner FOR UPDATE")
                                    .format(self._s)).fetchone()
-        except psycopg.Error as err:
-            raise self._translate(err, "reconnect") from None
+        except (psycopg.Error, StorageError) as err:
+            if isinstance(err, JournalFencedError):
+                raise
+            self._seq_known = False
+            raise unknown from None
         epoch, seq = (None, None) if row is None else (int(row[0]), int(row[1]))
         if epoch != self._epoch:
             self._fence(epoch)
         if seq == self._seq + 1:
+            self._committing = seq
             return True
         if seq != self._seq:
             self._fence(epoch)

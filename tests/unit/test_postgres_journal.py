@@ -388,3 +388,27 @@ def test_a_connection_cut_mid_commit_is_resolved_by_the_sequence(
         assert ids(journal) == {"b", "c"} and journal.seq == 3
     finally:
         proxy.close()
+
+
+def test_a_commit_whose_outcome_was_lost_is_settled_by_the_next_load(
+        pg_server: PgServer, queue: str, opened: list[PostgresStorage]) -> None:
+    """The connection drops after the server committed, and the server stays out of
+    reach past reconnect_s: the write fails typed (it cannot tell), the reload that
+    follows (the queue reloads after every failed commit) shows the batch, and the
+    journal writes on, not mistaking its own commit for another owner's."""
+    from tests.pg import CutProxy
+
+    proxy = CutProxy(pg_server.port)
+    try:
+        journal = open_journal(proxy.url(), queue, opened, reconnect_s=0.5)
+        journal.write(tasks=[rec("a")])
+        proxy.armed, proxy.down_after_cut = "after", True
+        with pytest.raises(StorageError, match="whether it landed cannot be told") as info:
+            journal.write(tasks=[rec("b")])
+        assert type(info.value) is StorageError and proxy.cuts == 1
+        proxy.down = False
+        assert ids(journal) == {"a", "b"} and journal.seq == 2
+        journal.write(tasks=[rec("c")])
+        assert ids(journal) == {"a", "b", "c"} and journal.seq == 3
+    finally:
+        proxy.close()
