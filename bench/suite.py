@@ -93,7 +93,6 @@ class Bench:
         self.tmp = Path(tempfile.mkdtemp(prefix="rq-bench-", dir="/tmp"))
         self._pg: Any = None
 
-    @contextmanager
     def postgres(self) -> str:
         """The PostgreSQL journal URL: ``$RAYQUEUE_BENCH_POSTGRES``, else a throwaway
         server started here (as the tests start one: tests/pg.py), stopped at the end."""
