@@ -5,7 +5,8 @@ table, writes the figures as JSON to ``bench/out/results.json`` and CPU profiles
 queue actor and a worker during W1 to ``bench/out/w1-*-profile.html`` (and ``.text``).
 Asserts nothing: figures are read, not tested. W1-W7 are comparable to the peers'
 numbers in issue 5 (no-op tasks, two worker actors, one producer); W8 is W1's drain
-with the queue split over 1, 2 and 4 shards (issue 7).
+with the queue split over 1, 2 and 4 shards (issue 7). W1-postgres journals in
+PostgreSQL (``$RAYQUEUE_BENCH_POSTGRES``, else a throwaway local server; issue 18).
 """
 
 from __future__ import annotations
@@ -90,16 +91,38 @@ class Bench:
         self.quick = quick
         self.profile = profile
         self.tmp = Path(tempfile.mkdtemp(prefix="rq-bench-", dir="/tmp"))
+        self._pg: Any = None
+
+    def postgres(self) -> str:
+        """The PostgreSQL journal URL: ``$RAYQUEUE_BENCH_POSTGRES``, else a throwaway
+        server started here (as the tests start one: tests/pg.py), stopped at the end."""
+        url = os.environ.get("RAYQUEUE_BENCH_POSTGRES")
+        if url:
+            return url
+        if self._pg is None:
+            from tests.pg import PgServer, _bin_dir
+
+            bindir = _bin_dir()
+            if bindir is None:
+                raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql) "
+                                   "and RAYQUEUE_BENCH_POSTGRES is not set")
+            self._pg = PgServer(bindir)
+        return str(self._pg.url)
+
+    def close(self) -> None:
+        if self._pg is not None:
+            self._pg.close()
 
     @contextmanager
-    def queue(self, *, journal: bool = False, workers: int = WORKERS, concurrency: int = 4,
-              idle: bool = False, **kwargs: Any) -> Iterator[TaskQueue[Any]]:
+    def queue(self, *, journal: bool | str = False, workers: int = WORKERS,
+              concurrency: int = 4, idle: bool = False,
+              **kwargs: Any) -> Iterator[TaskQueue[Any]]:
         name = f"bench-{uuid.uuid4().hex[:6]}"
         pools = [IDLE_POOL] if idle else [PoolConfig(
             min_workers=workers, max_workers=workers, concurrency=concurrency)]
-        queue = rayqueue.init(name, pools=pools,
-                              journal=str(self.tmp / f"{name}.sqlite") if journal else None,
-                              **kwargs)
+        path = (self.postgres() if journal == "postgres" else
+                str(self.tmp / f"{name}.sqlite") if journal else None)
+        queue = rayqueue.init(name, pools=pools, journal=path, **kwargs)
         try:
             wait_workers(queue, 1 if idle else workers)
             yield queue
@@ -107,7 +130,7 @@ class Bench:
             queue.shutdown(timeout=10)
 
     # ------------------------------------------------------------ workloads
-    def w1(self, journal: bool) -> Figures:
+    def w1(self, journal: bool | str) -> Figures:
         """20,000 no-op tasks: enqueue rates and drain from first enqueue to last done."""
         n = 5_000 if self.quick else 20_000
         out: Figures = {}
@@ -143,7 +166,9 @@ class Bench:
                 out[f"cpu_us_per_task_{role}"] = 1e6 * (cpu1.get(role, 0.0)
                                                         - cpu0.get(role, 0.0)) / n
             if self.profile:  # a second, profiled drain: profiling slows what it sees
-                profiler = _ActorProfiler(q, f"w1-{'sqlite' if journal else 'memory'}")
+                label = journal if isinstance(journal, str) else (
+                    "sqlite" if journal else "memory")
+                profiler = _ActorProfiler(q, f"w1-{label}")
                 q.enqueue_many([NoopTask(i=j) for j in range(n)])
                 q.join(timeout=600)
                 profiler.stop()
@@ -286,6 +311,8 @@ class _ActorProfiler:
 WORKLOADS: dict[str, tuple[str, Callable[[Bench], Figures]]] = {
     "W1-memory": ("throughput, in-memory queue", lambda b: b.w1(journal=False)),
     "W1-sqlite": ("throughput, SQLite journal (FULL)", lambda b: b.w1(journal=True)),
+    "W1-postgres": ("throughput, PostgreSQL journal (sync on)",
+                    lambda b: b.w1(journal="postgres")),
     "W2": ("latency, idle, sequential", Bench.w2),
     "W3": ("priority inversions", Bench.w3),
     "W4": ("I/O-bound, 16 slots", Bench.w4),
@@ -335,6 +362,7 @@ def main() -> None:
                   f"{f', median of {len(runs)}' if len(runs) > 1 else ''})", flush=True)
     finally:
         ray.shutdown()
+        bench.close()
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(f"figures written to {args.out}")
 

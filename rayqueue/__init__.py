@@ -29,6 +29,7 @@ from rayqueue.errors import (
     InvalidStateError,
     InvalidTaskError,
     JournalCorruptError,
+    JournalFencedError,
     JournalNotFoundError,
     NaiveDatetimeError,
     PartialEnqueueError,
@@ -158,4 +159,5 @@ __all__ = [
     "StorageFullError",
     "JournalNotFoundError",
     "JournalCorruptError",
+    "JournalFencedError",
 ]

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rayqueue.core.shards import MAX_SHARDS
+from rayqueue.storage.url import is_postgres_url
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 1, 2, 3
 
@@ -190,6 +191,10 @@ def cmd_reshard(args: argparse.Namespace) -> None:
     from rayqueue.storage.layout import reshard, shard_journals
 
     journal = args.journal or default_journal(args.queue)
+    if is_postgres_url(journal):
+        raise _Exit(EXIT_USAGE, "reshard works on SQLite journals; a PostgreSQL journal "
+                    "cannot be resharded yet (start the queue with the shard count its "
+                    "schemas were written with)")
     try:
         done = reshard(journal, args.shards)
     except OSError as err:  # a rename or a directory sync: the message says which file
@@ -215,6 +220,9 @@ def cmd_journal(args: argparse.Namespace) -> None:
         raise _Exit(EXIT_USAGE, f"journal {args.action} takes "
                     + ("no file" if args.action == "check" else "the backup FILE"))
     journal = args.journal or default_journal(args.queue)
+    if is_postgres_url(journal):
+        _check_postgres(args, journal)
+        return
     try:
         if args.action == "check":
             report = maintenance.check(journal)
@@ -239,6 +247,37 @@ def cmd_journal(args: argparse.Namespace) -> None:
         ("schedules", report.schedules),
         *((f"tasks {state}", n) for state, n in sorted(report.by_state.items())),
         *((f"file {name}", f"{size} bytes") for name, size in report.files.items())])
+
+
+def _check_postgres(args: argparse.Namespace, url: str) -> None:
+    """``rayqueue journal check --journal postgresql://...``: read-only, takes no epoch."""
+    from rayqueue.errors import JournalNotFoundError
+    from rayqueue.storage.url import redact
+
+    if args.action != "check":
+        raise _Exit(EXIT_USAGE, f"journal {args.action} works on SQLite files; back up a "
+                    "PostgreSQL journal with pg_dump (--schema 'rayqueue_<queue>*') and "
+                    "restore it with pg_restore, with the queue shut down")
+    try:
+        from rayqueue.storage.postgres import inspect
+    except ImportError as err:
+        raise _Exit(EXIT_FAILED, f"psycopg cannot be imported ({err}): pip install "
+                    "'rayqueue[postgres]'") from None
+    try:
+        found = inspect(url, args.queue)
+    except JournalNotFoundError as err:
+        raise _Exit(EXIT_UNAVAILABLE, str(err)) from None
+    for shard in found:
+        meta = shard.meta
+        _table(f"{redact(url)} schema {shard.schema}: ok", ["", ""], [
+            ("journal id", meta.get("journal_id", "?")),
+            ("queue", f"{meta.get('queue', '?')}, shard {meta.get('shard', '?')} of "
+                      f"{meta.get('shards', '?')}"),
+            ("schema version", shard.version),
+            ("last commit", f"#{shard.seq}"),
+            ("owner", f"epoch {shard.epoch} ({shard.owner or 'never opened'})"),
+            ("schedules", shard.schedules),
+            *((f"tasks {state}", n) for state, n in sorted(shard.by_state.items()))])
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -331,15 +370,16 @@ def parser() -> argparse.ArgumentParser:
                    required=True, help="the new shard count")
     r.add_argument("--journal", help="the base journal, as given to rayqueue.init "
                    "(default: .rayqueue/<queue>.sqlite)")
-    j = add("journal", cmd_journal, "check, back up or restore a queue's SQLite journal "
-            "(needs no Ray; run it on the journal's node)")
+    j = add("journal", cmd_journal, "check, back up or restore a queue's SQLite journal, "
+            "or check a PostgreSQL one (needs no Ray; run it on the journal's node)")
     j.add_argument("action", choices=["check", "backup", "restore"],
                    help="check: integrity, identity and counts, read-only; backup FILE: a "
                    "consistent copy, also while the queue runs; restore FILE: put a backup "
                    "in place (the queue shut down)")
     j.add_argument("file", nargs="?", help="the backup file (backup and restore)")
     j.add_argument("--journal", help="the journal, as given to rayqueue.init (default: "
-                   ".rayqueue/<queue>.sqlite)")
+                   ".rayqueue/<queue>.sqlite); a postgresql:// URL is checked read-only "
+                   "(every shard's schema; no epoch taken)")
     add("demo", cmd_demo, "run the e-commerce demo on a private local Ray")
     return p
 

@@ -83,6 +83,7 @@ from rayqueue.protocol import ClaimRequest, pack_news, pack_outcomes, unpack_lea
 from rayqueue.sender import Sender
 from rayqueue.storage.layout import default_journal as journal_of
 from rayqueue.storage.layout import shard_journals
+from rayqueue.storage.url import is_postgres_url, shown
 from rayqueue.task import (
     Task,
     decode_payload,
@@ -156,7 +157,12 @@ def init(
             under the working directory (or ``$RAYQUEUE_HOME``); ``None`` keeps tasks in
             the queue actor's memory only (lost if it dies). With a journal the queue
             actor is pinned to this node, where the file is, and restarts on failure
-            with its state rebuilt from the journal.
+            with its state rebuilt from the journal. A ``postgresql://user@host/db``
+            URL keeps the journal in PostgreSQL (schema ``rayqueue_<name>``, one per
+            shard; needs ``rayqueue[postgres]``): the queue actor is not pinned, Ray
+            restarts it on any live node, and an old incarnation still alive is fenced
+            (README, "PostgreSQL journal"). Pass the password through ``PGPASSWORD``
+            in ``actor_env`` or a ``.pgpass`` file; one in the URL is never logged.
         durability: ``"full"`` (fsync per commit, survives power loss) or ``"process"``
             (survives process crashes, not power loss; faster).
         address: a Ray cluster address (``auto``, ``ray://...``), or None.
@@ -192,8 +198,9 @@ def init(
     _check_placement(journal, journal_node, queue_env, actor_env)
     _check_ray_args(address, ray_init)
     _ensure_ray(address, ray_init)
+    network = is_postgres_url(journal)
     path = default_journal(name) if journal == "default" else (
-        None if journal is None else str(Path(journal).resolve()))
+        None if journal is None else str(journal) if network else str(Path(journal).resolve()))
     if shards > 1 and config.max_size is not None:
         config = dataclasses.replace(config, max_size=-(-config.max_size // shards))
     common: dict[str, Any] = {"namespace": NAMESPACE, "lifetime": "detached",
@@ -220,16 +227,17 @@ def init(
         name=actor_name(name, "metrics"), **common).remote(name)
     try:
         placement: dict[str, Any] = {}
-        if path is not None:
+        if path is not None and not network:
             # The journal is a file on this node: the queue actor must live (and restart)
             # here, or it would find no journal.
             placement["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
                 node_id=here, soft=False)
-        else:
+        elif path is None:
             # A restarted in-memory queue would come back empty; better to stay dead.
             placement["max_restarts"] = 0
-        journals: list[str | None] = [None] * shards if path is None else list(
-            shard_journals(path, shards))
+        # A PostgreSQL journal is one URL; each shard is a schema of its own in it.
+        journals: list[str | None] = [None] * shards if path is None else [path] * shards \
+            if network else list(shard_journals(path, shards))
         env = {"runtime_env": {"env_vars": {**(actor_env or {}), **queue_env}}} if queue_env else {}
         options = {**common, **placement, **env}
 
@@ -250,7 +258,8 @@ def init(
             name=actor_name(name, "pool"), max_concurrency=1_000, **common,
         ).remote(name, pools, metrics, beat, shards, middleware)
         _retrying(lambda: pool.start.remote(), 60.0)
-        return TaskQueue(name, queues[0], pool, metrics, journal=path, shards=queues,
+        return TaskQueue(name, queues[0], pool, metrics,
+                         journal=None if path is None else shown(path), shards=queues,
                          middleware=middleware)
     except BaseException:
         if fresh:  # a queue that could not start leaves no actor behind
@@ -274,6 +283,9 @@ def _check_placement(journal: object, journal_node: object, queue_env: object,
     if journal is not None and not isinstance(journal, (str, os.PathLike)):
         raise InvalidArgumentTypeError(
             "journal", f"expected a path, 'default' or None, got {type(journal).__name__}")
+    if is_postgres_url(journal) and journal_node is not None:
+        raise InvalidArgumentError(
+            "journal_node", "a PostgreSQL journal is on no node: leave journal_node unset")
     if journal is not None and not os.fspath(journal):
         raise InvalidArgumentError(
             "journal", "an empty path: give a file path, 'default', or None (memory only)")

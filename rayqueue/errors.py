@@ -33,7 +33,8 @@
         │   └── JournalInUseError    another live process owns the journal (named)
         ├── StorageFullError         the disk (or the journal's size cap) is full
         ├── JournalNotFoundError     no journal at its path (e.g. the actor moved node)
-        └── JournalCorruptError      a journal missing a part, damaged, or another queue's
+        ├── JournalCorruptError      a journal missing a part, damaged, or another queue's
+        └── JournalFencedError       a newer owner took the (PostgreSQL) journal over
 
 Every error carries its context as typed attributes and says what to do next.
 """
@@ -295,12 +296,12 @@ class JournalNotFoundError(StorageError):
     empty queue, which would silently lose every task.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, hint: str | None = None) -> None:
         self.path = path
         super().__init__(
-            f"the queue journal is missing at {path!r}: the queue actor must run on the node "
-            "that holds it (it refuses to start with an empty queue); pin the actor to that "
-            "node, or move the file there"
+            f"the queue journal is missing at {path!r}: " + (hint or (
+                "the queue actor must run on the node that holds it (it refuses to start "
+                "with an empty queue); pin the actor to that node, or move the file there"))
         )
 
 
@@ -340,3 +341,27 @@ class JournalInUseError(StorageBusyError):
             f"the queue journal at {path!r} is in use by {owner}: a journal has one owner "
             "at a time, so a second queue (or a second copy of this one) cannot open it. "
             "Stop that one first, or give this queue its own journal path")
+
+
+class JournalFencedError(StorageError):
+    """A newer owner opened this (PostgreSQL) journal: this one may no longer write.
+
+    Every commit checks the owner epoch its opener took; a commit whose epoch is no
+    longer current is refused whole, and the journal refuses every later call. A queue
+    actor that gets it stops serving: the newer incarnation owns the tasks.
+
+    Attributes:
+        journal: the journal (its URL without the password, and schema).
+        epoch: the epoch this opener held.
+        current: the epoch now current (None if unknown).
+    """
+
+    def __init__(self, journal: str, epoch: int, current: int | None) -> None:
+        self.journal = journal
+        self.epoch = epoch
+        self.current = current
+        super().__init__(
+            f"the queue journal {journal} was taken over by a newer owner (epoch "
+            f"{'?' if current is None else current}, this one held {epoch}): nothing of this "
+            "commit was written, and this journal refuses every further call. The newer "
+            "queue actor serves the queue now")

@@ -14,9 +14,11 @@ from pathlib import Path
 from loguru import logger
 
 from rayqueue import settings
+from rayqueue.errors import StorageError
 from rayqueue.storage.base import Storage
 from rayqueue.storage.identity import JournalIdentity
 from rayqueue.storage.memory import InMemoryStorage, NullStorage
+from rayqueue.storage.url import is_postgres_url, shown
 
 
 def crashpoint(name: str) -> None:
@@ -46,7 +48,9 @@ _CRASH_PASSES: dict[str, int] = {}
 
 def open_storage(journal: str | None, durability: str, reconstructed: bool,
                  identity: JournalIdentity | None = None) -> Storage:
-    """The journal: SQLite at ``journal``; when ``journal`` is None, nothing
+    """The journal: PostgreSQL when ``journal`` is a ``postgresql://`` URL (a schema per
+    shard, see :class:`~rayqueue.storage.postgres.PostgresStorage`), else SQLite at
+    ``journal``; when ``journal`` is None, nothing
     (:class:`NullStorage`: the queue lives in its actor's memory), or an
     :class:`InMemoryStorage` under injected faults, so a failed commit has something
     to roll back to.
@@ -61,7 +65,17 @@ def open_storage(journal: str | None, durability: str, reconstructed: bool,
 
     faults = settings.storage_faults()
     storage: Storage
-    if journal is not None:
+    if journal is not None and is_postgres_url(journal):
+        try:
+            from rayqueue.storage.postgres import PostgresStorage
+        except ImportError as err:
+            raise StorageError(f"the journal {shown(journal)} is a PostgreSQL URL, but "
+                               f"psycopg cannot be imported here ({err}): pip install "
+                               "'rayqueue[postgres]' where the queue actor runs") from None
+        storage = PostgresStorage(journal, identity=identity or JournalIdentity(queue=None),
+                                  durability="process" if durability == "process" else "full",
+                                  create=not reconstructed)
+    elif journal is not None:
         storage = SQLiteStorage(journal, durability="process" if durability == "process"
                                 else "full", create=not reconstructed, identity=identity)
     else:

@@ -55,6 +55,7 @@ from rayqueue.storage.buffered import CommitBuffer, Merged
 from rayqueue.storage.identity import JournalIdentity
 from rayqueue.storage.layout import check_layout
 from rayqueue.storage.memory import NullStorage
+from rayqueue.storage.url import is_postgres_url, shown
 
 #: Longest sleep of the timer loop; bounds how late a due task or expired lease is seen.
 TICK_MAX_S = 0.05
@@ -102,7 +103,8 @@ class QueueActor:
         self._name = name
         self._shard, self._shards = shard, shards
         self._config = config or QueueConfig()
-        if journal is not None and shard == 0 and not reconstructed:
+        if journal is not None and shard == 0 and not reconstructed and not is_postgres_url(
+                journal):  # (a PostgreSQL journal checks its shard count when it opens)
             check_layout(journal, shards)
         self._storage = open_storage(journal, durability, reconstructed,
                                      JournalIdentity(queue=name, shard=shard, shards=shards))
@@ -141,6 +143,8 @@ class QueueActor:
         self._failing_since: float | None = None
         self._failed_commits = 0
         self._failing_error: StorageError | None = None
+        #: set when the journal could not be reloaded after a failed commit (fenced)
+        self._unloaded: StorageError | None = None
         self._next_reminder = 0.0
         self._next_probe = 0.0
         self._log = logger.bind(queue=name, **({"shard": shard} if shards > 1 else {}))
@@ -148,7 +152,7 @@ class QueueActor:
         stats = self._core.stats()
         self._log.info("queue {} ({}): {} unfinished task(s) recovered from {}",
                        "restarted" if reconstructed else "started", name, stats.size,
-                       journal or "memory", action="queue_started", recovered=stats.size)
+                       shown(journal), action="queue_started", recovered=stats.size)
         # Start the timer loop on the actor's event loop, also after a restart.
         ctx.current_actor.start.remote()
 
@@ -213,6 +217,19 @@ class QueueActor:
     # ---------------------------------------------------------- group commit
     async def _durable(self) -> None:
         """Wait until every change made so far is committed to the journal."""
+        if self._unloaded is not None:
+            # The journal could not be reloaded after a failed commit: this call's change
+            # is void; try the reload again for the calls after it.
+            error = self._unloaded
+            with self._lock:
+                self._buffer.take()
+                self._inflight = None
+                try:
+                    self._core = self._reloaded()
+                    self._unloaded = None
+                except StorageError as err:
+                    self._unloaded = error = err
+            raise error
         if not self._buffer.pending and not self._flushing:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -267,7 +284,13 @@ class QueueActor:
         with self._lock:
             self._buffer.take()
             self._inflight = None
-            self._core = self._reloaded()
+            try:
+                self._core = self._reloaded()
+            except StorageError as reload_err:
+                # Fenced (a newer incarnation owns the journal) or unreadable: this core
+                # may hold what was never committed, so no call commits on it until a
+                # reload succeeds (a fenced journal never reloads).
+                self._unloaded = error = reload_err
         self._failing(error, len(waiters))
         for fut in waiters:
             if not fut.done():

@@ -36,6 +36,8 @@ from rayqueue import (
 )
 from rayqueue.storage import FaultyStorage, InMemoryStorage, SQLiteStorage
 from rayqueue.storage.faulty import FAULT_KINDS
+from rayqueue.storage.identity import JournalIdentity
+from tests.pg import unique_queue
 from tests.unit.conftest import T0, new
 
 R = TypeVar("R")
@@ -60,10 +62,17 @@ def by_id(records: list[R]) -> dict[str, R]:
     return {r.id: r for r in records}  # type: ignore[attr-defined]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
-    storage: Storage = InMemoryStorage() if request.param == "memory" else SQLiteStorage(
-        tmp_path / "j.sqlite", durability="process")
+    storage: Storage
+    if request.param == "postgres":  # a real server (tests/pg.py), a schema per test
+        from rayqueue.storage.postgres import PostgresStorage
+
+        url = request.getfixturevalue("pg_url")
+        storage = PostgresStorage(url, identity=JournalIdentity(queue=unique_queue()))
+    else:
+        storage = InMemoryStorage() if request.param == "memory" else SQLiteStorage(
+            tmp_path / "j.sqlite", durability="process")
     yield storage
     storage.close()
 
