@@ -101,8 +101,20 @@ class InvalidTaskError(TaskError, ValueError):
 
 
 class InvalidResultError(TaskError, ValueError):
-    """A result (or a retry request) the queue cannot store faithfully: NaN or an
-    infinity, too large, or a retry delay that is not finite seconds."""
+    """A result (or a retry request) the queue cannot store faithfully: one that does
+    not match the task's declared result type, NaN or an infinity, too large, or a retry
+    delay that is not finite seconds.
+
+    Attributes:
+        detail: what is wrong.
+        task_name: the task whose result it is (None for a retry request).
+    """
+
+    def __init__(self, detail: str, task_name: str | None = None) -> None:
+        self.detail = detail
+        self.task_name = task_name
+        super().__init__(detail if task_name is None
+                         else f"invalid result of task {task_name!r}: {detail}")
 
 
 class PayloadTooLargeError(TaskError):
