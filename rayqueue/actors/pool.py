@@ -167,8 +167,10 @@ class PoolManagerActor:
             pool.infeasible = why
 
     def _scaled(self, pool: _Pool, old: int, new: int, reason: str) -> None:
-        self._log.info("pool {} scaled {} -> {} ({})", pool.config.name, old, new, reason,
-                       action="pool_scaled", pool=pool.config.name, old=old, new=new)
+        # DEBUG: a scale step is routine (a burst makes several); the worker count is in
+        # the metrics (worker_history) and the log file at DEBUG.
+        self._log.debug("pool {} scaled {} -> {} ({})", pool.config.name, old, new, reason,
+                        action="pool_scaled", pool=pool.config.name, old=old, new=new)
         if pool.config.request_resources and new > old:
             from ray.autoscaler.sdk import request_resources
 
@@ -204,7 +206,7 @@ class PoolManagerActor:
             return
         pool.workers.pop(worker.id, None)
         ray.kill(worker.handle)
-        self._log.info("worker retired", action="worker_retired", worker=worker.id)
+        self._log.debug("worker retired", action="worker_retired", worker=worker.id)
 
     async def _lost(self, pool: _Pool, worker: _Worker, err: Exception) -> None:
         pool.workers.pop(worker.id, None)

@@ -543,8 +543,10 @@ class QueueActor:
                              worker=worker)
         if rec.state is TaskState.FAILED:
             err = rec.error
-            log.info("task failed ({}), retry in {:.2f}s", err.type if err else "?",
-                     rec.due_at - rec.updated_at, action="task_retry_scheduled")
+            # DEBUG, as other per-task records: a retry is the policy working, counted in
+            # the metrics ("retried"); a task that gives up is a WARNING below.
+            log.debug("task failed ({}), retry in {:.2f}s", err.type if err else "?",
+                      rec.due_at - rec.updated_at, action="task_retry_scheduled")
         elif rec.state is TaskState.DEAD:
             err = rec.error
             log.warning("task dead ({}): {}", rec.reason, err.message if err else "",
