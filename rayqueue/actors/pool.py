@@ -20,6 +20,7 @@ from typing import Any
 import ray
 from loguru import logger
 
+from rayqueue.actors import restarted
 from rayqueue.actors.worker import CALL_TIMEOUT_S, WorkerActor
 from rayqueue.calls import bounded
 from rayqueue.config import NAMESPACE, PoolConfig, shard_handles
@@ -82,7 +83,7 @@ class PoolManagerActor:
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._log = logger.bind(queue=queue)
-        self._restarted = bool(ctx.was_current_actor_reconstructed)
+        self._restarted = restarted()
         self._tasks_by_worker: dict[str, int] = {}
         self._next_feasibility_check = 0.0
         ctx.current_actor.start.remote()

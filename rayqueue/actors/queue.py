@@ -24,6 +24,7 @@ from typing import Any, TypeVar, cast
 import ray
 from loguru import logger
 
+from rayqueue.actors import restarted
 from rayqueue.actors.journal import crashpoint, open_storage
 from rayqueue.actors.profiling import LoopProfiler
 from rayqueue.core.clock import Clock, SystemClock
@@ -77,7 +78,7 @@ class QueueActor:
     ) -> None:
         configure("queue")
         ctx = ray.get_runtime_context()
-        reconstructed = bool(ctx.was_current_actor_reconstructed)
+        reconstructed = restarted()
         self._name = name
         self._shard, self._shards = shard, shards
         self._config = config or QueueConfig()
