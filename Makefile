@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.suite $(BENCH_ARGS)
 	$(BIN)/python -m bench.core_throughput
 	$(BIN)/python -m bench.storage_throughput
+	$(BIN)/python -m bench.cli_latency
 
 # The realistic family (issue 12): a Redis round trip per task, 2x1 / 2x4 / 2x8 slots,
 # every enqueue style, memory and SQLite, with Huey, Celery and plain Ray tasks in the

@@ -1,23 +1,17 @@
 """rayqueue: a typed, prioritized, scheduled, durable task queue on Ray's actor model.
 
-``import rayqueue`` does not import Ray: the client names (``init``, ``connect``,
-``TaskQueue``, ``TaskHandle``, ``ClaimedTask``) load it on first use, so the pure core
-and task definitions stay cheap to import in tests and tools.
+``import rayqueue`` imports only the error tree: every other name loads its module on
+first use (the client names ``init``, ``connect``, ``queues``, ``TaskQueue``,
+``TaskHandle``, ``ClaimedTask`` load Ray), so the pure core and task definitions stay
+cheap to import in tests and tools, and ``rayqueue --help`` answers at once.
 """
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from rayqueue.config import PoolConfig
-from rayqueue.core.clock import Clock, FakeClock, OffsetClock, SystemClock
-from rayqueue.core.lease import Failure, Lease, Outcome
-from rayqueue.core.priority import PRIORITY_MAX, PRIORITY_MIN, Priority
-from rayqueue.core.queue import QueueConfig, QueueCore, TickReport
-from rayqueue.core.record import ErrorInfo, NewTask, ScheduleRecord, TaskRecord, TaskState
-from rayqueue.core.retry import Retry, RetryPolicy
-from rayqueue.core.scaling import ScalingConfig, ScalingDecision, ScalingPolicy
-from rayqueue.core.schedule import CronSpec, IntervalSpec, MisfirePolicy
-from rayqueue.core.stats import QueueStats
 from rayqueue.errors import (
+    AmbiguousClusterError,
+    ClusterNotFoundError,
     DuplicateTaskError,
     InvalidArgumentError,
     InvalidArgumentTypeError,
@@ -39,6 +33,7 @@ from rayqueue.errors import (
     QueueError,
     QueueFullError,
     QueueLostError,
+    QueueNotFoundError,
     QueueUnavailableError,
     RayQueueError,
     ResultTimeoutError,
@@ -51,30 +46,108 @@ from rayqueue.errors import (
     TaskNotFoundError,
     UnknownTaskError,
 )
-from rayqueue.info import FailureInfo, MetricsSnapshot, PoolInfo, TaskInfo, WorkerInfo
-from rayqueue.middleware import Attempt, AttemptResult, Message, Middleware, TaskEnd, WorkerStart
-from rayqueue.storage import InMemoryStorage, Storage
-from rayqueue.task import Task, lookup, register
 
 if TYPE_CHECKING:
-    from rayqueue.client import TaskQueue, connect, init
+    from rayqueue.client import TaskQueue, connect, init, queues
+    from rayqueue.config import PoolConfig
+    from rayqueue.core.clock import Clock, FakeClock, OffsetClock, SystemClock
+    from rayqueue.core.lease import Failure, Lease, Outcome
+    from rayqueue.core.priority import PRIORITY_MAX, PRIORITY_MIN, Priority
+    from rayqueue.core.queue import QueueConfig, QueueCore, TickReport
+    from rayqueue.core.record import ErrorInfo, NewTask, ScheduleRecord, TaskRecord, TaskState
+    from rayqueue.core.retry import Retry, RetryPolicy
+    from rayqueue.core.scaling import ScalingConfig, ScalingDecision, ScalingPolicy
+    from rayqueue.core.schedule import CronSpec, IntervalSpec, MisfirePolicy
+    from rayqueue.core.stats import QueueStats
     from rayqueue.handle import ClaimedTask, TaskHandle
+    from rayqueue.info import FailureInfo, MetricsSnapshot, PoolInfo, TaskInfo, WorkerInfo
+    from rayqueue.middleware import (
+        Attempt,
+        AttemptResult,
+        Message,
+        Middleware,
+        TaskEnd,
+        WorkerStart,
+    )
+    from rayqueue.registry import QueueEntry
+    from rayqueue.storage import InMemoryStorage, Storage
+    from rayqueue.task import Task, lookup, register
 
-_CLIENT = ("init", "connect", "TaskQueue", "TaskHandle", "ClaimedTask")
+#: where each lazily loaded name lives
+_LAZY = {
+    "PoolConfig": "rayqueue.config",
+    "Clock": "rayqueue.core.clock",
+    "FakeClock": "rayqueue.core.clock",
+    "OffsetClock": "rayqueue.core.clock",
+    "SystemClock": "rayqueue.core.clock",
+    "Failure": "rayqueue.core.lease",
+    "Lease": "rayqueue.core.lease",
+    "Outcome": "rayqueue.core.lease",
+    "PRIORITY_MAX": "rayqueue.core.priority",
+    "PRIORITY_MIN": "rayqueue.core.priority",
+    "Priority": "rayqueue.core.priority",
+    "QueueConfig": "rayqueue.core.queue",
+    "QueueCore": "rayqueue.core.queue",
+    "TickReport": "rayqueue.core.queue",
+    "ErrorInfo": "rayqueue.core.record",
+    "NewTask": "rayqueue.core.record",
+    "ScheduleRecord": "rayqueue.core.record",
+    "TaskRecord": "rayqueue.core.record",
+    "TaskState": "rayqueue.core.record",
+    "Retry": "rayqueue.core.retry",
+    "RetryPolicy": "rayqueue.core.retry",
+    "ScalingConfig": "rayqueue.core.scaling",
+    "ScalingDecision": "rayqueue.core.scaling",
+    "ScalingPolicy": "rayqueue.core.scaling",
+    "CronSpec": "rayqueue.core.schedule",
+    "IntervalSpec": "rayqueue.core.schedule",
+    "MisfirePolicy": "rayqueue.core.schedule",
+    "QueueStats": "rayqueue.core.stats",
+    "FailureInfo": "rayqueue.info",
+    "MetricsSnapshot": "rayqueue.info",
+    "PoolInfo": "rayqueue.info",
+    "TaskInfo": "rayqueue.info",
+    "WorkerInfo": "rayqueue.info",
+    "Middleware": "rayqueue.middleware",
+    "Message": "rayqueue.middleware",
+    "Attempt": "rayqueue.middleware",
+    "AttemptResult": "rayqueue.middleware",
+    "TaskEnd": "rayqueue.middleware",
+    "WorkerStart": "rayqueue.middleware",
+    "InMemoryStorage": "rayqueue.storage",
+    "Storage": "rayqueue.storage",
+    "Task": "rayqueue.task",
+    "lookup": "rayqueue.task",
+    "register": "rayqueue.task",
+    "TaskQueue": "rayqueue.client",
+    "connect": "rayqueue.client",
+    "init": "rayqueue.client",
+    "queues": "rayqueue.client",
+    "ClaimedTask": "rayqueue.handle",
+    "TaskHandle": "rayqueue.handle",
+    "QueueEntry": "rayqueue.registry",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _CLIENT:
-        from rayqueue import client, handle
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rayqueue' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # the next lookup is a plain one
+    return value
 
-        return getattr(handle if name in ("TaskHandle", "ClaimedTask") else client, name)
-    raise AttributeError(f"module 'rayqueue' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
 
 
 __all__ = [
     # the client (on Ray)
     "init",
     "connect",
+    "queues",
+    "QueueEntry",
     "TaskQueue",
     "TaskHandle",
     "ClaimedTask",
@@ -150,6 +223,9 @@ __all__ = [
     "StaleLeaseError",
     "QueueLostError",
     "QueueUnavailableError",
+    "QueueNotFoundError",
+    "ClusterNotFoundError",
+    "AmbiguousClusterError",
     "ResultTimeoutError",
     "InvalidArgumentError",
     "InvalidArgumentTypeError",

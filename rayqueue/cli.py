@@ -1,43 +1,68 @@
 """The ``rayqueue`` command: look at a queue and act on it from a shell.
 
 Thin by design: parse, call the client library, print a table. It attaches to a running
-Ray cluster (``--address``, default ``auto``: the one on this machine) and to an existing
-queue; it never starts either, except ``rayqueue demo``. ``rayqueue reshard`` and
-``rayqueue journal`` work on the journal files alone.
+Ray cluster (``--address``, else ``RAY_ADDRESS``, else the one cluster running on this
+machine: with several it refuses and lists them) and to an existing queue; it never
+starts either, except ``rayqueue demo``. ``rayqueue reshard`` and ``rayqueue journal``
+work on the journal files alone. Ray and the client are imported only by the commands
+that need them, so ``--help`` and refusals answer at once.
 
 Exit codes: 0 done; 1 the operation failed (the message says why); 2 bad usage;
-3 no Ray cluster or no such queue.
+3 no Ray cluster (or several and none chosen) or no such queue.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import importlib
 import json
+import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from pydantic import BaseModel
-from rich.console import Console
-from rich.table import Table
-
-from rayqueue.core.shards import MAX_SHARDS
 from rayqueue.storage.url import is_postgres_url
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 1, 2, 3
 
-#: Piped output is not cut to 80 columns: ids must survive a grep.
-console = Console(width=None if sys.stdout.isatty() else 200)
+
+class _LazyConsole:
+    """rich's console, made on first use: ``--help`` and refusals do not import rich."""
+
+    _console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            #: Piped output is not cut to 80 columns: ids must survive a grep.
+            self._console = Console(width=None if sys.stdout.isatty() else 200)
+        return getattr(self._console, name)
 
 
-def _connect(args: argparse.Namespace) -> Any:
+console = _LazyConsole()
+
+
+#: ``ray.init`` keywords of the CLI: no worker output, no "Connected to Ray" lines.
+_RAY_INIT: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
+
+
+def _connect(args: argparse.Namespace, queue: bool = True) -> Any:
+    """Attach to the queue (``queue=False``: to the cluster only; returns None)."""
     import rayqueue
     from rayqueue.errors import QueueUnavailableError, RayQueueError
 
     try:
-        return rayqueue.connect(args.queue, address=args.address,
-                                ray_init={"log_to_driver": False})
+        if not queue:
+            from rayqueue import client
+
+            client._attach(args.address, _RAY_INIT)
+            return None
+        return rayqueue.connect(args.queue, address=args.address, ray_init=_RAY_INIT)
     except QueueUnavailableError as err:
         raise _Exit(EXIT_UNAVAILABLE, str(err)) from None
     except RayQueueError:
@@ -55,6 +80,8 @@ class _Exit(Exception):
 
 
 def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left")
     for column in columns:
         table.add_column(column, overflow="fold")
@@ -80,6 +107,18 @@ def cmd_status(args: argparse.Namespace) -> None:
            [(k, f"{v:.1f}") for k, v in sorted(metrics.rates.items())])
 
 
+def cmd_ls(args: argparse.Namespace) -> None:
+    _connect(args, queue=False)
+    from rayqueue import registry
+
+    _table("queues", ["queue", "shards", "journal", "created", "running"],
+           [(e.name, e.shards, e.journal or "(memory, or not registered)",
+             "" if e.created is None else
+             dt.datetime.fromtimestamp(e.created).isoformat(" ", "seconds"),
+             "yes" if e.running else "no")
+            for e in registry.entries()])
+
+
 def cmd_enqueue(args: argparse.Namespace) -> None:
     for module in args.imports:
         try:
@@ -101,6 +140,8 @@ def cmd_enqueue(args: argparse.Namespace) -> None:
     console.print(handle.id)
     if args.wait is not None:
         value = handle.result(timeout=args.wait)
+        from pydantic import BaseModel
+
         if isinstance(value, BaseModel):  # a typed result: print it as its JSON
             value = value.model_dump(mode="json")
         console.print_json(json.dumps(value, default=str))
@@ -319,6 +360,13 @@ def _queue_name(text: str) -> str:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _shard_count(text: str) -> int:
+    from rayqueue.core.shards import MAX_SHARDS
+
+    value: int = _number(int, 1, MAX_SHARDS, "a shard count")(text)
+    return value
+
+
 #: Argument types of the command line.
 PORT = _number(int, 1, 65535, "a port")
 LIMIT = _number(int, 0, 100_000, "a count")
@@ -330,11 +378,13 @@ def parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="rayqueue", description="Look at a rayqueue queue and act on it from a shell.",
         epilog="Exit codes: 0 done, 1 the operation failed, 2 bad usage, 3 no Ray cluster "
-               "or no such queue.")
+               "(or several and no --address) or no such queue.")
     p.add_argument("--queue", "-q", default="default", type=_queue_name,
                    help="queue name (default: default)")
-    p.add_argument("--address", default="auto",
-                   help="Ray cluster address (default: auto, the cluster on this machine)")
+    p.add_argument("--address", default=None,
+                   help="the Ray cluster to attach to, HOST:PORT of its GCS or ray://... "
+                   "(default: $RAY_ADDRESS, else the one cluster running on this machine; "
+                   "with several, it refuses and lists them)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, fn: Any, help: str) -> argparse.ArgumentParser:
@@ -342,6 +392,7 @@ def parser() -> argparse.ArgumentParser:
         cmd.set_defaults(fn=fn)
         return cmd
 
+    add("ls", cmd_ls, "list the queues on the cluster (shards, journal, created)")
     add("status", cmd_status, "depth by state and priority, workers, rates")
     e = add("enqueue", cmd_enqueue, "enqueue a task by name with a JSON payload; prints its id")
     e.add_argument("task", help="task name, e.g. shop.payment")
@@ -366,7 +417,7 @@ def parser() -> argparse.ArgumentParser:
     dash.add_argument("--host", default="127.0.0.1")
     r = add("reshard", cmd_reshard, "with the queue shut down, rewrite its journals for "
             "another shard count (needs no Ray; run it on the journal's node)")
-    r.add_argument("--shards", type=_number(int, 1, MAX_SHARDS, "a shard count"),
+    r.add_argument("--shards", type=_shard_count,
                    required=True, help="the new shard count")
     r.add_argument("--journal", help="the base journal, as given to rayqueue.init "
                    "(default: .rayqueue/<queue>.sqlite)")

@@ -24,10 +24,7 @@ import ray
 from loguru import logger
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from rayqueue import codebook, settings
-from rayqueue.actors.metrics import MetricsActor
-from rayqueue.actors.pool import PoolManagerActor
-from rayqueue.actors.queue import CONCURRENCY_GROUPS, QueueActor
+from rayqueue import clusters, codebook, registry, settings
 from rayqueue.arguments import MAX_LIMIT, check_int, check_list, check_str, check_timeout
 from rayqueue.calls import (
     ANSWER_TIMEOUT_S,
@@ -64,6 +61,7 @@ from rayqueue.core.schedule import (
 from rayqueue.core.shards import by_head, check_shards, merge_stats, shard_of, split, unsplit
 from rayqueue.core.stats import QueueStats
 from rayqueue.errors import (
+    ClusterNotFoundError,
     InvalidArgumentError,
     InvalidArgumentTypeError,
     InvalidPayloadError,
@@ -72,7 +70,7 @@ from rayqueue.errors import (
     PayloadTooLargeError,
     QueueClosedError,
     QueueLostError,
-    QueueUnavailableError,
+    QueueNotFoundError,
     ResultTimeoutError,
     TaskNotFoundError,
 )
@@ -80,6 +78,7 @@ from rayqueue.handle import ClaimedTask, TaskHandle
 from rayqueue.info import MetricsSnapshot, PoolInfo, TaskInfo, WorkerInfo
 from rayqueue.middleware import Hooks, Message, Middleware, check_middleware
 from rayqueue.protocol import ClaimRequest, pack_news, pack_outcomes, unpack_leases
+from rayqueue.registry import QueueEntry
 from rayqueue.sender import Sender
 from rayqueue.storage.layout import default_journal as journal_of
 from rayqueue.storage.layout import shard_journals
@@ -192,6 +191,12 @@ def init(
             this producer's hooks only.
     """
     middleware = check_middleware(middleware)
+    # The actors' code is loaded only by the driver that creates a queue: a client that
+    # attaches (the CLI above all) does not pay for importing it.
+    from rayqueue.actors.metrics import MetricsActor
+    from rayqueue.actors.pool import PoolManagerActor
+    from rayqueue.actors.queue import CONCURRENCY_GROUPS, QueueActor
+
     check_shards(shards)
     check_queue_name(name)
     config, pools, beat = runtime_settings(config, pools, durability, heartbeat_s)
@@ -258,6 +263,7 @@ def init(
             name=actor_name(name, "pool"), max_concurrency=1_000, **common,
         ).remote(name, pools, metrics, beat, shards, middleware)
         _retrying(lambda: pool.start.remote(), 60.0)
+        registry.register(name, len(queues), path)  # for rayqueue.queues() and `rayqueue ls`
         return TaskQueue(name, queues[0], pool, metrics,
                          journal=None if path is None else shown(path), shards=queues,
                          middleware=middleware)
@@ -341,33 +347,73 @@ def _shard_count(queue: Any, name: str, shards: int, index: int = 0) -> int:
     return shards
 
 
+def _attach(address: str | None, ray_init: dict[str, Any] | None) -> str:
+    """Join a running Ray cluster (never start one); its address.
+
+    In a process already on Ray, that cluster. Otherwise ``address``, ``RAY_ADDRESS``,
+    or the one cluster running on this machine (see :mod:`rayqueue.clusters`).
+    """
+    if ray.is_initialized():
+        return str(ray.get_runtime_context().gcs_address)
+    target = clusters.resolve(address)
+    try:
+        ray.init(address=target, **(ray_init or {}))
+    except (ConnectionError, TimeoutError) as err:
+        raise ClusterNotFoundError(target, str(err)) from None
+    for warning in security_warnings(len([n for n in ray.nodes() if n.get("Alive")]),
+                                     settings.ray_auth_mode(), ray.__version__):
+        logger.warning(warning, action="security_warning")
+    return target
+
+
 def connect(name: str = "default", *, address: str | None = None,
             ray_init: dict[str, Any] | None = None,
             middleware: Sequence[Middleware] = ()) -> TaskQueue[Any]:
     """Attach to a queue created by :func:`init` (in this or another driver).
 
+    Attaches to a running Ray cluster and never starts one: in a process already on
+    Ray, that cluster; else ``address`` (``host:port``, ``ray://...``), else
+    ``RAY_ADDRESS``, else the one Ray cluster running on this machine. With several
+    running here and none chosen it refuses rather than guess. ``ray_init``: more
+    ``ray.init`` keywords (e.g. ``log_to_driver``).
+
     ``middleware`` hooks this producer's enqueues (``before_enqueue``,
     ``after_enqueue``); the queue's and workers' hooks are those given to ``init``.
 
     Raises:
-        QueueUnavailableError: no queue of that name runs on the cluster.
+        ClusterNotFoundError: no Ray cluster at ``address``, or none on this machine.
+        AmbiguousClusterError: several clusters run on this machine (it lists them).
+        QueueNotFoundError: the cluster runs no queue ``name`` (it lists those it runs).
         InvalidNameError: ``name`` is not a valid queue name.
     """
     check_queue_name(name)
     middleware = check_middleware(middleware)
     _check_ray_args(address, ray_init)
-    _ensure_ray(address, ray_init)
+    where = _attach(address, ray_init)
     try:
         queue, pool, metrics = (ray.get_actor(actor_name(name, role), namespace=NAMESPACE)
                                 for role in ("queue", "pool", "metrics"))
         shards: int = _retrying(lambda: queue.shard_info.remote(), 30.0)[1]
         queues = shard_handles(name, shards)
     except ValueError:
-        raise QueueUnavailableError(
-            f"no rayqueue queue named {name!r} on this cluster: create it with "
-            f"rayqueue.init({name!r})"
-        ) from None
+        raise QueueNotFoundError(name, where, [e.name for e in registry.entries()
+                                               if e.running]) from None
     return TaskQueue(name, queue, pool, metrics, shards=queues, middleware=middleware)
+
+
+def queues(*, address: str | None = None,
+           ray_init: dict[str, Any] | None = None) -> list[QueueEntry]:
+    """The queues on a running Ray cluster (found as :func:`connect` finds it), by name:
+    each with its shard count, journal (any password redacted), created time and
+    whether its queue actor runs now.
+
+    Raises:
+        ClusterNotFoundError: no Ray cluster at ``address``, or none on this machine.
+        AmbiguousClusterError: several clusters run on this machine (it lists them).
+    """
+    _check_ray_args(address, ray_init)
+    _attach(address, ray_init)
+    return registry.entries()
 
 
 class TaskQueue(Generic[T]):
@@ -1068,6 +1114,7 @@ class TaskQueue(Generic[T]):
             for handle in (self._pool, *self._shards, self._metrics):
                 ray.kill(handle)
             self._removed = True
+            registry.unregister(self.name)
 
 
 def _enqueue_part(shard: Any, news: list[NewTask]) -> Any:

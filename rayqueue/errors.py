@@ -22,7 +22,10 @@
     │   ├── InvalidStateError        the operation does not apply to the task's state
     │   ├── StaleLeaseError          a lease token that is no longer current (fencing)
     │   ├── QueueUnavailableError    the queue actor cannot be reached
-    │   │   └── QueueLostError       ... and will not come back by itself (not retried)
+    │   │   ├── QueueLostError       ... and will not come back by itself (not retried)
+    │   │   ├── QueueNotFoundError   no queue of that name on the cluster (lists those there)
+    │   │   ├── ClusterNotFoundError no Ray cluster to attach to (connect never starts one)
+    │   │   └── AmbiguousClusterError several Ray clusters on this machine, none chosen
     │   ├── QueueBusyError           too many calls already waiting on the queue actor
     │   └── ResultTimeoutError       a result was not ready within the timeout
     ├── InvalidArgumentError         an argument or setting a public call cannot use (a ValueError)
@@ -98,8 +101,20 @@ class InvalidTaskError(TaskError, ValueError):
 
 
 class InvalidResultError(TaskError, ValueError):
-    """A result (or a retry request) the queue cannot store faithfully: NaN or an
-    infinity, too large, or a retry delay that is not finite seconds."""
+    """A result (or a retry request) the queue cannot store faithfully: one that does
+    not match the task's declared result type, NaN or an infinity, too large, or a retry
+    delay that is not finite seconds.
+
+    Attributes:
+        detail: what is wrong.
+        task_name: the task whose result it is (None for a retry request).
+    """
+
+    def __init__(self, detail: str, task_name: str | None = None) -> None:
+        self.detail = detail
+        self.task_name = task_name
+        super().__init__(detail if task_name is None
+                         else f"invalid result of task {task_name!r}: {detail}")
 
 
 class PayloadTooLargeError(TaskError):
@@ -239,6 +254,65 @@ class QueueLostError(QueueUnavailableError):
     """The queue actor is dead for good: Ray cannot place it (the node holding its
     journal is gone) or it failed to start. Calls are not retried; the message says
     what to do (bring the journal's node back, then ``rayqueue.init`` again)."""
+
+
+class QueueNotFoundError(QueueUnavailableError):
+    """The cluster answered, but runs no queue of this name.
+
+    Attributes:
+        queue: the name asked for.
+        address: the cluster's address.
+        queues: the names of the queues that do run there (sorted).
+    """
+
+    def __init__(self, queue: str, address: str, queues: list[str]) -> None:
+        self.queue = queue
+        self.address = address
+        self.queues = queues
+        there = (f"the queues there: {', '.join(queues)}" if queues
+                 else "it runs no rayqueue queue")
+        super().__init__(
+            f"no rayqueue queue named {queue!r} on the Ray cluster at {address} ({there}); "
+            f"create it with rayqueue.init({queue!r}) on that cluster, or attach to "
+            "another cluster with address= (the CLI's --address) or RAY_ADDRESS")
+
+
+class ClusterNotFoundError(QueueUnavailableError):
+    """No Ray cluster to attach to: none runs on this machine, or none answers at the
+    address given. ``connect`` (and the CLI) never start one.
+
+    Attributes:
+        address: the address tried (None: this machine was searched).
+    """
+
+    def __init__(self, address: str | None, detail: str = "") -> None:
+        self.address = address
+        where = (f"no Ray cluster answers at {address}" if address is not None
+                 else "no Ray cluster runs on this machine")
+        super().__init__(
+            f"{where}{f' ({detail})' if detail else ''}: rayqueue.connect and the CLI attach "
+            "to a running cluster and never start one. Start one (`ray start --head`, or a "
+            "driver calling rayqueue.init), or give the address of a running one with "
+            "address= (the CLI's --address) or RAY_ADDRESS")
+
+
+class AmbiguousClusterError(QueueUnavailableError):
+    """Several Ray clusters run on this machine and no address chose one.
+
+    Attributes:
+        addresses: each cluster's GCS address (``host:port``), sorted.
+        details: a short description of each (its session directory), same order.
+    """
+
+    def __init__(self, addresses: list[str], details: list[str] | None = None) -> None:
+        self.addresses = addresses
+        self.details = details or ["" for _ in addresses]
+        listed = "; ".join(f"{a} ({d})" if d else a
+                           for a, d in zip(addresses, self.details, strict=True))
+        super().__init__(
+            f"{len(addresses)} Ray clusters run on this machine: {listed}. rayqueue does "
+            "not guess which one holds your queue: pick one with address='HOST:PORT' "
+            "(the CLI's --address HOST:PORT) or RAY_ADDRESS=HOST:PORT")
 
 
 class QueueBusyError(QueueError):

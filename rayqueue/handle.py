@@ -57,7 +57,17 @@ class TaskHandle(Generic[R]):
             raise ResultTimeoutError(self.id, timeout or 0.0) from None
 
     def __repr__(self) -> str:
-        return f"TaskHandle({self.id!r})"
+        """Its id, task type and what this process knows of it without asking the queue
+        (``sending``: enqueued, not yet acknowledged; ``sent``; ``refused``)."""
+        parts = [repr(self.id)]
+        if self._cls is not None:
+            parts.append(f"task={getattr(self._cls, 'task_name', self._cls.__name__)!r}")
+        if self._sent is not None:
+            if not self._sent.done():
+                parts.append("sending")
+            else:
+                parts.append("refused" if self._sent.exception() is not None else "sent")
+        return f"TaskHandle({', '.join(parts)})"
 
     def info(self) -> TaskInfo:
         """The task's record now."""
@@ -130,6 +140,17 @@ class ClaimedTask(Generic[T]):
         #: how this claim's outcome reaches the queue (the claiming TaskQueue's shard)
         self._send = report
         self._give_back = release
+        #: what this client did with it: leased, then acked, failed or released
+        #: (``... (stale)`` when the queue no longer held this lease)
+        self.state = "leased"
+
+    def __repr__(self) -> str:
+        return (f"ClaimedTask({self.id!r}, task={self.lease.task_name!r}, "
+                f"attempt={self.attempt}, {self.state})")
+
+    def _done(self, state: str, current: bool) -> bool:
+        self.state = state if current else f"{state} (stale)"
+        return current
 
     @property
     def id(self) -> str:
@@ -144,7 +165,8 @@ class ClaimedTask(Generic[T]):
     def ack(self, result: Any) -> bool:
         """Report success; False if the lease was no longer current (fenced)."""
         text = encode_result(type(self.task), result)
-        return bool(self._send(Outcome(self.id, self.lease.token, result=text)))
+        return self._done("acked", bool(self._send(
+            Outcome(self.id, self.lease.token, result=text))))
 
     def fail(self, exc: BaseException) -> bool:
         """Report a failure; the task's retry policy decides what happens next.
@@ -156,8 +178,9 @@ class ClaimedTask(Generic[T]):
             raise InvalidArgumentTypeError(
                 "exc", f"expected an exception, got {type(exc).__name__}")
         failure = _failure(type(self.task), exc)
-        return bool(self._send(Outcome(self.id, self.lease.token, failure=failure)))
+        return self._done("failed", bool(self._send(
+            Outcome(self.id, self.lease.token, failure=failure))))
 
     def release(self) -> bool:
         """Give the task back unrun (the attempt does not count); False if stale."""
-        return bool(self._give_back(self.id, self.lease.token))
+        return self._done("released", bool(self._give_back(self.id, self.lease.token)))

@@ -37,6 +37,7 @@ from rayqueue.core.retry import RetryPolicy
 from rayqueue.errors import (
     InvalidNameError,
     InvalidPayloadError,
+    InvalidResultError,
     InvalidTaskError,
     TaskError,
     UnknownTaskError,
@@ -266,7 +267,8 @@ def encode_result(cls: type[Task[Any]], value: Any) -> str:
         if "NaN" in text or "Infinity" in text:
             json.loads(text, parse_constant=_no_constants)  # raises, naming the constant
     except (PydanticSerializationError, ValidationError, ValueError, TypeError) as err:
-        raise InvalidPayloadError(cls.task_name, f"result does not match its type: {err}") from err
+        raise InvalidResultError(f"the result does not match its type: {err}",
+                                 cls.task_name) from err
     return text
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import ray
 from loguru import logger
 
+from rayqueue.actors import restarted
 from rayqueue.actors.worker import CALL_TIMEOUT_S, WorkerActor
 from rayqueue.calls import bounded, shard_handles
 from rayqueue.config import NAMESPACE, PoolConfig
@@ -87,7 +88,7 @@ class PoolManagerActor:
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._log = logger.bind(queue=queue)
-        self._restarted = bool(ctx.was_current_actor_reconstructed)
+        self._restarted = restarted()
         self._tasks_by_worker: dict[str, int] = {}
         self._next_feasibility_check = 0.0
         ctx.current_actor.start.remote()
@@ -172,8 +173,10 @@ class PoolManagerActor:
             pool.infeasible = why
 
     def _scaled(self, pool: _Pool, old: int, new: int, reason: str) -> None:
-        self._log.info("pool {} scaled {} -> {} ({})", pool.config.name, old, new, reason,
-                       action="pool_scaled", pool=pool.config.name, old=old, new=new)
+        # DEBUG: a scale step is routine (a burst makes several); the worker count is in
+        # the metrics (worker_history) and the log file at DEBUG.
+        self._log.debug("pool {} scaled {} -> {} ({})", pool.config.name, old, new, reason,
+                        action="pool_scaled", pool=pool.config.name, old=old, new=new)
         if pool.config.request_resources and new > old:
             from ray.autoscaler.sdk import request_resources
 
@@ -209,7 +212,7 @@ class PoolManagerActor:
             return
         pool.workers.pop(worker.id, None)
         ray.kill(worker.handle)
-        self._log.info("worker retired", action="worker_retired", worker=worker.id)
+        self._log.debug("worker retired", action="worker_retired", worker=worker.id)
 
     async def _lost(self, pool: _Pool, worker: _Worker, err: Exception) -> None:
         pool.workers.pop(worker.id, None)

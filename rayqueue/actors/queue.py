@@ -24,6 +24,7 @@ from typing import Any, TypeVar, cast
 import ray
 from loguru import logger
 
+from rayqueue.actors import restarted
 from rayqueue.actors.journal import crashpoint, open_storage
 from rayqueue.actors.profiling import LoopProfiler
 from rayqueue.core.clock import Clock, SystemClock
@@ -99,7 +100,7 @@ class QueueActor:
     ) -> None:
         configure("queue")
         ctx = ray.get_runtime_context()
-        reconstructed = bool(ctx.was_current_actor_reconstructed)
+        reconstructed = restarted()
         self._name = name
         self._shard, self._shards = shard, shards
         self._config = config or QueueConfig()
@@ -698,8 +699,10 @@ class QueueActor:
                              worker=worker)
         if rec.state is TaskState.FAILED:
             err = rec.error
-            log.info("task failed ({}), retry in {:.2f}s", err.type if err else "?",
-                     rec.due_at - rec.updated_at, action="task_retry_scheduled")
+            # DEBUG, as other per-task records: a retry is the policy working, counted in
+            # the metrics ("retried"); a task that gives up is a WARNING below.
+            log.debug("task failed ({}), retry in {:.2f}s", err.type if err else "?",
+                      rec.due_at - rec.updated_at, action="task_retry_scheduled")
         elif rec.state is TaskState.DEAD:
             err = rec.error
             log.warning("task dead ({}): {}", rec.reason, err.message if err else "",

@@ -34,7 +34,7 @@ from loguru import logger
 from rayqueue.core.lease import Failure, Lease, Outcome
 from rayqueue.core.record import ErrorInfo
 from rayqueue.core.retry import Retry
-from rayqueue.errors import InvalidPayloadError
+from rayqueue.errors import InvalidPayloadError, InvalidResultError
 from rayqueue.logging import LifecycleLog
 from rayqueue.middleware import Attempt, AttemptResult, Middleware, worker_hooks
 from rayqueue.task import (
@@ -350,7 +350,7 @@ def _failure(cls: type[Task[Any]], exc: BaseException) -> Failure:
         frames = "  ...\n" + frames[-room:]  # the innermost frames matter most
     tb = f"Traceback (most recent call last):\n{frames}{type(exc).__name__}: {message}\n"
     error = ErrorInfo.of(type(exc).__name__, message, tb)
-    if isinstance(exc, InvalidPayloadError):  # the result did not match its type
+    if isinstance(exc, InvalidResultError) and exc.task_name is not None:  # a wrong result
         return Failure(error, retryable=False, reason="invalid_result")
     if isinstance(exc, Retry):
         return Failure(error, retryable=True, retry_delay=exc.delay)

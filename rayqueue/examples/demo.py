@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TextIO
 
 import ray
 
@@ -44,6 +46,40 @@ class CorruptOrderTask(Task[None]):
 
     def execute(self) -> None:
         os._exit(1)  # as a segfaulting C extension would
+
+
+class _RayDeathNotes:
+    """Holds back Ray's paragraph about a dead worker process, and counts them.
+
+    Ray's driver prints "A worker died or was killed while executing a task..." for each
+    worker process that dies, whatever ``log_to_driver`` says, in the middle of the
+    progress bar. The demo kills three on purpose (the poison task), and says so in its
+    own words; this stdout wrapper takes those paragraphs (only those) out of the way,
+    and the demo reports how many Ray printed, with their PIDs, at the end.
+    """
+
+    MARK = "A worker died or was killed"
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.deaths = 0
+        self.pids: list[str] = []
+        self._held_by: int | None = None  # the thread whose print's newline to drop
+
+    def write(self, text: str) -> int:
+        if self.MARK in text:
+            repeated = re.search(r"repeated (\d+)x", text)
+            self.deaths += int(repeated[1]) if repeated else 1
+            self.pids += re.findall(r"Worker PID: (\d+)", text)
+            self._held_by = threading.get_ident()
+            return len(text)
+        if text == "\n" and self._held_by == threading.get_ident():
+            self._held_by = None
+            return len(text)
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:  # flush, isatty, encoding...
+        return getattr(self._stream, name)
 
 
 def _bar(done: int, total: int, started: float, width: int = 40) -> None:
@@ -81,6 +117,19 @@ def main() -> None:
         settings.private_cluster_auth()  # a private throwaway cluster: our choice
     where = "the job's Ray cluster" if attached else "a local Ray"
     print(f"rayqueue demo: an e-commerce burst on {where}\n")
+    notes = _RayDeathNotes(sys.stdout)
+    sys.stdout = notes
+    try:
+        _run(attached)
+    finally:
+        sys.stdout = notes._stream
+    if notes.deaths:
+        print(f"(Ray reported {notes.deaths} worker process death(s) while the demo ran, "
+              f"PIDs {', '.join(notes.pids) or '?'}; the poison task above kills 3 on "
+              "purpose. Ray's account of each is in its session logs.)")
+
+
+def _run(attached: bool) -> None:
     t0 = time.monotonic()
     if attached:
         ray.init(log_to_driver=False)
@@ -150,7 +199,12 @@ def _burst(queue: rayqueue.TaskQueue[Any]) -> None:
     handles = queue.enqueue_many(work)
     poison = queue.enqueue(CorruptOrderTask(order_id="order-666"))
     print(f"enqueued {len(handles) + 1} tasks in one call in "
-          f"{(time.monotonic() - t1) * 1e3:.0f} ms\n")
+          f"{(time.monotonic() - t1) * 1e3:.0f} ms")
+    print("one of them is poison on purpose: shop.corrupt_order kills the worker process "
+          "that runs it\n(os._exit, as a segfaulting C extension would). rayqueue sees the "
+          "worker die, counts a\nlost attempt, respawns the worker and retries the task "
+          "elsewhere; after 3 lost attempts it is\na dead letter (reason worker_lost). The "
+          "tasks that shared the dead worker are retried too.\n")
 
     total = len(handles) + 1
     elapsed = _wait_with_progress(queue, total)

@@ -171,3 +171,23 @@ def test_schedules_follow_the_enqueue_rules(make_core: Any, clock: FakeClock) ->
         core.add_schedule(schedule_id="late", task_name="t", payload="{}",
                           spec=IntervalSpec(60), now=now, priority=50)
     assert core.schedules() == []
+
+
+class WrongResult(Task[int]):
+    task_name: ClassVar[str] = "test.isolation.wrong_result"
+
+    def execute(self) -> int:
+        return "not an int"  # type: ignore[return-value]
+
+
+def test_a_result_of_the_wrong_type_fails_as_invalid_result_not_invalid_payload() -> None:
+    import asyncio
+
+    new_task = to_new_task(WrongResult())
+    lease = Lease("w", 1, WrongResult.task_name, new_task.payload, 1, 50, "default", 0.0,
+                  None, WrongResult.retry)
+    outcome = run_sync(lease, WrongResult, "w", asyncio.new_event_loop())
+    assert outcome.failure is not None and outcome.failure.reason == "invalid_result"
+    assert outcome.failure.error.type == "InvalidResultError"
+    assert "invalid result of task 'test.isolation.wrong_result'" in outcome.failure.error.message
+    assert not outcome.failure.retryable

@@ -102,7 +102,7 @@ def test_before_hooks_run_in_order_after_hooks_in_reverse(hooks: Any) -> None:
 
 @pytest.mark.parametrize(("payload", "outcome", "error"), [
     ('{"a": 1, "mode": "raise"}', "failed", "ValueError"),
-    ('{"a": 1, "mode": "bad-result"}', "failed", "InvalidPayloadError"),
+    ('{"a": 1, "mode": "bad-result"}', "failed", "InvalidResultError"),
     ('{"a": "x"}', "rejected", "InvalidPayloadError"),
 ])
 def test_after_attempt_says_how_the_attempt_ended(

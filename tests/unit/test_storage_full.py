@@ -45,6 +45,7 @@ def faulty(monkeypatch: pytest.MonkeyPatch) -> FaultyStorage:
         was_current_actor_reconstructed=False,
         current_actor=SimpleNamespace(start=SimpleNamespace(remote=lambda: None)))
     monkeypatch.setattr(queue_module.ray, "get_runtime_context", lambda: context)
+    monkeypatch.setattr(queue_module, "restarted", lambda: False)
     monkeypatch.setattr(queue_module, "open_storage", lambda *args, **kwargs: storage)
     monkeypatch.setattr(queue_module, "configure", lambda *args, **kwargs: None)
     return storage

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from rayqueue import (
     InvalidPayloadError,
     InvalidPriorityError,
+    InvalidResultError,
     InvalidTaskError,
     Priority,
     QueueCore,
@@ -111,8 +112,11 @@ def test_unserializable_payload_rejected_at_enqueue() -> None:
 
 
 def test_result_checked_against_declared_type() -> None:
-    with pytest.raises(InvalidPayloadError, match="result"):
+    # An InvalidResultError naming the task (issue 16): not "invalid payload".
+    with pytest.raises(InvalidResultError, match="invalid result of task") as err:
         encode_result(ThumbnailTask, {"width": "wide"})
+    assert err.value.task_name == ThumbnailTask.task_name
+    assert not isinstance(err.value, InvalidPayloadError)
 
 
 def test_priority_override_is_validated() -> None:
