@@ -35,6 +35,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check rayqueue tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/python -m tests.typing.readme
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.suite $(BENCH_ARGS)
