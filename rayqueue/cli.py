@@ -154,6 +154,22 @@ def cmd_dead(args: argparse.Namespace) -> None:
              f"{d.error_type}: {(d.error_message or '')[:80]}") for d in dead])
 
 
+def cmd_schedules(args: argparse.Namespace) -> None:
+    q = _connect(args)
+    if args.resume:
+        for schedule_id in args.resume:
+            console.print(f"{schedule_id}: resumed, next run "
+                          f"{_local(q.resume_schedule(schedule_id).next_run)}")
+        return
+    _table("schedules", ["id", "task", "trigger", "next run", "last run", "runs", "paused"],
+           [(s.id, s.task_name, s.trigger, _local(s.next_run), _local(s.last_run), s.runs,
+             s.paused_reason or "") for s in q.schedules()])
+
+
+def _local(epoch: float | None) -> str:
+    return "" if epoch is None else dt.datetime.fromtimestamp(epoch).isoformat(" ", "seconds")
+
+
 def cmd_retry(args: argparse.Namespace) -> None:
     q = _connect(args)
     for task_id in args.ids:
@@ -403,6 +419,9 @@ def parser() -> argparse.ArgumentParser:
                    metavar="MODULE", help="import MODULE first (registers its task types)")
     e.add_argument("--wait", type=SECONDS, metavar="SECONDS",
                    help="wait this long for the result and print it")
+    s = add("schedules", cmd_schedules, "list periodic schedules (trigger, next and last "
+            "run, why paused); --resume ID starts a paused one again")
+    s.add_argument("--resume", nargs="+", metavar="ID")
     d = add("dead", cmd_dead, "list dead letters with their errors")
     d.add_argument("--limit", type=LIMIT, default=50)
     add("retry", cmd_retry, "put dead tasks back in the queue").add_argument("ids", nargs="+")

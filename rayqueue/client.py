@@ -75,7 +75,7 @@ from rayqueue.errors import (
     TaskNotFoundError,
 )
 from rayqueue.handle import ClaimedTask, TaskHandle
-from rayqueue.info import MetricsSnapshot, PoolInfo, TaskInfo, WorkerInfo
+from rayqueue.info import MetricsSnapshot, PoolInfo, ScheduleInfo, TaskInfo, WorkerInfo
 from rayqueue.middleware import Hooks, Message, Middleware, check_middleware
 from rayqueue.protocol import ClaimRequest, pack_news, pack_outcomes, unpack_leases
 from rayqueue.registry import QueueEntry
@@ -875,6 +875,10 @@ class TaskQueue(Generic[T]):
         info: TaskInfo | None = self._retrying(lambda: self._shard_for(task_id).get.remote(
             task_id))
         if info is None:
+            if any(s.id == task_id for s in self.schedules()):
+                raise TaskNotFoundError(task_id, f"{task_id!r} is a schedule, not a task: "
+                                        "see queue.schedules() (its runs are tasks with ids "
+                                        f"'{task_id}@<ms>')")
             raise TaskNotFoundError(task_id)
         return info
 
@@ -905,6 +909,22 @@ class TaskQueue(Generic[T]):
         self._settle()
         state: str = _get(self._shard_for(task_id).cancel.remote(task_id))
         return state
+
+    def schedules(self) -> list[ScheduleInfo]:
+        """Every periodic schedule (over all shards): id, task type, trigger, next and
+        last run, runs so far, and why it is paused, if it is (for example, a schedule
+        whose task type no worker knows is paused rather than failing a run each
+        period; :meth:`resume_schedule` starts it again)."""
+        return sorted((s for part in self._on_all("schedules") for s in part),
+                      key=lambda s: s.id)
+
+    def resume_schedule(self, schedule_id: str) -> ScheduleInfo:
+        """Let a paused schedule create runs again, from its next fire time."""
+        check_text(schedule_id, "schedule id", MAX_TASK_ID)
+        self._settle()
+        info: ScheduleInfo = self._retrying(functools.partial(
+            self._shard_for(schedule_id).resume_schedule.remote, schedule_id))
+        return info
 
     def dead_letters(self, limit: int = 100) -> list[TaskInfo]:
         """Dead tasks with their reasons and last errors, most recent first (at most

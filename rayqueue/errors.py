@@ -199,9 +199,10 @@ class DuplicateTaskError(QueueError):
 class TaskNotFoundError(QueueError):
     """No task (or schedule) with this id."""
 
-    def __init__(self, task_id: str) -> None:
+    def __init__(self, task_id: str, detail: str | None = None) -> None:
         self.task_id = task_id
-        super().__init__(f"no task or schedule with id {task_id!r} (its result may have expired)")
+        super().__init__(detail or f"no task or schedule with id {task_id!r} (its result "
+                         "may have expired)")
 
 
 class InvalidStateError(QueueError):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from rayqueue.core.record import TaskRecord
+from rayqueue.core.record import ScheduleRecord, TaskRecord
+from rayqueue.core.schedule import IntervalSpec
 
 
 class TaskInfo(BaseModel):
@@ -63,6 +64,40 @@ class TaskInfo(BaseModel):
             schedule_id=rec.schedule_id,
             headers=rec.headers or {},
         )
+
+
+class ScheduleInfo(BaseModel):
+    """A periodic schedule as the queue knows it (``TaskQueue.schedules()``)."""
+
+    id: str
+    task_name: str
+    #: ``every 60s`` or ``cron 0 9 * * MON (Europe/Berlin)``
+    trigger: str
+    #: when it next creates a run (epoch seconds; not while paused)
+    next_run: float | None
+    #: when it last created one (epoch seconds), if ever
+    last_run: float | None = None
+    runs: int = 0
+    priority: int
+    pool: str
+    #: why it creates no runs now (e.g. its task type is unknown on the workers)
+    paused_reason: str | None = None
+
+    @property
+    def paused(self) -> bool:
+        """Whether it creates no runs now."""
+        return self.paused_reason is not None
+
+    @classmethod
+    def of(cls, rec: ScheduleRecord) -> ScheduleInfo:
+        """Build from a core schedule record."""
+        spec = rec.spec
+        trigger = (f"every {spec.every:g}s" if isinstance(spec, IntervalSpec)
+                   else f"cron {spec.expr} ({spec.tz})")
+        return cls(id=rec.id, task_name=rec.task_name, trigger=trigger,
+                   next_run=None if rec.paused_reason else rec.next_due,
+                   last_run=rec.last_run, runs=rec.runs, priority=rec.priority,
+                   pool=rec.pool, paused_reason=rec.paused_reason)
 
 
 class WorkerInfo(BaseModel):

@@ -41,7 +41,7 @@ from rayqueue.errors import (
     StorageError,
     StorageFullError,
 )
-from rayqueue.info import TaskInfo
+from rayqueue.info import ScheduleInfo, TaskInfo
 from rayqueue.logging import configure, lifecycle
 from rayqueue.middleware import Hooks, Middleware, TaskEnd
 from rayqueue.protocol import (
@@ -875,10 +875,17 @@ class QueueActor:
         return [TaskInfo.of(r) for r in ordered[:limit]]
 
     @_control
-    async def schedules(self) -> list[ScheduleRecord]:
+    async def schedules(self) -> list[ScheduleInfo]:
         """Periodic schedules."""
         with self._lock:
-            return self._core.schedules()
+            return [ScheduleInfo.of(s) for s in self._core.schedules()]
+
+    async def resume_schedule(self, schedule_id: str) -> ScheduleInfo:
+        """Let a paused schedule create runs again (see QueueCore.resume_schedule)."""
+        with self._lock:
+            sched = self._core.resume_schedule(schedule_id, self._clock.now())
+        await self._durable()
+        return ScheduleInfo.of(sched)
 
     @_control
     async def max_payload_bytes(self) -> int:

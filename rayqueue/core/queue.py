@@ -437,10 +437,24 @@ class QueueCore:
                 )
             else:
                 new = self._after_failure(rec, o.failure, now)
+                if o.failure.reason == "unknown_task" and rec.schedule_id is not None:
+                    self._pause_unknown(rec, batch)
             batch.tasks.append(new)
             out.append(new)
         self._commit(batch)
         return out
+
+    def _pause_unknown(self, rec: TaskRecord, batch: _Batch) -> None:
+        """A schedule's run found no class for its task type on the workers: pause the
+        schedule (with the reason, in the same write) instead of failing a run each
+        period; ``resume_schedule`` starts it again once the code is deployed."""
+        sched = self._schedules.get(rec.schedule_id or "")
+        if sched is None or sched.paused_reason is not None or any(
+                s.id == sched.id for s in batch.schedules):
+            return
+        batch.schedules.append(replace(sched, paused_reason=(
+            f"no class for task {rec.task_name!r} on the workers: deploy the code that "
+            "defines it (or ship it from a client), then resume the schedule")))
 
     def _checked(self, o: Outcome) -> Outcome:
         """``o``, or, where it cannot be stored faithfully (a result that is not valid
@@ -616,9 +630,9 @@ class QueueCore:
                 self._seq += 1
                 batch.tasks.append(_task_of(sched, task_id, self._seq, when, now))
                 fired += 1
-            batch.schedules.append(
-                replace(sched, next_due=plan.next_due, runs=sched.runs + len(plan.run_now))
-            )
+            batch.schedules.append(replace(
+                sched, next_due=plan.next_due, runs=sched.runs + len(plan.run_now),
+                last_run=max(plan.run_now) if plan.run_now else sched.last_run))
         batch.delete_tasks.extend(purge_due)
         try:
             self._commit(batch)
@@ -724,6 +738,21 @@ class QueueCore:
     def schedules(self) -> list[ScheduleRecord]:
         """All periodic schedules."""
         return list(self._schedules.values())
+
+    def resume_schedule(self, schedule_id: str, now: float) -> ScheduleRecord:
+        """Let a paused schedule create runs again, from its next fire after ``now``.
+
+        Raises:
+            TaskNotFoundError: no such schedule.
+        """
+        sched = self._schedules.get(schedule_id)
+        if sched is None:
+            raise TaskNotFoundError(schedule_id)
+        if sched.paused_reason is None:
+            return sched
+        new = replace(sched, paused_reason=None, next_due=next_fire(sched.spec, now))
+        self._commit(_Batch(schedules=[new]))
+        return new
 
     # ------------------------------------------------------------ reads/control
     def get(self, task_id: str) -> TaskRecord:
@@ -867,7 +896,10 @@ class QueueCore:
 
     def _apply_schedule(self, sched: ScheduleRecord) -> None:
         self._schedules[sched.id] = sched
-        self._schedule_timers.set(sched.id, sched.next_due)
+        if sched.paused_reason is None:
+            self._schedule_timers.set(sched.id, sched.next_due)
+        else:
+            self._schedule_timers.discard(sched.id)
 
     def _apply(self, new: TaskRecord) -> None:
         old = self._tasks.get(new.id)

@@ -240,6 +240,11 @@ class ScheduleRecord:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeout: float | None = None
     runs: int = 0
+    #: when it last created a run (epoch seconds)
+    last_run: float | None = None
+    #: why it creates no runs now (e.g. its task type is unknown on the workers);
+    #: None while it is active. ``QueueCore.resume_schedule`` clears it.
+    paused_reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict for storage."""
@@ -256,6 +261,8 @@ class ScheduleRecord:
             "retry": self.retry.to_json(),
             "timeout": self.timeout,
             "runs": self.runs,
+            "last_run": self.last_run,
+            "paused_reason": self.paused_reason,
         }
 
     @classmethod
