@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from rayqueue.core.scaling import ScalingConfig, ScalingDecision, ScalingPolicy
     from rayqueue.core.schedule import CronSpec, IntervalSpec, MisfirePolicy
     from rayqueue.core.stats import QueueStats
+    from rayqueue.functions import FunctionTask, function_task
     from rayqueue.handle import ClaimedTask, TaskHandle
     from rayqueue.info import FailureInfo, MetricsSnapshot, PoolInfo, TaskInfo, WorkerInfo
     from rayqueue.middleware import (
@@ -117,6 +118,8 @@ _LAZY = {
     "InMemoryStorage": "rayqueue.storage",
     "Storage": "rayqueue.storage",
     "Task": "rayqueue.task",
+    "function_task": "rayqueue.functions",
+    "FunctionTask": "rayqueue.functions",
     "lookup": "rayqueue.task",
     "register": "rayqueue.task",
     "TaskQueue": "rayqueue.client",
@@ -166,6 +169,8 @@ __all__ = [
     "WorkerStart",
     # typed tasks
     "Task",
+    "function_task",
+    "FunctionTask",
     "Priority",
     "PRIORITY_MIN",
     "PRIORITY_MAX",
