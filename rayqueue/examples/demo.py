@@ -26,6 +26,7 @@ import ray
 
 import rayqueue
 from rayqueue import PoolConfig, Priority, QueueConfig, RetryPolicy, Task, settings
+from rayqueue.examples.inventory import reserve_stock
 from rayqueue.examples.notification import NotificationTask
 from rayqueue.examples.payment import PaymentTask
 from rayqueue.examples.report import ReportTask
@@ -234,6 +235,11 @@ def _burst(queue: rayqueue.TaskQueue[Any]) -> None:
         print(f"dead letter: {info.task_name} {info.id[:12]} reason={info.reason} "
               f"after {info.attempts} attempt(s): {info.error_type}")
     assert queue.get(poison.id).reason == "worker_lost"
+
+    # A task type can also be a plain typed function (rayqueue.function_task).
+    held = reserve_stock.enqueue(queue, "SKU-42", quantity=3).result(timeout=60)
+    print(f"\nfunction task shop.reserve_stock(\"SKU-42\", quantity=3) -> "
+          f"{held.reservation_id} ({held.quantity} held)")
 
     print("\nwaiting for the idle pool to drain...")
     end = time.monotonic() + 20
