@@ -1,29 +1,30 @@
 """MetricsAggregate: counters, sliding-window rates and histograms of task lifecycle events.
 
-Pure: events and ``now`` come in as arguments. Events are tuples, cheap to batch:
-
-- ``("enqueued", task_name, n)``
-- ``("started", task_name, wait_seconds)``
-- ``("outcome", task_name, outcome, run_seconds | None)`` with outcome ``succeeded``,
-  ``retried``, ``dead``, ``lost`` or ``timed_out``
-- ``("depth", by_state, ready_by_priority[, shard])``: one shard's counts (a sharded
-  queue's are summed over its shards)
-- ``("workers", [PoolInfo], [WorkerInfo])``
-- ``("failure", at, task_id, task_name, outcome, state, error_type, message, attempt)``
-- ``("journal", shard, failing, full)``: whether one shard's journal commits fail, and
-  whether because its disk is full (a sharded queue's is failing if any shard's is)
-- ``("calls", kind, calls, items)``: actor calls a queue actor served (``enqueue``,
-  ``claim``, ``report``) and the tasks they carried, since its last event
+Pure: events and ``now`` come in as arguments. The events are the typed messages of
+:mod:`rayqueue.protocol` (``Enqueued``, ``Started``, ``Finished``, ``FailedAttempt``,
+``Depth``, ``JournalHealth``, ``Calls``, ``Workers``), sent in batches by the queue
+and pool actors. A sharded queue's depth is summed over its shards, and its journal
+is failing if any shard's is.
 """
 
 from __future__ import annotations
 
 import bisect
 from collections import deque
-from typing import Any
 
 from rayqueue.core.shards import sum_counts, sum_ready
 from rayqueue.info import FailureInfo, MetricsSnapshot, PoolInfo, WorkerInfo
+from rayqueue.protocol import (
+    Calls,
+    Depth,
+    Enqueued,
+    Event,
+    FailedAttempt,
+    Finished,
+    JournalHealth,
+    Started,
+    Workers,
+)
 
 #: Histogram bucket upper bounds in seconds (the last bucket is everything above).
 BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
@@ -58,37 +59,36 @@ class MetricsAggregate:
         #: calls and the tasks they carried, by kind (how well batching works)
         self.calls: dict[str, list[int]] = {}
 
-    def add(self, event: tuple[Any, ...], now: float) -> None:
+    def add(self, event: Event, now: float) -> None:
         """Fold one event in."""
-        kind = event[0]
-        if kind == "enqueued":
-            self.enqueued[event[1]] = self.enqueued.get(event[1], 0) + event[2]
-        elif kind == "started":
-            self.wait_counts[bisect.bisect_left(BUCKETS, event[2])] += 1
-            self.wait_sum += event[2]
-        elif kind == "outcome":
-            by_outcome = self.counts.setdefault(event[1], {})
-            by_outcome[event[2]] = by_outcome.get(event[2], 0) + 1
-            self.window.append((now, event[2]))
-            if event[3] is not None:
-                self.run_counts[bisect.bisect_left(BUCKETS, event[3])] += 1
-                self.run_sum += event[3]
-        elif kind == "depth":
-            shard = event[3] if len(event) > 3 else 0
-            self._shard_depth[shard] = (event[1], event[2])
+        if isinstance(event, Finished):
+            by_outcome = self.counts.setdefault(event.task_name, {})
+            by_outcome[event.outcome] = by_outcome.get(event.outcome, 0) + 1
+            self.window.append((now, event.outcome))
+            if event.run_s is not None:
+                self.run_counts[bisect.bisect_left(BUCKETS, event.run_s)] += 1
+                self.run_sum += event.run_s
+        elif isinstance(event, Started):
+            self.wait_counts[bisect.bisect_left(BUCKETS, event.wait_s)] += 1
+            self.wait_sum += event.wait_s
+        elif isinstance(event, Enqueued):
+            self.enqueued[event.task_name] = self.enqueued.get(event.task_name, 0) + event.n
+        elif isinstance(event, Depth):
+            self._shard_depth[event.shard] = (event.by_state, event.ready_by_priority)
             self._sum_depth()
-        elif kind == "failure":
+        elif isinstance(event, FailedAttempt):
             self.failures.append(FailureInfo(
-                at=event[1], task_id=event[2], task=event[3], outcome=event[4],
-                state=event[5], error_type=event[6], message=event[7], attempt=event[8]))
-        elif kind == "journal":
-            self.journal[event[1]] = (bool(event[2]), bool(event[3]))
-        elif kind == "calls":
-            counts = self.calls.setdefault(event[1], [0, 0])
-            counts[0] += event[2]
-            counts[1] += event[3]
-        elif kind == "workers":
-            self.pools, self.workers = list(event[1]), list(event[2])
+                at=event.at, task_id=event.task_id, task=event.task_name,
+                outcome=event.outcome, state=event.state, error_type=event.error_type,
+                message=event.message, attempt=event.attempt))
+        elif isinstance(event, JournalHealth):
+            self.journal[event.shard] = (event.failing, event.full)
+        elif isinstance(event, Calls):
+            counts = self.calls.setdefault(event.kind, [0, 0])
+            counts[0] += event.calls
+            counts[1] += event.items
+        elif isinstance(event, Workers):
+            self.pools, self.workers = list(event.pools), list(event.workers)
             for pool in self.pools:
                 last = next((h for h in reversed(self.history) if h[1] == pool.name), None)
                 if last is None or last[2] != pool.workers:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from rayqueue.core.lease import Failure, Lease, Outcome
 from rayqueue.core.record import ErrorInfo, NewTask
@@ -121,3 +121,83 @@ class ClaimReply:
     leases: bytes
     rank: float | None = None
 
+
+
+# ------------------------------------------------------------------ metrics events
+# What the queue and pool actors tell the metrics actor, in batches (never one call per
+# task). NamedTuples: typed and named, yet as cheap to build and pickle as tuples (the
+# queue builds a few per task).
+
+
+class Enqueued(NamedTuple):
+    """``n`` tasks of a type were enqueued."""
+
+    task_name: str
+    n: int
+
+
+class Started(NamedTuple):
+    """An attempt started ``wait_s`` after its task was due."""
+
+    task_name: str
+    wait_s: float
+    task_id: str
+
+
+class Finished(NamedTuple):
+    """An attempt ended: ``succeeded``, ``retried``, ``dead``, ``lost`` or ``timed_out``
+    (``run_s`` None when the queue did not see it run, e.g. a lost worker)."""
+
+    task_name: str
+    outcome: str
+    run_s: float | None
+    task_id: str
+
+
+class FailedAttempt(NamedTuple):
+    """A failed attempt, for the list of recent failures."""
+
+    at: float
+    task_id: str
+    task_name: str
+    outcome: str
+    state: str
+    error_type: str
+    message: str
+    attempt: int
+
+
+class Depth(NamedTuple):
+    """One shard's counts by state and ready tasks by pool and priority (a sharded
+    queue's are summed over its shards)."""
+
+    by_state: dict[str, int]
+    ready_by_priority: dict[str, dict[int, int]]
+    shard: int = 0
+
+
+class JournalHealth(NamedTuple):
+    """Whether one shard's journal is failing commits, and whether because it is full."""
+
+    shard: int
+    failing: bool
+    full: bool
+
+
+class Calls(NamedTuple):
+    """Actor calls a queue shard served of a kind (``enqueue``, ``claim``, ``report``)
+    since its last event, and the tasks they carried."""
+
+    kind: str
+    calls: int
+    items: int
+
+
+class Workers(NamedTuple):
+    """The pool manager's pools and workers (``PoolInfo``, ``WorkerInfo`` lists)."""
+
+    pools: list[Any]
+    workers: list[Any]
+
+
+Event = Enqueued | Started | Finished | FailedAttempt | Depth | JournalHealth | Calls | Workers

@@ -8,13 +8,22 @@ this shell adds the clock and the ``ray.util.metrics`` exporters.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from ray.util import metrics as ray_metrics
 
 from rayqueue.aggregate import BUCKETS, MetricsAggregate
 from rayqueue.info import MetricsSnapshot
 from rayqueue.logging import configure
+from rayqueue.protocol import (
+    Calls,
+    Depth,
+    Enqueued,
+    Event,
+    Finished,
+    JournalHealth,
+    Started,
+    Workers,
+)
 
 
 class MetricsActor:
@@ -60,22 +69,22 @@ class MetricsActor:
     def __repr__(self) -> str:
         return f"Metrics({self._queue})"
 
-    async def record(self, events: list[tuple[Any, ...]]) -> None:
-        """Take a batch of events (see ``MetricsAggregate.add``) and export them."""
+    async def record(self, events: list[Event]) -> None:
+        """Take a batch of events (``rayqueue.protocol``) and export them."""
         now = time.time()
         q = self._queue
         for event in events:
             self._agg.add(event, now)
-            kind = event[0]
-            if kind == "enqueued":
-                self._enqueued.inc(event[2], {"queue": q, "task": event[1]})
-            elif kind == "started":
-                self._wait.observe(event[2], {"queue": q, "task": event[1]})
-            elif kind == "outcome":
-                self._tasks.inc(1, {"queue": q, "task": event[1], "outcome": event[2]})
-                if event[3] is not None:
-                    self._run.observe(event[3], {"queue": q, "task": event[1]})
-            elif kind == "depth":  # summed over shards by the aggregate
+            if isinstance(event, Finished):
+                self._tasks.inc(1, {"queue": q, "task": event.task_name,
+                                    "outcome": event.outcome})
+                if event.run_s is not None:
+                    self._run.observe(event.run_s, {"queue": q, "task": event.task_name})
+            elif isinstance(event, Started):
+                self._wait.observe(event.wait_s, {"queue": q, "task": event.task_name})
+            elif isinstance(event, Enqueued):
+                self._enqueued.inc(event.n, {"queue": q, "task": event.task_name})
+            elif isinstance(event, Depth):  # summed over shards by the aggregate
                 for state, n in self._agg.depth.items():
                     self._depth.set(n, {"queue": q, "state": state})
                 now_ready = {(pool, str(prio)): n
@@ -87,17 +96,17 @@ class MetricsActor:
                 for (pool, prio), n in now_ready.items():
                     self._ready.set(n, {"queue": q, "pool": pool, "priority": prio})
                 self._ready_keys = {k for k, n in now_ready.items() if n}
-            elif kind == "journal":
-                tags = {"queue": q, "shard": str(event[1])}
-                self._journal_failing.set(int(bool(event[2])), tags)
-                self._storage_full.set(int(bool(event[3])), tags)
-            elif kind == "calls":
-                self._calls.inc(event[2], {"queue": q, "kind": event[1]})
-                if event[3]:
-                    self._call_tasks.inc(event[3], {"queue": q, "kind": event[1]})
-            elif kind == "workers":
+            elif isinstance(event, JournalHealth):
+                tags = {"queue": q, "shard": str(event.shard)}
+                self._journal_failing.set(int(event.failing), tags)
+                self._storage_full.set(int(event.full), tags)
+            elif isinstance(event, Calls):
+                self._calls.inc(event.calls, {"queue": q, "kind": event.kind})
+                if event.items:
+                    self._call_tasks.inc(event.items, {"queue": q, "kind": event.kind})
+            elif isinstance(event, Workers):
                 now_workers: dict[tuple[str, str, str], int] = {}
-                for w in event[2]:
+                for w in event.workers:
                     wkey = (str(w.pool), (w.node_id or "unknown")[:12], str(w.activity))
                     now_workers[wkey] = now_workers.get(wkey, 0) + 1
                 for gone in self._worker_keys - now_workers.keys():

@@ -30,6 +30,7 @@ from rayqueue.core.shards import merge_pool_status
 from rayqueue.info import PoolInfo, WorkerInfo
 from rayqueue.logging import configure
 from rayqueue.middleware import Middleware
+from rayqueue.protocol import Workers
 
 #: Seconds between scaling cycles.
 CYCLE_S = 0.25
@@ -245,7 +246,7 @@ class PoolManagerActor:
 
     def _report_workers(self) -> None:
         if self._metrics is not None:
-            self._metrics.record.remote([("workers", self.pool_infos(), self.worker_infos())])
+            self._metrics.record.remote([Workers(self.pool_infos(), self.worker_infos())])
 
     def pool_infos(self) -> list[PoolInfo]:
         """Size and demand of each pool."""

@@ -45,8 +45,16 @@ from rayqueue.info import ScheduleInfo, TaskInfo
 from rayqueue.logging import configure, lifecycle
 from rayqueue.middleware import Hooks, Middleware, TaskEnd
 from rayqueue.protocol import (
+    Calls,
     ClaimReply,
     ClaimRequest,
+    Depth,
+    Enqueued,
+    Event,
+    FailedAttempt,
+    Finished,
+    JournalHealth,
+    Started,
     pack_leases,
     unpack_news,
     unpack_outcomes,
@@ -74,7 +82,6 @@ PROBE_ID = "\x00probe"
 #: Concurrency groups of the actor: reads get their own, so parked claims never block them.
 CONCURRENCY_GROUPS = {"control": 8}
 
-Event = tuple[Any, ...]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -416,10 +423,10 @@ class QueueActor:
     def _event_of(self, task_id: str, outcome: str) -> None:
         rec = self._core.find(task_id)
         if rec is not None:
-            self._events.append(("outcome", rec.task_name, outcome, None))
+            self._events.append(Finished(rec.task_name, outcome, None, rec.id))
             self._events.append(_failure_event(rec, self._clock.now(), outcome))
             if rec.state is TaskState.DEAD:
-                self._events.append(("outcome", rec.task_name, "dead", None))
+                self._events.append(Finished(rec.task_name, "dead", None, rec.id))
             if self._end_hooks:
                 self._call_end_hooks(rec, "worker_lost" if outcome == "lost" else "timeout")
 
@@ -441,12 +448,12 @@ class QueueActor:
         with self._lock:
             stats = self._committed_stats()
         events, self._events = self._events, []
-        events.append(("depth", stats.by_state, stats.ready_by_priority, self._shard))
-        events.append(("journal", self._shard, self._failing_error is not None,
-                       isinstance(self._failing_error, StorageFullError)))
+        events.append(Depth(stats.by_state, stats.ready_by_priority, self._shard))
+        events.append(JournalHealth(self._shard, self._failing_error is not None,
+                                    isinstance(self._failing_error, StorageFullError)))
         for kind, counts in self._calls.items():
             if counts[0]:
-                events.append(("calls", kind, counts[0], counts[1]))
+                events.append(Calls(kind, counts[0], counts[1]))
                 counts[0] = counts[1] = 0
         if self._metrics is not None:
             self._metrics.record.remote(events)
@@ -473,7 +480,7 @@ class QueueActor:
         counts: dict[str, int] = {}
         for rec in recs:
             counts[rec.task_name] = counts.get(rec.task_name, 0) + 1
-        self._events.extend(("enqueued", name, n) for name, n in counts.items())
+        self._events.extend(Enqueued(name, n) for name, n in counts.items())
         if added:
             self._wake_claims(None, added)
         records = lifecycle()
@@ -613,8 +620,8 @@ class QueueActor:
             with self._lock:  # top_rank pops stale heap entries: never beside a peek
                 return ClaimReply(pack_leases(leases), self._core.top_rank(pool))
         find = self._core.find
-        started = [("started", lease.task_name, max(0.0, now - (
-            rec.due_at if (rec := find(lease.task_id)) is not None else now)))
+        started = [Started(lease.task_name, max(0.0, now - (
+            rec.due_at if (rec := find(lease.task_id)) is not None else now)), lease.task_id)
             for lease in leases]  # wait time: from due to start
         await self._durable()
         crashpoint("claim.after_commit_before_reply")
@@ -671,14 +678,14 @@ class QueueActor:
             # A finished record keeps the start of its last attempt.
             run_s = max(0.0, now - (rec.started_at or now))
             if rec.state is TaskState.SUCCEEDED:
-                events.append(("outcome", rec.task_name, "succeeded", run_s))
+                events.append(Finished(rec.task_name, "succeeded", run_s, rec.id))
                 done.append(rec.id)
                 if records is not None:
                     records.emit("task succeeded", "task_succeeded", queue=self._name,
                                  task_id=rec.id, task=rec.task_name, attempt=rec.attempts,
                                  worker=worker)
                 continue
-            events.append(("outcome", rec.task_name, _outcome_of(rec), run_s))
+            events.append(Finished(rec.task_name, _outcome_of(rec), run_s, rec.id))
             events.append(_failure_event(rec, now))
             self._log_outcome(rec, worker)
             if self._end_hooks:
@@ -935,9 +942,9 @@ def _outcome_of(rec: TaskRecord) -> str:
     return "retried"
 
 
-def _failure_event(rec: TaskRecord, now: float, outcome: str | None = None) -> Event:
+def _failure_event(rec: TaskRecord, now: float, outcome: str | None = None) -> FailedAttempt:
     """A failed attempt for the metrics actor's list of recent failures."""
     err = rec.error
-    return ("failure", now, rec.id, rec.task_name, outcome or _outcome_of(rec),
-            rec.state.value, err.type if err else (rec.reason or ""),
-            (err.message if err else "")[:300], rec.attempts)
+    return FailedAttempt(now, rec.id, rec.task_name, outcome or _outcome_of(rec),
+                         rec.state.value, err.type if err else (rec.reason or ""),
+                         (err.message if err else "")[:300], rec.attempts)

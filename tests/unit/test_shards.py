@@ -23,6 +23,7 @@ from rayqueue.core.shards import (
     unsplit,
 )
 from rayqueue.core.stats import QueueStats
+from rayqueue.protocol import Depth
 from tests.unit.conftest import new
 
 
@@ -69,11 +70,11 @@ def test_stats_and_pool_status_add_up_over_shards() -> None:
 
 def test_metrics_depth_is_summed_over_shards_not_overwritten() -> None:
     agg = MetricsAggregate("q")
-    agg.add(("depth", {"ready": 2}, {"p": {50: 2}}, 0), 0.0)
-    agg.add(("depth", {"ready": 5}, {"p": {50: 5}}, 1), 0.0)
-    agg.add(("depth", {"ready": 1}, {"p": {50: 1}}, 0), 0.0)  # shard 0 again: replaces
+    agg.add(Depth({"ready": 2}, {"p": {50: 2}}, 0), 0.0)
+    agg.add(Depth({"ready": 5}, {"p": {50: 5}}, 1), 0.0)
+    agg.add(Depth({"ready": 1}, {"p": {50: 1}}, 0), 0.0)  # shard 0 again: replaces
     assert agg.depth == {"ready": 6} and agg.ready == {"p": {50: 6}}
-    agg.add(("depth", {"ready": 4}, {}), 0.0)  # an unsharded queue's event is shard 0
+    agg.add(Depth({"ready": 4}, {}), 0.0)  # an unsharded queue's event is shard 0
     assert agg.depth == {"ready": 9}
 
 
