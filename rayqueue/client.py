@@ -14,6 +14,7 @@ import functools
 import itertools
 import json
 import os
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -101,7 +102,13 @@ def _ensure_ray(address: str | None, ray_init: dict[str, Any] | None) -> None:
     # rayqueue never passes dashboard_host: Ray's dashboard stays on 127.0.0.1 unless
     # the user says otherwise in ray_init.
     if not ray.is_initialized():
-        ray.init(address=address, **(ray_init or {}))
+        options = dict(ray_init or {})
+        if address == "local" and "_temp_dir" not in options:
+            # A private throwaway Ray (a notebook's, a test's): its session files go to
+            # a directory of its own, not the shared /tmp/ray that `ray status`, `ray
+            # stop` and other drivers' address="auto" look at.
+            options["_temp_dir"] = tempfile.mkdtemp(prefix="rq-ray-")
+        ray.init(address=address, **options)
     for warning in security_warnings(len([n for n in ray.nodes() if n.get("Alive")]),
                                      settings.ray_auth_mode(), ray.__version__):
         logger.warning(warning, action="security_warning")

@@ -399,3 +399,22 @@ def test_dequeue_is_bounded_when_the_claim_reply_is_lost(
     with pytest.raises(QueueUnavailableError, match="did not answer in time"):
         q.dequeue(timeout=timeout)
     assert waited == [timeout + calls_module.ANSWER_TIMEOUT_S]
+
+
+def test_a_local_ray_started_by_rayqueue_gets_a_private_temp_dir(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """address="local" (a notebook's or a test's throwaway Ray) keeps its session files
+    out of the shared /tmp/ray (issue 16, item 8); a temp dir given is kept."""
+    import tempfile
+
+    seen: list[dict[str, Any]] = []
+    monkeypatch.setattr(client_module.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(client_module.ray, "init", lambda **kw: seen.append(kw))
+    monkeypatch.setattr(client_module.ray, "nodes", lambda: [])
+    client_module._ensure_ray("local", {"num_cpus": 1})
+    client_module._ensure_ray("local", {"_temp_dir": "/tmp/mine"})
+    client_module._ensure_ray(None, None)
+    private = seen[0]["_temp_dir"]
+    assert private.startswith(tempfile.gettempdir() + "/rq-ray-") and seen[0]["num_cpus"] == 1
+    assert seen[1]["_temp_dir"] == "/tmp/mine"
+    assert "_temp_dir" not in seen[2]
