@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import os
 import time
 import uuid
@@ -34,6 +35,9 @@ from rayqueue.protocol import Workers
 
 #: Seconds between scaling cycles.
 CYCLE_S = 0.25
+#: A pool keeps a warm worker from this many seconds before one of its schedules is
+#: due (a worker's cold start takes seconds; see README, "Scheduling").
+SCHEDULE_WARMUP_S = 30.0
 #: How often pools are checked against the cluster's nodes (ray.nodes() is a GCS call).
 FEASIBILITY_EVERY_S = 5.0
 #: Longest pause before replacing workers that keep dying (poison tasks, bad nodes).
@@ -146,8 +150,11 @@ class PoolManagerActor:
             ready = pool.ready = status.ready.get(name, 0)
             leased = pool.leased = status.leased.get(name, 0)
             live = [w for w in pool.workers.values() if w.state != "draining"]
+            # A schedule due soon finds a warm worker: no cold start (seconds) makes its
+            # run late, even in a pool that scales to zero.
+            warm = status.schedule_in.get(name, math.inf) <= SCHEDULE_WARMUP_S
             decision = pool.policy.decide(backlog=ready, in_flight=leased,
-                                          current=len(live), now=now)
+                                          current=len(live), now=now, warm=warm)
             pool.desired = decision.desired
             if decision.desired > len(live) and now >= pool.next_spawn_at:
                 for _ in range(decision.desired - len(live)):

@@ -781,8 +781,9 @@ class QueueActor:
             ready = {p: self._core.ready_count(p) for p in self._core.pools()}
             leased = self._core.leased_by_pool()
             by_worker = self._core.leased_by_worker()
+            schedule_in = self._core.schedules_due_in(self._clock.now())
         timed_out, self._timed_out = self._timed_out, []
-        return PoolStatus(ready, leased, timed_out, by_worker)
+        return PoolStatus(ready, leased, timed_out, by_worker, schedule_in)
 
     async def recover_now(self) -> dict[str, int]:
         """Test hook (``rayqueue.testing.recover_now``): reload the core from the

@@ -739,6 +739,15 @@ class QueueCore:
         """All periodic schedules."""
         return list(self._schedules.values())
 
+    def schedules_due_in(self, now: float) -> dict[str, float]:
+        """Seconds until the next run of an active schedule, per pool (negative: late)."""
+        out: dict[str, float] = {}
+        for sched in self._schedules.values():
+            if sched.paused_reason is None:
+                left = sched.next_due - now
+                out[sched.pool] = min(left, out.get(sched.pool, left))
+        return out
+
     def resume_schedule(self, schedule_id: str, now: float) -> ScheduleRecord:
         """Let a paused schedule create runs again, from its next fire after ``now``.
 

@@ -100,7 +100,8 @@ class ScalingPolicy:
         """The configuration this policy applies."""
         return self._config
 
-    def decide(self, *, backlog: int, in_flight: int, current: int, now: float) -> ScalingDecision:
+    def decide(self, *, backlog: int, in_flight: int, current: int, now: float,
+               warm: bool = False) -> ScalingDecision:
         """Decide the worker count for this tick.
 
         Args:
@@ -108,6 +109,9 @@ class ScalingPolicy:
             in_flight: Tasks claimed by workers and not yet finished.
             current: Workers the pool runs or is starting (its present target).
             now: The caller's clock, in seconds; non-decreasing across calls.
+            warm: keep at least one worker (within ``max_workers``), e.g. because a
+                periodic schedule of the pool is due soon: a cold start (seconds) would
+                make its run late.
 
         Returns:
             The desired count, what demand alone asks for, and why.
@@ -122,6 +126,10 @@ class ScalingPolicy:
             raise ValueError(f"now must be finite, got {now!r}")
         cfg = self._config
         raw = self._raw(backlog + in_flight)
+        if warm and raw == 0 and cfg.max_workers > 0:
+            raw = 1
+            if current == 0:
+                return self._act(1, 1, "warm_for_schedule")
         if current == 0 and backlog > 0:
             # Nobody can claim the work, so waiting would only add latency.
             return self._act(raw, raw, "cold_start")

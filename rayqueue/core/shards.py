@@ -124,13 +124,19 @@ class PoolStatus:
     timed_out: list[tuple[str, str]] = field(default_factory=list)
     #: leased tasks per worker
     by_worker: dict[str, int] = field(default_factory=dict)
+    #: seconds until the next run of an active periodic schedule, per pool
+    schedule_in: dict[str, float] = field(default_factory=dict)
 
 
 def merge_pool_status(parts: Sequence[PoolStatus]) -> PoolStatus:
     """The pool manager's view over every shard."""
+    soonest: dict[str, float] = {}
+    for p in parts:
+        for pool, left in p.schedule_in.items():
+            soonest[pool] = min(left, soonest.get(pool, left))
     return PoolStatus(sum_counts(p.ready for p in parts), sum_counts(p.leased for p in parts),
                       [entry for p in parts for entry in p.timed_out],
-                      sum_counts(p.by_worker for p in parts))
+                      sum_counts(p.by_worker for p in parts), soonest)
 
 
 class ShardChooser:

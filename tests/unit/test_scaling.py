@@ -220,3 +220,17 @@ def test_a_pool_no_node_can_host_says_why() -> None:
     assert "label pool=reports" in (PoolConfig(label_selector={"pool": "reports"})
                                     .infeasible_on(nodes) or "")
     assert PoolConfig(num_cpus=3, label_selector={"zone": "a"}).infeasible_on(nodes)
+
+
+def test_a_schedule_due_soon_keeps_one_warm_worker_in_a_pool_that_scales_to_zero() -> None:
+    p = policy(min_workers=0, max_workers=4, downscale_delay_s=5, target_tasks_per_worker=10)
+    # Idle pool, a run due soon: one worker now, not after a cold start at its time.
+    assert p.decide(backlog=0, in_flight=0, current=0, now=0.0, warm=True) == ScalingDecision(
+        desired=1, raw=1, reason="warm_for_schedule")
+    # ... and it is not drained while the run is still coming.
+    assert p.decide(backlog=0, in_flight=0, current=1, now=100.0, warm=True).desired == 1
+    # Once no run is near, it goes back to zero after the usual delay.
+    assert p.decide(backlog=0, in_flight=0, current=1, now=200.0).desired == 1  # waiting
+    assert p.decide(backlog=0, in_flight=0, current=1, now=206.0).desired == 0
+    # Demand above one worker is unaffected.
+    assert p.decide(backlog=40, in_flight=0, current=0, now=300.0, warm=True).desired == 4

@@ -61,3 +61,18 @@ def test_schedule_info_describes_cron_triggers() -> None:
     info = ScheduleInfo.of(rec)
     assert info.trigger == "cron 0 9 * * MON (Europe/Berlin)"
     assert info.next_run == rec.next_due and not info.paused and info.last_run is None
+
+
+def test_the_pool_manager_is_told_when_each_pool_next_runs_a_schedule() -> None:
+    from rayqueue.core.shards import PoolStatus, merge_pool_status
+
+    clock = FakeClock(1_000.0)
+    core = QueueCore()
+    core.add_schedule(schedule_id="a", task_name="t", payload="{}", spec=IntervalSpec(60),
+                      now=clock.now(), priority=50, pool="reports")
+    core.add_schedule(schedule_id="b", task_name="t", payload="{}", spec=IntervalSpec(20),
+                      now=clock.now(), priority=50, pool="reports")
+    assert core.schedules_due_in(clock.now()) == {"reports": 20.0}
+    merged = merge_pool_status([PoolStatus(schedule_in={"reports": 20.0}),
+                                PoolStatus(schedule_in={"reports": 5.0, "x": 9.0})])
+    assert merged.schedule_in == {"reports": 5.0, "x": 9.0}
