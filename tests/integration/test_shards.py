@@ -146,7 +146,7 @@ def test_each_shard_journals_and_restarts_on_its_own(make_queue: MakeQueue,
     # Starting the same journal with another shard count would hide tasks: refused.
     with pytest.raises(ValueError, match="another shard count"):
         rayqueue.init(f"t-{uuid.uuid4().hex[:8]}", shards=3, journal=str(journal))
-    with pytest.raises(ValueError, match="shards must be an int"):
+    with pytest.raises(ValueError, match="shards: must be an int"):
         rayqueue.init("never", shards=0)
 
 

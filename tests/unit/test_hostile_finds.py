@@ -1,0 +1,68 @@
+"""What the generated hostile-input suites (tests/integration/test_hostile_*.py) found,
+each pinned by a plain test that runs without Ray (issue 14, build 8).
+
+``_ensure_ray`` is replaced by a tripwire, as in test_settings_edges: a call that gets
+past its checks stops there instead of starting Ray."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import pytest
+
+import rayqueue
+from rayqueue import InvalidArgumentError, InvalidArgumentTypeError, InvalidNameError, Task
+from rayqueue import client as client_module
+from rayqueue.task import to_new_task
+
+
+class ReachedRay(Exception):
+    """The call passed every check and would now start or join Ray."""
+
+
+@pytest.fixture(autouse=True)
+def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
+    def tripwire(*args: object) -> None:
+        raise ReachedRay
+
+    monkeypatch.setattr(client_module, "_ensure_ray", tripwire)
+
+
+@pytest.mark.parametrize("journal", ["\x00", "j\x00.sqlite", "bad\ud800.sqlite"])
+def test_a_journal_path_the_os_cannot_name_is_an_argument_error(journal: str) -> None:
+    """Was a raw ValueError (embedded null byte) or UnicodeEncodeError from Path.resolve."""
+    with pytest.raises(InvalidArgumentError, match="journal"):
+        rayqueue.init("finds", journal=journal)
+
+
+def test_a_journal_path_of_undecodable_bytes_is_still_a_path() -> None:
+    with pytest.raises(ReachedRay):  # surrogate-escaped bytes are a real file name
+        rayqueue.init("finds", journal=b"j\xff.sqlite".decode(errors="surrogateescape"))
+
+
+@pytest.mark.parametrize("shards", [None, "2", 2.0, 0, pytest.param(10**400, id="10**400")])
+def test_a_bad_shard_count_is_an_argument_error(shards: Any) -> None:
+    """Was a plain ValueError."""
+    with pytest.raises(InvalidArgumentError, match="shards"):
+        rayqueue.init("finds", shards=shards)
+
+
+def test_a_shard_count_of_the_wrong_type_is_a_type_error_too() -> None:
+    with pytest.raises(InvalidArgumentTypeError):
+        rayqueue.init("finds", shards="2")  # type: ignore[arg-type]
+
+
+class Renamed(Task[int]):
+    task_name: ClassVar[str] = "tests.finds.renamed"
+
+    def execute(self) -> int:
+        return 0
+
+
+@pytest.mark.parametrize("name", [["a", "list"], {"a": 1}, {1, 2}])
+def test_a_task_name_changed_to_an_unhashable_value_is_refused(
+        name: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Was a raw TypeError (unhashable type) from the registry look-up."""
+    monkeypatch.setattr(Renamed, "task_name", name)
+    with pytest.raises(InvalidNameError, match="task_name"):
+        to_new_task(Renamed())
