@@ -263,6 +263,19 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         return True
 
+    def parse_request(self) -> bool:
+        """The standard parse, but an explicit ``HTTP/0.9`` is refused: the standard
+        library answers it with a bare body, without a status line or the security
+        headers (a request with no version at all is answered as HTTP/1.0)."""
+        if not super().parse_request():
+            return False
+        if self.request_version == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"
+            self.send_error(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED,
+                            "HTTP/0.9 is not spoken here: use HTTP/1.1")
+            return False
+        return True
+
     def _parts(self) -> list[str]:
         return [unquote(p) for p in urlsplit(self.path).path.strip("/").split("/")]
 
