@@ -263,19 +263,6 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         return True
 
-    def parse_request(self) -> bool:
-        """The standard parse, but an explicit ``HTTP/0.9`` is refused: the standard
-        library answers it with a bare body, without a status line or the security
-        headers (a request with no version at all is answered as HTTP/1.0)."""
-        if not super().parse_request():
-            return False
-        if self.request_version == "HTTP/0.9":
-            self.request_version = "HTTP/1.0"
-            self.send_error(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED,
-                            "HTTP/0.9 is not spoken here: use HTTP/1.1")
-            return False
-        return True
-
     def _parts(self) -> list[str]:
         return [unquote(p) for p in urlsplit(self.path).path.strip("/").split("/")]
 
@@ -332,6 +319,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: HTTPStatus, body: bytes, kind: str,
               headers: dict[str, str] | None = None) -> None:
+        if self.request_version == "HTTP/0.9":
+            # The standard library answers an explicit "HTTP/0.9" with a bare body: no
+            # status line and none of the security headers. Every answer has them.
+            self.request_version = "HTTP/1.0"
         self.send_response(status)
         for name, value in {**SECURITY_HEADERS, "Content-Type": kind,
                             "Content-Length": str(len(body)), **(headers or {})}.items():

@@ -262,8 +262,12 @@ def test_an_explicit_http_0_9_request_gets_a_status_line_and_the_headers(
         served: Served) -> None:
     """Found by the generated suite (tests/integration/test_hostile_http.py): the
     standard library answered ``GET / HTTP/0.9`` with a bare body, no status line, no
-    X-Frame-Options or CSP."""
+    X-Frame-Options or CSP, its errors included."""
     port = served.port
-    reply = send(port, f"GET / HTTP/0.9\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
-    assert reply.status == 505 and _no_framing(reply)
-    assert "HTTP/0.9" in reply.json()["error"]
+    host = f"Host: 127.0.0.1:{port}\r\n"
+    page = send(port, f"GET / HTTP/0.9\r\n{host}\r\n".encode())
+    assert page.status == 200 and _no_framing(page)
+    junk = "".join(f"X-Junk-{i}: j\r\n" for i in range(150))
+    refused = send(port, f"GET / HTTP/0.9\r\n{host}{junk}\r\n".encode())
+    assert refused.status == 431 and _no_framing(refused)
+    assert "error" in refused.json()
