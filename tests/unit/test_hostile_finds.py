@@ -66,3 +66,15 @@ def test_a_task_name_changed_to_an_unhashable_value_is_refused(
     monkeypatch.setattr(Renamed, "task_name", name)
     with pytest.raises(InvalidNameError, match="task_name"):
         to_new_task(Renamed())
+
+
+@pytest.mark.parametrize("module", ["", ".relative", "..x", "a\x00b"])
+def test_an_import_the_cli_cannot_even_try_is_a_usage_error(
+        module: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Was ``rayqueue: ValueError: Empty module name`` (exit 1) and an "unexpected
+    TypeError" for a relative name: now the usage error that --import's others get."""
+    from rayqueue.cli import EXIT_USAGE, main
+
+    assert main(["enqueue", "--import", module, "t", "{}"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("rayqueue: --import") and len(err.strip().splitlines()) == 1
