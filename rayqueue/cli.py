@@ -36,7 +36,7 @@ def _connect(args: argparse.Namespace) -> Any:
 
     try:
         return rayqueue.connect(args.queue, address=args.address,
-                                ray_init={"log_to_driver": False})
+                                ray_init={"log_to_driver": False, "logging_level": "WARNING"})
     except QueueUnavailableError as err:
         raise _Exit(EXIT_UNAVAILABLE, str(err)) from None
     except RayQueueError:
