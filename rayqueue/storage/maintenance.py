@@ -77,6 +77,7 @@ def backup(path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Journa
     Raises:
         JournalNotFoundError: no journal at ``path``.
         FileExistsError: ``dest`` exists already.
+        FileNotFoundError: ``dest``'s directory does not exist.
         JournalCorruptError: the copy does not check whole.
     """
     source, target = Path(path), Path(dest)
@@ -84,6 +85,9 @@ def backup(path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Journa
         raise JournalNotFoundError(str(source))
     if target.exists():
         raise FileExistsError(f"{target} exists already: choose a new name for the backup")
+    if not target.parent.is_dir():  # (SQLite would say only "unable to open database file")
+        raise FileNotFoundError(f"{target.parent} is not a directory: the backup goes in "
+                                "an existing one")
     # Without a log no process has the journal open: read the file alone, immutable (a
     # read-only connection would create a -shm). With one, join it read-only.
     wal = Path(f"{source}-wal").exists()

@@ -6,6 +6,7 @@ past its checks stops there instead of starting Ray."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -78,3 +79,22 @@ def test_an_import_the_cli_cannot_even_try_is_a_usage_error(
     assert main(["enqueue", "--import", module, "t", "{}"]) == EXIT_USAGE
     err = capsys.readouterr().err
     assert err.startswith("rayqueue: --import") and len(err.strip().splitlines()) == 1
+
+
+def test_a_backup_into_a_missing_directory_is_one_clear_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Was ``rayqueue: unexpected OperationalError: unable to open database file``."""
+    from rayqueue.cli import EXIT_FAILED, main
+    from rayqueue.storage import SQLiteStorage
+    from rayqueue.storage.maintenance import backup
+
+    journal = tmp_path / "j.sqlite"
+    SQLiteStorage(journal).close()
+    dest = tmp_path / "no" / "such" / "b.sqlite"
+    with pytest.raises(FileNotFoundError, match="not a directory"):
+        backup(journal, dest)
+    assert main(["journal", "backup", str(dest), "--journal", str(journal)]) == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "unexpected" not in err and "not a directory" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not dest.parent.exists()
