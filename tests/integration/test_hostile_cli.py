@@ -176,12 +176,13 @@ def test_journal_commands(cli_queue: rayqueue.TaskQueue[Any], data: st.DataObjec
     (private / "dir").mkdir()
     # Paths in a private directory, and the running queue's own journal; a check (read
     # only) also gets odd paths of the system. Nothing here may write outside `private`.
+    # No NUL: no command line can carry one (execve's strings end there).
     paths = st.one_of(
         st.sampled_from([q.journal, str(private / "plain.txt"), str(private / "dir"),
                          str(private / "missing.sqlite"), str(private / "no" / "such" / "x"),
-                         str(private / "nul\x00.sqlite"), str(private / "esc\udcff.sqlite")]),
+                         str(private / "esc\udcff.sqlite")]),
         words.map(lambda w: str(private / (w.replace("/", "_").replace("\x00", "") or "e"))))
-    odd = st.sampled_from(["", "\x00", "/dev/null", "/", "/etc/passwd", "/proc/self/mem"])
+    odd = st.sampled_from(["", "/dev/null", "/", "/etc/passwd", "/proc/self/mem"])
     action = data.draw(st.sampled_from(["check", "backup", "restore", "reshard"]))
     journal = data.draw(paths, label="--journal")
     if action == "reshard":
