@@ -78,7 +78,8 @@ def backup(path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Journa
         JournalNotFoundError: no journal at ``path``.
         FileExistsError: ``dest`` exists already.
         FileNotFoundError: ``dest``'s directory does not exist.
-        JournalCorruptError: the copy does not check whole.
+        JournalCorruptError: the journal is not a database, or the copy does not check
+            whole.
     """
     source, target = Path(path), Path(dest)
     if not source.exists():
@@ -102,6 +103,11 @@ def backup(path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Journa
             dst.execute("PRAGMA journal_mode = DELETE")  # the backup is one file
         finally:
             dst.close()
+    except sqlite3.DatabaseError as err:
+        if isinstance(err, sqlite3.OperationalError):
+            raise  # (busy, I/O: not about what the file holds)
+        temp.unlink(missing_ok=True)
+        raise JournalCorruptError(str(source), f"it is not an SQLite database ({err})") from None
     finally:
         src.close()
     os.chmod(temp, 0o600)

@@ -98,3 +98,22 @@ def test_a_backup_into_a_missing_directory_is_one_clear_line(
     assert "unexpected" not in err and "not a directory" in err
     assert len(err.strip().splitlines()) == 1
     assert not dest.parent.exists()
+
+
+def test_a_backup_of_a_file_that_is_no_database_is_a_journal_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Was ``rayqueue: unexpected DatabaseError: file is not a database``."""
+    from rayqueue import JournalCorruptError
+    from rayqueue.cli import EXIT_FAILED, main
+    from rayqueue.storage.maintenance import backup
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("not a journal")
+    with pytest.raises(JournalCorruptError, match="not an SQLite database"):
+        backup(plain, tmp_path / "b.sqlite")
+    assert main(["journal", "backup", str(tmp_path / "c.sqlite"),
+                 "--journal", str(plain)]) == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "unexpected" not in err and "JournalCorruptError" in err
+    assert len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.txt"]  # nothing left
