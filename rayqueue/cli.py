@@ -123,8 +123,8 @@ def cmd_enqueue(args: argparse.Namespace) -> None:
     for module in args.imports:
         try:
             importlib.import_module(module)
-        except ImportError as err:
-            raise _Exit(EXIT_USAGE, f"--import {module}: {err}") from None
+        except (ImportError, ValueError, TypeError) as err:  # (also "", ".relative")
+            raise _Exit(EXIT_USAGE, f"--import {module!r}: {err}") from None
     try:
         payload = json.loads(args.payload)
     except json.JSONDecodeError as err:

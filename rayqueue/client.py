@@ -302,6 +302,14 @@ def _check_placement(journal: object, journal_node: object, queue_env: object,
     if journal is not None and not os.fspath(journal):
         raise InvalidArgumentError(
             "journal", "an empty path: give a file path, 'default', or None (memory only)")
+    if journal is not None:
+        try:  # what the file system is given; Path.resolve raises a raw error otherwise
+            raw = os.fsencode(journal)
+        except UnicodeEncodeError as err:
+            raise InvalidArgumentError("journal", f"{journal!r} is not a file name this "
+                                       f"system can hold ({err.reason})") from None
+        if b"\0" in raw:
+            raise InvalidArgumentError("journal", f"{journal!r} holds a NUL byte")
     if journal_node is not None:
         check_str("journal_node", journal_node)
     for name, env in (("queue_env", queue_env), ("actor_env", actor_env)):
@@ -349,8 +357,9 @@ def _shard_count(queue: Any, name: str, shards: int, index: int = 0) -> int:
     """Wait for a shard actor to answer; check it is shard ``index`` of ``shards``."""
     found = tuple(_retrying(lambda: queue.shard_info.remote(), 60.0))
     if found != (index, shards):
-        raise ValueError(f"queue {name!r} already runs with {found[1]} shard(s), not "
-                         f"{shards}: connect to it, or shut it down first")
+        raise InvalidArgumentError("shards", f"queue {name!r} already runs with {found[1]} "
+                                   f"shard(s), not {shards}: connect to it, or shut it "
+                                   "down first")
     return shards
 
 

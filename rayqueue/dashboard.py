@@ -321,6 +321,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: HTTPStatus, body: bytes, kind: str,
               headers: dict[str, str] | None = None) -> None:
+        if self.request_version == "HTTP/0.9":
+            # The standard library answers an explicit "HTTP/0.9" with a bare body: no
+            # status line and none of the security headers. Every answer has them.
+            self.request_version = "HTTP/1.0"
         self.send_response(status)
         for name, value in {**SECURITY_HEADERS, "Content-Type": kind,
                             "Content-Length": str(len(body)), **(headers or {})}.items():

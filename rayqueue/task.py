@@ -294,7 +294,8 @@ def to_new_task(
         raise InvalidTaskError(f"{cls.__name__} is not a task type: define a subclass of "
                                "Task with an execute() and enqueue an instance of it")
     name = cls.task_name
-    if _REGISTRY.get(name) is not cls:  # renamed after its definition: check it again
+    # Renamed after its definition: check it again (first: a list is no dict key).
+    if not isinstance(name, str) or _REGISTRY.get(name) is not cls:
         check_task_name(name)
     new = NewTask(
         task_name=name,

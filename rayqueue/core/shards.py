@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from rayqueue.core.stats import QueueStats
+from rayqueue.errors import InvalidArgumentError, InvalidArgumentTypeError
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -26,9 +27,13 @@ MAX_SHARDS = 256
 
 
 def check_shards(n: object) -> int:
-    """``n`` as a shard count, or a ValueError that says what is allowed."""
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_SHARDS:
-        raise ValueError(f"shards must be an int from 1 to {MAX_SHARDS}, got {n!r}")
+    """``n`` as a shard count, or an :class:`InvalidArgumentError` (a ValueError) that
+    says what is allowed."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise InvalidArgumentTypeError(
+            "shards", f"must be an int from 1 to {MAX_SHARDS}, got {type(n).__name__}")
+    if not 1 <= n <= MAX_SHARDS:
+        raise InvalidArgumentError("shards", f"must be an int from 1 to {MAX_SHARDS}, got {n!r}")
     return n
 
 

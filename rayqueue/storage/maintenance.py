@@ -77,13 +77,18 @@ def backup(path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Journa
     Raises:
         JournalNotFoundError: no journal at ``path``.
         FileExistsError: ``dest`` exists already.
-        JournalCorruptError: the copy does not check whole.
+        FileNotFoundError: ``dest``'s directory does not exist.
+        JournalCorruptError: the journal is not a database, or the copy does not check
+            whole.
     """
     source, target = Path(path), Path(dest)
     if not source.exists():
         raise JournalNotFoundError(str(source))
     if target.exists():
         raise FileExistsError(f"{target} exists already: choose a new name for the backup")
+    if not target.parent.is_dir():  # (SQLite would say only "unable to open database file")
+        raise FileNotFoundError(f"{target.parent} is not a directory: the backup goes in "
+                                "an existing one")
     # Without a log no process has the journal open: read the file alone, immutable (a
     # read-only connection would create a -shm). With one, join it read-only.
     wal = Path(f"{source}-wal").exists()
@@ -98,6 +103,11 @@ def backup(path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Journa
             dst.execute("PRAGMA journal_mode = DELETE")  # the backup is one file
         finally:
             dst.close()
+    except sqlite3.DatabaseError as err:
+        if isinstance(err, sqlite3.OperationalError):
+            raise  # (busy, I/O: not about what the file holds)
+        temp.unlink(missing_ok=True)
+        raise JournalCorruptError(str(source), f"it is not an SQLite database ({err})") from None
     finally:
         src.close()
     os.chmod(temp, 0o600)

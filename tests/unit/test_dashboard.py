@@ -271,3 +271,18 @@ def test_idle_connections_do_not_hold_a_thread_each(served: Served) -> None:
 def test_serve_refuses_a_port_out_of_range(port: object) -> None:
     with pytest.raises(InvalidArgumentError, match="port"):
         serve(StubQueue(), port=port)  # type: ignore[arg-type]
+
+
+def test_an_explicit_http_0_9_request_gets_a_status_line_and_the_headers(
+        served: Served) -> None:
+    """Found by the generated suite (tests/integration/test_hostile_http.py): the
+    standard library answered ``GET / HTTP/0.9`` with a bare body, no status line, no
+    X-Frame-Options or CSP, its errors included."""
+    port = served.port
+    host = f"Host: 127.0.0.1:{port}\r\n"
+    page = send(port, f"GET / HTTP/0.9\r\n{host}\r\n".encode())
+    assert page.status == 200 and _no_framing(page)
+    junk = "".join(f"X-Junk-{i}: j\r\n" for i in range(150))
+    refused = send(port, f"GET / HTTP/0.9\r\n{host}{junk}\r\n".encode())
+    assert refused.status == 431 and _no_framing(refused)
+    assert "error" in refused.json()

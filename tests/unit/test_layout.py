@@ -91,7 +91,7 @@ def test_reshard_refuses_what_it_cannot_do_safely(tmp_path: Path) -> None:
     write_history(base, 2)
     with pytest.raises(ValueError, match="already written for 2 shard"):
         reshard(str(base), 2)
-    with pytest.raises(ValueError, match="shards must be an int"):
+    with pytest.raises(ValueError, match="shards: must be an int"):
         reshard(str(base), 0)
     # A running queue holds its journal open: refused, and nothing changes.
     running = SQLiteStorage(shard_journals(str(base), 2)[1])

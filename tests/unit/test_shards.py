@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rayqueue import FakeClock, InMemoryStorage, Priority, QueueConfig, QueueCore
+from rayqueue import (
+    FakeClock,
+    InMemoryStorage,
+    InvalidArgumentError,
+    Priority,
+    QueueConfig,
+    QueueCore,
+)
 from rayqueue.aggregate import MetricsAggregate
 from rayqueue.core.shards import (
     PoolStatus,
@@ -38,7 +45,7 @@ def test_routing_is_stable_and_keeps_schedule_runs_with_their_schedule() -> None
 
 @pytest.mark.parametrize("bad", [0, -1, 257, 2.0, True, "3", None])
 def test_shard_counts_are_checked(bad: object) -> None:
-    with pytest.raises(ValueError, match="shards must be an int from 1 to 256"):
+    with pytest.raises(InvalidArgumentError, match="shards: must be an int from 1 to 256"):
         check_shards(bad)
     assert check_shards(4) == 4
 
