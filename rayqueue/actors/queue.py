@@ -173,6 +173,7 @@ class QueueActor:
                     report = self._core.tick(now)
                     wake = self._core.next_wakeup()
                 self._after_tick(report)
+                self._wake_held_back()  # limited tasks back in line (a rate refill)
             except StorageError as err:
                 self._log.error("tick failed: {}", err, action="queue_tick_failed")
                 wake = None
