@@ -475,12 +475,12 @@ class QueueCore:
                     rate, max(1.0, rate * RATE_BURST_S), now)
             bucket.rate = limit.rate
             short = spending[bucket_key] + 1 - bucket.available(now)
-            if short > 0:
+            if short > 1e-6:  # (not float dust: the timer would fire at once, again)
                 blocked = True
                 group.parked = True
                 bucket.parked.append(group)
                 if len(bucket.parked) == 1:  # the first to wait arms the refill timer
-                    self._bucket_timers.set(bucket_key, now + short / bucket.rate)
+                    self._bucket_timers.set(bucket_key, now + max(short / bucket.rate, 1e-6))
         if blocked:
             group.head = None
             group.waiting.push(rec.id, rec.priority, rec.due_at, rec.seq)
