@@ -418,7 +418,10 @@ class QueueActor:
         with self._lock:
             stats = self._committed_stats()
         events, self._events = self._events, []
-        events.append(("depth", stats.by_state, stats.ready_by_priority, self._shard))
+        # Throttled tasks (held back by a rate or concurrency limit) are ready tasks too:
+        # a state of their own in depth (rayqueue_queue_depth{state="throttled"}).
+        events.append(("depth", {**stats.by_state, "throttled": stats.throttled},
+                       stats.ready_by_priority, self._shard))
         events.append(("journal", self._shard, self._failing_error is not None,
                        isinstance(self._failing_error, StorageFullError)))
         for kind, counts in self._calls.items():
