@@ -524,7 +524,8 @@ class QueueCore:
 
     def _ready_limited(self, rec: TaskRecord, index: ReadyIndex) -> None:
         """A limited task becomes ready: in line if its group has no task there and may
-        run, ahead of the one there if it has a higher priority, else waiting."""
+        run, in place of the one there if it goes first (a higher priority, or older: a
+        released or retried task keeps its place among its key's), else waiting."""
         limit = rec.limit
         assert limit is not None
         group = self._group(rec, limit)
@@ -535,7 +536,7 @@ class QueueCore:
                 index.push(rec.id, rec.priority, rec.due_at, rec.seq)
                 group.head = rec.id
                 return
-        elif rec.priority > self._tasks[head].priority:
+        elif (rec.priority, -rec.seq) > (self._tasks[head].priority, -self._tasks[head].seq):
             old = self._tasks[head]
             index.discard(head)
             group.waiting.push(head, old.priority, old.due_at, old.seq)

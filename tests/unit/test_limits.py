@@ -10,8 +10,8 @@ from typing import ClassVar
 import pytest
 
 from rayqueue import FakeClock, NewTask, QueueCore
-from rayqueue.core.lease import Lease
-from rayqueue.core.record import Limit, TaskRecord, TaskState
+from rayqueue.core.lease import Failure, Lease
+from rayqueue.core.record import ErrorInfo, Limit, TaskRecord, TaskState
 from rayqueue.errors import InvalidLimitError, InvalidTaskError
 from rayqueue.protocol import pack_news, unpack_news
 from rayqueue.storage.sqlite import SQLiteStorage
@@ -171,9 +171,9 @@ def test_a_cancelled_or_released_limited_task_frees_its_place(
     core.cancel("t0", clock.now())  # the task in line: the next one takes its place
     got = core.claim("w", 3, clock.now())
     assert [x.task_id for x in got] == ["t1"]
-    core.release("t1", got[0].token, clock.now())
+    core.release("t1", got[0].token, clock.now())  # back in its place, before t2
     again = core.claim("w", 3, clock.now())
-    assert len(again) == 1 and core.get(again[0].task_id).attempts == 1
+    assert [x.task_id for x in again] == ["t1"] and again[0].attempt == 1
 
 
 def test_a_restart_from_the_sqlite_journal_keeps_the_limits(
@@ -250,3 +250,25 @@ def test_rates_parse_per_second_minute_and_hour() -> None:
     assert parse_rate("300/m") == 5.0
     assert parse_rate(" 3600 / h ") == 1.0
     assert parse_rate("0.5/s") == 0.5
+
+
+def test_a_restart_that_loads_a_ready_task_before_its_keys_lease_still_holds_the_limit(
+        tmp_path: Path, clock: FakeClock) -> None:
+    # Recovery applies records in enqueue order: here the ready t0 comes back before
+    # the leased t1 of the same key, so t0 first stands in line; the claim still checks.
+    storage = SQLiteStorage(tmp_path / "j.sqlite")
+    core = QueueCore(storage=storage)
+    core.enqueue_many([limited(conc=1, task_id=f"t{i}") for i in range(2)], clock.now())
+    (first,) = core.claim("w", 2, clock.now())
+    core.fail(first.task_id, first.token, Failure(ErrorInfo("E", "again")), clock.now())
+    (second,) = core.claim("w", 2, clock.now())
+    assert (first.task_id, second.task_id) == ("t0", "t1")
+    clock.advance(15)  # past t0's retry delay (10 s), within t1's lease (30 s)
+    core.tick(clock.now())  # t0's retry is due: ready again, while t1 runs
+    assert core.get("t0").state is TaskState.READY
+    storage.close()
+    again = QueueCore.recover(SQLiteStorage(tmp_path / "j.sqlite"))
+    assert again.claim("w2", 2, clock.now()) == []
+    assert again.stats().throttled == 1
+    again.ack("t1", second.token, "null", clock.now())
+    assert [x.task_id for x in again.claim("w2", 2, clock.now())] == ["t0"]
