@@ -27,6 +27,7 @@ def test_limits_hold_across_four_workers(make_queue: MakeQueue) -> None:
     for _, step in edges:
         running += step
         peak = max(peak, running)
+    print(f"peak concurrency {peak} (limit 2, 8 slots)")
     assert peak <= 2, f"{peak} ran at once under a concurrency limit of 2"
 
     starts = sorted(q.results(q.enqueue_many([Paced(i=i) for i in range(100)]), timeout=120))
@@ -34,5 +35,6 @@ def test_limits_hold_across_four_workers(make_queue: MakeQueue) -> None:
     # 20/s with a bucket of two tokens (a tenth of a second's worth): 100 starts take at
     # least 98 / 20 s. The upper side is what the limit promises; the lower, that the
     # queue does not over-throttle (a loaded machine only slows workers: it is loose).
+    print(f"rate {rate:.2f}/s over {len(starts)} starts (limit 20/s, 4 workers)")
     assert 10.0 <= rate <= 22.0, f"{rate:.1f} starts a second under a limit of 20/s"
     assert q.stats().throttled == 0

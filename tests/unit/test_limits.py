@@ -272,3 +272,69 @@ def test_a_restart_that_loads_a_ready_task_before_its_keys_lease_still_holds_the
     assert again.stats().throttled == 1
     again.ack("t1", second.token, "null", clock.now())
     assert [x.task_id for x in again.claim("w2", 2, clock.now())] == ["t0"]
+
+
+def _check_groups(core: QueueCore) -> None:
+    """Every ready limited task is in exactly one place (in line as its group's head,
+    or waiting in its group), and each group's running count is its leased tasks."""
+    running: Counter[tuple[str, str, str | None]] = Counter()
+    for task_id in core.task_ids():
+        rec = core.get(task_id)
+        if rec.limit is None:
+            continue
+        group_key = (rec.pool, rec.task_name, rec.limit.key)
+        group = core._groups[group_key]
+        if rec.state is TaskState.LEASED:
+            running[group_key] += 1
+        elif rec.state is TaskState.READY:
+            here = (group.head == task_id) + (task_id in group.waiting)
+            assert here == 1, (task_id, group)
+            assert (task_id in core._ready[rec.pool]) == (group.head == task_id)
+    for group_key, group in core._groups.items():
+        assert group.running == running[group_key], group_key
+        if group.head is not None:
+            assert core.get(group.head).state is TaskState.READY
+
+
+def test_random_operations_keep_every_limited_task_in_one_place(
+        core: QueueCore, clock: FakeClock) -> None:
+    rng = random.Random(11)
+    held: list[Lease] = []
+    n = 0
+    for _ in range(3_000):
+        op = rng.random()
+        if op < 0.3:
+            n += 1
+            key = rng.choice([None, "a", "b", "c"])
+            conc = None if key is None and rng.random() < 0.5 else rng.choice([1, 2, 3])
+            rate = rng.choice([None, None, 20.0])
+            core.enqueue(NewTask(rng.choice(["x", "y"]), "{}", rng.choice([10, 50, 90]),
+                                 task_id=f"t{n}", retry=NO_JITTER,
+                                 limit=None if rng.random() < 0.2 else Limit(rate, conc or (
+                                     None if rate else 1), key)), clock.now())
+        elif op < 0.55:
+            held += core.claim("w", rng.randint(0, 4), clock.now())
+        elif op < 0.75 and held:
+            x = held.pop(rng.randrange(len(held)))
+            rec = core.find(x.task_id)
+            if rec is not None and rec.state is TaskState.LEASED and rec.lease_token == x.token:
+                choice = rng.random()
+                if choice < 0.5:
+                    core.ack(x.task_id, x.token, "null", clock.now())
+                elif choice < 0.8:
+                    core.fail(x.task_id, x.token, Failure(ErrorInfo("E", "")), clock.now())
+                else:
+                    core.release(x.task_id, x.token, clock.now())
+        elif op < 0.85:
+            ready = [i for i in core.task_ids() if core.get(i).state is TaskState.READY]
+            if ready:
+                core.cancel(rng.choice(ready), clock.now())
+        else:
+            core.tick(clock.advance(rng.choice([0.01, 0.1, 1.0, 20.0])))
+        _check_groups(core)
+        for (_, name, key), group in core._groups.items():
+            limits = {core.get(i).limit.concurrency for i in core.task_ids()  # type: ignore[union-attr]
+                      if core.get(i).limit is not None and core.get(i).task_name == name
+                      and core.get(i).limit.key == key}  # type: ignore[union-attr]
+            if limits and None not in limits:
+                assert group.running <= max(limits)  # type: ignore[type-var]
