@@ -76,6 +76,7 @@ def snapshot(queue: TaskQueue[Any]) -> dict[str, Any]:
         "storage_full": stats.storage_full,
         "size": stats.size,
         "by_state": stats.by_state,
+        "throttled": stats.throttled,
         "ready_by_priority": stats.ready_by_priority,
         "counts": metrics.counts,
         "enqueued": metrics.enqueued,

@@ -100,6 +100,12 @@ class InvalidTaskError(TaskError, ValueError):
         super().__init__(detail)
 
 
+class InvalidLimitError(InvalidTaskError):
+    """A task type's ``rate_limit``, ``concurrency_limit`` or ``concurrency_key`` is not
+    valid (a rate that is not ``"N/s"``, ``"N/m"`` or ``"N/h"``, a limit below 1, a key
+    that names no payload field). Raised at class definition, or at enqueue."""
+
+
 class InvalidResultError(TaskError, ValueError):
     """A result (or a retry request) the queue cannot store faithfully: one that does
     not match the task's declared result type, NaN or an infinity, too large, or a retry

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from rayqueue.core.lease import Failure, Lease, Outcome
-from rayqueue.core.record import ErrorInfo, NewTask
+from rayqueue.core.record import ErrorInfo, Limit, NewTask
 from rayqueue.core.retry import RetryPolicy
 
 
@@ -73,7 +73,8 @@ def pack_news(news: Sequence[NewTask]) -> bytes:
     """Enqueue requests as one compact blob (see :func:`unpack_news`)."""
     seen: dict[int, dict[str, Any]] = {}
     return pickle.dumps([(n.task_name, n.payload, n.priority, n.pool, n.run_at, n.task_id,
-                          _policy_out(n.retry, seen), n.timeout, n.delay, n.headers)
+                          _policy_out(n.retry, seen), n.timeout, n.delay, n.headers,
+                          None if n.limit is None else n.limit.to_json())
                          for n in news], protocol=5)
 
 
@@ -81,8 +82,8 @@ def unpack_news(blob: bytes) -> list[NewTask]:
     """The enqueue requests packed by :func:`pack_news`."""
     seen: dict[tuple[Any, ...], RetryPolicy] = {}
     return [NewTask(name, payload, prio, pool, run_at, task_id, _policy_in(retry, seen),
-                    timeout, delay, headers)
-            for name, payload, prio, pool, run_at, task_id, retry, timeout, delay, headers
+                    timeout, delay, headers, None if limit is None else Limit(*limit))
+            for name, payload, prio, pool, run_at, task_id, retry, timeout, delay, headers, limit
             in pickle.loads(blob)]
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 import unicodedata
 from collections.abc import Awaitable, Mapping
 from contextvars import ContextVar, Token
@@ -30,11 +31,12 @@ import orjson
 from pydantic import BaseModel, ConfigDict, PydanticUserError, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
-from rayqueue.core.checks import check_new_task
+from rayqueue.core.checks import check_limit, check_new_task
 from rayqueue.core.priority import Priority, validate_priority
-from rayqueue.core.record import NewTask
+from rayqueue.core.record import Limit, NewTask
 from rayqueue.core.retry import RetryPolicy
 from rayqueue.errors import (
+    InvalidLimitError,
     InvalidNameError,
     InvalidPayloadError,
     InvalidResultError,
@@ -49,7 +51,13 @@ _REGISTRY: dict[str, type[Task[Any]]] = {}
 #: Longest accepted task name.
 MAX_TASK_NAME = 200
 #: Class-level options of a task type; a payload field of one of these names is an error.
-_OPTIONS = frozenset({"task_name", "priority", "retry", "timeout", "pool"})
+_OPTIONS = frozenset({"task_name", "priority", "retry", "timeout", "pool", "rate_limit",
+                      "concurrency_limit", "concurrency_key"})
+#: Per task class: (rate a second, concurrency limit, key field), when it has limits.
+_LIMITS: dict[type[Any], tuple[float | None, int | None, str | None]] = {}
+_RATE = re.compile(r"\s*(\d+(?:\.\d*)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*")
+_PER = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
+        "h": 3600.0, "hour": 3600.0}
 
 
 class Task(BaseModel, Generic[R]):
@@ -63,6 +71,12 @@ class Task(BaseModel, Generic[R]):
         retry: the :class:`RetryPolicy` for failures.
         timeout: seconds one attempt may run before its worker is killed (None = no limit).
         pool: the worker pool that runs this type.
+        rate_limit: most starts of this type a second, minute or hour in its pool, as
+            ``"50/s"``, ``"300/m"`` or ``"1000/h"`` (None = no limit).
+        concurrency_limit: most tasks of this type running at once in its pool (per
+            value of ``concurrency_key`` when that is set; None = no limit).
+        concurrency_key: the payload field whose value the concurrency limit holds per
+            (e.g. ``"customer_id"``); keys also take fair turns in line.
     """
 
     # NaN and infinities are not JSON: write them as constants so encode_payload sees
@@ -74,6 +88,9 @@ class Task(BaseModel, Generic[R]):
     retry: ClassVar[RetryPolicy] = RetryPolicy()
     timeout: ClassVar[float | None] = None
     pool: ClassVar[str] = "default"
+    rate_limit: ClassVar[str | None] = None
+    concurrency_limit: ClassVar[int | None] = None
+    concurrency_key: ClassVar[str | None] = None
 
     def execute(self) -> R | Awaitable[R]:
         """Do the work and return the result (may be ``async def``)."""
@@ -93,6 +110,11 @@ class Task(BaseModel, Generic[R]):
         if "task_name" not in cls.__dict__:
             cls.task_name = f"{cls.__module__}:{cls.__qualname__}"
         validate_priority(cls.priority)
+        limits = _limits_of(cls)
+        if limits is None:
+            _LIMITS.pop(cls, None)
+        else:
+            _LIMITS[cls] = limits
         register(cls)
 
     @classmethod
@@ -180,6 +202,57 @@ def register(cls: type[Task[Any]]) -> None:
             f"{'.'.join(_identity(cls))}; set a distinct task_name on one of them"
         )
     _REGISTRY[name] = cls
+
+
+def parse_rate(text: object) -> float:
+    """Tasks a second of a rate written ``"N/s"``, ``"N/m"`` or ``"N/h"`` (N > 0).
+
+    Raises:
+        InvalidLimitError: anything else.
+    """
+    match = _RATE.fullmatch(text) if isinstance(text, str) else None
+    rate = float(match.group(1)) / _PER[match.group(2)] if match else 0.0
+    if not rate > 0:
+        raise InvalidLimitError(f"rate_limit must look like '50/s', '300/m' or '1000/h' with "
+                                f"a number > 0, got {text!r:.80}")
+    return rate
+
+
+def _limits_of(cls: type[Task[Any]]) -> tuple[float | None, int | None, str | None] | None:
+    """The checked limits a task class declares (None: none)."""
+    rate_text, limit, key = cls.rate_limit, cls.concurrency_limit, cls.concurrency_key
+    if rate_text is None and limit is None and key is None:
+        return None
+    name = cls.__qualname__
+    rate = None if rate_text is None else parse_rate(rate_text)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                              or limit < 1):
+        raise InvalidLimitError(f"{name}.concurrency_limit must be an int >= 1, got "
+                                f"{limit!r:.80}")
+    if key is not None:
+        if not isinstance(key, str) or key not in cls.model_fields:
+            raise InvalidLimitError(f"{name}.concurrency_key must name a payload field of "
+                                    f"{name} ({', '.join(cls.model_fields) or 'none'}), "
+                                    f"got {key!r:.80}")
+        if rate is None and limit is None:
+            raise InvalidLimitError(f"{name}.concurrency_key needs a concurrency_limit (or "
+                                    "a rate_limit) to hold")
+    return rate, limit, key
+
+
+def limit_of(task: Task[Any]) -> Limit | None:
+    """The limits an enqueue of ``task`` carries: its class's, with the key's value
+    read from the payload (so the queue never parses payloads)."""
+    spec = _LIMITS.get(type(task))
+    if spec is None:
+        return None
+    rate, limit, key_field = spec
+    key = None
+    if key_field is not None:
+        value = getattr(task, key_field)
+        key = value if isinstance(value, str) else orjson.dumps(
+            value, default=str).decode()
+    return check_limit(Limit(rate, limit, key))
 
 
 def _identity(cls: type[Task[Any]]) -> tuple[str, str]:
@@ -308,6 +381,7 @@ def to_new_task(
         retry=cls.retry,
         timeout=cls.timeout,
         headers=headers or None,
+        limit=limit_of(task),
     )
     # Refused here, before it joins other callers' tasks in a batch (the queue checks
     # again: it trusts no client).

@@ -185,6 +185,7 @@ class QueueActor:
                     report = self._core.tick(now)
                     wake = self._core.next_wakeup()
                 self._after_tick(report)
+                self._wake_held_back()  # limited tasks back in line (a rate refill)
             except StorageError as err:
                 self._log.error("tick failed: {}", err, action="queue_tick_failed")
                 wake = None
@@ -448,7 +449,10 @@ class QueueActor:
         with self._lock:
             stats = self._committed_stats()
         events, self._events = self._events, []
-        events.append(Depth(stats.by_state, stats.ready_by_priority, self._shard))
+        # Throttled tasks (held back by a rate or concurrency limit) are ready tasks too:
+        # a state of their own in depth (rayqueue_queue_depth{state="throttled"}).
+        events.append(Depth({**stats.by_state, "throttled": stats.throttled},
+                            stats.ready_by_priority, self._shard))
         events.append(JournalHealth(self._shard, self._failing_error is not None,
                                     isinstance(self._failing_error, StorageFullError)))
         for kind, counts in self._calls.items():

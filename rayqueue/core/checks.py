@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from rayqueue.core.record import NewTask
+from rayqueue.core.record import Limit, NewTask
 from rayqueue.core.retry import RetryPolicy, finite
-from rayqueue.errors import InvalidTaskError
+from rayqueue.errors import InvalidLimitError, InvalidTaskError
 
 #: Longest task id, task name and pool name, in characters.
 MAX_TASK_ID = 256
@@ -68,6 +68,29 @@ def check_new_task(new: NewTask) -> None:
         raise InvalidTaskError(f"timeout must be finite seconds > 0, got {new.timeout!r}")
     if new.headers is not None:
         check_headers(new.headers)
+    if new.limit is not None:
+        check_limit(new.limit)
+
+
+def check_limit(limit: object) -> Limit:
+    """``limit`` if the queue can enforce it, else :class:`InvalidLimitError`: a rate
+    (per second) finite and > 0, a concurrency an int >= 1, a key printable text, and at
+    least one of rate and concurrency given."""
+    if not isinstance(limit, Limit):
+        raise InvalidLimitError(f"limit must be a Limit, got {type(limit).__name__}")
+    if limit.rate is None and limit.concurrency is None:
+        raise InvalidLimitError("a limit needs a rate, a concurrency or both")
+    if limit.rate is not None and not _positive(limit.rate):
+        raise InvalidLimitError(f"rate must be finite tasks a second > 0, got {limit.rate!r}")
+    c = limit.concurrency
+    if c is not None and (isinstance(c, bool) or not isinstance(c, int) or c < 1):
+        raise InvalidLimitError(f"concurrency limit must be an int >= 1, got {c!r}")
+    if limit.key is not None:
+        try:
+            check_text(limit.key, "concurrency key value", MAX_TASK_ID)
+        except InvalidTaskError as err:
+            raise InvalidLimitError(err.detail) from None
+    return limit
 
 
 def check_headers(headers: object) -> dict[str, str]:

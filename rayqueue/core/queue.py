@@ -19,7 +19,15 @@ from rayqueue.core.index import ReadyIndex, TimerIndex
 from rayqueue.core.lease import Failure, Lease, Outcome
 from rayqueue.core.port import InMemoryStorage, Storage
 from rayqueue.core.priority import validate_priority
-from rayqueue.core.record import WAITING, ErrorInfo, NewTask, ScheduleRecord, TaskRecord, TaskState
+from rayqueue.core.record import (
+    WAITING,
+    ErrorInfo,
+    Limit,
+    NewTask,
+    ScheduleRecord,
+    TaskRecord,
+    TaskState,
+)
 from rayqueue.core.retry import MAX_RETRY_DELAY_S, RetryPolicy, finite
 from rayqueue.core.schedule import MisfirePolicy, ScheduleSpec, next_fire, plan_fires
 from rayqueue.core.stats import QueueStats
@@ -95,6 +103,49 @@ class TickReport:
     dead: tuple[str, ...] = ()
 
 
+#: A rate bucket holds this many seconds' worth of tokens (at least one): enough to
+#: absorb a late timer without losing rate, too little to be a noticeable burst.
+RATE_BURST_S = 0.1
+#: Where a key's next task goes in line after a turn: ``seq`` values above every task's.
+_TURN_BASE = 1 << 62
+
+
+@dataclass(slots=True)
+class _Group:
+    """The ready tasks of one (pool, task name, key) that has a limit.
+
+    At most one of them, ``head``, stands in the pool's ready index; the others wait in
+    ``waiting``. So a key whose limit is reached costs a claim nothing (its tasks are not
+    in the index to be skipped), and one big key puts only one task in line at a time.
+    """
+
+    waiting: ReadyIndex
+    head: str | None = None
+    #: leased tasks of this group
+    running: int = 0
+    #: waits for a rate token (its bucket's timer puts it back in line)
+    parked: bool = False
+
+
+@dataclass(slots=True)
+class _Bucket:
+    """A token bucket: the rate limit of one (pool, task name), on the queue's clock."""
+
+    rate: float
+    tokens: float
+    stamp: float
+    #: groups waiting for a token
+    parked: list[_Group] = field(default_factory=list)
+
+    def available(self, now: float) -> float:
+        burst = max(1.0, self.rate * RATE_BURST_S)
+        return min(burst, self.tokens + max(0.0, now - self.stamp) * self.rate)
+
+    def take(self, n: int, now: float) -> None:
+        self.tokens = self.available(now) - n
+        self.stamp = max(self.stamp, now)
+
+
 @dataclass(slots=True)
 class _Batch:
     tasks: list[TaskRecord] = field(default_factory=list)
@@ -136,6 +187,13 @@ class QueueCore:
         #: pools where a claim got nothing because of an unconfirmed start
         self._held_back: set[str] = set()
         self._leased_counts: Counter[str] = Counter()
+        #: limited tasks: their groups, rate buckets and the buckets' refill timers
+        self._groups: dict[tuple[str, str, str | None], _Group] = {}
+        self._buckets: dict[str, _Bucket] = {}
+        self._bucket_timers = TimerIndex()
+        self._turns = _TURN_BASE
+        #: the latest ``now`` seen (where a key's next turn stands in line)
+        self._now = 0.0
         self._seq = 0
         self._closed = False
         self._paused = False
@@ -237,6 +295,7 @@ class QueueCore:
                 retry=new.retry,
                 timeout=new.timeout,
                 headers=new.headers or None,
+                limit=new.limit,
             )
             fresh[task_id] = rec
             out.append(rec)
@@ -280,6 +339,10 @@ class QueueCore:
             raise ValueError(f"max_n must be an int >= 0, got {max_n!r}")
         if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
             raise ValueError(f"prefetch must be an int >= 0, got {prefetch!r}")
+        if now > self._now:
+            self._now = now
+        if self._buckets:
+            self._refill(now)
         index = self._ready.get(pool)
         if not index or self._paused:
             return []
@@ -289,6 +352,9 @@ class QueueCore:
         bar = self._unconfirmed_top(pool)
         batch = _Batch()
         skipped: list[TaskRecord] = []
+        #: per limited group and rate bucket, what this claim takes
+        taking: Counter[tuple[str, str, str | None]] = Counter()
+        spending: Counter[str] = Counter()
         capped = False
         first = 0
         while len(batch.tasks) < max_n + prefetch:
@@ -326,6 +392,9 @@ class QueueCore:
             if task_id is None:
                 break
             rec = self._tasks[task_id]
+            limit = rec.limit
+            if limit is not None and not self._may_take(rec, limit, now, taking, spending):
+                continue  # held back by its limit (still ready): the next task's turn
             if rec.lost_attempts:
                 if batch.tasks or not (idle or now - rec.due_at > ttl):
                     skipped.append(rec)
@@ -349,6 +418,8 @@ class QueueCore:
                     updated_at=now,
                 )
             )
+            if limit is not None:
+                self._took(rec, limit, now, taking, spending)
         for rec in skipped:
             index.push(rec.id, rec.priority, rec.due_at, rec.seq)
         try:
@@ -356,8 +427,13 @@ class QueueCore:
         except BaseException:
             for leased in batch.tasks:
                 old = self._tasks[leased.id]
-                index.push(old.id, old.priority, old.due_at, old.seq)
+                if old.limit is None:
+                    index.push(old.id, old.priority, old.due_at, old.seq)
+                else:
+                    self._ready_limited(old, index)
             raise
+        for bucket_key, n in spending.items():
+            self._buckets[bucket_key].take(n, now)
         marked = set()
         lowest = self._lowest_ready(pool) if confirm_starts and batch.tasks else None
         if lowest is not None:
@@ -371,6 +447,127 @@ class QueueCore:
                   r.headers)
             for r in batch.tasks
         ]
+
+    # ------------------------------------------------------------------ limits
+    def _group(self, rec: TaskRecord, limit: Limit) -> _Group:
+        group_key = (rec.pool, rec.task_name, limit.key)
+        group = self._groups.get(group_key)
+        if group is None:
+            group = self._groups[group_key] = _Group(ReadyIndex(self.config.aging_rate))
+        return group
+
+    def _may_take(self, rec: TaskRecord, limit: Limit, now: float,
+                  taking: Counter[tuple[str, str, str | None]], spending: Counter[str]) -> bool:
+        """Whether a claim may lease ``rec`` (just popped, its group's head) under its
+        limits and what the claim takes already; if not, the task goes back to wait in
+        its group, which leaves the line until a lease of it ends (concurrency) or its
+        bucket's timer fires (rate)."""
+        group = self._group(rec, limit)
+        c = limit.concurrency
+        blocked = c is not None and group.running + taking[(rec.pool, rec.task_name,
+                                                              limit.key)] >= c
+        if not blocked and limit.rate is not None:
+            bucket_key = f"{rec.pool}\x00{rec.task_name}"
+            bucket = self._buckets.get(bucket_key)
+            if bucket is None:
+                rate = limit.rate
+                bucket = self._buckets[bucket_key] = _Bucket(
+                    rate, max(1.0, rate * RATE_BURST_S), now)
+            bucket.rate = limit.rate
+            short = spending[bucket_key] + 1 - bucket.available(now)
+            if short > 1e-6:  # (not float dust: the timer would fire at once, again)
+                blocked = True
+                group.parked = True
+                bucket.parked.append(group)
+                if len(bucket.parked) == 1:  # the first to wait arms the refill timer
+                    self._bucket_timers.set(bucket_key, now + max(short / bucket.rate, 1e-6))
+        if blocked:
+            group.head = None
+            group.waiting.push(rec.id, rec.priority, rec.due_at, rec.seq)
+        return not blocked
+
+    def _took(self, rec: TaskRecord, limit: Limit, now: float,
+              taking: Counter[tuple[str, str, str | None]], spending: Counter[str]) -> None:
+        """A claim leases ``rec``: its group's next task takes its place in line."""
+        group_key = (rec.pool, rec.task_name, limit.key)
+        group = self._groups[group_key]
+        group.head = None
+        taking[group_key] += 1
+        if limit.rate is not None:
+            spending[f"{rec.pool}\x00{rec.task_name}"] += 1
+        self._next_turn(group, rec.pool, taking[group_key], now)
+
+    def _next_turn(self, group: _Group, pool: str, leasing: int, now: float) -> None:
+        """Put ``group``'s best waiting task in line if its limits let it run now.
+
+        A keyed group goes to the back of its priority (fair turns between keys); a
+        keyless one keeps its own place (first in, first out, as if unlimited).
+        """
+        if group.head is not None or group.parked:
+            return
+        top = group.waiting.peek()
+        if top is None:
+            return
+        rec = self._tasks[top]
+        limit = rec.limit
+        if limit is None or (limit.concurrency is not None
+                             and group.running + leasing >= limit.concurrency):
+            return
+        group.waiting.discard(top)
+        group.head = top
+        if limit.key is None:
+            self._ready[pool].push(top, rec.priority, rec.due_at, rec.seq)
+        else:
+            self._turns += 1
+            self._ready[pool].push(top, rec.priority, max(rec.due_at, now), self._turns)
+        self._held_back.add(pool)  # parked claims of the pool should look again
+
+    def _ready_limited(self, rec: TaskRecord, index: ReadyIndex) -> None:
+        """A limited task becomes ready: in line if its group has no task there and may
+        run, in place of the one there if it goes first (a higher priority, or older: a
+        released or retried task keeps its place among its key's), else waiting."""
+        limit = rec.limit
+        assert limit is not None
+        group = self._group(rec, limit)
+        head = group.head
+        if head is None:
+            c = limit.concurrency
+            if not group.parked and (c is None or group.running < c):
+                index.push(rec.id, rec.priority, rec.due_at, rec.seq)
+                group.head = rec.id
+                return
+        elif (rec.priority, -rec.seq) > (self._tasks[head].priority, -self._tasks[head].seq):
+            old = self._tasks[head]
+            index.discard(head)
+            group.waiting.push(head, old.priority, old.due_at, old.seq)
+            index.push(rec.id, rec.priority, rec.due_at, rec.seq)
+            group.head = rec.id
+            return
+        group.waiting.push(rec.id, rec.priority, rec.due_at, rec.seq)
+
+    def _refill(self, now: float) -> int:
+        """Put back in line the groups whose rate bucket has a token again."""
+        due = self._bucket_timers.pop_due(now)
+        back = 0
+        for bucket_key in due:
+            bucket = self._buckets[bucket_key]
+            parked, bucket.parked = bucket.parked, []
+            pool = bucket_key.split("\x00", 1)[0]
+            for group in parked:
+                group.parked = False
+                if group.head is None and len(group.waiting):
+                    self._next_turn(group, pool, 0, now)
+                    back += 1
+        return back
+
+    def throttled(self) -> dict[str, int]:
+        """Ready tasks held out of line by a limit, per task name: waiting for a lease
+        of their key to end, for a rate token, or for their key's turn."""
+        out: Counter[str] = Counter()
+        for (_, name, _), group in self._groups.items():
+            if len(group.waiting):
+                out[name] += len(group.waiting)
+        return dict(out)
 
     def _emptying_for_suspect(self, pool: str, worker: str) -> bool:
         """Whether ``worker`` is the one emptied for a suspect of ``pool`` that is still
@@ -423,6 +620,8 @@ class QueueCore:
         batch = _Batch()
         out: list[TaskRecord | None] = []
         seen: set[str] = set()
+        if now > self._now:
+            self._now = now
         for o in outcomes:
             rec = self._current(o.task_id, o.token)
             if rec is None or o.task_id in seen:
@@ -594,6 +793,9 @@ class QueueCore:
         """Do what time demands: promote due tasks, expire leases, enforce timeouts,
         fire periodic schedules and purge old results. One journal write."""
         batch = _Batch()
+        if self._buckets:
+            self._now = max(self._now, now)
+            self._refill(now)
         timer_due = self._timers.pop_due(now)
         deadline_due = self._deadlines.pop_due(now)
         lease_due = self._leases.pop_due(now)
@@ -668,6 +870,7 @@ class QueueCore:
                 self._deadlines.next_time(),
                 self._schedule_timers.next_time(),
                 self._purges.next_time(),
+                self._bucket_timers.next_time(),
             )
             if t is not None
         ]
@@ -862,6 +1065,7 @@ class QueueCore:
     def stats(self) -> QueueStats:
         """Counts by state, ready tasks by pool and priority, and schedules."""
         ready_by_priority: dict[str, dict[int, int]] = {}
+        throttled = self.throttled()
         for (pool, prio), n in self._ready_counts.items():
             if n:
                 ready_by_priority.setdefault(pool, {})[prio] = n
@@ -873,6 +1077,8 @@ class QueueCore:
             max_size=self.config.max_size,
             closed=self._closed,
             paused=self._paused,
+            throttled=sum(throttled.values()),
+            throttled_by_task=throttled,
         )
 
     # ------------------------------------------------------------------ plumbing
@@ -902,6 +1108,8 @@ class QueueCore:
             old = self._tasks.pop(task_id, None)
             if old is not None:
                 self._leave(old)
+                if old.limit is not None and old.state is TaskState.LEASED:
+                    self._lease_ended(old)
 
     def _apply_schedule(self, sched: ScheduleRecord) -> None:
         self._schedules[sched.id] = sched
@@ -916,12 +1124,18 @@ class QueueCore:
             self._leave(old)
         self._tasks[new.id] = new
         self._state_counts[new.state] += 1
+        if old is not None and old.limit is not None and old.state is TaskState.LEASED and (
+                new.state is not TaskState.LEASED):
+            self._lease_ended(old)
         state = new.state
         if state is TaskState.READY:
             index = self._ready.get(new.pool)
             if index is None:
                 index = self._ready[new.pool] = ReadyIndex(self.config.aging_rate)
-            index.push(new.id, new.priority, new.due_at, new.seq)
+            if new.limit is None:
+                index.push(new.id, new.priority, new.due_at, new.seq)
+            else:
+                self._ready_limited(new, index)
             self._ready_counts[(new.pool, new.priority)] += 1
         elif state in WAITING:
             self._timers.set(new.id, new.due_at)
@@ -931,8 +1145,16 @@ class QueueCore:
                 self._deadlines.set(new.id, new.deadline)
             self._by_worker.setdefault(new.worker or "", set()).add(new.id)
             self._leased_counts[new.pool] += 1
+            if new.limit is not None:
+                self._group(new, new.limit).running += 1
         elif state is not TaskState.DEAD:
             self._purges.set(new.id, (new.finished_at or new.updated_at) + self.config.result_ttl)
+
+    def _lease_ended(self, old: TaskRecord) -> None:
+        """A lease of a limited task ended: its group may take a turn again."""
+        group = self._group(old, old.limit)  # type: ignore[arg-type]
+        if group.head is None:
+            self._next_turn(group, old.pool, 0, self._now)
 
     def _leave(self, old: TaskRecord) -> None:
         self._state_counts[old.state] -= 1
@@ -940,12 +1162,21 @@ class QueueCore:
         if state is TaskState.READY:
             self._ready[old.pool].discard(old.id)
             self._ready_counts[(old.pool, old.priority)] -= 1
+            if old.limit is not None:
+                group = self._group(old, old.limit)
+                if group.head == old.id:  # left the line otherwise than by a claim
+                    group.head = None
+                    self._next_turn(group, old.pool, 0, self._now)
+                else:
+                    group.waiting.discard(old.id)
         elif state in WAITING:
             self._timers.discard(old.id)
         elif state is TaskState.LEASED:
             self._leases.discard(old.id)
             self._deadlines.discard(old.id)
             self._leased_counts[old.pool] -= 1
+            if old.limit is not None:
+                self._group(old, old.limit).running -= 1
             held = self._by_worker.get(old.worker or "")
             if held is not None:
                 held.discard(old.id)

@@ -71,6 +71,32 @@ class ErrorInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Limit:
+    """The flow limits a task carries (from its class), enforced when the queue leases.
+
+    Attributes:
+        rate: most leases a second of this task type in its pool (a token bucket that
+            holds a tenth of a second's worth, at least one); ``None`` = no rate limit.
+        concurrency: most leased (running) tasks of this type and ``key`` in its pool.
+        key: the value of the task's ``concurrency_key`` payload field (``None``: one
+            limit for the whole task type).
+    """
+
+    rate: float | None = None
+    concurrency: int | None = None
+    key: str | None = None
+
+    def to_json(self) -> list[Any]:
+        """A JSON-ready form for storage and the wire."""
+        return [self.rate, self.concurrency, self.key]
+
+    @classmethod
+    def from_json(cls, data: list[Any] | None) -> Limit | None:
+        """Rebuild one written by :meth:`to_json` (``None`` stays ``None``)."""
+        return None if data is None else cls(*data)
+
+
+@dataclass(frozen=True, slots=True)
 class NewTask:
     """A validated request to add one task (what the client hands the core).
 
@@ -90,6 +116,8 @@ class NewTask:
     delay: float | None = None
     #: string metadata carried to every attempt (trace context, correlation ids)
     headers: dict[str, str] | None = None
+    #: rate and concurrency limits of the task type (``None``: unlimited)
+    limit: Limit | None = None
 
 
 @dataclass_transform(frozen_default=True, field_specifiers=(field,))
@@ -130,6 +158,8 @@ class TaskRecord:
         reason: why the task is dead (``max_attempts``, ``non_retryable``, ``worker_lost``,
             ``timeout``, ``unknown_task``).
         headers: string metadata given at enqueue (trace context, correlation ids).
+        limit: rate and concurrency limits (``None``: unlimited; records journaled
+            before limits existed load as unlimited).
     """
 
     id: str
@@ -157,14 +187,15 @@ class TaskRecord:
     reason: str | None = None
     schedule_id: str | None = None
     headers: dict[str, str] | None = None
+    limit: Limit | None = None
 
     def evolve(self, **changes: Any) -> TaskRecord:
         """A copy with ``changes`` (as ``dataclasses.replace``, about eight times faster)."""
         raise NotImplementedError  # replaced below by a generated copier
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict for storage."""
-        return {
+        """A JSON-ready dict for storage (``limit`` only where there is one)."""
+        data = {
             "id": self.id,
             "task_name": self.task_name,
             "payload": self.payload,
@@ -193,6 +224,9 @@ class TaskRecord:
             "schedule_id": self.schedule_id,
             "headers": self.headers,
         }
+        if self.limit is not None:
+            data["limit"] = self.limit.to_json()
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TaskRecord:
@@ -202,6 +236,8 @@ class TaskRecord:
         values["retry"] = RetryPolicy.from_json(values["retry"])
         err = values.get("error")
         values["error"] = None if err is None else ErrorInfo(*err)
+        if "limit" in values:
+            values["limit"] = Limit.from_json(values["limit"])
         return cls(**values)
 
 

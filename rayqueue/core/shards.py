@@ -101,7 +101,9 @@ def merge_stats(parts: Sequence[QueueStats]) -> QueueStats:
         max_size=None if None in caps else sum(c for c in caps if c is not None),
         closed=any(p.closed for p in parts), paused=any(p.paused for p in parts),
         journal_failing=any(p.journal_failing for p in parts),
-        storage_full=any(p.storage_full for p in parts))
+        storage_full=any(p.storage_full for p in parts),
+        throttled=sum(p.throttled for p in parts),
+        throttled_by_task=sum_counts(p.throttled_by_task for p in parts))
 
 
 def by_head(heads: Sequence[tuple[float, float] | None], turn: int = 0) -> list[int]:

@@ -24,3 +24,8 @@ class QueueStats(BaseModel):
     journal_failing: bool = False
     #: ... because its disk (or size cap) is full
     storage_full: bool = False
+    #: ready tasks held back by a rate or concurrency limit (or waiting for their
+    #: key's turn); they are counted as ready in ``by_state`` too
+    throttled: int = 0
+    #: ... per task name
+    throttled_by_task: dict[str, int] = Field(default_factory=dict)

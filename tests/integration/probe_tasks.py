@@ -132,3 +132,27 @@ class BadRetry(Task[float]):
         if self.mode == "retry":
             raise Retry(delay="soon")  # type: ignore[arg-type]
         return float("nan")
+
+
+class TwoAtOnce(Task[list[float]]):
+    """At most two run at once (the queue's limit); returns its (start, end) times."""
+
+    concurrency_limit: ClassVar[int | None] = 2
+
+    i: int
+
+    def execute(self) -> list[float]:
+        start = time.time()
+        time.sleep(0.02)  # work that overlaps with other tasks if the limit lets it
+        return [start, time.time()]
+
+
+class Paced(Task[float]):
+    """Leased at most 20 times a second (the queue's limit); returns its start time."""
+
+    rate_limit: ClassVar[str | None] = "20/s"
+
+    i: int
+
+    def execute(self) -> float:
+        return time.time()

@@ -52,7 +52,7 @@ class StubQueue:
         self._call()
         return SimpleNamespace(paused=self.paused, closed=False, size=0, by_state={},
                                ready_by_priority={}, journal_failing=self.storage_full,
-                               storage_full=self.storage_full)
+                               storage_full=self.storage_full, throttled=0)
 
     def metrics(self) -> Any:
         self._call()
