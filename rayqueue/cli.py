@@ -179,7 +179,21 @@ def cmd_retry(args: argparse.Namespace) -> None:
 def cmd_cancel(args: argparse.Namespace) -> None:
     q = _connect(args)
     for task_id in args.ids:
-        console.print(f"{task_id}: {q.cancel(task_id)}")
+        console.print(f"{task_id}: {q.cancel(task_id, force=args.force)}")
+
+
+def cmd_get(args: argparse.Namespace) -> None:
+    q = _connect(args)
+    rows = []
+    for task_id in args.ids:
+        i = q.get(task_id)
+        progress = None if i.progress is None else f"{i.progress:.0%}" + (
+            f" {i.progress_message}" if i.progress_message else "")
+        error = f"{i.error_type}: {(i.error_message or '')[:80]}" if i.error_type else None
+        rows.append((i.id, i.task_name, i.state, i.attempts, i.worker, progress,
+                     i.reason, error))
+    _table("tasks", ["id", "task", "state", "attempts", "worker", "progress", "reason",
+                     "error"], rows)
 
 
 def cmd_pause(args: argparse.Namespace) -> None:
@@ -425,8 +439,12 @@ def parser() -> argparse.ArgumentParser:
     d = add("dead", cmd_dead, "list dead letters with their errors")
     d.add_argument("--limit", type=LIMIT, default=50)
     add("retry", cmd_retry, "put dead tasks back in the queue").add_argument("ids", nargs="+")
-    add("cancel", cmd_cancel, "cancel tasks that have not started").add_argument("ids",
-                                                                                nargs="+")
+    c = add("cancel", cmd_cancel, "cancel tasks, waiting or running")
+    c.add_argument("ids", nargs="+")
+    c.add_argument("--force", action="store_true",
+                   help="kill the worker of a running task (as for a timeout)")
+    add("get", cmd_get, "show tasks: state, attempts, worker, progress, error").add_argument(
+        "ids", nargs="+")
     add("pause", cmd_pause, "stop handing tasks to workers")
     add("resume", cmd_resume, "hand tasks to workers again")
     pools = add("pools", cmd_pools, "show pools; --resize POOL MIN MAX changes bounds")

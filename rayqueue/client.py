@@ -919,11 +919,27 @@ class TaskQueue(Generic[T]):
         """Unfinished tasks."""
         return self.stats().size
 
-    def cancel(self, task_id: str) -> str:
-        """Cancel a task that has not started, or stop a schedule."""
+    def cancel(self, task_id: str, force: bool = False) -> str:
+        """Cancel a task, or stop a schedule; returns the new state (``cancelled``, or
+        ``removed`` for a schedule).
+
+        A task that has not started never runs. A running one ends ``cancelled`` at once
+        (never retried; its worker's outcome is dropped) and its worker learns of it
+        within about a quarter of a second: an async task is cancelled on the worker's
+        event loop, a sync task sees ``rayqueue.task.current().cancelled`` and should
+        return. With ``force=True`` the worker running it is killed and replaced, as for
+        a timeout (its other tasks count a lost attempt): for a sync task that does not
+        look at the flag.
+
+        Raises:
+            TaskNotFoundError: no such task or schedule.
+            InvalidStateError: the task already succeeded or is dead.
+        """
         check_str("task_id", task_id)
+        if not isinstance(force, bool):
+            raise InvalidArgumentTypeError("force", f"a bool, got {type(force).__name__}")
         self._settle()
-        state: str = _get(self._shard_for(task_id).cancel.remote(task_id))
+        state: str = _get(self._shard_for(task_id).cancel.remote(task_id, force))
         return state
 
     def schedules(self) -> list[ScheduleInfo]:

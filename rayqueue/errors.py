@@ -10,6 +10,7 @@
     │   ├── InvalidResultError       a result or retry delay that cannot be stored faithfully
     │   ├── PayloadTooLargeError     a payload over the configured byte limit
     │   └── TaskFailedError          the task ran and failed for good (carries remote type/text)
+    │       └── TaskCancelledError   ... it was cancelled (``queue.cancel``), before or while it ran
     ├── QueueError                   problems with a queue operation
     │   ├── InvalidPriorityError     not an int in [PRIORITY_MIN, PRIORITY_MAX]
     │   ├── InvalidScheduleError     bad delay, invalid cron or time zone
@@ -149,6 +150,11 @@ class TaskFailedError(TaskError):
         super().__init__(
             f"task {task_id!r} ended {state}: {error_type or 'error'}: {error_message or ''}"
         )
+
+
+class TaskCancelledError(TaskFailedError):
+    """The task was cancelled (``queue.cancel(id)`` / ``handle.cancel()``), before it
+    started or while it ran; ``state`` is ``cancelled``."""
 
 
 class QueueError(RayQueueError):

@@ -18,6 +18,7 @@ from rayqueue.core.lease import Lease, Outcome
 from rayqueue.errors import (
     InvalidArgumentTypeError,
     ResultTimeoutError,
+    TaskCancelledError,
     TaskFailedError,
     TaskNotFoundError,
 )
@@ -77,16 +78,17 @@ class TaskHandle(Generic[R]):
         """The task's state now (``ready``, ``leased``, ``succeeded``, ...)."""
         return self.info().state
 
-    def cancel(self) -> str:
-        """Cancel the task if it has not started."""
-        return self._queue.cancel(self.id)
+    def cancel(self, force: bool = False) -> str:
+        """Cancel the task, also while it runs (see :meth:`TaskQueue.cancel`)."""
+        return self._queue.cancel(self.id, force=force)
 
     def result(self, timeout: float | None = None) -> R:
         """Wait for the result.
 
         Raises:
             ResultTimeoutError: not finished within ``timeout`` seconds.
-            TaskFailedError: the task ended dead or cancelled (carries the remote error).
+            TaskFailedError: the task ended dead or cancelled (carries the remote error);
+                :class:`TaskCancelledError` (a subclass) when it was cancelled.
         """
         check_timeout("timeout", timeout, allow_none=True)
         self.sent(timeout)
@@ -117,6 +119,9 @@ class TaskHandle(Generic[R]):
             raise TaskNotFoundError(self.id)
         if not info.terminal:
             raise ResultTimeoutError(self.id, timeout or 0.0)
+        if info.state == "cancelled":
+            raise TaskCancelledError(self.id, info.state, info.error_type or info.reason,
+                                     info.error_message)
         if info.state != "succeeded":
             raise TaskFailedError(self.id, info.state, info.error_type or info.reason,
                                   info.error_message)

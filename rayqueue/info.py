@@ -32,6 +32,10 @@ class TaskInfo(BaseModel):
     schedule_id: str | None = None
     #: string metadata given at enqueue (trace context, correlation ids)
     headers: dict[str, str] = {}
+    #: the last ``current().progress(fraction, message)`` of the running (or last)
+    #: attempt, as the queue holds it in memory (``get``/``handle.info()`` only)
+    progress: float | None = None
+    progress_message: str | None = None
 
     @property
     def terminal(self) -> bool:

@@ -95,12 +95,13 @@ class AttemptResult:
     """How an attempt ended on the worker.
 
     ``outcome`` is ``succeeded``, ``failed`` (the task raised, or its result did not fit
-    its type) or ``rejected`` (the payload no longer validates: never run). Whether a
+    its type), ``rejected`` (the payload no longer validates: never run) or
+    ``cancelled`` (``queue.cancel(id)`` while it ran: its outcome is dropped). Whether a
     failure is retried is the queue's decision, seen in ``on_retry``/``on_dead``;
     ``retryable`` is what the worker reports.
     """
 
-    outcome: Literal["succeeded", "failed", "rejected"]
+    outcome: Literal["succeeded", "failed", "rejected", "cancelled"]
     error_type: str | None = None
     error_message: str | None = None
     retryable: bool = False

@@ -34,8 +34,9 @@ from pydantic_core import PydanticSerializationError
 from rayqueue.core.checks import check_limit, check_new_task
 from rayqueue.core.priority import Priority, validate_priority
 from rayqueue.core.record import Limit, NewTask
-from rayqueue.core.retry import RetryPolicy
+from rayqueue.core.retry import RetryPolicy, finite
 from rayqueue.errors import (
+    InvalidArgumentError,
     InvalidLimitError,
     InvalidNameError,
     InvalidPayloadError,
@@ -131,6 +132,23 @@ class Task(BaseModel, Generic[R]):
         return encode_payload(self)
 
 
+#: Longest progress message kept (longer ones are cut).
+MAX_PROGRESS_MESSAGE = 200
+
+
+class TaskSignals:
+    """What a running attempt and its worker tell each other: the worker sets
+    ``cancelled``; the task sets ``progress`` (the latest only; the worker sends it on)."""
+
+    __slots__ = ("cancelled", "progress", "sent")
+
+    def __init__(self) -> None:
+        self.cancelled = False
+        #: the latest (fraction, message) the task reported, and whether it went out
+        self.progress: tuple[float, str | None] | None = None
+        self.sent = True
+
+
 @dataclass(frozen=True, slots=True)
 class TaskContext:
     """Which execution is running: available inside ``execute()`` via :func:`current`."""
@@ -140,6 +158,36 @@ class TaskContext:
     worker: str
     #: the task's headers (given at enqueue, or added by middleware)
     headers: Mapping[str, str] = field(default_factory=dict)
+    #: shared with the worker (see :attr:`cancelled` and :meth:`progress`)
+    signals: TaskSignals = field(default_factory=TaskSignals, repr=False, compare=False)
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether someone cancelled this task while it runs (``queue.cancel(id)``).
+
+        A sync task checks it now and then and returns (or raises) when it is set: its
+        outcome is dropped, the task is already ``cancelled``. An async task is cancelled
+        on the worker's event loop (``asyncio.CancelledError`` at its next ``await``).
+        """
+        return self.signals.cancelled
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        """Say how far the task is: ``fraction`` from 0 to 1, and an optional message
+        (cut to 200 characters). Cheap: the worker sends the latest to the queue a few
+        times a second at most; ``handle.info().progress`` reads it. Not journaled.
+
+        Raises:
+            InvalidArgumentError: ``fraction`` is not a number from 0 to 1, or
+                ``message`` is not a str.
+        """
+        value = finite(fraction)
+        if value is None or not 0.0 <= value <= 1.0:
+            raise InvalidArgumentError("fraction", f"a number from 0 to 1, got {fraction!r:.80}")
+        if not isinstance(message, str):
+            raise InvalidArgumentError("message", f"a str, got {type(message).__name__}")
+        text = message[:MAX_PROGRESS_MESSAGE].encode("utf-8", "backslashreplace").decode()
+        self.signals.progress = (value, text or None)
+        self.signals.sent = False
 
 
 _CURRENT: ContextVar[TaskContext | None] = ContextVar("rayqueue_current_task", default=None)

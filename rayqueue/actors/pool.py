@@ -246,7 +246,8 @@ class PoolManagerActor:
         for pool in self._pools.values():
             worker = pool.workers.get(worker_id)
             if worker is not None:
-                self._log.warning("killing {}: task {} overran its timeout", worker_id, task_id,
+                self._log.warning("killing {}: task {} overran its timeout or was cancelled "
+                                  "with force", worker_id, task_id,
                                   action="worker_killed_timeout", worker=worker_id,
                                   task_id=task_id)
                 ray.kill(worker.handle, no_restart=True)

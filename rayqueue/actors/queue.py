@@ -518,13 +518,33 @@ class QueueActor:
         await self._durable()
         return sched
 
-    async def cancel(self, task_id: str) -> str:
-        """Cancel a queued task or stop a schedule; returns the new state."""
+    async def cancel(self, task_id: str, force: bool = False) -> str:
+        """Cancel a task (waiting or running) or stop a schedule; returns the new state.
+
+        A running task's worker learns of it at its next signal call (see
+        ``rayqueue.actors.worker.SIGNAL_S``); with ``force`` the pool manager kills that
+        worker as for a timeout (its other tasks count a lost attempt)."""
         with self._lock:
+            before = self._core.find(task_id)
+            running = before is not None and before.state is TaskState.LEASED
             out = self._core.cancel(task_id, self._clock.now())
         await self._durable()
+        if running and before is not None:
+            self._log.info("running task cancelled{}", " (force: its worker is killed)"
+                           if force else "", action="task_cancelled_running",
+                           task_id=task_id, worker=before.worker)
+            if force:
+                self._timed_out.append((task_id, before.worker or ""))
         self._resolve_results([task_id])
         return out.state.value if isinstance(out, TaskRecord) else "removed"
+
+    async def signals(self, items: Sequence[tuple[str, int, float | None, str | None]]
+                      ) -> list[str]:
+        """A worker's running leases (task id, token, progress fraction or None, message):
+        notes their progress (in memory) and answers those cancelled while running."""
+        with self._lock:
+            self._core.set_progress((i, t, f, m) for i, t, f, m in items if f is not None)
+            return self._core.cancelled_leases((i, t) for i, t, _, _ in items)
 
     async def retry_dead(self, task_id: str) -> TaskInfo:
         """Put a dead task back to ready."""
@@ -867,9 +887,13 @@ class QueueActor:
 
     @_control
     async def get(self, task_id: str) -> TaskInfo | None:
-        """One task's record (as committed), or None."""
+        """One task's record (as committed), or None; with its last progress."""
         with self._lock:
-            return _info(self._committed(task_id))
+            info = _info(self._committed(task_id))
+            progress = self._core.progress(task_id) if info is not None else None
+        if info is not None and progress is not None:
+            info.progress, info.progress_message = progress
+        return info
 
     @_control
     async def dead_letters(self, limit: int = 100) -> list[TaskInfo]:

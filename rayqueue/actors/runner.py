@@ -40,6 +40,7 @@ from rayqueue.middleware import Attempt, AttemptResult, Middleware, worker_hooks
 from rayqueue.task import (
     Task,
     TaskContext,
+    TaskSignals,
     decode_payload,
     encode_result,
     reset_current,
@@ -79,8 +80,10 @@ def attempt_context(lease: Lease, worker: str) -> Iterator[None]:
     """While an attempt runs: ``rayqueue.task.current()``, which also puts the task's
     ids on every log record (the patcher that :func:`rayqueue.logging.configure` installs;
     cheaper per task than ``logger.contextualize``)."""
+    signals = SIGNALS.get(lease.task_id)
     token = set_current(TaskContext(lease.task_id, lease.attempt, worker,
-                                    lease.headers or _NO_HEADERS))
+                                    lease.headers or _NO_HEADERS,
+                                    TaskSignals() if signals is None else signals))
     try:
         yield
     finally:
@@ -88,6 +91,16 @@ def attempt_context(lease: Lease, worker: str) -> Iterator[None]:
 
 
 _NO_HEADERS: dict[str, str] = {}
+
+#: The signals of the attempts this worker process holds, by task id: the worker
+#: registers one as it takes a lease (so a cancel that arrives before the attempt starts
+#: is seen) and drops it when the attempt is done; the attempt's TaskContext shares it.
+SIGNALS: dict[str, TaskSignals] = {}
+
+
+def _cancelled(lease: Lease) -> bool:
+    signals = SIGNALS.get(lease.task_id)
+    return signals is not None and signals.cancelled
 
 
 class AttemptRun:
@@ -140,6 +153,14 @@ class AttemptRun:
         self._end(outcome, "failed", exc)
         return outcome
 
+    def cancelled(self, exc: BaseException | None = None) -> Outcome:
+        """The task was cancelled while it ran (or before it started): the queue ended
+        it already, so this outcome is only for the worker's books (its report is
+        fenced)."""
+        outcome = cancelled_outcome(self.lease)
+        self._end(outcome, "cancelled", exc)
+        return outcome
+
     def _end(self, outcome: Outcome, kind: Any, exc: BaseException | None) -> None:
         self.outcome = outcome
         if self._hooks is None or self._attempt is None:
@@ -148,6 +169,13 @@ class AttemptRun:
         self._hooks.call("after_attempt", self._attempt, AttemptResult(
             kind, None if f is None else f.error.type, None if f is None else f.error.message,
             False if f is None else f.retryable, exc))
+
+
+def cancelled_outcome(lease: Lease) -> Outcome:
+    """The outcome of an attempt cancelled through the queue (reported, and fenced)."""
+    return Outcome(lease.task_id, lease.token, failure=Failure(
+        ErrorInfo("TaskCancelledError", "cancelled while running"), retryable=False,
+        reason="cancelled"))
 
 
 def failed(lease: Lease, cls: type[Task[Any]], exc: BaseException, worker: str) -> Outcome:
@@ -164,21 +192,26 @@ def run_sync(lease: Lease, cls: type[Task[Any]], worker: str,
         if task is None:
             assert run.outcome is not None
             return run.outcome
+        if _cancelled(lease):  # cancelled while it waited for a thread
+            return run.cancelled()
         try:
             value = task.execute()
             if inspect.isawaitable(value):  # a sync execute that returned an awaitable
                 value = asyncio.run_coroutine_threadsafe(_awaited(value), loop).result()
         except BaseException as exc:  # task code may raise anything
-            return run.raised(exc)
-        return run.returned(value)
+            return run.cancelled(exc) if _cancelled(lease) else run.raised(exc)
+        return run.cancelled() if _cancelled(lease) else run.returned(value)
 
 
 async def run_async(lease: Lease, cls: type[Task[Any]], worker: str) -> Outcome:
     """Run one attempt of an async task on the calling event loop.
 
+    A task cancelled through the queue (its signals say so) ends with the outcome of
+    :meth:`AttemptRun.cancelled`.
+
     Raises:
-        asyncio.CancelledError: the attempt was cancelled (released at a drain
-            deadline): it has no outcome.
+        asyncio.CancelledError: the attempt was cancelled otherwise (released at a
+            drain deadline): it has no outcome.
     """
     run = AttemptRun(lease, cls, worker)
     with attempt_context(lease, worker):
@@ -186,13 +219,17 @@ async def run_async(lease: Lease, cls: type[Task[Any]], worker: str) -> Outcome:
         if task is None:
             assert run.outcome is not None
             return run.outcome
+        if _cancelled(lease):
+            return run.cancelled()
         try:
             value = await task.execute()
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
+            if _cancelled(lease):
+                return run.cancelled(exc)
             raise
         except BaseException as exc:  # task code may raise anything
-            return run.raised(exc)
-        return run.returned(value)
+            return run.cancelled(exc) if _cancelled(lease) else run.raised(exc)
+        return run.cancelled() if _cancelled(lease) else run.returned(value)
 
 
 async def _awaited(value: Any) -> Any:
@@ -213,7 +250,11 @@ class LifecycleMiddleware(Middleware):
                            attempt=attempt.attempt)
 
     def after_attempt(self, attempt: Attempt, result: AttemptResult) -> None:
-        if result.outcome != "succeeded":
+        if result.outcome == "cancelled":
+            self._records.emit("task cancelled", "task_cancelled", worker=attempt.worker,
+                               task_id=attempt.task_id, task=attempt.task_name,
+                               attempt=attempt.attempt)
+        elif result.outcome != "succeeded":
             self._records.emit(f"task failed: {result.error_type}: {result.error_message}",
                                "task_failed", worker=attempt.worker, task_id=attempt.task_id,
                                task=attempt.task_name, attempt=attempt.attempt)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import os
 import time
@@ -25,8 +26,10 @@ from loguru import logger
 
 from rayqueue.actors.profiling import LoopProfiler
 from rayqueue.actors.runner import (
+    SIGNALS,
     LifecycleMiddleware,
     SyncRunner,
+    cancelled_outcome,
     failed,
     is_async,
     run_async,
@@ -41,7 +44,7 @@ from rayqueue.errors import UnknownTaskError
 from rayqueue.logging import configure, lifecycle
 from rayqueue.middleware import Hooks, Middleware, WorkerStart, install_worker_hooks
 from rayqueue.protocol import ClaimRequest, pack_outcomes, unpack_leases
-from rayqueue.task import Task
+from rayqueue.task import Task, TaskSignals
 
 #: Seconds a claim waits for work before the run loop looks around again.
 CLAIM_WAIT_S = 1.0
@@ -68,6 +71,9 @@ OUTBOX_POLL_S = 0.01
 #: A worker of a sharded queue looks at every shard at least this often, so urgent work
 #: arriving in any shard is seen within it (the bound on priority across shards).
 SHARD_REFRESH_S = 0.05
+#: While it runs tasks, a worker asks the queue this often which of them were cancelled,
+#: and sends their latest progress with the question (one small call per shard).
+SIGNAL_S = 0.25
 
 
 class WorkerActor:
@@ -137,6 +143,10 @@ class WorkerActor:
         self._confirming: asyncio.Task[None] | None = None
         #: asyncio tasks of attempts run on the event loop (async tasks, first of a class)
         self._jobs: set[asyncio.Task[None]] = set()
+        #: the asyncio task running each such attempt, by task id (to cancel it)
+        self._job_of: dict[str, asyncio.Task[None]] = {}
+        #: of those, the ones running a sync attempt on an executor thread
+        self._in_thread: set[str] = set()
         self._profiler = LoopProfiler()
         self._log = logger.bind(worker=worker_id, pool=pool)
         self._log.info("worker started", action="worker_started", node=self._node[:12],
@@ -182,6 +192,7 @@ class WorkerActor:
         reporter = asyncio.create_task(self._report_loop())
         beater = asyncio.create_task(self._heartbeat_loop())
         poller = asyncio.create_task(self._poll_loop())
+        signaller = asyncio.create_task(self._signal_loop())
         me = WorkerStart(self._id, self._pool, self._queue_name, os.getpid())
         self._hooks.call("worker_started", me)
         try:
@@ -250,6 +261,7 @@ class WorkerActor:
             reporter.cancel()
             beater.cancel()
             poller.cancel()
+            signaller.cancel()
             self._runner.stop()
         self._hooks.call("worker_stopping", me)
         self._log.info("worker drained after {} task(s)", self._done, action="worker_drained")
@@ -330,6 +342,7 @@ class WorkerActor:
     def _start(self, lease: Lease) -> None:
         """Hand one leased task to the sync runner, or to the event loop."""
         self._running[lease.task_id] = lease
+        SIGNALS[lease.task_id] = TaskSignals()
         if lease.suspect:
             # Its last worker died under it: run it alone (claims nothing more).
             self._isolating = True
@@ -341,7 +354,13 @@ class WorkerActor:
         # An async task, a class not resolved yet, or a suspect: one asyncio task each.
         job = asyncio.create_task(self._execute(lease))
         self._jobs.add(job)
+        self._job_of[lease.task_id] = job
         job.add_done_callback(self._jobs.discard)
+        job.add_done_callback(functools.partial(self._job_done, lease.task_id))
+
+    def _job_done(self, task_id: str, job: asyncio.Task[None]) -> None:
+        if self._job_of.get(task_id) is job:
+            del self._job_of[task_id]
 
     async def _finish(self) -> None:
         """Give back what has not started; wait for the rest; past the drain deadline,
@@ -394,6 +413,16 @@ class WorkerActor:
             for s, part in parts.items()), return_exceptions=True))
 
     async def _execute(self, lease: Lease) -> None:
+        try:
+            await self._execute_in_slot(lease)
+        except asyncio.CancelledError:
+            signals = SIGNALS.get(lease.task_id)
+            if signals is None or not signals.cancelled:
+                raise  # released at a drain deadline: no outcome
+            # Cancelled through the queue before it started: an outcome for the books.
+            self._deliver(lease, cancelled_outcome(lease))
+
+    async def _execute_in_slot(self, lease: Lease) -> None:
         assert self._slots is not None
         async with self._slots:
             if self._draining:
@@ -429,8 +458,12 @@ class WorkerActor:
             outcome = await run_async(lease, cls, self._id)
         else:
             loop = asyncio.get_running_loop()
-            outcome = await loop.run_in_executor(
-                self._executor, copy_context().run, run_sync, lease, cls, self._id, loop)
+            self._in_thread.add(lease.task_id)  # a cancel sets its flag, not cancels it
+            try:
+                outcome = await loop.run_in_executor(
+                    self._executor, copy_context().run, run_sync, lease, cls, self._id, loop)
+            finally:
+                self._in_thread.discard(lease.task_id)
         self._deliver(lease, outcome)
 
     def _confirm(self, task_id: str) -> None:
@@ -466,6 +499,7 @@ class WorkerActor:
                 # this attempt's outcome would be fenced; the current lease stays held.
                 continue
             del self._running[lease.task_id]
+            SIGNALS.pop(lease.task_id, None)
             self._unacked[lease.task_id] = lease.token
             self._done += 1
             self._outcomes.append(outcome)
@@ -569,6 +603,41 @@ class WorkerActor:
             # Idle, a finished task wakes the loop itself (nothing left to start).
             await asyncio.sleep(OUTBOX_POLL_S if self._running else 0.25)
             self._runner.collect()
+
+    async def _signal_loop(self) -> None:
+        """While tasks run: send their latest progress, and learn which were cancelled
+        (at most SIGNAL_S plus a round trip after the cancel: async attempts are
+        cancelled on this loop at once, sync ones see ``current().cancelled``)."""
+        while True:
+            await asyncio.sleep(SIGNAL_S)
+            if not self._running:
+                continue
+            items: list[tuple[str, int, float | None, str | None]] = []
+            for task_id, lease in self._running.items():
+                signals = SIGNALS.get(task_id)
+                if signals is not None and not signals.sent and signals.progress is not None:
+                    signals.sent = True
+                    items.append((task_id, lease.token, *signals.progress))
+                else:
+                    items.append((task_id, lease.token, None, None))
+            for answer in await self._to_shards("signals", items, [i[0] for i in items]):
+                if isinstance(answer, BaseException):
+                    continue  # asked again in SIGNAL_S (a lost progress update is no harm)
+                for task_id in answer:
+                    self._cancel_local(task_id)
+
+    def _cancel_local(self, task_id: str) -> None:
+        """The queue cancelled this running task: stop it here (its outcome is fenced)."""
+        signals = SIGNALS.get(task_id)
+        if signals is None or signals.cancelled:
+            return
+        signals.cancelled = True
+        lease = self._running.get(task_id)
+        self._log.info("task cancelled while running", action="task_cancel_seen",
+                       task_id=task_id, attempt=lease.attempt if lease else None)
+        job = self._job_of.get(task_id)
+        if job is not None and task_id not in self._in_thread:
+            job.cancel()  # an async attempt (or one waiting for a slot): at its next await
 
     async def _heartbeat_loop(self) -> None:
         while True:

@@ -194,6 +194,9 @@ class QueueCore:
         self._turns = _TURN_BASE
         #: the latest ``now`` seen (where a key's next turn stands in line)
         self._now = 0.0
+        #: last progress of running attempts, in memory only: task id -> (lease token,
+        #: fraction, message); an entry of an older lease is ignored
+        self._progress: dict[str, tuple[int, float, str | None]] = {}
         self._seq = 0
         self._closed = False
         self._paused = False
@@ -999,11 +1002,17 @@ class QueueCore:
         return None if task_id is None else self._tasks[task_id]
 
     def cancel(self, task_id: str, now: float) -> TaskRecord | ScheduleRecord:
-        """Cancel a task that has not started, or stop a periodic schedule.
+        """Cancel a task (waiting or running), or stop a periodic schedule.
+
+        A running (leased) task ends ``cancelled`` at once, in the journal: its lease is
+        gone, so the worker's outcome, whenever it comes, is fenced, and it is never
+        retried. The record keeps the lease's ``worker`` and ``lease_token`` (reason
+        ``cancelled_running``), so the worker that holds it learns of the cancel from
+        :meth:`cancelled_leases`, also after a restart of the queue.
 
         Raises:
             TaskNotFoundError: no such task or schedule.
-            InvalidStateError: the task is running or already finished.
+            InvalidStateError: the task already finished (succeeded or dead).
         """
         rec = self._tasks.get(task_id)
         if rec is None:
@@ -1012,11 +1021,46 @@ class QueueCore:
             raise TaskNotFoundError(task_id)
         if rec.state is TaskState.CANCELLED:
             return rec
+        if rec.state is TaskState.LEASED:
+            new = rec.evolve(state=TaskState.CANCELLED, finished_at=now, updated_at=now,
+                             lease_expires_at=None, deadline=None, reason="cancelled_running")
+            self._commit(_Batch(tasks=[new]))
+            return new
         if rec.state not in (TaskState.READY, TaskState.SCHEDULED, TaskState.FAILED):
             raise InvalidStateError(task_id, rec.state.value, "cancel")
         new = rec.evolve(state=TaskState.CANCELLED, finished_at=now, updated_at=now)
         self._commit(_Batch(tasks=[new]))
         return new
+
+    def cancelled_leases(self, refs: Iterable[tuple[str, int]]) -> list[str]:
+        """Of the leases ``refs`` (task id, token) a worker runs, those whose task was
+        cancelled while it ran that lease: the worker stops them."""
+        out = []
+        for task_id, token in refs:
+            rec = self._tasks.get(task_id)
+            if rec is not None and rec.state is TaskState.CANCELLED and (
+                    rec.lease_token == token and rec.reason == "cancelled_running"):
+                out.append(task_id)
+        return out
+
+    def set_progress(self, updates: Iterable[tuple[str, int, float, str | None]]) -> int:
+        """Note the progress of running attempts (task id, token, fraction, message):
+        kept in memory only, shown while the task is held and after it ends; a stale
+        lease's update is dropped. Returns how many were taken."""
+        taken = 0
+        for task_id, token, fraction, message in updates:
+            if self._current(task_id, token) is not None:
+                self._progress[task_id] = (token, fraction, message)
+                taken += 1
+        return taken
+
+    def progress(self, task_id: str) -> tuple[float, str | None] | None:
+        """The last progress reported by the task's current (or last) attempt."""
+        got = self._progress.get(task_id)
+        rec = self._tasks.get(task_id)
+        if got is None or rec is None or rec.lease_token != got[0]:
+            return None
+        return got[1], got[2]
 
     def retry_dead(self, task_id: str, now: float) -> TaskRecord:
         """Put a dead task back as ready, with fresh attempt counts."""
@@ -1105,6 +1149,7 @@ class QueueCore:
         for sched in batch.schedules:
             self._apply_schedule(sched)
         for task_id in batch.delete_tasks:
+            self._progress.pop(task_id, None)
             old = self._tasks.pop(task_id, None)
             if old is not None:
                 self._leave(old)

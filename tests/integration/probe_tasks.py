@@ -156,3 +156,61 @@ class Paced(Task[float]):
 
     def execute(self) -> float:
         return time.time()
+
+
+def _note(path: str, line: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, f"{line}\n".encode())
+    finally:
+        os.close(fd)
+
+
+class AsyncWaits(Task[str]):
+    """Notes ``start <pid>`` in ``path``, reports progress 0.5, then waits (to be
+    cancelled: notes ``cancelled``)."""
+
+    path: str
+
+    async def execute(self) -> str:
+        import asyncio
+
+        _note(self.path, f"start {os.getpid()}")
+        ctx = current()
+        assert ctx is not None
+        ctx.progress(0.5, "halfway")
+        try:
+            await asyncio.sleep(120)
+        except asyncio.CancelledError:
+            _note(self.path, "cancelled")
+            raise
+        return "done"
+
+
+class CoopWaits(Task[str]):
+    """Notes ``start <pid>``, reports progress 0.5, then loops until
+    ``current().cancelled`` (notes ``saw-cancel``)."""
+
+    path: str
+
+    def execute(self) -> str:
+        _note(self.path, f"start {os.getpid()}")
+        ctx = current()
+        assert ctx is not None
+        ctx.progress(0.5, "halfway")
+        end = time.monotonic() + 120
+        while not ctx.cancelled and time.monotonic() < end:
+            time.sleep(0.02)
+        _note(self.path, "saw-cancel" if ctx.cancelled else "gave-up")
+        return "stopped"
+
+
+class HungWaits(Task[int]):
+    """Notes ``start <pid>``, then sleeps, blind to any cancel."""
+
+    path: str
+
+    def execute(self) -> int:
+        _note(self.path, f"start {os.getpid()}")
+        time.sleep(600)
+        return os.getpid()

@@ -11,7 +11,7 @@ import pytest
 import rayqueue
 from rayqueue import PoolConfig
 from rayqueue.cli import EXIT_FAILED, EXIT_UNAVAILABLE, main
-from tests.integration.probe_tasks import Probe
+from tests.integration.probe_tasks import CoopWaits, Probe
 from tests.ray_fixtures import wait_for
 
 MakeQueue = Callable[..., rayqueue.TaskQueue[Any]]
@@ -78,3 +78,17 @@ def test_errors_come_back_as_messages_and_exit_codes(
     with pytest.raises(SystemExit) as usage:
         main(["frobnicate"])
     assert usage.value.code == 2
+
+
+def test_get_shows_progress_and_cancel_stops_a_running_task(
+        make_queue: MakeQueue, capsys: pytest.CaptureFixture[str], tmp_path: Any) -> None:
+    q = make_queue(pools=[PoolConfig(min_workers=1, max_workers=1, concurrency=1)])
+    handle = q.enqueue(CoopWaits(path=str(tmp_path / "notes")))
+    wait_for(lambda: handle.info().progress == 0.5, what="progress 0.5")
+    code, out, _ = run(capsys, "-q", q.name, "get", handle.id)
+    assert code == 0 and "leased" in out and "50% halfway" in out
+    code, out, _ = run(capsys, "-q", q.name, "cancel", handle.id)
+    assert code == 0 and f"{handle.id}: cancelled" in out
+    wait_for(lambda: "saw-cancel" in (tmp_path / "notes").read_text(), what="seen")
+    code, out, _ = run(capsys, "-q", q.name, "get", handle.id)
+    assert code == 0 and "cancelled_running" in out

@@ -278,11 +278,16 @@ class QueueMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def cancel(self, data: st.DataObject) -> None:
         task_id = data.draw(st.sampled_from(sorted(self.ids | self.schedule_ids)))
+        lease = self.held.get(task_id)
         try:
             self.core.cancel(task_id, self.clock.now())
         except InvalidStateError:
-            assert self.core.get(task_id).state in (TaskState.LEASED, TaskState.SUCCEEDED,
-                                                    TaskState.DEAD)
+            assert self.core.get(task_id).state in (TaskState.SUCCEEDED, TaskState.DEAD)
+        else:
+            if lease is not None:  # a running task is cancelled too: its lease is gone
+                del self.held[task_id]
+                self.stale.append(lease)
+                assert self.core.cancelled_leases([(task_id, lease.token)]) == [task_id]
         self.schedule_ids.discard(task_id)
 
     @precondition(lambda self: any(r.state is TaskState.DEAD for r in self.finished.values()))

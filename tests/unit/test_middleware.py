@@ -18,7 +18,7 @@ from rayqueue import (
     RetryPolicy,
     Task,
 )
-from rayqueue.actors.runner import run_async, run_sync
+from rayqueue.actors.runner import SIGNALS, run_async, run_sync
 from rayqueue.core.checks import MAX_HEADERS, check_headers
 from rayqueue.core.lease import Lease
 from rayqueue.middleware import (
@@ -30,7 +30,7 @@ from rayqueue.middleware import (
 )
 from rayqueue.protocol import pack_leases, pack_news, unpack_leases, unpack_news
 from rayqueue.storage.sqlite import SQLiteStorage
-from rayqueue.task import current, to_new_task
+from rayqueue.task import TaskSignals, current, to_new_task
 from tests.unit.conftest import new
 
 
@@ -137,6 +137,75 @@ def test_async_attempts_go_through_the_same_hooks(hooks: Any) -> None:
     outcome = asyncio.run(run_async(_lease('{"a": 4}', "mw.async"), AsyncAdds, "w"))
     assert outcome.result == "8"
     assert calls == [("a", "before t1"), ("a", "after succeeded None")]
+
+
+class Cooperative(Task[int]):
+    task_name: ClassVar[str] = "mw.coop"
+
+    def execute(self) -> int:
+        ctx = current()
+        assert ctx is not None
+        ctx.progress(0.25, "a quarter")
+        SIGNALS["t1"].cancelled = True  # as the worker does when the queue says so
+        return 1 if ctx.cancelled else 0
+
+
+class AsyncWaitsForever(Task[int]):
+    task_name: ClassVar[str] = "mw.forever"
+
+    async def execute(self) -> int:
+        await asyncio.sleep(3600)
+        return 0
+
+
+def test_a_cancelled_attempt_ends_cancelled_through_the_hooks(hooks: Any) -> None:
+    calls: list[tuple[str, str]] = []
+    hooks(Hooks([Log("a", calls)]))
+    loop = asyncio.new_event_loop()
+    SIGNALS["t1"] = signals = TaskSignals()
+    try:
+        outcome = run_sync(_lease("{}", "mw.coop"), Cooperative, "w", loop)
+    finally:
+        SIGNALS.pop("t1", None)
+        loop.close()
+    assert signals.progress == (0.25, "a quarter") and not signals.sent
+    assert outcome.failure is not None and not outcome.failure.retryable
+    assert outcome.failure.reason == "cancelled"
+    assert calls[-1] == ("a", "after cancelled TaskCancelledError")
+
+
+def test_an_async_attempt_is_cancelled_on_the_loop(hooks: Any) -> None:
+    calls: list[tuple[str, str]] = []
+    hooks(Hooks([Log("a", calls)]))
+
+    async def main() -> Any:
+        SIGNALS["t1"] = TaskSignals()
+        job = asyncio.create_task(run_async(_lease("{}", "mw.forever"), AsyncWaitsForever,
+                                            "w"))
+        while not calls:
+            await asyncio.sleep(0)  # until it started
+        SIGNALS["t1"].cancelled = True
+        job.cancel()
+        return await job
+
+    try:
+        outcome = asyncio.run(main())
+    finally:
+        SIGNALS.pop("t1", None)
+    assert outcome.failure is not None and outcome.failure.error.type == "TaskCancelledError"
+    assert calls[-1] == ("a", "after cancelled TaskCancelledError")
+
+
+def test_an_attempt_cancelled_otherwise_has_no_outcome() -> None:
+    async def main() -> Any:
+        job = asyncio.create_task(run_async(_lease("{}", "mw.forever"), AsyncWaitsForever,
+                                            "w"))
+        await asyncio.sleep(0.01)
+        job.cancel()  # a drain deadline: no cancel from the queue
+        return await job
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(main())
 
 
 def test_only_overridden_hooks_are_called() -> None:

@@ -30,6 +30,7 @@ from rayqueue import (
     StaleLeaseError,
     StorageError,
     TaskNotFoundError,
+    TaskRecord,
     TaskState,
 )
 from tests.unit.conftest import NO_JITTER, new
@@ -324,13 +325,86 @@ def test_cancel_queued_scheduled_and_waiting(core: QueueCore, clock: FakeClock) 
     assert core.size() == 0
 
 
-def test_cancel_running_or_unknown_is_an_error(core: QueueCore, clock: FakeClock) -> None:
+def test_cancel_finished_or_unknown_is_an_error(core: QueueCore, clock: FakeClock) -> None:
     core.enqueue(new(task_id="a"), clock.now())
-    core.claim("w", 1, clock.now())
-    with pytest.raises(InvalidStateError, match="leased"):
+    (lease,) = core.claim("w", 1, clock.now())
+    core.ack("a", lease.token, "1", clock.now())
+    with pytest.raises(InvalidStateError, match="succeeded"):
         core.cancel("a", clock.now())
     with pytest.raises(TaskNotFoundError):
         core.cancel("nope", clock.now())
+
+
+def test_cancel_running_task_ends_it_and_fences_its_report(
+        core: QueueCore, clock: FakeClock) -> None:
+    core.enqueue(new(task_id="a", retry=NO_JITTER, timeout=5.0), clock.now())
+    (lease,) = core.claim("w", 1, clock.now())
+    rec = core.cancel("a", clock.now())
+    assert isinstance(rec, TaskRecord)
+    assert rec.state is TaskState.CANCELLED and rec.reason == "cancelled_running"
+    assert core.leased_by_worker() == {} and core.size() == 0
+    # the worker learns of it (by its lease), and its late outcome changes nothing
+    assert core.cancelled_leases([("a", lease.token), ("a", lease.token + 1)]) == ["a"]
+    assert core.heartbeat([("a", lease.token)], clock.now()) == [False]
+    with pytest.raises(StaleLeaseError):
+        core.fail("a", lease.token, BOOM, clock.now())
+    with pytest.raises(StaleLeaseError):
+        core.ack("a", lease.token, "1", clock.now())
+    # never retried: not by its timeout, its lease expiring, nor its worker dying
+    assert core.worker_lost("w", clock.now()) == []
+    clock.advance(core.config.lease_ttl + 10)
+    report = core.tick(clock.now())
+    assert report.expired == () and report.timed_out == ()
+    assert core.claim("w2", 5, clock.now()) == []
+    assert core.get("a").state is TaskState.CANCELLED and core.get("a").attempts == 1
+    assert core.cancel("a", clock.now()).state is TaskState.CANCELLED  # type: ignore[union-attr]
+
+
+def test_restart_keeps_a_running_task_cancelled(
+        core: QueueCore, storage: InMemoryStorage, clock: FakeClock) -> None:
+    core.enqueue(new(task_id="a"), clock.now())
+    (lease,) = core.claim("w", 1, clock.now())
+    core.cancel("a", clock.now())
+    again = QueueCore.recover(storage, core.config)
+    assert again.get("a").state is TaskState.CANCELLED
+    assert again.cancelled_leases([("a", lease.token)]) == ["a"]
+    assert again.renew_all_leases(clock.now()) == 0
+    with pytest.raises(StaleLeaseError):
+        again.ack("a", lease.token, "1", clock.now())
+    clock.advance(again.config.lease_ttl + 1)
+    assert again.tick(clock.now()).expired == ()
+    assert again.claim("w", 1, clock.now()) == []
+
+
+def test_cancelled_leases_names_only_leases_cancelled_while_running(
+        core: QueueCore, clock: FakeClock) -> None:
+    core.enqueue_many([new(task_id="q"), new(task_id="r")], clock.now())
+    leases = {x.task_id: x for x in core.claim("w", 2, clock.now())}
+    core.ack("r", leases["r"].token, "1", clock.now())
+    core.enqueue(new(task_id="s"), clock.now())
+    core.cancel("s", clock.now())  # cancelled before it ran
+    refs = [("q", leases["q"].token), ("r", leases["r"].token), ("s", 0), ("s", 1)]
+    assert core.cancelled_leases(refs) == []
+
+
+def test_progress_is_kept_per_lease_in_memory(
+        core: QueueCore, storage: InMemoryStorage, clock: FakeClock) -> None:
+    core.enqueue(new(task_id="a", retry=NO_JITTER), clock.now())
+    (lease,) = core.claim("w", 1, clock.now())
+    assert core.progress("a") is None
+    assert core.set_progress([("a", lease.token, 0.5, "half"), ("a", 99, 0.9, None),
+                              ("nope", 1, 0.1, None)]) == 1
+    assert core.progress("a") == (0.5, "half")
+    assert QueueCore.recover(storage, core.config).progress("a") is None  # not journaled
+    core.fail("a", lease.token, BOOM, clock.now())
+    assert core.set_progress([("a", lease.token, 0.7, None)]) == 0  # a stale lease's
+    clock.advance(100)
+    core.tick(clock.now())
+    (again,) = core.claim("w", 1, clock.now())
+    assert core.progress("a") is None  # a new attempt starts without the old progress
+    core.set_progress([("a", again.token, 1.0, None)])
+    core.ack("a", again.token, "1", clock.now())
+    assert core.progress("a") == (1.0, None)  # the last one stays with the result
 
 
 def test_results_expire_after_ttl(make_core: Callable[..., QueueCore], clock: FakeClock) -> None:

@@ -226,3 +226,21 @@ def test_every_error_survives_pickling_with_its_attributes() -> None:
     assert isinstance(err, QueueFullError) and err.max_size == 10 and "max_size=10" in str(err)
     failed = pickle.loads(pickle.dumps(TaskFailedError("t", "dead", "ValueError", "bad")))
     assert failed.error_type == "ValueError" and failed.task_id == "t"
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), float("inf"), True, "0.5", None])
+def test_progress_takes_a_fraction_from_0_to_1(bad: Any) -> None:
+    from rayqueue import InvalidArgumentError
+    from rayqueue.task import TaskContext
+
+    ctx = TaskContext("t", 1, "w")
+    ctx.progress(0, "")
+    assert ctx.signals.progress == (0.0, None)
+    ctx.progress(1, "x" * 500)
+    assert ctx.signals.progress == (1.0, "x" * 200) and not ctx.signals.sent
+    with pytest.raises(InvalidArgumentError, match="fraction"):
+        ctx.progress(bad)
+    with pytest.raises(InvalidArgumentError, match="message"):
+        ctx.progress(0.5, 7)  # type: ignore[arg-type]
+    assert ctx.signals.progress == (1.0, "x" * 200)  # a refused update changes nothing
+    assert not ctx.cancelled
