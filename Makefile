@@ -11,7 +11,7 @@ export RAY_AUTH_MODE ?= disabled
 # `make bench BENCH_ARGS="--repeat 1 --only W1"` for a quick look; figures are medians.
 BENCH_ARGS ?= --repeat 3
 
-.PHONY: demo test unit lint bench bench-real soak clean
+.PHONY: demo test unit lint bench bench-real bench-shards soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ $(BENCH_STAMP): $(STAMP)
 
 bench-real: $(BENCH_STAMP)
 	$(BIN)/python -m bench.real $(REAL_ARGS)
+
+# The shard sweep (issue 18): drain by shard count, workers and producers scaled to the
+# machine's cores; under 8 minutes anywhere (SWEEP_ARGS="--memory --shards 1,2,4,8,16").
+bench-shards: $(STAMP)
+	$(BIN)/python -m bench.shard_sweep $(SWEEP_ARGS)
 
 # RELIABILITY scenario 28 in full: 10 minutes of chaos on a 3-node Ray (CI runs 45 s).
 soak: $(STAMP)
