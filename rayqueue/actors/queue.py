@@ -801,6 +801,11 @@ class QueueActor:
 
     async def pool_status(self) -> PoolStatus:
         """Demand per pool, and workers whose task overran its timeout (taken once)."""
+        # The timer loop is started by a call this actor makes to itself at creation;
+        # Ray can lose that call (an RPC failure), and then no retry is ever promoted
+        # and no lease expires. The pool manager asks this every 250 ms: start it here
+        # too, so a lost start costs at most a cycle.
+        await self.start()
         with self._lock:
             ready = {p: self._core.ready_count(p) for p in self._core.pools()}
             leased = self._core.leased_by_pool()

@@ -288,3 +288,25 @@ def test_a_full_disk_reaches_the_metrics_and_clears_with_it(faulty: FaultyStorag
         actor._io.shutdown()
 
     asyncio.run(run())
+
+
+def test_a_lost_start_call_still_gets_the_timer_loop_running(faulty: FaultyStorage) -> None:
+    """The queue actor starts its timer loop with a call to itself, which Ray can lose
+    under RPC failures (the stub above drops it, as a lost call would). Without the
+    loop, a retry is never promoted: the chaos soak once ended with 22 tasks left
+    ``failed`` for good. The pool manager's poll (every 250 ms) starts it too."""
+
+    async def run() -> None:
+        actor = _actor()
+        leases = await _leased(actor)
+        await actor.worker_lost("w1")  # every lease lost: retries due after a backoff
+        assert actor._ticker is None  # the start call was lost
+        await actor.pool_status()
+        deadline = asyncio.get_running_loop().time() + 10
+        while actor._core.stats().by_state["ready"] < len(leases):
+            assert asyncio.get_running_loop().time() < deadline, actor._core.stats().by_state
+            await asyncio.sleep(0.05)
+        assert actor._ticker is not None
+        actor._ticker.cancel()
+
+    asyncio.run(run())
