@@ -77,7 +77,11 @@ def _advance(actor: Any, seconds: float) -> float:
 
 
 def advance_clock(q: TaskQueue[Any], seconds: float) -> float:
-    """Jump the queue's clock ahead (a queue created with ``clock=OffsetClock()``)."""
+    """Jump the queue's clock ahead (a queue created with ``clock=OffsetClock()``),
+    after this client's pipelined enqueues reached the queue: a ``delay`` is measured
+    on the queue's clock when the enqueue arrives, so one still on its way would count
+    from the jumped clock."""
+    q.flush()
     now: float = call_in(actors(q).queue, _advance, seconds)
     return now
 
