@@ -119,10 +119,15 @@ def test_every_series_reaches_prometheus_with_its_labels(prometheus: str,
                          what=f"{name} in Prometheus")
         assert labels <= set(found[0]["metric"]), (name, found[0]["metric"])
         assert "SessionName" in found[0]["metric"]  # Ray's own label, used by the board
-    finished = wait_for(lambda: query(
-        prometheus, f'sum(ray_rayqueue_tasks_finished_total{{queue="{worked_queue}", '
-                    f'outcome="succeeded"}})'), timeout=60, what="finished count")
-    assert float(finished[0]["value"][1]) >= 41
+
+    def succeeded() -> float:
+        found = query(prometheus, f'sum(ray_rayqueue_tasks_finished_total{{queue='
+                                  f'"{worked_queue}", outcome="succeeded"}})')
+        return float(found[0]["value"][1]) if found else 0.0
+
+    # The counter reaches Prometheus in steps (Ray exports, then Prometheus scrapes):
+    # wait for the whole count, not for the first sample of it.
+    wait_for(lambda: succeeded() >= 41, timeout=60, what="all 41 finished in Prometheus")
     # The depth gauge is sampled (queue flush 0.5 s, export, scrape 1 s): the first
     # sample after the dead letter may still read 0, so wait for one that has it.
     def dead_depth() -> float | None:
