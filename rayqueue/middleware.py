@@ -185,6 +185,8 @@ class Hooks:
             if hook.startswith("after_") or hook == "worker_stopping":
                 fns.reverse()
             setattr(self, "_" + hook, tuple(fns))
+        #: some middleware hooks attempts (else the attempt pipeline builds nothing)
+        self.attempts = self.wants("before_attempt") or self.wants("after_attempt")
 
     def __bool__(self) -> bool:
         return bool(self.middleware)

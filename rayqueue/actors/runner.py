@@ -120,8 +120,7 @@ class AttemptRun:
         self.outcome: Outcome | None = None
         hooks = worker_hooks()
         # No middleware implements attempt hooks (the default): nothing is built.
-        self._hooks = hooks if hooks.wants("before_attempt") or hooks.wants(
-            "after_attempt") else None
+        self._hooks = hooks if hooks.attempts else None
         self._attempt: Attempt | None = None
 
     def start(self) -> Task[Any] | None:

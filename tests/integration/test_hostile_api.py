@@ -431,7 +431,7 @@ def test_init_and_connect(arena: Arena, data: st.DataObject) -> None:
                 rayqueue.config.check_queue_name(name)
                 return  # a valid new name would start a whole queue: connect covers it
         fn: Callable[[], Any] = ((lambda: rayqueue.connect(name)) if which == "connect"
-                                 else lambda: rayqueue.init(name, journal=None))
+                                 else lambda: rayqueue.init(name))
     else:
         value = data.draw(pool[which], label=which)
         fn = lambda: rayqueue.init(q.name, **{which: value}, journal=q.journal)  # noqa: E731
