@@ -2,7 +2,8 @@
 
 Each ```python block becomes a module of its own in a temporary directory and is
 checked with the project's mypy settings. A block that is deliberately not a program
-(a fragment) is preceded by ``<!-- not-checked: reason -->``.
+(a fragment) is preceded by ``<!-- not-checked: reason -->``; a block indented
+under a list item is dedented first.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ from __future__ import annotations
 import re
 import sys
 import tempfile
+import textwrap
 from pathlib import Path
 
 from mypy import api
 
 ROOT = Path(__file__).resolve().parents[2]
-BLOCK = re.compile(r"(<!-- not-checked:[^>]*-->\s*\n)?```python\n(.*?)```", re.S)
+BLOCK = re.compile(r"(<!-- not-checked:[^>]*-->\s*)?```python\n(.*?)```", re.S)
 
 
 def blocks(text: str) -> list[tuple[int, str]]:
@@ -25,7 +27,7 @@ def blocks(text: str) -> list[tuple[int, str]]:
         if match.group(1):
             continue
         line = text.count("\n", 0, match.start(2)) + 1
-        out.append((line, match.group(2)))
+        out.append((line, textwrap.dedent(match.group(2))))
     return out
 
 
