@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 import psycopg
 from loguru import logger
 from psycopg import errors as pgerr
-from psycopg import sql
+from psycopg import pq, sql
 
 from rayqueue.core.record import ScheduleRecord, TaskRecord, dumps
 from rayqueue.errors import (
@@ -413,9 +413,18 @@ class PostgresStorage:
                 except JournalFencedError:
                     raise
                 except psycopg.Error as err:
-                    if not conn.broken or attempt == 2:
-                        if writes and conn.broken:
-                            self._seq_known = False  # its commit may have landed
+                    # A connection the error left unusable counts as lost, broken or not:
+                    # a server shutting down mid-``executemany`` can abort its pipeline so
+                    # that the rollback fails and every later statement would be refused
+                    # ("not allowed in pipeline mode") on a socket never seen to close.
+                    lost = not _reusable(conn)
+                    if not lost or attempt == 2:
+                        if lost:
+                            with suppress(Exception):
+                                conn.close()
+                            self._conn = None
+                            if writes:
+                                self._seq_known = False  # its commit may have landed
                         raise self._translate(err, what) from None
                     logger.bind(action="journal_reconnect").warning(
                         "journal {} lost its connection during {} ({}); reconnecting",
@@ -512,6 +521,15 @@ class PostgresStorage:
                                 "the database (or create the schema for it)")
         return StorageError(f"{where} failed ({type(err).__name__}: {text}); nothing was "
                             "changed, try again")
+
+
+def _reusable(conn: psycopg.Connection[Any]) -> bool:
+    """Whether a connection is fit for the next transaction after an error: open, idle
+    outside any transaction, and out of pipeline mode."""
+    info = conn.info
+    return (not conn.broken and not conn.closed
+            and info.transaction_status == pq.TransactionStatus.IDLE
+            and info.pipeline_status == pq.PipelineStatus.OFF)
 
 
 def _like(text: str) -> str:

@@ -273,6 +273,28 @@ def test_a_statement_timeout_refuses_the_batch_whole(
     assert ids(journal) == {"a", "c"} and journal.seq == 2
 
 
+def test_a_connection_left_unusable_by_an_error_is_replaced(
+        pg_server: PgServer, queue: str, opened: list[PostgresStorage]) -> None:
+    """A server shutting down mid-``executemany`` can leave the connection in an aborted
+    pipeline that refuses every later statement while its socket looks open (CI saw a
+    journal refuse every write after a restart). Put it in that state through libpq: the
+    next write must replace the connection, not fail forever."""
+    journal = open_journal(pg_server.url, queue, opened)
+    journal.write(tasks=[rec("a")])
+    with journal.raw() as conn:
+        held = conn
+    held.pgconn.enter_pipeline_mode()  # behind psycopg's back, as the aborted pipeline is
+    # The state is the real one: psycopg itself can no longer open a transaction on it.
+    with pytest.raises(psycopg.Error, match="pipeline mode"), held.transaction():
+        pass
+    journal.write(tasks=[rec("b")])
+    journal.write(tasks=[rec("c")])
+    assert held.closed  # the unusable connection was dropped
+    journal.close()
+    again = open_journal(pg_server.url, queue, opened)
+    assert {t.id for t in again.load().tasks} == {"a", "b", "c"}
+
+
 def test_the_server_restarting_mid_run_loses_nothing_acknowledged(
         pg_server: PgServer, queue: str, opened: list[PostgresStorage]) -> None:
     journal = open_journal(pg_server.url, queue, opened, reconnect_s=30)
