@@ -26,8 +26,9 @@ STYLES = ("loop", "nowait", "many", "async")
 #: Runs per store; each style runs RUNS // 4 times, in turn.
 RUNS = 20
 #: More highs than a worker prefetches at this rate (a few dozen), so a high is always
-#: held unstarted by one worker while the other could take a low.
-LOWS, HIGHS = 400, 100
+#: held unstarted by one worker while the other could take a low; lows enough that one is
+#: always there to be wrongly taken until the last high has started.
+LOWS, HIGHS = 100, 100
 
 
 def _produce(q: rayqueue.TaskQueue[Any], style: str, tasks: list[Starts],
