@@ -29,6 +29,7 @@ from rayqueue.errors import (
     NaiveDatetimeError,
     PartialEnqueueError,
     PayloadTooLargeError,
+    PurgeRefusedError,
     QueueBusyError,
     QueueClosedError,
     QueueError,
@@ -63,7 +64,15 @@ if TYPE_CHECKING:
     from rayqueue.core.stats import QueueStats
     from rayqueue.functions import FunctionTask, function_task
     from rayqueue.handle import ClaimedTask, TaskHandle
-    from rayqueue.info import FailureInfo, MetricsSnapshot, PoolInfo, TaskInfo, WorkerInfo
+    from rayqueue.info import (
+        AttemptInfo,
+        FailureInfo,
+        MetricsSnapshot,
+        PoolInfo,
+        TaskInfo,
+        TaskPage,
+        WorkerInfo,
+    )
     from rayqueue.middleware import (
         Attempt,
         AttemptResult,
@@ -110,6 +119,8 @@ _LAZY = {
     "MetricsSnapshot": "rayqueue.info",
     "PoolInfo": "rayqueue.info",
     "TaskInfo": "rayqueue.info",
+    "TaskPage": "rayqueue.info",
+    "AttemptInfo": "rayqueue.info",
     "WorkerInfo": "rayqueue.info",
     "Middleware": "rayqueue.middleware",
     "Message": "rayqueue.middleware",
@@ -158,6 +169,8 @@ __all__ = [
     "ClaimedTask",
     "PoolConfig",
     "TaskInfo",
+    "TaskPage",
+    "AttemptInfo",
     "WorkerInfo",
     "PoolInfo",
     "MetricsSnapshot",
@@ -229,6 +242,7 @@ __all__ = [
     "DuplicateTaskError",
     "TaskNotFoundError",
     "InvalidStateError",
+    "PurgeRefusedError",
     "StaleLeaseError",
     "QueueLostError",
     "QueueUnavailableError",

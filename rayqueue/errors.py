@@ -21,6 +21,7 @@
     │   ├── DuplicateTaskError       same task id, different payload
     │   ├── TaskNotFoundError        no task (or schedule) with that id
     │   ├── InvalidStateError        the operation does not apply to the task's state
+    │   │   └── PurgeRefusedError    purge asked for unfinished tasks
     │   ├── StaleLeaseError          a lease token that is no longer current (fencing)
     │   ├── QueueUnavailableError    the queue actor cannot be reached
     │   │   ├── QueueLostError       ... and will not come back by itself (not retried)
@@ -225,6 +226,19 @@ class InvalidStateError(QueueError):
         self.state = state
         self.operation = operation
         super().__init__(f"cannot {operation} task {task_id!r}: it is {state}")
+
+
+class PurgeRefusedError(InvalidStateError):
+    """``purge`` was asked to remove unfinished tasks (ready, scheduled, leased or
+    waiting for a retry): only succeeded, dead and cancelled tasks are purged."""
+
+    def __init__(self, states: list[str]) -> None:
+        QueueError.__init__(
+            self, f"cannot purge {', '.join(states)} tasks: only succeeded, dead and "
+            "cancelled tasks can be purged (cancel unfinished tasks first)")
+        self.task_id = ""
+        self.state = ",".join(states)
+        self.operation = "purge"
 
 
 class StaleLeaseError(QueueError):
