@@ -241,7 +241,7 @@ def _pool_bounds(name: str, low: str, high: str) -> tuple[int, int]:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> None:
-    from rayqueue.dashboard import serve
+    from rayqueue.dashboard import serve, stopped_by_sigterm
 
     q = _connect(args)
     try:
@@ -249,12 +249,14 @@ def cmd_dashboard(args: argparse.Namespace) -> None:
     except OSError as err:  # an unknown host name, a port in use
         raise _Exit(EXIT_FAILED, f"cannot serve the dashboard on {args.host}:{args.port}: "
                     f"{err.strerror or err}") from None
-    console.print(f"serving the dashboard of {q.name} at {dashboard.url} (Ctrl-C stops it)",
-                  markup=False, highlight=False)
+    console.print(f"serving the dashboard of {q.name} at {dashboard.url} (Ctrl-C or SIGTERM "
+                  "stops it)", markup=False, highlight=False)
     try:
-        dashboard.thread.join()
+        with stopped_by_sigterm(dashboard.server):
+            dashboard.thread.join()  # until Ctrl-C, or SIGTERM shuts the server down
     finally:
         dashboard.stop()
+    console.print("dashboard stopped", markup=False, highlight=False)
 
 
 def cmd_reshard(args: argparse.Namespace) -> None:

@@ -29,7 +29,10 @@ from tests.unit.conftest import new
 BOOM = Failure(ErrorInfo("RuntimeError", "boom"))
 
 
-def ids(core: QueueCore, where: TaskFilter = TaskFilter(), limit: int = 100,
+ANY = TaskFilter()
+
+
+def ids(core: QueueCore, where: TaskFilter = ANY, limit: int = 100,
         before: int | None = None, max_scan: int = 20_000) -> list[str]:
     return [r.id for r in core.browse(where, limit, before, max_scan).records]
 
