@@ -36,6 +36,7 @@ from rayqueue.errors import (
     QueueFullError,
     QueueLostError,
     QueueNotFoundError,
+    QueueRunningError,
     QueueUnavailableError,
     RayQueueError,
     ResultTimeoutError,
@@ -51,7 +52,7 @@ from rayqueue.errors import (
 )
 
 if TYPE_CHECKING:
-    from rayqueue.client import TaskQueue, connect, init, queues
+    from rayqueue.client import TaskQueue, connect, delete, init, queues
     from rayqueue.config import PoolConfig
     from rayqueue.core.clock import Clock, FakeClock, OffsetClock, SystemClock
     from rayqueue.core.lease import Failure, Lease, Outcome
@@ -139,6 +140,7 @@ _LAZY = {
     "connect": "rayqueue.client",
     "init": "rayqueue.client",
     "queues": "rayqueue.client",
+    "delete": "rayqueue.client",
     "ClaimedTask": "rayqueue.handle",
     "TaskHandle": "rayqueue.handle",
     "QueueEntry": "rayqueue.registry",
@@ -163,6 +165,7 @@ __all__ = [
     "init",
     "connect",
     "queues",
+    "delete",
     "QueueEntry",
     "TaskQueue",
     "TaskHandle",
@@ -247,6 +250,7 @@ __all__ = [
     "QueueLostError",
     "QueueUnavailableError",
     "QueueNotFoundError",
+    "QueueRunningError",
     "ClusterNotFoundError",
     "AmbiguousClusterError",
     "ResultTimeoutError",

@@ -75,6 +75,7 @@ from rayqueue.errors import (
     QueueClosedError,
     QueueLostError,
     QueueNotFoundError,
+    QueueRunningError,
     ResultTimeoutError,
     TaskNotFoundError,
 )
@@ -440,6 +441,63 @@ def queues(*, address: str | None = None,
     _check_ray_args(address, ray_init)
     _attach(address, ray_init)
     return registry.entries()
+
+
+def delete(name: str, *, journal: str | None = None, address: str | None = None,
+           ray_init: dict[str, Any] | None = None, timeout: float = 10.0) -> list[str]:
+    """Remove queue ``name`` for good: its actors (when it runs, and is closed), its
+    entry in the cluster's queue registry, and its SQLite journal with every shard
+    journal beside it. Returns the journal files removed (run it on the journal's node:
+    files elsewhere are not seen).
+
+    A queue that runs and is open is refused: close it first (``queue.close()``; its
+    workers are then drained for up to ``timeout`` seconds and its actors removed) or
+    shut it down. Attaches to a cluster as :func:`connect` does; with no cluster
+    running here (and no ``address``), only the journal files are removed. ``journal``:
+    the journal as given to :func:`init` (default: the registry's, else
+    ``$RAYQUEUE_HOME/<name>.sqlite``).
+
+    Raises:
+        QueueRunningError: the queue runs and is open; nothing was removed.
+        JournalInUseError: a live process (a queue on another cluster) owns the
+            journal; the actors and registry entry were removed, the journal kept.
+        InvalidArgumentError: a PostgreSQL journal (drop its tables yourself), or an
+            invalid name.
+        AmbiguousClusterError: several clusters run here and none was chosen.
+    """
+    from rayqueue.storage.layout import remove_journals
+
+    check_queue_name(name)
+    check_timeout("timeout", timeout)
+    _check_ray_args(address, ray_init)
+    if journal is not None:
+        check_str("journal", journal)
+    entry: QueueEntry | None = None
+    try:
+        _attach(address, ray_init)
+        attached = True
+    except ClusterNotFoundError:
+        if address is not None:
+            raise
+        attached = False
+    if attached:
+        entry = next((e for e in registry.entries() if e.name == name), None)
+    path = journal or (entry.journal if entry is not None else None) or journal_of(name)
+    if is_postgres_url(path) or "***" in path:
+        raise InvalidArgumentError("journal", f"{shown(path)} is not a SQLite journal: "
+                                   "rayqueue.delete removes SQLite files only (drop a "
+                                   "PostgreSQL journal's schema yourself)")
+    if entry is not None and entry.running:
+        queue = connect(name, ray_init=ray_init)
+        if not queue.stats().closed:
+            raise QueueRunningError(name)
+        queue.shutdown(timeout)  # drains the workers, removes the actors and entry
+    elif attached:
+        registry.unregister(name)
+    removed = remove_journals(str(Path(path).expanduser().resolve()), name)
+    logger.info("queue {} deleted ({} journal files removed)", name, len(removed),
+                action="queue_deleted")
+    return removed
 
 
 class TaskQueue(Generic[T]):

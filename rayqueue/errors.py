@@ -28,6 +28,7 @@
     │   │   ├── QueueNotFoundError   no queue of that name on the cluster (lists those there)
     │   │   ├── ClusterNotFoundError no Ray cluster to attach to (connect never starts one)
     │   │   └── AmbiguousClusterError several Ray clusters on this machine, none chosen
+    │   ├── QueueRunningError        delete asked for a queue that runs and is open
     │   ├── QueueBusyError           too many calls already waiting on the queue actor
     │   └── ResultTimeoutError       a result was not ready within the timeout
     ├── InvalidArgumentError         an argument or setting a public call cannot use (a ValueError)
@@ -340,6 +341,17 @@ class AmbiguousClusterError(QueueUnavailableError):
             f"{len(addresses)} Ray clusters run on this machine: {listed}. rayqueue does "
             "not guess which one holds your queue: pick one with address='HOST:PORT' "
             "(the CLI's --address HOST:PORT) or RAY_ADDRESS=HOST:PORT")
+
+
+class QueueRunningError(QueueError):
+    """``rayqueue.delete`` was asked to remove a queue that runs and takes tasks:
+    close it first (``queue.close()``), or shut it down."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(
+            f"queue {name!r} is running and open: close it first (queue.close(), then "
+            "delete shuts it down and removes it) or shut it down (queue.shutdown())")
 
 
 class QueueBusyError(QueueError):
