@@ -300,18 +300,18 @@ def cmd_dashboard(args: argparse.Namespace) -> None:
     from rayqueue.dashboard import serve, stopped_by_sigterm
 
     q = _connect(args)
-    try:
-        dashboard = serve(q, port=args.port, host=args.host)
-    except OSError as err:  # an unknown host name, a port in use
-        raise _Exit(EXIT_FAILED, f"cannot serve the dashboard on {args.host}:{args.port}: "
-                    f"{err.strerror or err}") from None
-    console.print(f"serving the dashboard of {q.name} at {dashboard.url} (Ctrl-C or SIGTERM "
-                  "stops it)", markup=False, highlight=False)
-    try:
-        with stopped_by_sigterm(dashboard.server):
-            dashboard.thread.join()  # until Ctrl-C, or SIGTERM shuts the server down
-    finally:
-        dashboard.stop()
+    with stopped_by_sigterm():  # SIGTERM stops it as Ctrl-C does: port closed, exit 0
+        try:
+            dashboard = serve(q, port=args.port, host=args.host)
+        except OSError as err:  # an unknown host name, a port in use
+            raise _Exit(EXIT_FAILED, f"cannot serve the dashboard on {args.host}:{args.port}: "
+                        f"{err.strerror or err}") from None
+        try:
+            console.print(f"serving the dashboard of {q.name} at {dashboard.url} (Ctrl-C or "
+                          "SIGTERM stops it)", markup=False, highlight=False)
+            dashboard.thread.join()
+        finally:
+            dashboard.stop()
     console.print("dashboard stopped", markup=False, highlight=False)
 
 

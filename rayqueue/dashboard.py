@@ -205,35 +205,39 @@ def serve(queue: TaskQueue[Any], port: int = 8400, host: str = "127.0.0.1",
     dashboard = Dashboard(server, thread, url)
     logger.info("dashboard of queue {} at {}", queue.name, url, action="dashboard_started")
     if block:
-        with stopped_by_sigterm(server):
+        with stopped_by_sigterm():
             try:
                 server.serve_forever()
             finally:
                 server.server_close()
-                logger.info("dashboard of queue {} stopped", queue.name,
-                            action="dashboard_stopped")
+        logger.info("dashboard of queue {} stopped", queue.name, action="dashboard_stopped")
         return dashboard
     thread.start()
     return dashboard
 
 
+class _Terminated(Exception):
+    """SIGTERM arrived (raised in the main thread by the handler below)."""
+
+
 @contextlib.contextmanager
-def stopped_by_sigterm(server: ThreadingHTTPServer) -> Iterator[None]:
-    """Within it (in the main thread), SIGTERM stops ``server`` as Ctrl-C does: its
-    ``serve_forever`` returns and the caller closes it (the default would end the
-    process at once, with whatever Ray prints on its way out)."""
+def stopped_by_sigterm() -> Iterator[None]:
+    """Within it (in the main thread), SIGTERM ends the block as Ctrl-C would, and
+    quietly: the block's own ``finally`` clauses close what it opened, and the caller
+    goes on after it (the default would end the process at once, with whatever Ray
+    prints on its way out). Enter it before serving, so no SIGTERM finds it missing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def stop(signum: int, frame: Any) -> None:
-        # shutdown() waits for serve_forever to return: ask from another thread.
-        threading.Thread(target=server.shutdown, name="rayqueue-dashboard-stop",
-                         daemon=True).start()
+        raise _Terminated
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
         yield
+    except _Terminated:
+        logger.info("SIGTERM: the dashboard stops", action="dashboard_sigterm")
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -141,19 +141,29 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: How each way of serving is started in a process of its own: ``serve(block=True)``,
+#: and the ``rayqueue dashboard`` command (attached to a stub instead of a cluster).
+SERVERS = {
+    "serve": "from rayqueue.dashboard import serve\n"
+             "serve(StubQueue(), port={port}, block=True)\n",
+    "cli": "from rayqueue import cli\n"
+           "cli._connect = lambda args: StubQueue()\n"
+           "code = cli.main(['dashboard', '--port', '{port}'])\n"
+           "assert code == 0, code\n",
+}
+
+
+@pytest.mark.parametrize("how", sorted(SERVERS))
 def test_sigterm_stops_a_blocking_dashboard_cleanly_and_frees_its_port(
-        tmp_path: Path) -> None:
+        tmp_path: Path, how: str) -> None:
     """Issue 16, item 8: SIGTERM ended ``rayqueue dashboard`` with a fault dump."""
     port = _free_port()
     script = tmp_path / "serve.py"
     script.write_text(textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(ROOT)!r})
-        from rayqueue.dashboard import serve
         from tests.unit.test_dashboard import StubQueue
-        serve(StubQueue(), port={port}, block=True)
-        print("returned", flush=True)
-    """))
+    """) + SERVERS[how].format(port=port) + 'print("returned", flush=True)\n')
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
