@@ -72,3 +72,31 @@ def test_cli_purge_refuses_unfinished_states_before_connecting(
     code = cli.main(["--address", "127.0.0.1:1", "purge", "--state", state, "--yes"])
     assert code == cli.EXIT_USAGE
     assert f"cannot purge {state} tasks" in capsys.readouterr().err
+
+
+def test_cli_tasks_passes_its_filters_and_prints_the_next_cursor(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from rayqueue.info import TaskInfo, TaskPage
+
+    asked: dict[str, object] = {}
+    row = TaskInfo(id="pay-1", task_name="shop.payment", state="dead", priority=80,
+                   pool="default", attempts=3, lost_attempts=0, created_at=0.0, due_at=0.0,
+                   payload_json="", error_type="TimeoutError", error_message="bank slow",
+                   brief=True)
+
+    class Queue:
+        def tasks(self, **query: object) -> TaskPage:
+            asked.update(query)
+            return TaskPage(tasks=[row], next="12,")
+
+    monkeypatch.setattr(cli, "_connect", lambda args: Queue())
+    code = cli.main(["tasks", "--state", "dead", "--state", "failed", "--type",
+                     "shop.payment", "--priority", "80", "--id", "pay", "--limit", "10"])
+    assert code == 0
+    assert asked == {"state": ["dead", "failed"], "type": "shop.payment", "priority": 80,
+                     "id_prefix": "pay", "limit": 10, "after": None}
+    out = capsys.readouterr().out
+    assert "pay-1" in out and "TimeoutError: bank slow" in out and "--after 12," in out
+    with pytest.raises(SystemExit) as usage:  # argparse's own exit, before connecting
+        cli.main(["tasks", "--priority", "101"])
+    assert usage.value.code == cli.EXIT_USAGE
