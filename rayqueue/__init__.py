@@ -29,12 +29,14 @@ from rayqueue.errors import (
     NaiveDatetimeError,
     PartialEnqueueError,
     PayloadTooLargeError,
+    PurgeRefusedError,
     QueueBusyError,
     QueueClosedError,
     QueueError,
     QueueFullError,
     QueueLostError,
     QueueNotFoundError,
+    QueueRunningError,
     QueueUnavailableError,
     RayQueueError,
     ResultTimeoutError,
@@ -50,7 +52,7 @@ from rayqueue.errors import (
 )
 
 if TYPE_CHECKING:
-    from rayqueue.client import TaskQueue, connect, init, queues
+    from rayqueue.client import TaskQueue, connect, delete, init, queues
     from rayqueue.config import PoolConfig
     from rayqueue.core.clock import Clock, FakeClock, OffsetClock, SystemClock
     from rayqueue.core.lease import Failure, Lease, Outcome
@@ -63,7 +65,15 @@ if TYPE_CHECKING:
     from rayqueue.core.stats import QueueStats
     from rayqueue.functions import FunctionTask, function_task
     from rayqueue.handle import ClaimedTask, TaskHandle
-    from rayqueue.info import FailureInfo, MetricsSnapshot, PoolInfo, TaskInfo, WorkerInfo
+    from rayqueue.info import (
+        AttemptInfo,
+        FailureInfo,
+        MetricsSnapshot,
+        PoolInfo,
+        TaskInfo,
+        TaskPage,
+        WorkerInfo,
+    )
     from rayqueue.middleware import (
         Attempt,
         AttemptResult,
@@ -110,6 +120,8 @@ _LAZY = {
     "MetricsSnapshot": "rayqueue.info",
     "PoolInfo": "rayqueue.info",
     "TaskInfo": "rayqueue.info",
+    "TaskPage": "rayqueue.info",
+    "AttemptInfo": "rayqueue.info",
     "WorkerInfo": "rayqueue.info",
     "Middleware": "rayqueue.middleware",
     "Message": "rayqueue.middleware",
@@ -128,6 +140,7 @@ _LAZY = {
     "connect": "rayqueue.client",
     "init": "rayqueue.client",
     "queues": "rayqueue.client",
+    "delete": "rayqueue.client",
     "ClaimedTask": "rayqueue.handle",
     "TaskHandle": "rayqueue.handle",
     "QueueEntry": "rayqueue.registry",
@@ -152,12 +165,15 @@ __all__ = [
     "init",
     "connect",
     "queues",
+    "delete",
     "QueueEntry",
     "TaskQueue",
     "TaskHandle",
     "ClaimedTask",
     "PoolConfig",
     "TaskInfo",
+    "TaskPage",
+    "AttemptInfo",
     "WorkerInfo",
     "PoolInfo",
     "MetricsSnapshot",
@@ -229,10 +245,12 @@ __all__ = [
     "DuplicateTaskError",
     "TaskNotFoundError",
     "InvalidStateError",
+    "PurgeRefusedError",
     "StaleLeaseError",
     "QueueLostError",
     "QueueUnavailableError",
     "QueueNotFoundError",
+    "QueueRunningError",
     "ClusterNotFoundError",
     "AmbiguousClusterError",
     "ResultTimeoutError",

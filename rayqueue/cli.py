@@ -166,6 +166,62 @@ def cmd_schedules(args: argparse.Namespace) -> None:
              s.paused_reason or "") for s in q.schedules()])
 
 
+def cmd_tasks(args: argparse.Namespace) -> None:
+    page = _connect(args).tasks(state=args.state or None, type=args.type,
+                                priority=args.priority, id_prefix=args.id,
+                                limit=args.limit, after=args.after)
+    _table("tasks (newest first)", ["id", "task", "state", "priority", "attempts",
+                                    "enqueued", "error"],
+           [(t.id, t.task_name, t.state, t.priority, t.attempts, _local(t.created_at),
+             f"{t.error_type}: {(t.error_message or '')[:60]}" if t.error_type else None)
+            for t in page.tasks])
+    if page.next is not None:
+        console.print(f"older tasks: --after {page.next}", markup=False, highlight=False)
+
+
+def _confirm(question: str, yes: bool) -> None:
+    """Ask ``question`` on the terminal; without one, ``--yes`` must say it."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise _Exit(EXIT_USAGE, f"{question} Pass --yes to confirm (no terminal to ask on)")
+    answer = input(f"{question} [y/N] ").strip().lower()
+    if answer not in ("y", "yes"):
+        raise _Exit(EXIT_FAILED, "not confirmed: nothing was changed")
+
+
+def cmd_purge(args: argparse.Namespace) -> None:
+    from rayqueue.core.record import TaskState
+
+    unfinished = [s for s in args.state if not TaskState(s).terminal]
+    if unfinished:  # before asking or connecting
+        raise _Exit(EXIT_USAGE, f"purge: cannot purge {', '.join(unfinished)} tasks: only "
+                    "succeeded, dead and cancelled tasks can be purged")
+    q = _connect(args)
+    _confirm(f"Remove every {', '.join(args.state)} task of queue {q.name} from the queue "
+             "and its journal?", args.yes)
+    console.print(f"{q.purge(args.state)} tasks purged", markup=False, highlight=False)
+
+
+def cmd_delete(args: argparse.Namespace) -> None:
+    import rayqueue
+    from rayqueue.errors import ClusterNotFoundError, QueueUnavailableError
+
+    _confirm(f"Delete queue {args.name}: its actors (it must be closed or shut down), its "
+             f"registry entry and its journal{f' {args.journal}' if args.journal else ''}, "
+             "with every task and schedule in it?", args.yes)
+    try:
+        removed = rayqueue.delete(args.name, journal=args.journal, address=args.address,
+                                  ray_init=_RAY_INIT)
+    except ClusterNotFoundError as err:
+        raise _Exit(EXIT_UNAVAILABLE, str(err)) from None
+    except QueueUnavailableError as err:
+        raise _Exit(EXIT_UNAVAILABLE, str(err)) from None
+    console.print(f"queue {args.name} deleted; journal files removed: "
+                  f"{', '.join(removed) if removed else 'none found on this machine'}",
+                  markup=False, highlight=False)
+
+
 def _local(epoch: float | None) -> str:
     return "" if epoch is None else dt.datetime.fromtimestamp(epoch).isoformat(" ", "seconds")
 
@@ -241,20 +297,22 @@ def _pool_bounds(name: str, low: str, high: str) -> tuple[int, int]:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> None:
-    from rayqueue.dashboard import serve
+    from rayqueue.dashboard import serve, stopped_by_sigterm
 
     q = _connect(args)
-    try:
-        dashboard = serve(q, port=args.port, host=args.host)
-    except OSError as err:  # an unknown host name, a port in use
-        raise _Exit(EXIT_FAILED, f"cannot serve the dashboard on {args.host}:{args.port}: "
-                    f"{err.strerror or err}") from None
-    console.print(f"serving the dashboard of {q.name} at {dashboard.url} (Ctrl-C stops it)",
-                  markup=False, highlight=False)
-    try:
-        dashboard.thread.join()
-    finally:
-        dashboard.stop()
+    with stopped_by_sigterm():  # SIGTERM stops it as Ctrl-C does: port closed, exit 0
+        try:
+            dashboard = serve(q, port=args.port, host=args.host)
+        except OSError as err:  # an unknown host name, a port in use
+            raise _Exit(EXIT_FAILED, f"cannot serve the dashboard on {args.host}:{args.port}: "
+                        f"{err.strerror or err}") from None
+        try:
+            console.print(f"serving the dashboard of {q.name} at {dashboard.url} (Ctrl-C or "
+                          "SIGTERM stops it)", markup=False, highlight=False)
+            dashboard.thread.join()
+        finally:
+            dashboard.stop()
+    console.print("dashboard stopped", markup=False, highlight=False)
 
 
 def cmd_reshard(args: argparse.Namespace) -> None:
@@ -438,6 +496,25 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", nargs="+", metavar="ID")
     d = add("dead", cmd_dead, "list dead letters with their errors")
     d.add_argument("--limit", type=LIMIT, default=50)
+    states = ["scheduled", "ready", "leased", "failed", "succeeded", "dead", "cancelled"]
+    t = add("tasks", cmd_tasks, "list tasks newest first, filtered by state, type, "
+            "priority or id prefix, a page at a time")
+    t.add_argument("--state", action="append", choices=states, default=[])
+    t.add_argument("--type", help="a task name, e.g. shop.payment")
+    t.add_argument("--priority", type=_number(int, 0, 100, "a priority"))
+    t.add_argument("--id", help="the task id or its beginning")
+    t.add_argument("--limit", type=_number(int, 1, 500, "a page size"), default=50)
+    t.add_argument("--after", help="the cursor printed under the page before")
+    pu = add("purge", cmd_purge, "remove finished tasks (succeeded, dead, cancelled) from "
+             "the queue and its journal; asks first")
+    pu.add_argument("--state", action="append", choices=states, required=True)
+    pu.add_argument("--yes", action="store_true", help="do not ask")
+    de = add("delete", cmd_delete, "remove a queue for good: actors (closed or shut down "
+             "first), registry entry and journal; asks first")
+    de.add_argument("name", type=_queue_name)
+    de.add_argument("--journal", help="the journal, as given to rayqueue.init (default: "
+                    "the registry's, else $RAYQUEUE_HOME/<queue>.sqlite)")
+    de.add_argument("--yes", action="store_true", help="do not ask")
     add("retry", cmd_retry, "put dead tasks back in the queue").add_argument("ids", nargs="+")
     c = add("cancel", cmd_cancel, "cancel tasks, waiting or running")
     c.add_argument("ids", nargs="+")

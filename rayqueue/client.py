@@ -45,11 +45,13 @@ from rayqueue.config import (
     runtime_settings,
     shard_name,
 )
+from rayqueue.core.browse import MAX_PAGE, TaskFilter, decode_cursor, encode_cursor, merge_pages
 from rayqueue.core.checks import MAX_TASK_ID, check_headers, check_text
 from rayqueue.core.clock import Clock
 from rayqueue.core.lease import Lease, Outcome
+from rayqueue.core.priority import PRIORITY_MAX, PRIORITY_MIN
 from rayqueue.core.queue import QueueConfig
-from rayqueue.core.record import NewTask, new_task_ids
+from rayqueue.core.record import NewTask, TaskState, new_task_ids
 from rayqueue.core.schedule import (
     CronSpec,
     MisfirePolicy,
@@ -69,14 +71,23 @@ from rayqueue.errors import (
     InvalidScheduleError,
     PartialEnqueueError,
     PayloadTooLargeError,
+    PurgeRefusedError,
     QueueClosedError,
     QueueLostError,
     QueueNotFoundError,
+    QueueRunningError,
     ResultTimeoutError,
     TaskNotFoundError,
 )
 from rayqueue.handle import ClaimedTask, TaskHandle
-from rayqueue.info import MetricsSnapshot, PoolInfo, ScheduleInfo, TaskInfo, WorkerInfo
+from rayqueue.info import (
+    MetricsSnapshot,
+    PoolInfo,
+    ScheduleInfo,
+    TaskInfo,
+    TaskPage,
+    WorkerInfo,
+)
 from rayqueue.middleware import Hooks, Message, Middleware, check_middleware
 from rayqueue.protocol import ClaimRequest, pack_news, pack_outcomes, unpack_leases
 from rayqueue.registry import QueueEntry
@@ -430,6 +441,63 @@ def queues(*, address: str | None = None,
     _check_ray_args(address, ray_init)
     _attach(address, ray_init)
     return registry.entries()
+
+
+def delete(name: str, *, journal: str | None = None, address: str | None = None,
+           ray_init: dict[str, Any] | None = None, timeout: float = 10.0) -> list[str]:
+    """Remove queue ``name`` for good: its actors (when it runs, and is closed), its
+    entry in the cluster's queue registry, and its SQLite journal with every shard
+    journal beside it. Returns the journal files removed (run it on the journal's node:
+    files elsewhere are not seen).
+
+    A queue that runs and is open is refused: close it first (``queue.close()``; its
+    workers are then drained for up to ``timeout`` seconds and its actors removed) or
+    shut it down. Attaches to a cluster as :func:`connect` does; with no cluster
+    running here (and no ``address``), only the journal files are removed. ``journal``:
+    the journal as given to :func:`init` (default: the registry's, else
+    ``$RAYQUEUE_HOME/<name>.sqlite``).
+
+    Raises:
+        QueueRunningError: the queue runs and is open; nothing was removed.
+        JournalInUseError: a live process (a queue on another cluster) owns the
+            journal; the actors and registry entry were removed, the journal kept.
+        InvalidArgumentError: a PostgreSQL journal (drop its tables yourself), or an
+            invalid name.
+        AmbiguousClusterError: several clusters run here and none was chosen.
+    """
+    from rayqueue.storage.layout import remove_journals
+
+    check_queue_name(name)
+    check_timeout("timeout", timeout)
+    _check_ray_args(address, ray_init)
+    if journal is not None:
+        check_str("journal", journal)
+    entry: QueueEntry | None = None
+    try:
+        _attach(address, ray_init)
+        attached = True
+    except ClusterNotFoundError:
+        if address is not None:
+            raise
+        attached = False
+    if attached:
+        entry = next((e for e in registry.entries() if e.name == name), None)
+    path = journal or (entry.journal if entry is not None else None) or journal_of(name)
+    if is_postgres_url(path) or "***" in path:
+        raise InvalidArgumentError("journal", f"{shown(path)} is not a SQLite journal: "
+                                   "rayqueue.delete removes SQLite files only (drop a "
+                                   "PostgreSQL journal's schema yourself)")
+    if entry is not None and entry.running:
+        queue = connect(name, ray_init=ray_init)
+        if not queue.stats().closed:
+            raise QueueRunningError(name)
+        queue.shutdown(timeout)  # drains the workers, removes the actors and entry
+    elif attached:
+        registry.unregister(name)
+    removed = remove_journals(str(Path(path).expanduser().resolve()), name)
+    logger.info("queue {} deleted ({} journal files removed)", name, len(removed),
+                action="queue_deleted")
+    return removed
 
 
 class TaskQueue(Generic[T]):
@@ -966,6 +1034,63 @@ class TaskQueue(Generic[T]):
         dead.sort(key=lambda i: i.finished_at or 0.0, reverse=True)
         return dead[:limit]
 
+    def tasks(self, *, state: str | Sequence[str] | None = None, type: str | None = None,
+              priority: int | None = None, id_prefix: str | None = None, limit: int = 50,
+              after: str | None = None) -> TaskPage:
+        """A page of tasks, newest first, that match every filter given: ``state``
+        (one state or several: ``scheduled``, ``ready``, ``leased``, ``failed``,
+        ``succeeded``, ``dead``, ``cancelled``), ``type`` (a task name), ``priority``
+        and ``id_prefix`` (a whole id finds its task at once). Pass the page's ``next``
+        as ``after`` for the page after it.
+
+        Served from each queue actor's memory with bounded work (rows without payload,
+        result or traceback: ``get(id)`` has them); a page may hold fewer than ``limit``
+        rows (even none) while ``next`` is set, when its filter matches few of the
+        tasks it examined. ``limit``: 1 to 500.
+
+        Raises:
+            InvalidArgumentError: an unknown state, a limit out of range, or an
+                ``after`` that is not a cursor of this queue.
+        """
+        where = _task_filter(state, type, priority, id_prefix)
+        check_int("limit", limit, 1, MAX_PAGE)
+        if after is not None:
+            check_str("after", after)
+        try:
+            cursors = decode_cursor(after, len(self._shards))
+        except ValueError as err:
+            raise InvalidArgumentError("after", str(err)) from None
+        self._settle()
+        asked = [s for s, c in enumerate(cursors) if c != 0]
+        answers = _retrying_all([functools.partial(self._shards[s].browse.remote, where, limit,
+                                                   cursors[s]) for s in asked],
+                                self.retry_timeout)
+        pages: list[tuple[list[tuple[int, TaskInfo]], int | None]] = [([], 0)] * len(cursors)
+        for s, answer in zip(asked, answers, strict=True):
+            pages[s] = answer
+        rows, places = merge_pages(pages, cursors, limit,
+                                   key=lambda t: (t.created_at, t.id))
+        return TaskPage(tasks=rows, next=encode_cursor(places))
+
+    def purge(self, state: str | Sequence[str] = ("succeeded", "dead", "cancelled")) -> int:
+        """Remove finished tasks in ``state`` (``succeeded``, ``dead``, ``cancelled``,
+        or several; by default all three) from the queue and its journal, so a restart
+        does not bring them back; returns how many were removed.
+
+        Raises:
+            PurgeRefusedError: a state of unfinished tasks (ready, scheduled, leased,
+                failed): cancel them first.
+            InvalidArgumentError: an unknown state.
+        """
+        states = _states(state)
+        if not states:
+            raise InvalidArgumentError("state", "name at least one state to purge")
+        unfinished = sorted(s.value for s in states if not s.terminal)
+        if unfinished:
+            raise PurgeRefusedError(unfinished)
+        self._settle()
+        return sum(self._on_all("purge", sorted(s.value for s in states)))
+
     def retry_dead(self, task_id: str) -> TaskInfo:
         """Put a dead task back in the queue with fresh attempts."""
         check_str("task_id", task_id)
@@ -1167,6 +1292,36 @@ class TaskQueue(Generic[T]):
                 ray.kill(handle)
             self._removed = True
             registry.unregister(self.name)
+
+
+def _states(state: object) -> frozenset[TaskState]:
+    """``state`` (one state name or several) as task states."""
+    names = [state] if isinstance(state, str) else state
+    if not isinstance(names, Sequence | frozenset | set) or not all(
+            isinstance(n, str) for n in names):
+        raise InvalidArgumentTypeError("state", f"a state name or a list of them, got "
+                                       f"{type(state).__name__}")
+    known = {s.value: s for s in TaskState}
+    for n in names:
+        if n not in known:
+            raise InvalidArgumentError("state", f"no state {n!r}: one of {', '.join(known)}")
+    return frozenset(known[n] for n in names)
+
+
+def _task_filter(state: object, task_name: object, priority: object,
+                 id_prefix: object) -> TaskFilter:
+    """A listing's filter, each part checked."""
+    states = None if state is None else _states(state)
+    if task_name is not None:
+        check_str("type", task_name)
+    if priority is not None:
+        check_int("priority", priority, PRIORITY_MIN, PRIORITY_MAX)
+    if id_prefix is not None:
+        check_str("id_prefix", id_prefix)
+    return TaskFilter(states=states or None,
+                      task_name=task_name if isinstance(task_name, str) else None,
+                      priority=priority if isinstance(priority, int) else None,
+                      id_prefix=id_prefix if isinstance(id_prefix, str) else None)
 
 
 def _enqueue_part(shard: Any, news: list[NewTask]) -> Any:

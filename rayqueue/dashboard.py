@@ -3,9 +3,15 @@
 ``rayqueue dashboard`` (or :func:`serve` from Python) starts a small HTTP server in the
 calling process. The page polls ``/api/snapshot`` every second; the server builds that
 answer only from the public client API (``stats``, ``metrics``, ``workers``,
-``dead_letters``), so it shows nothing a script could not see. Actions (retry a dead
+``dead_letters``, ``schedules``), so it shows nothing a script could not see. The task
+browser pages through ``/api/tasks`` (``TaskQueue.tasks``: filtered and paged by the
+queue actors, never a copy of every task) and opens one task from ``/api/tasks/<id>``
+(payload, attempts with their errors, result or failure, timeline). When the queue
+or the cluster does not answer, the page says "cluster unreachable" within about
+three seconds (each call is bounded by :data:`CALL_TIMEOUT_S`). Actions (retry a dead
 task, cancel a queued one, pause and resume) are POSTs that carry a per-server token,
-so another site open in the same browser cannot trigger them.
+so another site open in the same browser cannot trigger them. ``serve(block=True)``
+(``rayqueue dashboard``) stops cleanly on SIGTERM as on Ctrl-C, releasing its port.
 
 The server is hardened for a page that a hostile site may try to reach: requests must
 name this server in ``Host`` (and ``Origin``, when sent) exactly; the page cannot be
@@ -18,28 +24,39 @@ answers 503 in about that time instead of piling up threads.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import html
 import json
 import secrets
+import signal
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import ray
 from loguru import logger
 
 from rayqueue.client import TaskQueue
-from rayqueue.errors import InvalidArgumentError, QueueUnavailableError, RayQueueError
+from rayqueue.errors import (
+    InvalidArgumentError,
+    QueueUnavailableError,
+    RayQueueError,
+    TaskNotFoundError,
+)
 
 #: Dead letters and failures the page lists.
 LIST_LIMIT = 20
+#: Schedules the page lists.
+SCHEDULE_LIMIT = 100
+#: Rows of a task browser page.
+PAGE_ROWS = 50
 #: Requests handled at once; a connection beyond them gets a 503 and is closed.
 HANDLER_THREADS = 16
 #: Seconds a connection may take to send each part of its request (idle ones are cut).
@@ -88,7 +105,61 @@ def snapshot(queue: TaskQueue[Any]) -> dict[str, Any]:
                   "error_type": d.error_type, "error": (d.error_message or "")[:300],
                   "attempts": d.attempts, "finished_at": d.finished_at} for d in dead],
         "failures": [f.model_dump() for f in metrics.recent_failures[:LIST_LIMIT]],
+        "schedules": [{**s.model_dump(), "paused": s.paused}
+                      for s in queue.schedules()[:SCHEDULE_LIMIT]],
     }
+
+
+def task_page(queue: TaskQueue[Any], query: dict[str, str]) -> dict[str, Any]:
+    """A page of the task browser: ``query`` holds ``state``, ``type``, ``priority``,
+    ``id`` (a prefix) and ``after`` (the cursor of the page before), each optional."""
+    priority = query.get("priority") or None
+    if priority is not None:
+        try:
+            number = int(priority)
+        except ValueError:
+            raise InvalidArgumentError("priority", f"a whole number, got {priority!r}") from None
+    page = queue.tasks(state=query.get("state") or None, type=query.get("type") or None,
+                       priority=None if priority is None else number,
+                       id_prefix=query.get("id") or None, after=query.get("after") or None,
+                       limit=PAGE_ROWS)
+    return {"tasks": [{"id": t.id, "task": t.task_name, "state": t.state,
+                       "priority": t.priority, "pool": t.pool, "attempts": t.attempts,
+                       "created_at": t.created_at, "finished_at": t.finished_at,
+                       "error_type": t.error_type} for t in page.tasks],
+            "next": page.next}
+
+
+def task_detail(queue: TaskQueue[Any], task_id: str) -> dict[str, Any]:
+    """One task for its view: the whole record, its attempts (the failed ones from its
+    history, then the running or last one) and a timeline of what happened when."""
+    t = queue.get(task_id)
+    attempts: list[dict[str, Any]] = [
+        {"number": a.number, "started_at": a.started_at, "ended_at": a.ended_at,
+         "outcome": a.outcome, "error": f"{a.error_type}: {a.message}"} for a in t.history]
+    numbered = {a.number for a in t.history}
+    if t.attempts and t.attempts not in numbered:  # the running, or last, attempt
+        outcome = {"leased": "running", "succeeded": "succeeded", "dead": "failed",
+                   "cancelled": "cancelled"}.get(t.state, t.state)
+        error = (f"{t.error_type}: {t.error_message}" if t.state == "dead" and t.error_type
+                 else None)
+        attempts.append({"number": t.attempts, "started_at": t.started_at,
+                         "ended_at": t.finished_at, "outcome": outcome, "error": error})
+    timeline: list[dict[str, Any]] = [{"at": t.created_at, "what": "enqueued"}]
+    if t.due_at > t.created_at + 0.001 and not t.history:
+        timeline.append({"at": t.due_at, "what": "due"})
+    for a in attempts:
+        if a["started_at"] is not None:
+            timeline.append({"at": a["started_at"], "what": f"attempt {a['number']} started"})
+        if a["ended_at"] is not None:
+            timeline.append({"at": a["ended_at"],
+                             "what": f"attempt {a['number']} {a['outcome']}"})
+    if t.terminal and t.finished_at is not None and not any(
+            a["ended_at"] == t.finished_at for a in attempts):
+        timeline.append({"at": t.finished_at, "what": t.state})
+    timeline.sort(key=lambda e: e["at"])
+    return {**t.model_dump(exclude={"history"}), "attempt_list": attempts,
+            "timeline": timeline, "terminal": t.terminal}
 
 
 @dataclass
@@ -134,13 +205,41 @@ def serve(queue: TaskQueue[Any], port: int = 8400, host: str = "127.0.0.1",
     dashboard = Dashboard(server, thread, url)
     logger.info("dashboard of queue {} at {}", queue.name, url, action="dashboard_started")
     if block:
-        try:
-            server.serve_forever()
-        finally:
-            server.server_close()
+        with stopped_by_sigterm():
+            try:
+                server.serve_forever()
+            finally:
+                server.server_close()
+        logger.info("dashboard of queue {} stopped", queue.name, action="dashboard_stopped")
         return dashboard
     thread.start()
     return dashboard
+
+
+class _Terminated(Exception):
+    """SIGTERM arrived (raised in the main thread by the handler below)."""
+
+
+@contextlib.contextmanager
+def stopped_by_sigterm() -> Iterator[None]:
+    """Within it (in the main thread), SIGTERM ends the block as Ctrl-C would, and
+    quietly: the block's own ``finally`` clauses close what it opened, and the caller
+    goes on after it (the default would end the process at once, with whatever Ray
+    prints on its way out). Enter it before serving, so no SIGTERM finds it missing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    except _Terminated:
+        logger.info("SIGTERM: the dashboard stops", action="dashboard_sigterm")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _Server(ThreadingHTTPServer):
@@ -231,6 +330,10 @@ class _Calls:
         if isinstance(err, QueueUnavailableError | ray.exceptions.RayError | OSError):
             return _Failed(HTTPStatus.SERVICE_UNAVAILABLE,
                            f"the queue cannot be reached: {type(err).__name__}: {err}")
+        if isinstance(err, TaskNotFoundError):
+            return _Failed(HTTPStatus.NOT_FOUND, str(err))
+        if isinstance(err, InvalidArgumentError):
+            return _Failed(HTTPStatus.BAD_REQUEST, str(err))
         if isinstance(err, RayQueueError | ValueError):
             return _Failed(HTTPStatus.CONFLICT, f"{type(err).__name__}: {err}")
         logger.opt(exception=err).error("dashboard call failed: {}", err,
@@ -277,6 +380,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.OK, self.page, "text/html; charset=utf-8")
         elif path == "/api/snapshot":
             self._json(HTTPStatus.OK, self.server.calls.run(snapshot, self.queue))
+        elif path == "/api/tasks":
+            query = {k: v[-1] for k, v in parse_qs(urlsplit(self.path).query).items()}
+            self._json(HTTPStatus.OK, self.server.calls.run(task_page, self.queue, query))
+        elif (parts := self._parts())[:2] == ["api", "tasks"] and len(parts) == 3:
+            self._json(HTTPStatus.OK, self.server.calls.run(task_detail, self.queue, parts[2]))
         else:
             self._json(HTTPStatus.NOT_FOUND, {"error": f"no page {self.path}"})
 

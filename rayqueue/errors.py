@@ -21,12 +21,14 @@
     │   ├── DuplicateTaskError       same task id, different payload
     │   ├── TaskNotFoundError        no task (or schedule) with that id
     │   ├── InvalidStateError        the operation does not apply to the task's state
+    │   │   └── PurgeRefusedError    purge asked for unfinished tasks
     │   ├── StaleLeaseError          a lease token that is no longer current (fencing)
     │   ├── QueueUnavailableError    the queue actor cannot be reached
     │   │   ├── QueueLostError       ... and will not come back by itself (not retried)
     │   │   ├── QueueNotFoundError   no queue of that name on the cluster (lists those there)
     │   │   ├── ClusterNotFoundError no Ray cluster to attach to (connect never starts one)
     │   │   └── AmbiguousClusterError several Ray clusters on this machine, none chosen
+    │   ├── QueueRunningError        delete asked for a queue that runs and is open
     │   ├── QueueBusyError           too many calls already waiting on the queue actor
     │   └── ResultTimeoutError       a result was not ready within the timeout
     ├── InvalidArgumentError         an argument or setting a public call cannot use (a ValueError)
@@ -227,6 +229,19 @@ class InvalidStateError(QueueError):
         super().__init__(f"cannot {operation} task {task_id!r}: it is {state}")
 
 
+class PurgeRefusedError(InvalidStateError):
+    """``purge`` was asked to remove unfinished tasks (ready, scheduled, leased or
+    waiting for a retry): only succeeded, dead and cancelled tasks are purged."""
+
+    def __init__(self, states: list[str]) -> None:
+        QueueError.__init__(
+            self, f"cannot purge {', '.join(states)} tasks: only succeeded, dead and "
+            "cancelled tasks can be purged (cancel unfinished tasks first)")
+        self.task_id = ""
+        self.state = ",".join(states)
+        self.operation = "purge"
+
+
 class StaleLeaseError(QueueError):
     """A lease token that is no longer current: the task was re-leased or finished."""
 
@@ -326,6 +341,17 @@ class AmbiguousClusterError(QueueUnavailableError):
             f"{len(addresses)} Ray clusters run on this machine: {listed}. rayqueue does "
             "not guess which one holds your queue: pick one with address='HOST:PORT' "
             "(the CLI's --address HOST:PORT) or RAY_ADDRESS=HOST:PORT")
+
+
+class QueueRunningError(QueueError):
+    """``rayqueue.delete`` was asked to remove a queue that runs and takes tasks:
+    close it first (``queue.close()``), or shut it down."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(
+            f"queue {name!r} is running and open: close it first (queue.close(), then "
+            "delete shuts it down and removes it) or shut it down (queue.shutdown())")
 
 
 class QueueBusyError(QueueError):

@@ -4,8 +4,27 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from rayqueue.core.record import ScheduleRecord, TaskRecord
+from rayqueue.core.record import Attempt, ScheduleRecord, TaskRecord
 from rayqueue.core.schedule import IntervalSpec
+
+
+class AttemptInfo(BaseModel):
+    """One failed attempt of a task (``TaskInfo.history``): when it started and ended,
+    ``failed`` (raised, or overran its timeout) or ``lost`` (its worker died), and its
+    error (the message cut to 500 characters; the last error in full is on the task)."""
+
+    number: int
+    started_at: float | None
+    ended_at: float
+    outcome: str
+    error_type: str
+    message: str
+
+    @classmethod
+    def of(cls, a: Attempt) -> AttemptInfo:
+        """Build from a core attempt."""
+        return cls(number=a.number, started_at=a.started_at, ended_at=a.ended_at,
+                   outcome=a.outcome, error_type=a.error_type, message=a.message)
 
 
 class TaskInfo(BaseModel):
@@ -36,6 +55,12 @@ class TaskInfo(BaseModel):
     #: attempt, as the queue holds it in memory (``get``/``handle.info()`` only)
     progress: float | None = None
     progress_message: str | None = None
+    #: its failed attempts, oldest first (the last 20); a successful last attempt is
+    #: the task's own ``started_at`` .. ``finished_at``
+    history: list[AttemptInfo] = []
+    #: a listing's row (``TaskQueue.tasks``): payload, result and traceback left out
+    #: (empty); ``get(id)`` has them
+    brief: bool = False
 
     @property
     def terminal(self) -> bool:
@@ -67,7 +92,24 @@ class TaskInfo(BaseModel):
             payload_json=rec.payload,
             schedule_id=rec.schedule_id,
             headers=rec.headers or {},
+            history=[AttemptInfo.of(a) for a in rec.history or ()],
         )
+
+    @classmethod
+    def brief_of(cls, rec: TaskRecord) -> TaskInfo:
+        """A listing's row: the record without payload, result and traceback."""
+        return cls.of(rec.evolve(payload="", result=None, error=None if rec.error is None
+                                 else type(rec.error)(rec.error.type, rec.error.message))
+                      ).model_copy(update={"brief": True})
+
+
+class TaskPage(BaseModel):
+    """A page of ``TaskQueue.tasks``: rows newest first, and the cursor of the next page
+    (``None``: no older task is left). A page may hold fewer rows than asked, even none,
+    while ``next`` is set: each page examines a bounded number of tasks."""
+
+    tasks: list[TaskInfo]
+    next: str | None = None
 
 
 class ScheduleInfo(BaseModel):

@@ -27,6 +27,7 @@ from loguru import logger
 from rayqueue.actors import restarted
 from rayqueue.actors.journal import crashpoint, open_storage
 from rayqueue.actors.profiling import LoopProfiler
+from rayqueue.core.browse import TaskFilter
 from rayqueue.core.clock import Clock, SystemClock
 from rayqueue.core.lease import Outcome
 from rayqueue.core.queue import QueueConfig, QueueCore, TickReport
@@ -914,6 +915,30 @@ class QueueActor:
                     dead.pop(task_id, None)
         ordered = sorted(dead.values(), key=lambda r: r.finished_at or 0.0, reverse=True)
         return [TaskInfo.of(r) for r in ordered[:limit]]
+
+    @_control
+    async def browse(self, where: TaskFilter, limit: int,
+                     before: int | None) -> tuple[list[tuple[int, TaskInfo]], int | None]:
+        """A page of tasks (as committed) matching ``where``, newest first, as brief
+        rows with their ``seq``, and the cursor of the next page (see
+        :meth:`QueueCore.browse`): bounded work, whatever the queue holds."""
+        with self._lock:
+            page = self._core.browse(where, limit, before)
+            rows: list[tuple[int, TaskInfo]] = []
+            for rec in page.records:
+                committed = self._committed(rec.id)
+                if committed is not None and where.matches(committed):
+                    rows.append((rec.seq, TaskInfo.brief_of(committed)))
+        return rows, page.next
+
+    async def purge(self, states: Sequence[str]) -> int:
+        """Remove the finished tasks in ``states`` (journaled); how many were removed."""
+        with self._lock:
+            removed = self._core.purge(TaskState(s) for s in states)
+        await self._durable()
+        self._log.info("{} tasks purged ({})", len(removed), ", ".join(states),
+                       action="tasks_purged", purged=len(removed))
+        return len(removed)
 
     @_control
     async def schedules(self) -> list[ScheduleInfo]:

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
+from rayqueue.core.browse import MAX_SCAN, Order, Page, TaskFilter
 from rayqueue.core.checks import MAX_TASK_ID, check_new_task, check_text, utf8
 from rayqueue.core.index import ReadyIndex, TimerIndex
 from rayqueue.core.lease import Failure, Lease, Outcome
@@ -21,12 +22,14 @@ from rayqueue.core.port import InMemoryStorage, Storage
 from rayqueue.core.priority import validate_priority
 from rayqueue.core.record import (
     WAITING,
+    Attempt,
     ErrorInfo,
     Limit,
     NewTask,
     ScheduleRecord,
     TaskRecord,
     TaskState,
+    with_attempt,
 )
 from rayqueue.core.retry import MAX_RETRY_DELAY_S, RetryPolicy, finite
 from rayqueue.core.schedule import MisfirePolicy, ScheduleSpec, next_fire, plan_fires
@@ -38,6 +41,7 @@ from rayqueue.errors import (
     InvalidStateError,
     InvalidTaskError,
     PayloadTooLargeError,
+    PurgeRefusedError,
     QueueClosedError,
     QueueFullError,
     StaleLeaseError,
@@ -169,6 +173,8 @@ class QueueCore:
         self._rng = rng or random.Random()
         self._new_id = new_id or (lambda: uuid.uuid4().hex)
         self._tasks: dict[str, TaskRecord] = {}
+        #: task ids in enqueue order, for listing pages (``browse``)
+        self._order = Order()
         self._schedules: dict[str, ScheduleRecord] = {}
         self._ready: dict[str, ReadyIndex] = {}
         self._timers = TimerIndex()  # scheduled and retry-waiting tasks, by due_at
@@ -765,7 +771,9 @@ class QueueCore:
         return ids
 
     def _after_failure(self, rec: TaskRecord, failure: Failure, now: float) -> TaskRecord:
-        base = _unleased(rec, now).evolve(error=failure.error)
+        err = failure.error
+        base = _unleased(rec, now).evolve(error=err, history=with_attempt(rec.history, Attempt(
+            rec.attempts, rec.started_at, now, "failed", err.type, err.message)))
         if not failure.retryable:
             return _dead(base, now, failure.reason or "non_retryable")
         if rec.attempts >= rec.retry.max_attempts:
@@ -777,13 +785,13 @@ class QueueCore:
 
     def _after_loss(self, rec: TaskRecord, now: float) -> TaskRecord:
         lost = rec.lost_attempts + 1
-        base = _unleased(rec, now).evolve(
-            lost_attempts=lost,
-            error=ErrorInfo(
-                "WorkerLostError",
-                f"worker {rec.worker} died or stopped renewing its lease (lost attempt {lost})",
-            ),
+        err = ErrorInfo(
+            "WorkerLostError",
+            f"worker {rec.worker} died or stopped renewing its lease (lost attempt {lost})",
         )
+        base = _unleased(rec, now).evolve(
+            lost_attempts=lost, error=err, history=with_attempt(rec.history, Attempt(
+                rec.attempts, rec.started_at, now, "lost", err.type, err.message)))
         if lost >= rec.retry.max_lost_attempts or rec.attempts >= rec.retry.max_attempts:
             return _dead(base, now, "worker_lost")
         # Back off with jitter: tasks that shared a dying worker with a poison task would
@@ -1078,6 +1086,28 @@ class QueueCore:
         dead.sort(key=lambda r: r.finished_at or 0.0, reverse=True)
         return dead[:limit]
 
+    def browse(self, where: TaskFilter, limit: int, before: int | None = None,
+               max_scan: int = MAX_SCAN) -> Page:
+        """A page of tasks that match ``where``, newest first (see
+        :meth:`rayqueue.core.browse.Order.page`): bounded work, no copy of every record."""
+        return self._order.page(self._tasks, where, limit, before, max_scan)
+
+    def purge(self, states: Iterable[TaskState]) -> list[str]:
+        """Remove every finished task in ``states`` (succeeded, dead, cancelled), in one
+        journal write: a restart does not bring them back. Returns their ids.
+
+        Raises:
+            InvalidStateError: a state that is not finished (a task in it is still
+                waiting, running or due to be retried: cancel it first).
+        """
+        wanted = frozenset(states)
+        unfinished = sorted(s.value for s in wanted if not s.terminal)
+        if unfinished:
+            raise PurgeRefusedError(unfinished)
+        ids = [i for i, r in self._tasks.items() if r.state in wanted]
+        self._commit(_Batch(delete_tasks=ids))
+        return ids
+
     def size(self) -> int:
         """Unfinished tasks (everything not succeeded, dead or cancelled)."""
         counts = self._state_counts
@@ -1168,6 +1198,8 @@ class QueueCore:
         if old is not None:
             self._leave(old)
         self._tasks[new.id] = new
+        if old is None:
+            self._order.add(new.id, new.seq, self._tasks)
         self._state_counts[new.state] += 1
         if old is not None and old.limit is not None and old.state is TaskState.LEASED and (
                 new.state is not TaskState.LEASED):

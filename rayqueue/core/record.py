@@ -70,6 +70,43 @@ class ErrorInfo:
         return cls.of(type(exc).__name__, str(exc), traceback)
 
 
+#: Failed attempts a record keeps in its history (the oldest are dropped first).
+MAX_HISTORY = 20
+#: Longest error message an entry of the history keeps (the record's ``error`` has more).
+MAX_HISTORY_MESSAGE = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One failed attempt as a task's history keeps it (journaled with the record).
+
+    ``outcome`` is ``failed`` (the task raised, or overran its timeout) or ``lost``
+    (its worker died or stopped renewing the lease). A successful last attempt is the
+    record itself (``started_at``, ``finished_at``, ``result``).
+    """
+
+    number: int
+    started_at: float | None
+    ended_at: float
+    outcome: str
+    error_type: str
+    message: str
+
+    def to_json(self) -> list[Any]:
+        """A JSON-ready form for storage."""
+        return [self.number, self.started_at, self.ended_at, self.outcome, self.error_type,
+                self.message]
+
+
+def with_attempt(history: tuple[Attempt, ...] | None, attempt: Attempt) -> tuple[Attempt, ...]:
+    """``history`` with ``attempt`` added (its message cut), the last
+    :data:`MAX_HISTORY` kept."""
+    cut = Attempt(attempt.number, attempt.started_at, attempt.ended_at, attempt.outcome,
+                  str(attempt.error_type or ""), _cut(str(attempt.message or ""),
+                                                       MAX_HISTORY_MESSAGE))
+    return (*(history or ())[-(MAX_HISTORY - 1):], cut)
+
+
 @dataclass(frozen=True, slots=True)
 class Limit:
     """The flow limits a task carries (from its class), enforced when the queue leases.
@@ -160,6 +197,8 @@ class TaskRecord:
         headers: string metadata given at enqueue (trace context, correlation ids).
         limit: rate and concurrency limits (``None``: unlimited; records journaled
             before limits existed load as unlimited).
+        history: its failed attempts, oldest first (``None``: none failed; records
+            journaled before histories existed load without one).
     """
 
     id: str
@@ -188,13 +227,15 @@ class TaskRecord:
     schedule_id: str | None = None
     headers: dict[str, str] | None = None
     limit: Limit | None = None
+    history: tuple[Attempt, ...] | None = None
 
     def evolve(self, **changes: Any) -> TaskRecord:
         """A copy with ``changes`` (as ``dataclasses.replace``, about eight times faster)."""
         raise NotImplementedError  # replaced below by a generated copier
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict for storage (``limit`` only where there is one)."""
+        """A JSON-ready dict for storage (``limit`` and ``history`` only where there
+        is one)."""
         data = {
             "id": self.id,
             "task_name": self.task_name,
@@ -226,6 +267,8 @@ class TaskRecord:
         }
         if self.limit is not None:
             data["limit"] = self.limit.to_json()
+        if self.history:
+            data["history"] = [a.to_json() for a in self.history]
         return data
 
     @classmethod
@@ -238,6 +281,8 @@ class TaskRecord:
         values["error"] = None if err is None else ErrorInfo(*err)
         if "limit" in values:
             values["limit"] = Limit.from_json(values["limit"])
+        if "history" in values:
+            values["history"] = tuple(Attempt(*a) for a in values["history"] or ()) or None
         return cls(**values)
 
 

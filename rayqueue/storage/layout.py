@@ -243,3 +243,32 @@ def _remove(paths: Sequence[str]) -> None:
     for path in paths:
         for suffix in ("", "-wal", "-shm", ".id", ".lock"):
             Path(path + suffix).unlink(missing_ok=True)
+
+
+def remove_journals(path: str, queue: str) -> list[str]:
+    """Delete the journal ``path`` of queue ``queue`` with every shard journal beside it
+    (any shard count), each with its ``-wal``, ``-shm``, side and lock files; returns
+    the files removed (none: there was no journal here). Each journal's lock is taken
+    first and held while its files go, so a journal that a live queue owns is left
+    whole.
+
+    Raises:
+        JournalInUseError: a live process (a queue running somewhere) owns one of them;
+            nothing was removed.
+    """
+    from rayqueue.storage.identity import parts
+    from rayqueue.storage.owner import JournalOwner, lock_path
+
+    journals = sorted(f for files in layouts(path).values() for f in files)
+    removed: list[str] = []
+    with ExitStack() as owners:
+        for journal in journals:  # every lock before the first file goes
+            owners.callback(JournalOwner(journal, queue=queue, wait_s=1.0).release)
+        for journal in journals:
+            for part in [*parts(journal), lock_path(journal)]:
+                if part.exists():
+                    part.unlink()
+                    removed.append(str(part))
+    if removed:
+        fsync_dir(Path(path).parent)
+    return removed

@@ -61,6 +61,23 @@ def test_dashboard_shows_live_numbers_and_acts(make_queue: MakeQueue, browser: A
         page.wait_for_function(
             "document.querySelector('#failures').innerText.includes('planned failure')")
 
+        # The task browser: find a task that failed once, then succeeded, by the start
+        # of its id; open it and see both attempts, the error and the payload.
+        flaky = q.enqueue(Probe(value=7, fail_times=1))
+        wait_for(lambda: q.get(flaky.id).state == "succeeded", what="the flaky task")
+        page.fill("#q-id", flaky.id[:12])
+        page.click("#find")
+        page.click(f"button.open[data-id='{flaky.id}']")
+        page.wait_for_selector("#task.on #task-attempts tr[data-outcome='succeeded']")
+        assert page.locator("#task-attempts tbody tr").count() == 2
+        assert "planned failure on attempt 1" in page.inner_text(
+            "#task-attempts tr[data-outcome='failed']")
+        assert '"value": 7' in page.inner_text("#task-payload")
+        assert page.inner_text("#task-outcome") == "7"
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.locator("#task").screenshot(path=str(ARTIFACTS / "dashboard-task.png"))
+        page.click("#task button")  # Close
+
         # Live numbers: the succeeded total on the page follows tasks as they finish.
         before = int(page.inner_text("#total-succeeded b"))
         q.results(q.enqueue_many([Probe(value=i, sleep_s=0.01) for i in range(200)]),
@@ -97,6 +114,30 @@ def test_dashboard_shows_live_numbers_and_acts(make_queue: MakeQueue, browser: A
         assert not q.stats().paused
         q.results([h for part in backlog for h in part], timeout=120)
     finally:
+        dash.stop()
+
+
+def test_the_page_says_cluster_unreachable_within_3_s(browser: Any) -> None:
+    """Issue 16, item 9: a queue that stops answering shows as a banner (no Ray here:
+    the queue is a stub that hangs on demand)."""
+    from tests.unit.test_dashboard import StubQueue
+
+    stub = StubQueue()
+    dash = serve(stub, port=0)  # type: ignore[arg-type]
+    try:
+        page = browser.new_page()
+        page.goto(dash.url)
+        page.wait_for_selector("#state.live")
+        assert not page.is_visible("#unreachable")
+        stub.mode = "hang"
+        page.wait_for_selector("#unreachable.on", timeout=3000)  # the issue's bound
+        assert "Cluster unreachable" in page.inner_text("#unreachable")
+        stub.mode = "ok"
+        stub.release.set()  # the hung calls end: their threads are free again
+        page.wait_for_selector("#unreachable:not(.on)", state="attached")
+        page.wait_for_selector("#state.live")
+    finally:
+        stub.release.set()
         dash.stop()
 
 

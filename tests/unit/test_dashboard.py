@@ -67,6 +67,10 @@ class StubQueue:
         self._call()
         return []
 
+    def schedules(self) -> list[Any]:
+        self._call()
+        return []
+
     def pause(self) -> None:
         self._call()
         self.paused = True
