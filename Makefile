@@ -23,13 +23,15 @@ demo: $(STAMP)
 	$(BIN)/python -m rayqueue.examples.demo
 
 # Two groups: the multi-node tests start their own Ray cluster, so they run in a process
-# of their own after everything else (one Ray per process).
+# of their own after everything else (one Ray per process). The main group runs in
+# TEST_PROCS pytest-xdist processes, each with its own private local Ray.
+TEST_PROCS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not multinode" --durations=25
+	$(BIN)/python -m pytest -n $(TEST_PROCS) --dist worksteal -m "not multinode" --durations=25
 	$(BIN)/python -m pytest -m multinode --durations=10
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest tests/unit
+	$(BIN)/python -m pytest -n $(TEST_PROCS) --dist worksteal tests/unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check rayqueue tests bench
