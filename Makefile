@@ -46,7 +46,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.cli_latency
 
 # The realistic family (issue 12): a Redis round trip per task, 2x1 / 2x4 / 2x8 slots,
-# every enqueue style, memory and SQLite, with Huey, Celery and plain Ray tasks in the
+# every enqueue style, memory, SQLite FULL and PostgreSQL (a throwaway local server unless
+# RAYQUEUE_BENCH_POSTGRES names one), with Huey, Celery and plain Ray tasks in the
 # same run (needs redis-server: apt-get install redis-server).
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): $(STAMP)

@@ -6,7 +6,9 @@ a task that writes a row or calls a service does; the driver sees a task finishe
 its push lands. Huey and Celery (2 worker processes, their normal per-task API) and
 plain Ray tasks (2 slots) run the same body in the same pass, so the figures are ratios
 from one machine at one time. rayqueue runs it on 2 workers x 1 slot, 2 x 4 and 2 x 8,
-in memory and with the SQLite journal (FULL), with four producers: the plain
+in memory, with the SQLite journal (FULL) and with the PostgreSQL journal
+(``synchronous_commit`` on; ``$RAYQUEUE_BENCH_POSTGRES``, else a throwaway local
+server), with four producers: the plain
 ``enqueue()`` loop, ``wait=False`` + ``flush()``, ``enqueue_many`` and
 ``enqueue_async``. For each case it prints the CPU each process spent per task and the
 batch sizes the queue actor actually saw on enqueue, claim and report calls.
@@ -42,7 +44,7 @@ from typing import Any
 import ray
 
 import rayqueue
-from bench.suite import OUT, cpu_by_role, pct, wait_workers
+from bench.suite import OUT, LocalPostgres, cpu_by_role, pct, wait_workers
 from bench.tasks import RedisTask, redis_client
 from rayqueue import PoolConfig, TaskQueue
 
@@ -50,6 +52,8 @@ ROOT = Path(__file__).resolve().parent.parent
 #: (workers, slots each) of the rayqueue drains.
 SLOTS = ((2, 1), (2, 4), (2, 8))
 STYLES = ("loop", "nowait", "many", "async")
+#: Where the queue keeps its tasks: no journal, SQLite FULL, PostgreSQL (sync on).
+STORES = ("memory", "sqlite", "postgres")
 Figures = dict[str, Any]
 
 
@@ -224,15 +228,18 @@ def ray_figures(port: int, n: int, lat_n: int) -> Figures:
 class RayQueueBench:
     """rayqueue's side: one queue per (storage, slots), every producer style on it."""
 
-    def __init__(self, port: int, tmp: Path, n: int, lat_n: int) -> None:
+    def __init__(self, port: int, tmp: Path, n: int, lat_n: int,
+                 postgres: LocalPostgres) -> None:
         self.port, self.tmp, self.n, self.lat_n = port, tmp, n, lat_n
+        self.postgres = postgres
 
     @contextmanager
-    def queue(self, journal: bool, workers: int, slots: int) -> Iterator[TaskQueue[Any]]:
+    def queue(self, store: str, workers: int, slots: int) -> Iterator[TaskQueue[Any]]:
         name = f"real-{uuid.uuid4().hex[:6]}"
+        journal = (None if store == "memory" else self.postgres.url() if store == "postgres"
+                   else str(self.tmp / f"{name}.sqlite"))
         q = rayqueue.init(name, pools=[PoolConfig(min_workers=workers, max_workers=workers,
-                                                  concurrency=slots)],
-                          journal=str(self.tmp / f"{name}.sqlite") if journal else None)
+                                                  concurrency=slots)], journal=journal)
         try:
             wait_workers(q, workers)
             done = Done(self.port)
@@ -370,12 +377,14 @@ def main() -> None:
         ray.init(address="local", num_cpus=4, resources={"bench_slot": 2},
                  include_dashboard=False, log_to_driver=False,
                  _temp_dir=tempfile.mkdtemp(prefix="rq-real-ray-", dir="/tmp"))
+        postgres = LocalPostgres()
         try:
             if not args.no_peers:
                 record("peer/ray-tasks", lambda: ray_figures(port, n, lat_n))
-            bench = RayQueueBench(port, tmp, n, lat_n)
-            for journal in (False, True):
-                store = "sqlite" if journal else "memory"
+            bench = RayQueueBench(port, tmp, n, lat_n, postgres)
+            for store in STORES:
+                if store == "postgres" and not _postgres_ready(postgres, results):
+                    continue
                 for workers, slots in SLOTS:
                     prefix = f"rq/{store}/{workers}x{slots}/"
                     if args.only and not any(
@@ -383,7 +392,7 @@ def main() -> None:
                             or (slots == 1 and f"rq/{store}/priority/".startswith(p))
                             for p in args.only.split(",")):
                         continue
-                    with bench.queue(journal, workers, slots) as q:
+                    with bench.queue(store, workers, slots) as q:
                         for style in STYLES:
                             record(prefix + style, lambda q=q, s=style: bench.drain(q, s))
                         if slots == 1:
@@ -396,9 +405,22 @@ def main() -> None:
                                    bench.sleeps(q, sleeps, k))
         finally:
             ray.shutdown()
+            postgres.close()
     _ratios(results)
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(f"figures written to {args.out}")
+
+
+def _postgres_ready(postgres: LocalPostgres, results: dict[str, Any]) -> bool:
+    """Whether a PostgreSQL journal can be had here; if not, say why and skip its cases
+    (the other figures of the run still count)."""
+    try:
+        postgres.url()
+    except Exception as err:
+        results["rq/postgres"] = {"error": f"{type(err).__name__}: {err}"}
+        print(f"{'rq/postgres':<28} skipped: {type(err).__name__}: {err}", flush=True)
+        return False
+    return True
 
 
 def _ratios(results: dict[str, Any]) -> None:

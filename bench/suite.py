@@ -84,18 +84,15 @@ def wait_workers(queue: TaskQueue[Any], n: int, timeout: float = 60.0) -> None:
         time.sleep(0.05)  # polling the pool while it starts workers
 
 
-class Bench:
-    """One Ray for the whole run; each workload opens its own queue."""
+class LocalPostgres:
+    """The PostgreSQL journal URL of a bench run: ``$RAYQUEUE_BENCH_POSTGRES``, else a
+    throwaway server started on first use (as the tests start one: tests/pg.py) and
+    stopped by :meth:`close`. Each queue is a schema of its own in it."""
 
-    def __init__(self, quick: bool, profile: bool) -> None:
-        self.quick = quick
-        self.profile = profile
-        self.tmp = Path(tempfile.mkdtemp(prefix="rq-bench-", dir="/tmp"))
+    def __init__(self) -> None:
         self._pg: Any = None
 
-    def postgres(self) -> str:
-        """The PostgreSQL journal URL: ``$RAYQUEUE_BENCH_POSTGRES``, else a throwaway
-        server started here (as the tests start one: tests/pg.py), stopped at the end."""
+    def url(self) -> str:
         url = os.environ.get("RAYQUEUE_BENCH_POSTGRES")
         if url:
             return url
@@ -112,6 +109,24 @@ class Bench:
     def close(self) -> None:
         if self._pg is not None:
             self._pg.close()
+            self._pg = None
+
+
+class Bench:
+    """One Ray for the whole run; each workload opens its own queue."""
+
+    def __init__(self, quick: bool, profile: bool) -> None:
+        self.quick = quick
+        self.profile = profile
+        self.tmp = Path(tempfile.mkdtemp(prefix="rq-bench-", dir="/tmp"))
+        self._pg = LocalPostgres()
+
+    def postgres(self) -> str:
+        """The PostgreSQL journal URL (see :class:`LocalPostgres`)."""
+        return self._pg.url()
+
+    def close(self) -> None:
+        self._pg.close()
 
     @contextmanager
     def queue(self, *, journal: bool | str = False, workers: int = WORKERS,

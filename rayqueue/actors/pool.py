@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import math
 import os
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -96,7 +97,22 @@ class PoolManagerActor:
         self._restarted = restarted()
         self._tasks_by_worker: dict[str, int] = {}
         self._next_feasibility_check = 0.0
-        ctx.current_actor.start.remote()
+        # start() is a call the actor makes to itself. Ray can fail it when it arrives
+        # while Ray still counts this actor as restarting (seen after the node of the
+        # pool manager died: the restarted manager never scaled, and no worker ever
+        # came back), so it is made again until the scaling loop runs.
+        threading.Thread(target=self._ensure_started, args=(ctx.current_actor,),
+                         name="pool-start", daemon=True).start()
+
+    def _ensure_started(self, me: Any) -> None:
+        pause = threading.Event()
+        while self._loop_task is None and not self._stopping:
+            try:
+                ray.get(me.start.remote(), timeout=CALL_TIMEOUT_S)
+            except Exception as err:  # failed or lost on the way: ask again
+                self._log.debug("pool manager start not run yet ({}); asking again",
+                                type(err).__name__, action="pool_start_retried")
+                pause.wait(0.2)
 
     def __repr__(self) -> str:
         return f"PoolManager({self._queue_name}: {', '.join(self._pools)})"

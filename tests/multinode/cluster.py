@@ -24,14 +24,18 @@ FAST_HEALTH = {"health_check_period_ms": 500, "health_check_failure_threshold": 
 @contextmanager
 def local_cluster(head_cpus: float, nodes: Sequence[dict[str, Any]], *,
                   fast_health: bool = False,
-                  prefix: str = "rq-multi-") -> Iterator[tuple[Cluster, list[Any]]]:
+                  prefix: str = "rq-multi-",
+                  system_config: dict[str, Any] | None = None,
+                  ) -> Iterator[tuple[Cluster, list[Any]]]:
     """A head with ``head_cpus`` CPUs plus one worker node per ``add_node`` keywords in
     ``nodes``, each its own raylet, with this process connected as the driver. Yields
-    the cluster and its worker nodes in the order of ``nodes``."""
+    the cluster and its worker nodes in the order of ``nodes``. ``system_config``: more
+    Ray system settings for the head (over the fast health checks)."""
     head: dict[str, Any] = {"num_cpus": head_cpus, "include_dashboard": False,
                             "temp_dir": tempfile.mkdtemp(prefix=prefix, dir="/tmp")}
-    if fast_health:
-        head["_system_config"] = FAST_HEALTH
+    if fast_health or system_config:
+        head["_system_config"] = {**(FAST_HEALTH if fast_health else {}),
+                                  **(system_config or {})}
     cluster = Cluster(initialize_head=True, head_node_args=head)
     added = [cluster.add_node(**node) for node in nodes]
     cluster.wait_for_nodes()
