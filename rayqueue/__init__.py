@@ -23,6 +23,7 @@ from rayqueue.errors import (
     InvalidScheduleError,
     InvalidStateError,
     InvalidTaskError,
+    InvalidWorkflowError,
     JournalCorruptError,
     JournalFencedError,
     JournalNotFoundError,
@@ -62,7 +63,7 @@ if TYPE_CHECKING:
     from rayqueue.core.schedule import CronSpec, IntervalSpec, MisfirePolicy
     from rayqueue.core.stats import QueueStats
     from rayqueue.functions import FunctionTask, function_task
-    from rayqueue.handle import ClaimedTask, TaskHandle
+    from rayqueue.handle import ClaimedTask, GroupHandle, TaskHandle
     from rayqueue.info import FailureInfo, MetricsSnapshot, PoolInfo, TaskInfo, WorkerInfo
     from rayqueue.middleware import (
         Attempt,
@@ -75,6 +76,7 @@ if TYPE_CHECKING:
     from rayqueue.registry import QueueEntry
     from rayqueue.storage import InMemoryStorage, Storage
     from rayqueue.task import Task, lookup, register
+    from rayqueue.workflow import Chain, Group, chain, group
 
 #: where each lazily loaded name lives
 _LAZY = {
@@ -130,6 +132,11 @@ _LAZY = {
     "queues": "rayqueue.client",
     "ClaimedTask": "rayqueue.handle",
     "TaskHandle": "rayqueue.handle",
+    "GroupHandle": "rayqueue.handle",
+    "Chain": "rayqueue.workflow",
+    "Group": "rayqueue.workflow",
+    "chain": "rayqueue.workflow",
+    "group": "rayqueue.workflow",
     "QueueEntry": "rayqueue.registry",
 }
 
@@ -155,6 +162,11 @@ __all__ = [
     "QueueEntry",
     "TaskQueue",
     "TaskHandle",
+    "GroupHandle",
+    "chain",
+    "group",
+    "Chain",
+    "Group",
     "ClaimedTask",
     "PoolConfig",
     "TaskInfo",
@@ -215,6 +227,7 @@ __all__ = [
     "InvalidResultError",
     "InvalidTaskError",
     "InvalidLimitError",
+    "InvalidWorkflowError",
     "PayloadTooLargeError",
     "TaskFailedError",
     "TaskCancelledError",

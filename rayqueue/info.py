@@ -36,16 +36,23 @@ class TaskInfo(BaseModel):
     #: attempt, as the queue holds it in memory (``get``/``handle.info()`` only)
     progress: float | None = None
     progress_message: str | None = None
+    #: the workflow (chain, group, chord) this task is a step of, if any
+    workflow: str | None = None
+    #: the steps it waits for (their results fill ``input_field``)
+    parents: list[str] = []
+    input_field: str | None = None
 
     @property
     def terminal(self) -> bool:
-        """Whether the task has finished (succeeded, dead or cancelled)."""
+        """Whether the task has finished (succeeded, dead or cancelled; a ``pending``
+        workflow step has not started)."""
         return self.state in ("succeeded", "dead", "cancelled")
 
     @classmethod
     def of(cls, rec: TaskRecord) -> TaskInfo:
         """Build from a core record."""
         err = rec.error
+        step = rec.step
         return cls(
             id=rec.id,
             task_name=rec.task_name,
@@ -67,6 +74,9 @@ class TaskInfo(BaseModel):
             payload_json=rec.payload,
             schedule_id=rec.schedule_id,
             headers=rec.headers or {},
+            workflow=None if step is None else step.workflow,
+            parents=[] if step is None else list(step.parents),
+            input_field=None if step is None else step.feed,
         )
 
 

@@ -222,6 +222,7 @@ class QueueActor:
             self._log.warning("task dead", action="task_dead", task_id=task_id)
         self._resolve_results([*report.dead, *report.expired,
                                *(t for t, _ in report.timed_out)])
+        self._wake_unblocked()
 
     # ---------------------------------------------------------- group commit
     async def _durable(self) -> None:
@@ -536,6 +537,7 @@ class QueueActor:
             if force:
                 self._timed_out.append((task_id, before.worker or ""))
         self._resolve_results([task_id])
+        self._wake_unblocked()
         return out.state.value if isinstance(out, TaskRecord) else "removed"
 
     async def signals(self, items: Sequence[tuple[str, int, float | None, str | None]]
@@ -722,6 +724,7 @@ class QueueActor:
         if records is not None:
             records.flush()
         self._wake_held_back()  # an end of an attempt confirms its start
+        self._wake_unblocked()
         return [r is not None for r in recs]
 
     def _log_outcome(self, rec: TaskRecord, worker: str) -> None:
@@ -745,6 +748,14 @@ class QueueActor:
         with self._lock:
             self._core.started(task_ids)
         self._wake_held_back()
+
+    def _wake_unblocked(self) -> None:
+        """Workflow steps that became ready (their parents succeeded): wake the claims
+        parked on their pools."""
+        with self._lock:
+            pools = self._core.take_unblocked()
+        for pool in pools:
+            self._wake_claims(pool, 1 << 30)
 
     def _wake_held_back(self) -> None:
         with self._lock:

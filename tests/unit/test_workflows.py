@@ -214,3 +214,106 @@ def test_take_unblocked_names_the_pools_of_new_ready_steps(
     assert core.take_unblocked() == set()
     run_one(core, clock.now(), "1")
     assert core.take_unblocked() == {"p2"} and core.take_unblocked() == set()
+
+
+# ------------------------------------------------------- the typed builder (no Ray)
+from pydantic import BaseModel  # noqa: E402
+
+from rayqueue import Task, chain, group  # noqa: E402
+from rayqueue.errors import InvalidPayloadError  # noqa: E402
+from rayqueue.task import decode_payload, with_input  # noqa: E402
+from rayqueue.workflow import MAX_STEPS, to_news  # noqa: E402
+
+
+class Receipt(BaseModel):
+    order_id: str
+    cents: int
+
+
+class Charge(Task[Receipt]):
+    task_name = "wf.charge"
+    order_id: str
+    cents: int
+
+    def execute(self) -> Receipt:
+        return Receipt(order_id=self.order_id, cents=self.cents)
+
+
+class Notify(Task[str]):
+    task_name = "wf.notify"
+    receipt: Receipt
+    email: str
+
+    def execute(self) -> str:
+        return f"{self.email}: {self.receipt.cents}"
+
+
+class Total(Task[int]):
+    task_name = "wf.total"
+    receipts: list[Receipt]
+
+    def execute(self) -> int:
+        return sum(r.cents for r in self.receipts)
+
+
+class Other(BaseModel):
+    n: int
+
+
+class TakesOther(Task[None]):
+    task_name = "wf.takes_other"
+    other: Other
+
+    def execute(self) -> None:
+        return None
+
+
+def test_a_chain_becomes_steps_of_one_workflow_on_one_shard() -> None:
+    first = chain(Charge(order_id="o-1", cents=5))
+    flow = first.then(Notify, receipt=first.output, email="a@example.com")
+    a, b = to_news(flow, "wf1", None)
+    assert (a.task_id, b.task_id) == ("wf1@0", "wf1@1")
+    assert a.step == Step("wf1", ()) and b.step == Step("wf1", ("wf1@0",), "receipt")
+    assert b.payload == '{"email":"a@example.com"}'  # without the input field
+    from rayqueue.core.shards import shard_of
+    assert len({shard_of(i, 8) for i in ("wf1", "wf1@0", "wf1@1")}) == 1
+
+
+def test_a_chord_callback_gathers_every_member() -> None:
+    members = group(Charge(order_id=f"o-{i}", cents=i) for i in range(3))
+    news = to_news(members.then(Total, receipts=members.outputs), "w", None)
+    assert news[-1].step == Step("w", ("w@0", "w@1", "w@2"), "receipts", gather=True)
+
+
+def test_the_input_arrives_as_validated_data_of_the_field_type() -> None:
+    payload = with_input("wf.notify", '{"email":"a@example.com"}', "receipt",
+                         '{"order_id":"o-1","cents":5}')
+    task = decode_payload("wf.notify", '{"email":"a@example.com"}', Notify,
+                          ("receipt", '{"order_id":"o-1","cents":5}'))
+    assert task == Notify.model_validate_json(payload)
+    assert isinstance(task, Notify) and task.receipt == Receipt(order_id="o-1", cents=5)
+    assert with_input("x", "{}", "f", "1") == '{"f":1}'
+    with pytest.raises(InvalidPayloadError):  # a result of the wrong shape is refused
+        decode_payload("wf.notify", '{"email":"x"}', Notify, ("receipt", '"nope"'))
+
+
+def test_bad_workflows_raise_before_anything_is_enqueued() -> None:
+    first = chain(Charge(order_id="o-1", cents=5))
+    other = chain(Charge(order_id="o-2", cents=5))
+    with pytest.raises(InvalidWorkflowError, match="another one"):
+        first.then(Notify, receipt=other.output, email="x")
+    with pytest.raises(InvalidWorkflowError, match="cannot take"):
+        first.then(TakesOther, other=first.output)  # type: ignore[arg-type]
+    with pytest.raises(InvalidWorkflowError, match="no field"):
+        first.then(Notify, receit=first.output, email="x")  # type: ignore[call-arg]
+    with pytest.raises(InvalidPayloadError):  # the other fields are validated now
+        first.then(Notify, receipt=first.output, email=3)  # type: ignore[arg-type]
+    with pytest.raises(InvalidWorkflowError, match="at least one"):
+        group([])
+    with pytest.raises(InvalidWorkflowError, match="at most"):
+        group(Charge(order_id="o", cents=i) for i in range(MAX_STEPS))
+    members = group([Charge(order_id="o", cents=1)])
+    with pytest.raises(InvalidWorkflowError, match="by name"):
+        members.then(Total, members.outputs)  # type: ignore[call-arg]
+    with pytest.raises(InvalidWorkflowError):
+        chain("not a task")  # type: ignore[arg-type]
