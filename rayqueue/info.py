@@ -155,7 +155,7 @@ class FailureInfo(BaseModel):
     at: float
     task_id: str
     task: str
-    #: retried, dead, lost or timed_out
+    #: retried, dead, lost, timed_out, or cancelled (a workflow step after a failed one)
     outcome: str
     #: the task's state after it (failed = a retry is due, dead, ready...)
     state: str

@@ -754,8 +754,12 @@ class QueueActor:
         parked on their pools."""
         with self._lock:
             pools = self._core.take_unblocked()
+            cut = self._core.take_cancelled_steps()
         for pool in pools:
             self._wake_claims(pool, 1 << 30)
+        if cut:  # listed with the recent failures (dashboard), reason and failed step
+            now = self._clock.now()
+            self._events.extend(_failure_event(rec, now, "cancelled") for rec in cut)
 
     def _wake_held_back(self) -> None:
         with self._lock:
@@ -796,6 +800,7 @@ class QueueActor:
             self._log.warning("worker lost; {} lease(s) returned", len(ids),
                               action="worker_lost", worker=worker, task_ids=ids)
             self._resolve_results(ids)
+            self._wake_unblocked()
         return ids
 
     async def reclaim_workers(self, prefix: str, keep: Sequence[str] = ()) -> list[str]:

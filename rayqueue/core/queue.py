@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -203,6 +203,8 @@ class QueueCore:
         self._children: dict[str, list[str]] = {}
         #: pools where a step became ready since :meth:`take_unblocked`
         self._unblocked: set[str] = set()
+        #: the latest steps cancelled because a step they wait for failed (for display)
+        self._cut: deque[TaskRecord] = deque(maxlen=100)
         self._seq = 0
         self._closed = False
         self._paused = False
@@ -1173,7 +1175,14 @@ class QueueCore:
         pools, self._unblocked = self._unblocked, set()
         return pools
 
-    def _cascade(self, batch: _Batch) -> set[str]:
+    def take_cancelled_steps(self) -> list[TaskRecord]:
+        """The latest (at most 100) steps cancelled because a step they wait for did not
+        succeed, since the last call (then forgotten): the dashboard lists them."""
+        out = list(self._cut)
+        self._cut.clear()
+        return out
+
+    def _cascade(self, batch: _Batch) -> tuple[set[str], list[TaskRecord]]:
         """Add to ``batch`` what its ended tasks mean for the steps that wait for them:
         a step whose parents have all succeeded becomes ready (with their results as
         its input), one whose parent died or was cancelled is cancelled, and so on down
@@ -1182,7 +1191,7 @@ class QueueCore:
         children = self._children
         todo = [r for r in batch.tasks if r.state.terminal and r.id in children]
         if not todo:
-            return set()
+            return set(), []
         at = {r.id: i for i, r in enumerate(batch.tasks)}
         tasks = batch.tasks
 
@@ -1191,6 +1200,7 @@ class QueueCore:
             return tasks[pos] if pos is not None else self._tasks.get(task_id)
 
         pools: set[str] = set()
+        cut: list[TaskRecord] = []
         while todo:
             parent = todo.pop()
             for child_id in children.get(parent.id, ()):
@@ -1211,9 +1221,11 @@ class QueueCore:
                     tasks[pos] = new
                 if new.state is TaskState.READY:
                     pools.add(new.pool)
-                elif new.id in children:
+                    continue
+                cut.append(new)
+                if new.id in children:
                     todo.append(new)
-        return pools
+        return pools, cut
 
     def _resolved(self, child: TaskRecord, lookup: Callable[[str], TaskRecord | None],
                   now: float) -> TaskRecord | None:
@@ -1244,10 +1256,11 @@ class QueueCore:
     def _commit(self, batch: _Batch) -> None:
         if not (batch.tasks or batch.schedules or batch.delete_tasks):
             return
-        unblocked = self._cascade(batch) if self._children else None
+        moved = self._cascade(batch) if self._children else None
         self._write(tasks=batch.tasks, schedules=batch.schedules, delete_tasks=batch.delete_tasks)
-        if unblocked:
-            self._unblocked |= unblocked
+        if moved is not None:
+            self._unblocked |= moved[0]
+            self._cut.extend(moved[1])
         for rec in batch.tasks:
             self._apply(rec)
         for sched in batch.schedules:

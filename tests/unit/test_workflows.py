@@ -317,3 +317,14 @@ def test_bad_workflows_raise_before_anything_is_enqueued() -> None:
         members.then(Total, members.outputs)  # type: ignore[call-arg]
     with pytest.raises(InvalidWorkflowError):
         chain("not a task")  # type: ignore[arg-type]
+
+
+def test_steps_cancelled_by_a_failure_are_listed_once_for_the_dashboard(
+        core: QueueCore, clock: FakeClock) -> None:
+    core.enqueue_many(chain3(), clock.now())
+    (a,) = core.claim("w", 1, clock.now())
+    core.fail("a", a.token, Failure(ErrorInfo("E", "boom"), retryable=False), clock.now())
+    cut = core.take_cancelled_steps()
+    assert [r.id for r in sorted(cut, key=lambda r: r.id)] == ["b", "c"]
+    assert all(r.error is not None and "boom" in r.error.message for r in cut)
+    assert core.take_cancelled_steps() == []
