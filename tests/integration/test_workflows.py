@@ -15,6 +15,7 @@ import pytest
 
 import rayqueue
 from rayqueue import PoolConfig, QueueConfig, TaskCancelledError, testing
+from rayqueue.cli import main
 from tests.faults.conftest import wait_gone
 from tests.integration.workflow_probes import (
     AddTax,
@@ -68,7 +69,7 @@ def test_a_group_of_200_fans_out_and_a_chord_callback_runs_once(make_queue: Make
 
 
 def test_a_step_failing_after_its_retries_fails_the_workflow_and_cancels_the_rest(
-        make_queue: MakeQueue, tmp_path: Path) -> None:
+        make_queue: MakeQueue, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     q = make_queue(pools=[POOL])
     log = str(tmp_path / "runs")
     charge = rayqueue.chain(Charge(order_id="o-2", cents=500, path=log))
@@ -85,6 +86,11 @@ def test_a_step_failing_after_its_retries_fails_the_workflow_and_cancels_the_res
     assert last.reason is not None and f"step {wf}@1 (wf-it.declined) failed" in last.reason
     assert "card declined" in (last.error_message or "")
     assert _starts(Path(log)) == {"charge": 1, "declined": 2}  # the receipt never ran
+    # the CLI shows the step's workflow, what it waited for and why it was cancelled
+    capsys.readouterr()
+    assert main(["-q", q.name, "get", handle.id]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "workflow" in shown and "cancelled" in shown and wf in shown
 
 
 def test_a_chain_completes_after_its_queue_actor_is_sigkilled_mid_chain(
