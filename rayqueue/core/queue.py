@@ -467,7 +467,7 @@ class QueueCore:
         return [
             Lease(r.id, r.lease_token, r.task_name, r.payload, r.attempts, r.priority, r.pool,
                   now + ttl, r.timeout, r.retry, r.lost_attempts > 0, r.id in marked,
-                  r.headers, _feed_of(r))
+                  r.headers, None if r.step is None else _feed_of(r))
             for r in batch.tasks
         ]
 
@@ -1301,9 +1301,6 @@ class QueueCore:
             self._ready_counts[(new.pool, new.priority)] += 1
         elif state in WAITING:
             self._timers.set(new.id, new.due_at)
-        elif state is TaskState.PENDING:
-            for parent in new.step.parents if new.step is not None else ():
-                self._children.setdefault(parent, []).append(new.id)
         elif state is TaskState.LEASED:
             self._leases.set(new.id, new.lease_expires_at or 0.0)
             if new.deadline is not None:
@@ -1312,6 +1309,9 @@ class QueueCore:
             self._leased_counts[new.pool] += 1
             if new.limit is not None:
                 self._group(new, new.limit).running += 1
+        elif state is TaskState.PENDING:
+            for parent in new.step.parents if new.step is not None else ():
+                self._children.setdefault(parent, []).append(new.id)
         elif state is not TaskState.DEAD:
             self._purges.set(new.id, (new.finished_at or new.updated_at) + self.config.result_ttl)
 
@@ -1336,13 +1336,6 @@ class QueueCore:
                     group.waiting.discard(old.id)
         elif state in WAITING:
             self._timers.discard(old.id)
-        elif state is TaskState.PENDING:
-            for parent in old.step.parents if old.step is not None else ():
-                waiting = self._children.get(parent)
-                if waiting is not None:
-                    waiting.remove(old.id)
-                    if not waiting:
-                        del self._children[parent]
         elif state is TaskState.LEASED:
             self._leases.discard(old.id)
             self._deadlines.discard(old.id)
@@ -1354,6 +1347,13 @@ class QueueCore:
                 held.discard(old.id)
                 if not held:
                     del self._by_worker[old.worker or ""]
+        elif state is TaskState.PENDING:
+            for parent in old.step.parents if old.step is not None else ():
+                waiting = self._children.get(parent)
+                if waiting is not None:
+                    waiting.remove(old.id)
+                    if not waiting:
+                        del self._children[parent]
         else:
             self._purges.discard(old.id)
 
