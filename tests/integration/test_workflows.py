@@ -117,3 +117,15 @@ def test_a_chain_completes_after_its_queue_actor_is_sigkilled_mid_chain(
     assert runs["charge"] == 1 and runs["receipt"] == 1
     assert runs["add_tax"] <= 2  # at most the one lease outstanding at the kill, again
     assert len(testing.task_ids(q)) == 3  # no step duplicated
+
+
+def test_a_chord_on_a_sharded_queue_stays_in_one_shard(make_queue: MakeQueue,
+                                                       tmp_path: Path) -> None:
+    q = make_queue(shards=3, pools=[POOL])
+    log = tmp_path / "runs"
+    squares = rayqueue.group(Square(i=i) for i in range(20))
+    handle = q.enqueue(squares.then(Total, squares=squares.outputs, path=str(log)))
+    assert handle.result(timeout=60) == sum(i * i for i in range(20))
+    by_shard = testing.task_ids_by_shard(q)
+    assert sorted(len(ids) for ids in by_shard) == [0, 0, 21]  # one enqueue, one shard
+    assert _starts(log) == {"total 20": 1}

@@ -7,14 +7,23 @@ from __future__ import annotations
 import random
 
 import pytest
+from pydantic import BaseModel
 
-from rayqueue import FakeClock, NewTask, QueueCore
+from rayqueue import FakeClock, NewTask, QueueCore, Task, chain, group
 from rayqueue.core.lease import Failure, Lease
 from rayqueue.core.port import InMemoryStorage
 from rayqueue.core.queue import QueueConfig
 from rayqueue.core.record import ErrorInfo, Step, TaskState
-from rayqueue.errors import InvalidStateError, InvalidTaskError, InvalidWorkflowError
+from rayqueue.core.shards import shard_of
+from rayqueue.errors import (
+    InvalidPayloadError,
+    InvalidStateError,
+    InvalidTaskError,
+    InvalidWorkflowError,
+)
 from rayqueue.protocol import pack_leases, pack_news, unpack_leases, unpack_news
+from rayqueue.task import decode_payload, with_input
+from rayqueue.workflow import MAX_STEPS, to_news
 from tests.unit.conftest import NO_JITTER
 
 
@@ -217,12 +226,6 @@ def test_take_unblocked_names_the_pools_of_new_ready_steps(
 
 
 # ------------------------------------------------------- the typed builder (no Ray)
-from pydantic import BaseModel  # noqa: E402
-
-from rayqueue import Task, chain, group  # noqa: E402
-from rayqueue.errors import InvalidPayloadError  # noqa: E402
-from rayqueue.task import decode_payload, with_input  # noqa: E402
-from rayqueue.workflow import MAX_STEPS, to_news  # noqa: E402
 
 
 class Receipt(BaseModel):
@@ -275,7 +278,6 @@ def test_a_chain_becomes_steps_of_one_workflow_on_one_shard() -> None:
     assert (a.task_id, b.task_id) == ("wf1@0", "wf1@1")
     assert a.step == Step("wf1", ()) and b.step == Step("wf1", ("wf1@0",), "receipt")
     assert b.payload == '{"email":"a@example.com"}'  # without the input field
-    from rayqueue.core.shards import shard_of
     assert len({shard_of(i, 8) for i in ("wf1", "wf1@0", "wf1@1")}) == 1
 
 
