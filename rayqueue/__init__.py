@@ -23,6 +23,7 @@ from rayqueue.errors import (
     InvalidScheduleError,
     InvalidStateError,
     InvalidTaskError,
+    InvalidWorkflowError,
     JournalCorruptError,
     JournalFencedError,
     JournalNotFoundError,
@@ -64,7 +65,7 @@ if TYPE_CHECKING:
     from rayqueue.core.schedule import CronSpec, IntervalSpec, MisfirePolicy
     from rayqueue.core.stats import QueueStats
     from rayqueue.functions import FunctionTask, function_task
-    from rayqueue.handle import ClaimedTask, TaskHandle
+    from rayqueue.handle import ClaimedTask, GroupHandle, TaskHandle
     from rayqueue.info import (
         AttemptInfo,
         FailureInfo,
@@ -85,6 +86,7 @@ if TYPE_CHECKING:
     from rayqueue.registry import QueueEntry
     from rayqueue.storage import InMemoryStorage, Storage
     from rayqueue.task import Task, lookup, register
+    from rayqueue.workflow import Chain, Group, chain, group
 
 #: where each lazily loaded name lives
 _LAZY = {
@@ -143,6 +145,11 @@ _LAZY = {
     "delete": "rayqueue.client",
     "ClaimedTask": "rayqueue.handle",
     "TaskHandle": "rayqueue.handle",
+    "GroupHandle": "rayqueue.handle",
+    "Chain": "rayqueue.workflow",
+    "Group": "rayqueue.workflow",
+    "chain": "rayqueue.workflow",
+    "group": "rayqueue.workflow",
     "QueueEntry": "rayqueue.registry",
 }
 
@@ -169,6 +176,11 @@ __all__ = [
     "QueueEntry",
     "TaskQueue",
     "TaskHandle",
+    "GroupHandle",
+    "chain",
+    "group",
+    "Chain",
+    "Group",
     "ClaimedTask",
     "PoolConfig",
     "TaskInfo",
@@ -231,6 +243,7 @@ __all__ = [
     "InvalidResultError",
     "InvalidTaskError",
     "InvalidLimitError",
+    "InvalidWorkflowError",
     "PayloadTooLargeError",
     "TaskFailedError",
     "TaskCancelledError",

@@ -239,16 +239,23 @@ def cmd_cancel(args: argparse.Namespace) -> None:
 
 def cmd_get(args: argparse.Namespace) -> None:
     q = _connect(args)
-    rows = []
+    rows: list[tuple[Any, ...]] = []
     for task_id in args.ids:
         i = q.get(task_id)
         progress = None if i.progress is None else f"{i.progress:.0%}" + (
             f" {i.progress_message}" if i.progress_message else "")
         error = f"{i.error_type}: {(i.error_message or '')[:80]}" if i.error_type else None
         rows.append((i.id, i.task_name, i.state, i.attempts, i.worker, progress,
-                     i.reason, error))
-    _table("tasks", ["id", "task", "state", "attempts", "worker", "progress", "reason",
-                     "error"], rows)
+                     i.reason, error, None if i.workflow is None else (
+                         f"{i.workflow}" + (f" after {', '.join(i.parents[:3])}"
+                                            f"{'...' if len(i.parents) > 3 else ''}"
+                                            if i.parents else ""))))
+    columns = ["id", "task", "state", "attempts", "worker", "progress", "reason", "error"]
+    if any(r[-1] is not None for r in rows):  # workflow steps: which, and after what
+        columns.append("workflow")
+    else:
+        rows = [r[:-1] for r in rows]
+    _table("tasks", columns, rows)
 
 
 def cmd_pause(args: argparse.Namespace) -> None:

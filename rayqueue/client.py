@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar, overload
 
 import ray
 from loguru import logger
@@ -79,7 +79,7 @@ from rayqueue.errors import (
     ResultTimeoutError,
     TaskNotFoundError,
 )
-from rayqueue.handle import ClaimedTask, TaskHandle
+from rayqueue.handle import ClaimedTask, GroupHandle, TaskHandle
 from rayqueue.info import (
     MetricsSnapshot,
     PoolInfo,
@@ -101,6 +101,7 @@ from rayqueue.task import (
     registered,
     to_new_task,
 )
+from rayqueue.workflow import Chain, Group, to_news
 
 T = TypeVar("T", bound=Task[Any])
 R = TypeVar("R")
@@ -570,6 +571,15 @@ class TaskQueue(Generic[T]):
                               for q in self._shards], self.retry_timeout, hold=waits)
 
     # -------------------------------------------------------------- producing
+    @overload
+    def enqueue(self, task: Chain[R], *, headers: Mapping[str, str] | None = None,
+                timeout: float | None = None) -> TaskHandle[R]: ...
+
+    @overload
+    def enqueue(self, task: Group[R], *, headers: Mapping[str, str] | None = None,
+                timeout: float | None = None) -> GroupHandle[R]: ...
+
+    @overload
     def enqueue(
         self,
         task: Task[R],
@@ -582,7 +592,21 @@ class TaskQueue(Generic[T]):
         timeout: float | None = None,
         wait: bool = False,
         headers: Mapping[str, str] | None = None,
-    ) -> TaskHandle[R]:
+    ) -> TaskHandle[R]: ...
+
+    def enqueue(
+        self,
+        task: Task[R] | Chain[R] | Group[R],
+        *,
+        priority: int | None = None,
+        run_at: dt.datetime | None = None,
+        delay: float | dt.timedelta | None = None,
+        task_id: str | None = None,
+        block: bool = False,
+        timeout: float | None = None,
+        wait: bool = False,
+        headers: Mapping[str, str] | None = None,
+    ) -> TaskHandle[R] | GroupHandle[R]:
         """Add one task: validated now, sent in the background; returns its handle at once.
 
         The way Ray's ``.remote()`` works: the call returns before the task is durable,
@@ -615,8 +639,19 @@ class TaskQueue(Generic[T]):
             headers: string metadata carried with the task to every attempt
                 (``current().headers``), journaled and shown in ``TaskInfo.headers``:
                 trace context, correlation ids. At most 64 entries and 16 KiB.
+
+        A workflow (:func:`rayqueue.chain`, :func:`rayqueue.group`, a chord) is
+        enqueued whole, in one journal write, before this returns; its handle is the
+        last step's ``TaskHandle`` (a :class:`GroupHandle` for a group). Only
+        ``headers`` (given to every step) and ``timeout`` apply to it.
         """
         check_timeout("timeout", timeout, allow_none=True)
+        if isinstance(task, (Chain, Group)):
+            if (priority, run_at, delay, task_id) != (None, None, None, None) or block or wait:
+                raise InvalidArgumentError(
+                    "task", "a workflow takes only headers= and timeout=: its steps use "
+                    "their classes' priority, and it is always enqueued before this returns")
+            return self._enqueue_flow(task, headers, timeout)
         if block or timeout is not None:
             return self.enqueue_many([task], priority=priority, run_at=run_at, delay=delay,
                                      task_ids=None if task_id is None else [task_id],
@@ -636,6 +671,25 @@ class TaskQueue(Generic[T]):
         if messages:
             sent.add_done_callback(lambda f: self._after_enqueue(messages, f.exception()))
         return TaskHandle(self, new.task_id or "", type(task), sent=sent)
+
+    def _enqueue_flow(self, flow: Chain[Any] | Group[Any], headers: Mapping[str, str] | None,
+                      timeout: float | None) -> TaskHandle[Any] | GroupHandle[Any]:
+        """Enqueue every step of ``flow`` in one call (one shard: the step ids share the
+        workflow id's shard key) and one journal write; the last step's handle."""
+        self._refuse_if_closed()
+        given = None if headers is None else check_headers(
+            dict(headers) if isinstance(headers, Mapping) else headers)
+        workflow_id = new_task_ids(1)[0]
+        news = to_news(flow, workflow_id, given)
+        self._check_sizes(news)
+        self._ship({n.task_class for n in flow.nodes})
+        self._settle()
+        ids = self._send_news(news, timeout=timeout)
+        if isinstance(flow, Group):
+            return GroupHandle(self, workflow_id, [TaskHandle(self, task_id, n.task_class)
+                                                   for task_id, n in zip(ids, flow.nodes,
+                                                                         strict=True)])
+        return TaskHandle(self, ids[-1], flow.nodes[-1].task_class)
 
     async def enqueue_async(
         self,
@@ -898,7 +952,8 @@ class TaskQueue(Generic[T]):
         if not leases:
             return None
         lease = leases[0]
-        task: T = decode_payload(lease.task_name, lease.payload)  # type: ignore[assignment]
+        task: T = decode_payload(lease.task_name, lease.payload,  # type: ignore[assignment]
+                                 feed=lease.feed)
         return ClaimedTask(lease, task, self._report, self._release)
 
     def _claim_one(self, pool: str, timeout: float) -> list[Lease]:

@@ -109,6 +109,13 @@ class InvalidLimitError(InvalidTaskError):
     that names no payload field). Raised at class definition, or at enqueue."""
 
 
+class InvalidWorkflowError(InvalidTaskError):
+    """A workflow (chain, group, chord) that cannot be enqueued: an empty group, too many
+    steps, a step's input that names no payload field of its task, a parent that is not
+    in the queue, or a placeholder of another workflow. Raised before anything of it is
+    enqueued."""
+
+
 class InvalidResultError(TaskError, ValueError):
     """A result (or a retry request) the queue cannot store faithfully: one that does
     not match the task's declared result type, NaN or an infinity, too large, or a retry

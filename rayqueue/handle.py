@@ -128,6 +128,47 @@ class TaskHandle(Generic[R]):
         return _decode(self._cls, info.result_json or "null")
 
 
+class GroupHandle(Generic[R]):
+    """The handle of an enqueued group: ``result()`` is the list of its members'
+    results, in order (``handles`` holds each member's :class:`TaskHandle`)."""
+
+    def __init__(self, queue: TaskQueue[Any], workflow: str,
+                 handles: list[TaskHandle[R]]) -> None:
+        self.workflow = workflow
+        self.handles = handles
+        self._queue = queue
+
+    def __repr__(self) -> str:
+        return f"GroupHandle({self.workflow!r}, {len(self.handles)} tasks)"
+
+    @property
+    def ids(self) -> list[str]:
+        """The members' task ids, in order."""
+        return [h.id for h in self.handles]
+
+    def result(self, timeout: float | None = None) -> list[R]:
+        """Wait for every member's result (one call per slice, not per task).
+
+        Raises:
+            ResultTimeoutError, TaskFailedError: as :meth:`TaskHandle.result`, for the
+                first member (in order) that did not succeed.
+        """
+        return self._queue.results(self.handles, timeout)
+
+    async def result_async(self, timeout: float | None = None) -> list[R]:
+        """Like :meth:`result`, without blocking the event loop."""
+        check_timeout("timeout", timeout, allow_none=True)
+        infos = await self._queue.wait_async(self.ids, timeout)
+        return [h.value_of(i, timeout) for h, i in zip(self.handles, infos, strict=True)]
+
+    def __await__(self) -> Generator[Any, None, list[R]]:
+        return self.result_async().__await__()
+
+    def info(self) -> list[TaskInfo | None]:
+        """The members' records now."""
+        return self._queue.get_many(self.ids)
+
+
 def _decode(cls: type[Task[R]] | None, text: str) -> R:
     if cls is None:
         value: R = json.loads(text)

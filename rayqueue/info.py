@@ -61,16 +61,23 @@ class TaskInfo(BaseModel):
     #: a listing's row (``TaskQueue.tasks``): payload, result and traceback left out
     #: (empty); ``get(id)`` has them
     brief: bool = False
+    #: the workflow (chain, group, chord) this task is a step of, if any
+    workflow: str | None = None
+    #: the steps it waits for (their results fill ``input_field``)
+    parents: list[str] = []
+    input_field: str | None = None
 
     @property
     def terminal(self) -> bool:
-        """Whether the task has finished (succeeded, dead or cancelled)."""
+        """Whether the task has finished (succeeded, dead or cancelled; a ``pending``
+        workflow step has not started)."""
         return self.state in ("succeeded", "dead", "cancelled")
 
     @classmethod
     def of(cls, rec: TaskRecord) -> TaskInfo:
         """Build from a core record."""
         err = rec.error
+        step = rec.step
         return cls(
             id=rec.id,
             task_name=rec.task_name,
@@ -93,6 +100,9 @@ class TaskInfo(BaseModel):
             schedule_id=rec.schedule_id,
             headers=rec.headers or {},
             history=[AttemptInfo.of(a) for a in rec.history or ()],
+            workflow=None if step is None else step.workflow,
+            parents=[] if step is None else list(step.parents),
+            input_field=None if step is None else step.feed,
         )
 
     @classmethod
@@ -187,7 +197,7 @@ class FailureInfo(BaseModel):
     at: float
     task_id: str
     task: str
-    #: retried, dead, lost or timed_out
+    #: retried, dead, lost, timed_out, or cancelled (a workflow step after a failed one)
     outcome: str
     #: the task's state after it (failed = a retry is due, dead, ready...)
     state: str

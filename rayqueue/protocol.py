@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from rayqueue.core.lease import Failure, Lease, Outcome
-from rayqueue.core.record import ErrorInfo, Limit, NewTask
+from rayqueue.core.record import ErrorInfo, Limit, NewTask, Step
 from rayqueue.core.retry import RetryPolicy
 
 
@@ -41,16 +41,16 @@ def pack_leases(leases: list[Lease]) -> bytes:
     seen: dict[int, dict[str, Any]] = {}
     return pickle.dumps([(x.task_id, x.token, x.task_name, x.payload, x.attempt, x.priority,
                           x.pool, x.expires_at, x.timeout, _policy_out(x.retry, seen),
-                          x.suspect, x.confirm, x.headers) for x in leases], protocol=5)
+                          x.suspect, x.confirm, x.headers, x.feed) for x in leases], protocol=5)
 
 
 def unpack_leases(blob: bytes) -> list[Lease]:
     """The leases packed by :func:`pack_leases`."""
     seen: dict[tuple[Any, ...], RetryPolicy] = {}
     return [Lease(t, tok, name, payload, attempt, prio, pool, exp, timeout,
-                  _policy_in(retry, seen), suspect, confirm, headers)
+                  _policy_in(retry, seen), suspect, confirm, headers, feed)
             for t, tok, name, payload, attempt, prio, pool, exp, timeout, retry, suspect, confirm,
-            headers in pickle.loads(blob)]
+            headers, feed in pickle.loads(blob)]
 
 
 def pack_outcomes(outcomes: list[Outcome]) -> bytes:
@@ -74,7 +74,8 @@ def pack_news(news: Sequence[NewTask]) -> bytes:
     seen: dict[int, dict[str, Any]] = {}
     return pickle.dumps([(n.task_name, n.payload, n.priority, n.pool, n.run_at, n.task_id,
                           _policy_out(n.retry, seen), n.timeout, n.delay, n.headers,
-                          None if n.limit is None else n.limit.to_json())
+                          None if n.limit is None else n.limit.to_json(),
+                          None if n.step is None else n.step.to_json())
                          for n in news], protocol=5)
 
 
@@ -82,9 +83,10 @@ def unpack_news(blob: bytes) -> list[NewTask]:
     """The enqueue requests packed by :func:`pack_news`."""
     seen: dict[tuple[Any, ...], RetryPolicy] = {}
     return [NewTask(name, payload, prio, pool, run_at, task_id, _policy_in(retry, seen),
-                    timeout, delay, headers, None if limit is None else Limit(*limit))
-            for name, payload, prio, pool, run_at, task_id, retry, timeout, delay, headers, limit
-            in pickle.loads(blob)]
+                    timeout, delay, headers, None if limit is None else Limit(*limit),
+                    Step.from_json(step))
+            for name, payload, prio, pool, run_at, task_id, retry, timeout, delay, headers, limit,
+            step in pickle.loads(blob)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -291,13 +291,19 @@ def _limits_of(cls: type[Task[Any]]) -> tuple[float | None, int | None, str | No
 def limit_of(task: Task[Any]) -> Limit | None:
     """The limits an enqueue of ``task`` carries: its class's, with the key's value
     read from the payload (so the queue never parses payloads)."""
-    spec = _LIMITS.get(type(task))
+    return limit_for(type(task), task)
+
+
+def limit_for(cls: type[Task[Any]], values: Any) -> Limit | None:
+    """The limits of ``cls`` with the key read from ``values`` (a task, or a model of
+    its fields; a key field it lacks counts as ``None``)."""
+    spec = _LIMITS.get(cls)
     if spec is None:
         return None
     rate, limit, key_field = spec
     key = None
     if key_field is not None:
-        value = getattr(task, key_field)
+        value = getattr(values, key_field, None)
         key = value if isinstance(value, str) else orjson.dumps(
             value, default=str).decode()
     return check_limit(Limit(rate, limit, key))
@@ -351,16 +357,33 @@ def _no_constants(name: str) -> None:
     raise ValueError(f"{name} is not a JSON value")
 
 
-def decode_payload(name: str, payload: str, cls: type[Task[Any]] | None = None) -> Task[Any]:
+def decode_payload(name: str, payload: str, cls: type[Task[Any]] | None = None,
+                   feed: tuple[str, str] | None = None) -> Task[Any]:
     """Rebuild a task from its name and JSON payload, validating it again.
 
-    ``cls`` is the class to use when the caller resolved it already.
+    ``cls`` is the class to use when the caller resolved it already. ``feed`` (a
+    workflow step's lease): the payload field and the JSON text of the parents'
+    results, put into the payload before it is validated, so the result arrives as
+    validated data of the field's type.
     """
     cls = cls or lookup(name)
+    if feed is not None:
+        payload = with_input(name, payload, *feed)
     try:
         return cls.model_validate_json(payload)
     except ValidationError as err:
         raise InvalidPayloadError(name, str(err)) from err
+
+
+def with_input(name: str, payload: str, field_name: str, value: str) -> str:
+    """``payload`` (a JSON object's text) with ``field_name`` set to the JSON text
+    ``value``, spliced as text: nothing is parsed and dumped again."""
+    body = payload.rstrip()
+    if not body.startswith("{") or not body.endswith("}"):
+        raise InvalidPayloadError(name, "a workflow step's payload must be a JSON object")
+    head = body[:-1].rstrip()
+    sep = "" if head == "{" else ","
+    return f"{head}{sep}{json.dumps(field_name)}:{value}}}"
 
 
 @cache

@@ -223,6 +223,7 @@ class QueueActor:
             self._log.warning("task dead", action="task_dead", task_id=task_id)
         self._resolve_results([*report.dead, *report.expired,
                                *(t for t, _ in report.timed_out)])
+        self._wake_unblocked()
 
     # ---------------------------------------------------------- group commit
     async def _durable(self) -> None:
@@ -537,6 +538,7 @@ class QueueActor:
             if force:
                 self._timed_out.append((task_id, before.worker or ""))
         self._resolve_results([task_id])
+        self._wake_unblocked()
         return out.state.value if isinstance(out, TaskRecord) else "removed"
 
     async def signals(self, items: Sequence[tuple[str, int, float | None, str | None]]
@@ -723,6 +725,7 @@ class QueueActor:
         if records is not None:
             records.flush()
         self._wake_held_back()  # an end of an attempt confirms its start
+        self._wake_unblocked()
         return [r is not None for r in recs]
 
     def _log_outcome(self, rec: TaskRecord, worker: str) -> None:
@@ -746,6 +749,18 @@ class QueueActor:
         with self._lock:
             self._core.started(task_ids)
         self._wake_held_back()
+
+    def _wake_unblocked(self) -> None:
+        """Workflow steps that became ready (their parents succeeded): wake the claims
+        parked on their pools."""
+        with self._lock:
+            pools = self._core.take_unblocked()
+            cut = self._core.take_cancelled_steps()
+        for pool in pools:
+            self._wake_claims(pool, 1 << 30)
+        if cut:  # listed with the recent failures (dashboard), reason and failed step
+            now = self._clock.now()
+            self._events.extend(_failure_event(rec, now, "cancelled") for rec in cut)
 
     def _wake_held_back(self) -> None:
         with self._lock:
@@ -786,6 +801,7 @@ class QueueActor:
             self._log.warning("worker lost; {} lease(s) returned", len(ids),
                               action="worker_lost", worker=worker, task_ids=ids)
             self._resolve_results(ids)
+            self._wake_unblocked()
         return ids
 
     async def reclaim_workers(self, prefix: str, keep: Sequence[str] = ()) -> list[str]:

@@ -62,7 +62,7 @@ def is_async(cls: type[Task[Any]]) -> bool:
 def begin(lease: Lease, cls: type[Task[Any]], worker: str) -> Task[Any] | Outcome:
     """Validate the payload again; the task, or the outcome of a payload it refuses."""
     try:
-        return decode_payload(lease.task_name, lease.payload, cls)
+        return decode_payload(lease.task_name, lease.payload, cls, lease.feed)
     except Exception as exc:  # a validator may raise anything, not only ValidationError
         if not isinstance(exc, InvalidPayloadError):
             exc = InvalidPayloadError(lease.task_name, f"{type(exc).__name__}: {exc}")

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from rayqueue.core.record import Limit, NewTask
+from rayqueue.core.record import Limit, NewTask, Step
 from rayqueue.core.retry import RetryPolicy, finite
-from rayqueue.errors import InvalidLimitError, InvalidTaskError
+from rayqueue.errors import InvalidLimitError, InvalidTaskError, InvalidWorkflowError
 
 #: Longest task id, task name and pool name, in characters.
 MAX_TASK_ID = 256
@@ -70,6 +70,34 @@ def check_new_task(new: NewTask) -> None:
         check_headers(new.headers)
     if new.limit is not None:
         check_limit(new.limit)
+    if new.step is not None:
+        check_step(new.step)
+
+
+#: Most parents one step may wait for (a chord's callback waits for every member).
+MAX_PARENTS = 1_000
+
+
+def check_step(step: object) -> Step:
+    """``step`` if the journal can hold it, else :class:`InvalidWorkflowError`."""
+    if not isinstance(step, Step):
+        raise InvalidWorkflowError(f"step must be a Step, got {type(step).__name__}")
+    check_text(step.workflow, "workflow id", MAX_TASK_ID)
+    if not isinstance(step.parents, tuple) or len(step.parents) > MAX_PARENTS:
+        raise InvalidWorkflowError(f"a step waits for at most {MAX_PARENTS} parents (a tuple "
+                                   "of task ids)")
+    for parent in step.parents:
+        check_text(parent, "parent task id", MAX_TASK_ID)
+    if len(set(step.parents)) != len(step.parents):
+        raise InvalidWorkflowError("a step names one of its parents twice")
+    if step.feed is not None:
+        check_text(step.feed, "input field", MAX_NAME)
+        if not step.parents:
+            raise InvalidWorkflowError(f"input field {step.feed!r} given to a step with no "
+                                       "parent to take it from")
+    if not isinstance(step.gather, bool):
+        raise InvalidWorkflowError("gather must be a bool")
+    return step
 
 
 def check_limit(limit: object) -> Limit:

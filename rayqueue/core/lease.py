@@ -29,6 +29,9 @@ class Lease:
     confirm: bool = False
     #: the task's headers (see NewTask.headers)
     headers: dict[str, str] | None = None
+    #: a workflow step's input: (payload field, JSON text of the parents' results),
+    #: which the worker puts into the payload before it validates the task
+    feed: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

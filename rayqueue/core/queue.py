@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -40,6 +40,7 @@ from rayqueue.errors import (
     InvalidScheduleError,
     InvalidStateError,
     InvalidTaskError,
+    InvalidWorkflowError,
     PayloadTooLargeError,
     PurgeRefusedError,
     QueueClosedError,
@@ -203,6 +204,13 @@ class QueueCore:
         #: last progress of running attempts, in memory only: task id -> (lease token,
         #: fraction, message); an entry of an older lease is ignored
         self._progress: dict[str, tuple[int, float, str | None]] = {}
+        #: workflow steps waiting for their parents: parent id -> ids of its pending
+        #: children (rebuilt from the pending records at recovery)
+        self._children: dict[str, list[str]] = {}
+        #: pools where a step became ready since :meth:`take_unblocked`
+        self._unblocked: set[str] = set()
+        #: the latest steps cancelled because a step they wait for failed (for display)
+        self._cut: deque[TaskRecord] = deque(maxlen=100)
         self._seq = 0
         self._closed = False
         self._paused = False
@@ -289,6 +297,14 @@ class QueueCore:
                 if new.run_at is not None:
                     raise InvalidScheduleError("give run_at or delay, not both")
                 due = now + _check_delay(new.delay)
+            state = TaskState.READY if due <= now else TaskState.SCHEDULED
+            if new.step is not None and new.step.parents:
+                for parent in new.step.parents:
+                    if parent not in fresh and parent not in self._tasks:
+                        raise InvalidWorkflowError(
+                            f"step {task_id!r} waits for {parent!r}, which is not in the "
+                            "queue (a parent is enqueued before its children)")
+                state = TaskState.PENDING
             seq += 1
             rec = TaskRecord(
                 id=task_id,
@@ -296,7 +312,7 @@ class QueueCore:
                 payload=new.payload,
                 priority=priority,
                 pool=new.pool,
-                state=TaskState.READY if due <= now else TaskState.SCHEDULED,
+                state=state,
                 seq=seq,
                 created_at=now,
                 due_at=due,
@@ -305,7 +321,11 @@ class QueueCore:
                 timeout=new.timeout,
                 headers=new.headers or None,
                 limit=new.limit,
+                step=new.step,
             )
+            if state is TaskState.PENDING:  # parents that already ended decide it now
+                rec = self._resolved(rec, lambda i: fresh.get(i) or self._tasks.get(i),
+                                     now) or rec
             fresh[task_id] = rec
             out.append(rec)
         max_size = self.config.max_size
@@ -453,7 +473,7 @@ class QueueCore:
         return [
             Lease(r.id, r.lease_token, r.task_name, r.payload, r.attempts, r.priority, r.pool,
                   now + ttl, r.timeout, r.retry, r.lost_attempts > 0, r.id in marked,
-                  r.headers)
+                  r.headers, None if r.step is None else _feed_of(r))
             for r in batch.tasks
         ]
 
@@ -812,6 +832,14 @@ class QueueCore:
         lease_due = self._leases.pop_due(now)
         sched_due = self._schedule_timers.pop_due(now)
         purge_due = self._purges.pop_due(now)
+        if self._children and purge_due:
+            # A succeeded step whose result a pending step (a chord's callback) still
+            # needs is kept until that step's other parents end.
+            kept = [i for i in purge_due if i in self._children]
+            for task_id in kept:
+                self._purges.set(task_id, now + self.config.result_ttl)
+            if kept:
+                purge_due = [i for i in purge_due if i not in self._children]
         touched: set[str] = set()
         for task_id in timer_due:
             rec = self._tasks[task_id]
@@ -1034,7 +1062,8 @@ class QueueCore:
                              lease_expires_at=None, deadline=None, reason="cancelled_running")
             self._commit(_Batch(tasks=[new]))
             return new
-        if rec.state not in (TaskState.READY, TaskState.SCHEDULED, TaskState.FAILED):
+        if rec.state not in (TaskState.READY, TaskState.SCHEDULED, TaskState.FAILED,
+                             TaskState.PENDING):
             raise InvalidStateError(task_id, rec.state.value, "cancel")
         new = rec.evolve(state=TaskState.CANCELLED, finished_at=now, updated_at=now)
         self._commit(_Batch(tasks=[new]))
@@ -1170,10 +1199,98 @@ class QueueCore:
         return min((prio for (p, prio), n in self._ready_counts.items()
                     if n > 0 and p == pool), default=None)
 
+    def take_unblocked(self) -> set[str]:
+        """The pools where a workflow step became ready since the last call (then
+        forgotten): their parked claims should look again."""
+        pools, self._unblocked = self._unblocked, set()
+        return pools
+
+    def take_cancelled_steps(self) -> list[TaskRecord]:
+        """The latest (at most 100) steps cancelled because a step they wait for did not
+        succeed, since the last call (then forgotten): the dashboard lists them."""
+        out = list(self._cut)
+        self._cut.clear()
+        return out
+
+    def _cascade(self, batch: _Batch) -> tuple[set[str], list[TaskRecord]]:
+        """Add to ``batch`` what its ended tasks mean for the steps that wait for them:
+        a step whose parents have all succeeded becomes ready (with their results as
+        its input), one whose parent died or was cancelled is cancelled, and so on down
+        the workflow, all in the same journal write. Returns the pools with new ready
+        steps."""
+        children = self._children
+        todo = [r for r in batch.tasks if r.state.terminal and r.id in children]
+        if not todo:
+            return set(), []
+        at = {r.id: i for i, r in enumerate(batch.tasks)}
+        tasks = batch.tasks
+
+        def lookup(task_id: str) -> TaskRecord | None:
+            pos = at.get(task_id)
+            return tasks[pos] if pos is not None else self._tasks.get(task_id)
+
+        pools: set[str] = set()
+        cut: list[TaskRecord] = []
+        while todo:
+            parent = todo.pop()
+            for child_id in children.get(parent.id, ()):
+                child = lookup(child_id)
+                if child is None or child.state is not TaskState.PENDING:
+                    continue
+                if parent.state is TaskState.SUCCEEDED:
+                    new = self._resolved(child, lookup, parent.updated_at)
+                    if new is None:
+                        continue  # other parents still run (a chord's members)
+                else:
+                    new = _upstream_failed(child, parent, parent.updated_at)
+                pos = at.get(child_id)
+                if pos is None:
+                    at[child_id] = len(tasks)
+                    tasks.append(new)
+                else:
+                    tasks[pos] = new
+                if new.state is TaskState.READY:
+                    pools.add(new.pool)
+                    continue
+                cut.append(new)
+                if new.id in children:
+                    todo.append(new)
+        return pools, cut
+
+    def _resolved(self, child: TaskRecord, lookup: Callable[[str], TaskRecord | None],
+                  now: float) -> TaskRecord | None:
+        """``child`` (pending) once its parents decide it: ready with their results when
+        all succeeded, cancelled when one died or was cancelled; None while any runs."""
+        step = child.step
+        assert step is not None
+        parents = []
+        for parent_id in reversed(step.parents):  # the last ones tend to end last
+            parent = lookup(parent_id)
+            if parent is None or parent.state in (TaskState.DEAD, TaskState.CANCELLED):
+                return _upstream_failed(child, parent, now, parent_id)
+            if parent.state is not TaskState.SUCCEEDED:
+                return None
+            parents.append(parent)
+        inputs = None
+        if step.feed is not None:
+            results = [p.result or "null" for p in reversed(parents)]
+            inputs = f"[{','.join(results)}]" if step.gather else results[0]
+            limit = self.config.max_payload_bytes
+            if len(inputs) > limit // 4 and (size := len(inputs.encode())) > limit:
+                return _dead(child.evolve(updated_at=now, error=ErrorInfo(
+                    "PayloadTooLargeError", f"the results of its parents are {size} bytes "
+                    f"of JSON, over the payload limit of {limit}: return references to "
+                    "data stored elsewhere")), now, "input_too_large")
+        return child.evolve(state=TaskState.READY, inputs=inputs, due_at=now, updated_at=now)
+
     def _commit(self, batch: _Batch) -> None:
         if not (batch.tasks or batch.schedules or batch.delete_tasks):
             return
+        moved = self._cascade(batch) if self._children else None
         self._write(tasks=batch.tasks, schedules=batch.schedules, delete_tasks=batch.delete_tasks)
+        if moved is not None:
+            self._unblocked |= moved[0]
+            self._cut.extend(moved[1])
         for rec in batch.tasks:
             self._apply(rec)
         for sched in batch.schedules:
@@ -1224,6 +1341,9 @@ class QueueCore:
             self._leased_counts[new.pool] += 1
             if new.limit is not None:
                 self._group(new, new.limit).running += 1
+        elif state is TaskState.PENDING:
+            for parent in new.step.parents if new.step is not None else ():
+                self._children.setdefault(parent, []).append(new.id)
         elif state is not TaskState.DEAD:
             self._purges.set(new.id, (new.finished_at or new.updated_at) + self.config.result_ttl)
 
@@ -1259,6 +1379,13 @@ class QueueCore:
                 held.discard(old.id)
                 if not held:
                     del self._by_worker[old.worker or ""]
+        elif state is TaskState.PENDING:
+            for parent in old.step.parents if old.step is not None else ():
+                waiting = self._children.get(parent)
+                if waiting is not None:
+                    waiting.remove(old.id)
+                    if not waiting:
+                        del self._children[parent]
         else:
             self._purges.discard(old.id)
 
@@ -1270,6 +1397,37 @@ def _unleased(rec: TaskRecord, now: float) -> TaskRecord:
 
 def _dead(rec: TaskRecord, now: float, reason: str) -> TaskRecord:
     return rec.evolve(state=TaskState.DEAD, reason=reason, finished_at=now)
+
+
+def _feed_of(rec: TaskRecord) -> tuple[str, str] | None:
+    """What a leased workflow step's input field receives (None: not a fed step)."""
+    step = rec.step
+    if step is None or step.feed is None or rec.inputs is None:
+        return None
+    return step.feed, rec.inputs
+
+
+def _upstream_failed(child: TaskRecord, parent: TaskRecord | None, now: float,
+                     parent_id: str | None = None) -> TaskRecord:
+    """``child`` cancelled because a step it waits for did not succeed; reason and error
+    name the step that failed first (carried down the workflow unchanged)."""
+    if parent is not None and parent.reason is not None and parent.reason.startswith(
+            "workflow_failed") and parent.state is TaskState.CANCELLED:
+        reason, error = parent.reason, parent.error
+    else:
+        if parent is None:
+            what = f"step {parent_id} is gone (purged or never enqueued)"
+            error = ErrorInfo.of("TaskNotFoundError", what)
+        else:
+            ended = ("was cancelled" if parent.state is TaskState.CANCELLED
+                     else f"failed ({parent.reason or parent.state.value})")
+            what = f"step {parent.id} ({parent.task_name}) {ended}"
+            err = parent.error
+            error = ErrorInfo.of(err.type if err else "TaskCancelledError",
+                                 f"{what}: {err.message}" if err else what)
+        reason = f"workflow_failed: {what}"
+    return child.evolve(state=TaskState.CANCELLED, finished_at=now, updated_at=now,
+                        reason=reason, error=error)
 
 
 def _task_of(sched: ScheduleRecord, task_id: str, seq: int, when: float, now: float) -> TaskRecord:

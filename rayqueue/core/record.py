@@ -25,9 +25,11 @@ class TaskState(str, Enum):
     """Where a task is in its life.
 
     ``failed`` means the last attempt failed and a retry is due at ``due_at``;
+    ``pending`` is a workflow step waiting for the steps it depends on (its parents);
     ``succeeded``, ``dead`` and ``cancelled`` are terminal.
     """
 
+    PENDING = "pending"
     SCHEDULED = "scheduled"
     READY = "ready"
     LEASED = "leased"
@@ -155,6 +157,40 @@ class NewTask:
     headers: dict[str, str] | None = None
     #: rate and concurrency limits of the task type (``None``: unlimited)
     limit: Limit | None = None
+    #: workflow steps: the step this one belongs to, see :class:`Step`
+    step: Step | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """How a task is a step of a workflow (chain, group or chord).
+
+    Attributes:
+        workflow: the workflow's id (shown in ``TaskInfo``).
+        parents: ids of the steps this one waits for (it is ``pending`` until all have
+            succeeded; empty for a first step or a group's member).
+        feed: the payload field that receives the parents' results (``None``: the step
+            only runs after them and gets no data).
+        gather: the field receives a list of every parent's result, in order (a
+            chord's callback), instead of the one parent's result.
+    """
+
+    workflow: str
+    parents: tuple[str, ...] = ()
+    feed: str | None = None
+    gather: bool = False
+
+    def to_json(self) -> list[Any]:
+        """A JSON-ready form for storage and the wire."""
+        return [self.workflow, list(self.parents), self.feed, self.gather]
+
+    @classmethod
+    def from_json(cls, data: list[Any] | None) -> Step | None:
+        """Rebuild one written by :meth:`to_json` (``None`` stays ``None``)."""
+        if data is None:
+            return None
+        workflow, parents, feed, gather = data
+        return cls(workflow, tuple(parents), feed, bool(gather))
 
 
 @dataclass_transform(frozen_default=True, field_specifiers=(field,))
@@ -199,6 +235,9 @@ class TaskRecord:
             before limits existed load as unlimited).
         history: its failed attempts, oldest first (``None``: none failed; records
             journaled before histories existed load without one).
+        step: where the task stands in a workflow (``None``: not a workflow step).
+        inputs: the JSON text the step's ``feed`` field receives, set when its parents
+            have all succeeded (a copy: their results may be purged before it runs).
     """
 
     id: str
@@ -228,6 +267,8 @@ class TaskRecord:
     headers: dict[str, str] | None = None
     limit: Limit | None = None
     history: tuple[Attempt, ...] | None = None
+    step: Step | None = None
+    inputs: str | None = None
 
     def evolve(self, **changes: Any) -> TaskRecord:
         """A copy with ``changes`` (as ``dataclasses.replace``, about eight times faster)."""
@@ -269,6 +310,10 @@ class TaskRecord:
             data["limit"] = self.limit.to_json()
         if self.history:
             data["history"] = [a.to_json() for a in self.history]
+        if self.step is not None:
+            data["step"] = self.step.to_json()
+            if self.inputs is not None:
+                data["inputs"] = self.inputs
         return data
 
     @classmethod
@@ -283,6 +328,8 @@ class TaskRecord:
             values["limit"] = Limit.from_json(values["limit"])
         if "history" in values:
             values["history"] = tuple(Attempt(*a) for a in values["history"] or ()) or None
+        if "step" in values:
+            values["step"] = Step.from_json(values["step"])
         return cls(**values)
 
 

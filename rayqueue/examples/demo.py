@@ -30,6 +30,7 @@ from rayqueue.examples.inventory import reserve_stock
 from rayqueue.examples.notification import NotificationTask
 from rayqueue.examples.payment import PaymentTask
 from rayqueue.examples.report import ReportTask
+from rayqueue.examples.workflows import ReceiptNotification, RegionalReport, SalesSummary
 
 N_NOTIFICATIONS = 2_000
 N_PAYMENTS = 600
@@ -240,6 +241,19 @@ def _burst(queue: rayqueue.TaskQueue[Any]) -> None:
     held = reserve_stock.enqueue(queue, "SKU-42", quantity=3).result(timeout=60)
     print(f"\nfunction task shop.reserve_stock(\"SKU-42\", quantity=3) -> "
           f"{held.reservation_id} ({held.quantity} held)")
+
+    # Workflows: a chain (the charge's receipt reaches the notification as validated
+    # data) and a chord (a summary once every regional report is done).
+    charge = rayqueue.chain(PaymentTask(order_id="wf-1", amount=Decimal("59.90"),
+                                        currency="EUR"))
+    sent = queue.enqueue(charge.then(ReceiptNotification, receipt=charge.output,
+                                     to="ada@example.com")).result(timeout=60)
+    print(f"chain shop.payment -> shop.receipt_notification: {sent.message_id} to {sent.to}")
+    regions = rayqueue.group(RegionalReport(region=r, orders=n) for r, n in
+                             (("north", 1200), ("south", 800), ("east", 450), ("west", 300)))
+    summary = queue.enqueue(regions.then(SalesSummary, regions=regions.outputs))
+    print(f"chord 4 x shop.regional_report -> shop.sales_summary: "
+          f"{summary.result(timeout=60)}")
 
     print("\nwaiting for the idle pool to drain...")
     end = time.monotonic() + 20

@@ -33,7 +33,7 @@ async def awaited(queue: rayqueue.TaskQueue[Any]) -> None:
 def misuse(queue: rayqueue.TaskQueue[Any]) -> None:
     payment = PaymentTask(order_id="o-1", amount=Decimal("5.00"), currency="EUR")
     receipt: SalesReport = queue.enqueue(payment).result()  # type: ignore[assignment]
-    queue.enqueue({"order_id": "o-1"})  # type: ignore[arg-type]
-    queue.enqueue(payment, priority="high")  # type: ignore[arg-type]
+    queue.enqueue({"order_id": "o-1"})  # type: ignore[call-overload]
+    queue.enqueue(payment, priority="high")  # type: ignore[call-overload]
     print(queue.enqueue(payment).result().no_such_field)  # type: ignore[attr-defined]
     del receipt

@@ -146,6 +146,26 @@ def test_recovered_core_equals_the_original(backend: Storage) -> None:
     assert len(expected) > 10 and again.claim("w3", 100, T0 + 32) == expected
 
 
+def test_a_recovered_core_goes_on_mid_workflow(backend: Storage) -> None:
+    """Pending steps, their parents and fed inputs survive every backend."""
+    from rayqueue.core.record import Step
+
+    def st(task_id: str, *parents: str, feed: str | None = None, gather: bool = False) -> Any:
+        return replace(new(task_id=task_id), step=Step("wf", parents, feed, gather))
+
+    core = QueueCore(storage=backend, rng=random.Random(7))
+    core.enqueue_many([st("a"), st("b", "a", feed="x"), st("m"),
+                       st("cb", "b", "m", feed="r", gather=True)], T0)
+    a, _ = core.claim("w", 2, T0)
+    core.ack(a.task_id, a.token, '{"n":1}', T0 + 1)
+    again = QueueCore.recover(backend, core.config, rng=random.Random(7))
+    assert {i: again.get(i) for i in again.task_ids()} == {i: core.get(i) for i in core.task_ids()}
+    (b,) = again.claim("w2", 5, T0 + 2)
+    assert b.feed == ("x", '{"n":1}')
+    again.ack(b.task_id, b.token, "2", T0 + 2)
+    assert again.get("cb").state.value == "pending"  # still waits for m
+
+
 # ------------------------------------------------------------------ SQLite only
 class _Unencodable(ScheduleRecord):
     def to_json(self) -> dict[str, Any]:
