@@ -17,6 +17,9 @@ import ray
 if TYPE_CHECKING:
     from rayqueue.client import TaskQueue
 
+#: A helper's call into an actor fails (GetTimeoutError) rather than hang a test run.
+CALL_TIMEOUT_S = 120.0
+
 
 @dataclass(frozen=True)
 class QueueActors:
@@ -37,7 +40,7 @@ def actors(q: TaskQueue[Any]) -> QueueActors:
 
 def call_in(actor: Any, fn: Callable[..., Any], *args: Any) -> Any:
     """``fn(actor instance, *args)`` run inside ``actor``'s process; its return value."""
-    return ray.get(actor.__ray_call__.remote(fn, *args))
+    return ray.get(actor.__ray_call__.remote(fn, *args), timeout=CALL_TIMEOUT_S)
 
 
 def _task_ids(actor: Any) -> list[str]:
@@ -98,7 +101,8 @@ def worker_handles(q: TaskQueue[Any]) -> list[tuple[str, Any]]:
 
 def recover_now(q: TaskQueue[Any]) -> dict[str, int]:
     """Reload the queue actor's state from its journal, as a restart would."""
-    by_state: dict[str, int] = ray.get(actors(q).queue.recover_now.remote())
+    by_state: dict[str, int] = ray.get(actors(q).queue.recover_now.remote(),
+                                       timeout=CALL_TIMEOUT_S)
     return by_state
 
 

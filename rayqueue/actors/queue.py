@@ -839,7 +839,8 @@ class QueueActor:
         await self._durable()
         with self._lock:
             self._core = self._reloaded()
-            self._after_tick(self._core.tick(self._clock.now()))
+            report = self._core.tick(self._clock.now())
+        self._after_tick(report)  # outside the lock, as the timer loop does: it takes it
         await self._durable()
         return self._core.stats().by_state
 

@@ -28,7 +28,7 @@ import rayqueue
 from rayqueue import PoolConfig, Priority, QueueConfig, RetryPolicy, Task, settings
 from rayqueue.examples.inventory import reserve_stock
 from rayqueue.examples.notification import NotificationTask
-from rayqueue.examples.payment import PaymentTask
+from rayqueue.examples.payment import GatewayCharge, PaymentTask
 from rayqueue.examples.report import ReportTask
 from rayqueue.examples.workflows import ReceiptNotification, RegionalReport, SalesSummary
 
@@ -187,6 +187,31 @@ def _resume(queue: rayqueue.TaskQueue[Any], left: int) -> None:
         print(f"dead letter: {info.task_name} {info.id[:12]} reason={info.reason}")
 
 
+def _limits(queue: rayqueue.TaskQueue[Any]) -> None:
+    """Rate and concurrency limits: 60 gateway charges of 4 customers (one with most of
+    them) at 20 starts a second and one charge per customer at a time."""
+    sizes = {1: 45, 2: 5, 3: 5, 4: 5}
+    charges = [GatewayCharge(customer_id=c, order_id=f"c{c}-{i}", amount=Decimal("9.99"))
+               for c, n in sizes.items() for i in range(n)]
+    handles = queue.enqueue_many(charges)
+    infos = [i for i in queue.wait([h.id for h in handles], 60) if i and i.started_at]
+    starts = sorted(i.started_at or 0.0 for i in infos)
+    rate = (len(starts) - 1) / max(starts[-1] - starts[0], 1e-9)
+    by_customer: dict[int, list[tuple[float, float]]] = defaultdict(list)
+    for info in infos:
+        customer = GatewayCharge.model_validate_json(info.payload_json or "{}").customer_id
+        by_customer[customer].append((info.started_at or 0.0, info.finished_at or 0.0))
+    # The most charges of one customer running at one time, and the rank of each
+    # customer's first start (fair turns: a small customer is not queued behind the big).
+    overlap = max(max(sum(s <= t < e for s, e in spans) for t, _ in spans)
+                  for spans in by_customer.values())
+    firsts = sorted(starts.index(min(spans)[0]) for spans in by_customer.values())
+    print(f"\nlimits: {len(infos)} shop.gateway_charge of 4 customers (45, 5, 5, 5) at "
+          f"{GatewayCharge.rate_limit} and 1 per customer: started at {rate:.1f}/s, at most "
+          f"{overlap} of a customer at once, each customer's first charge among the first "
+          f"{firsts[-1] + 1} starts")
+
+
 def _burst(queue: rayqueue.TaskQueue[Any]) -> None:
     """Enqueue the e-commerce burst, run it, and print what happened."""
     weekly = queue.schedule(ReportTask(week_start=dt.date(2026, 11, 23)),
@@ -254,6 +279,8 @@ def _burst(queue: rayqueue.TaskQueue[Any]) -> None:
     summary = queue.enqueue(regions.then(SalesSummary, regions=regions.outputs))
     print(f"chord 4 x shop.regional_report -> shop.sales_summary: "
           f"{summary.result(timeout=60)}")
+
+    _limits(queue)
 
     print("\nwaiting for the idle pool to drain...")
     end = time.monotonic() + 20

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import zlib
 from decimal import Decimal
 from typing import ClassVar
@@ -68,3 +69,27 @@ class PaymentTask(Task[PaymentReceipt]):
             order_id=self.order_id, amount=self.amount, currency=self.currency,
             transaction_id=f"txn-{txn:08x}",
         )
+
+
+class GatewayCharge(Task[PaymentReceipt]):
+    """A charge through a gateway with a quota: at most 20 starts a second across every
+    worker (the gateway's rate limit), and one charge at a time per customer (so two of a
+    customer's charges never race on the same balance). Tasks over a limit wait ready,
+    never failed; customers take turns."""
+
+    task_name: ClassVar[str] = "shop.gateway_charge"
+    priority: ClassVar[int] = Priority.HIGH
+    rate_limit: ClassVar[str | None] = "20/s"
+    concurrency_limit: ClassVar[int | None] = 1
+    concurrency_key: ClassVar[str | None] = "customer_id"
+
+    customer_id: int = Field(ge=0)
+    order_id: str = Field(min_length=1, max_length=64)
+    amount: Decimal = Field(gt=0, max_digits=12, decimal_places=2)
+
+    def execute(self) -> PaymentReceipt:
+        """Charge through the (simulated) gateway, which takes a few milliseconds."""
+        time.sleep(0.02)
+        txn = zlib.crc32(f"{self.customer_id}:{self.order_id}".encode())
+        return PaymentReceipt(order_id=self.order_id, amount=self.amount, currency="EUR",
+                              transaction_id=f"txn-{txn:08x}")
