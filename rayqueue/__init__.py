@@ -53,7 +53,8 @@ from rayqueue.errors import (
 )
 
 if TYPE_CHECKING:
-    from rayqueue.client import TaskQueue, connect, delete, init, queues
+    from rayqueue.bootstrap import connect, delete, init, queues
+    from rayqueue.client import TaskQueue
     from rayqueue.config import PoolConfig
     from rayqueue.core.clock import Clock, FakeClock, OffsetClock, SystemClock
     from rayqueue.core.lease import Failure, Lease, Outcome
@@ -139,10 +140,10 @@ _LAZY = {
     "lookup": "rayqueue.task",
     "register": "rayqueue.task",
     "TaskQueue": "rayqueue.client",
-    "connect": "rayqueue.client",
-    "init": "rayqueue.client",
-    "queues": "rayqueue.client",
-    "delete": "rayqueue.client",
+    "connect": "rayqueue.bootstrap",
+    "init": "rayqueue.bootstrap",
+    "queues": "rayqueue.bootstrap",
+    "delete": "rayqueue.bootstrap",
     "ClaimedTask": "rayqueue.handle",
     "TaskHandle": "rayqueue.handle",
     "GroupHandle": "rayqueue.handle",

@@ -57,9 +57,9 @@ def _connect(args: argparse.Namespace, queue: bool = True) -> Any:
 
     try:
         if not queue:
-            from rayqueue import client
+            from rayqueue import bootstrap
 
-            client._attach(args.address, _RAY_INIT)
+            bootstrap._attach(args.address, _RAY_INIT)
             return None
         return rayqueue.connect(args.queue, address=args.address, ray_init=_RAY_INIT)
     except QueueUnavailableError as err:
@@ -322,7 +322,7 @@ def cmd_dashboard(args: argparse.Namespace) -> None:
 
 
 def cmd_reshard(args: argparse.Namespace) -> None:
-    from rayqueue.client import default_journal
+    from rayqueue.bootstrap import default_journal
     from rayqueue.storage.layout import reshard, shard_journals
 
     journal = args.journal or default_journal(args.queue)
@@ -349,7 +349,7 @@ def cmd_reshard(args: argparse.Namespace) -> None:
 
 
 def cmd_journal(args: argparse.Namespace) -> None:
-    from rayqueue.client import default_journal
+    from rayqueue.bootstrap import default_journal
     from rayqueue.errors import JournalNotFoundError
     from rayqueue.storage import maintenance
 

@@ -18,8 +18,8 @@ import ray
 
 import rayqueue
 from rayqueue import PoolConfig, QueueConfig, testing
+from rayqueue.bootstrap import security_warnings
 from rayqueue.calls import _translate
-from rayqueue.client import security_warnings
 from tests.faults import ledger
 from tests.faults.ledger_tasks import Anything, AsyncGenExit, SchemaV1, Strict, Work, schema_v2
 from tests.ray_fixtures import wait_for

@@ -27,6 +27,7 @@ from rayqueue import (
     Retry,
     RetryPolicy,
     Task,
+    bootstrap,
     testing,
 )
 from rayqueue import client as client_module
@@ -338,17 +339,17 @@ def test_init_refuses_bad_placement_before_ray(monkeypatch: pytest.MonkeyPatch,
     def tripwire(*args: object) -> None:
         raise ReachedRayInit
 
-    monkeypatch.setattr(client_module, "_ensure_ray", tripwire)
+    monkeypatch.setattr(bootstrap, "_ensure_ray", tripwire)
     with pytest.raises(InvalidArgumentError, match=next(iter(kwargs))):
-        client_module.init("edge", **kwargs)  # type: ignore[arg-type]
+        bootstrap.init("edge", **kwargs)  # type: ignore[arg-type]
 
 
 def test_a_journal_node_that_is_not_live_is_an_argument_error(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(client_module, "_ensure_ray", lambda *args: None)
+    monkeypatch.setattr(bootstrap, "_ensure_ray", lambda *args: None)
     monkeypatch.setattr(client_module.ray, "nodes", lambda: [{"NodeID": "n1", "Alive": False}])
     with pytest.raises(InvalidArgumentError, match="journal_node: 'n1' is not a live") as err:
-        client_module.init("edge", journal=None, journal_node="n1")
+        bootstrap.init("edge", journal=None, journal_node="n1")
     assert isinstance(err.value, ValueError)  # as it was
 
 
@@ -359,8 +360,8 @@ def test_init_and_connect_check_the_ray_arguments(monkeypatch: pytest.MonkeyPatc
     def tripwire(*args: object) -> None:
         raise ReachedRayInit
 
-    monkeypatch.setattr(client_module, "_ensure_ray", tripwire)
-    for start in (client_module.init, client_module.connect):
+    monkeypatch.setattr(bootstrap, "_ensure_ray", tripwire)
+    for start in (bootstrap.init, bootstrap.connect):
         with pytest.raises(InvalidArgumentTypeError, match=next(iter(kwargs))):
             start("edge", **kwargs)  # type: ignore[operator]
 
@@ -411,9 +412,9 @@ def test_a_local_ray_started_by_rayqueue_gets_a_private_temp_dir(
     monkeypatch.setattr(client_module.ray, "is_initialized", lambda: False)
     monkeypatch.setattr(client_module.ray, "init", lambda **kw: seen.append(kw))
     monkeypatch.setattr(client_module.ray, "nodes", lambda: [])
-    client_module._ensure_ray("local", {"num_cpus": 1})
-    client_module._ensure_ray("local", {"_temp_dir": "/tmp/mine"})
-    client_module._ensure_ray(None, None)
+    bootstrap._ensure_ray("local", {"num_cpus": 1})
+    bootstrap._ensure_ray("local", {"_temp_dir": "/tmp/mine"})
+    bootstrap._ensure_ray(None, None)
     private = seen[0]["_temp_dir"]
     assert private.startswith(tempfile.gettempdir() + "/rq-ray-") and seen[0]["num_cpus"] == 1
     assert seen[1]["_temp_dir"] == "/tmp/mine"

@@ -12,8 +12,13 @@ from typing import Any, ClassVar
 import pytest
 
 import rayqueue
-from rayqueue import InvalidArgumentError, InvalidArgumentTypeError, InvalidNameError, Task
-from rayqueue import client as client_module
+from rayqueue import (
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    InvalidNameError,
+    Task,
+    bootstrap,
+)
 from rayqueue.task import to_new_task
 
 
@@ -26,7 +31,7 @@ def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
     def tripwire(*args: object) -> None:
         raise ReachedRay
 
-    monkeypatch.setattr(client_module, "_ensure_ray", tripwire)
+    monkeypatch.setattr(bootstrap, "_ensure_ray", tripwire)
 
 
 @pytest.mark.parametrize("journal", ["\x00", "j\x00.sqlite", "bad\ud800.sqlite"])

@@ -23,10 +23,11 @@ from rayqueue import (
     RayQueueError,
     Task,
     TaskError,
+    bootstrap,
     testing,
 )
-from rayqueue import client as client_module
-from rayqueue.client import TaskQueue, default_journal
+from rayqueue.bootstrap import default_journal
+from rayqueue.client import TaskQueue
 from rayqueue.core.schedule import MIN_INTERVAL_S
 from rayqueue.task import MAX_TASK_NAME, lookup, to_new_task
 
@@ -40,7 +41,7 @@ def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
     def tripwire(*args: object) -> None:
         raise ReachedRay
 
-    monkeypatch.setattr(client_module, "_ensure_ray", tripwire)
+    monkeypatch.setattr(bootstrap, "_ensure_ray", tripwire)
 
 
 class Edge(Task[int]):
