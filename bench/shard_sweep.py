@@ -35,35 +35,21 @@ from typing import Any
 import ray
 
 import rayqueue
+from bench import suite
 from bench.suite import OUT, wait_workers
 from bench.tasks import NoopTask
 from rayqueue import PoolConfig
 
 BATCH = 500
-#: What to call each process in the figures (by its Ray actor class).
-ROLES = {"QueueActor": "queue", "WorkerActor": "worker", "MetricsActor": "metrics",
-         "PoolManagerActor": "pool"}
+#: What to call each process in the figures (by its role in bench.suite.cpu_by_process).
+ROLES = {"driver": "driver", "queue": "queue", "worker": "worker", "metrics": "metrics",
+         "poolmanager": "pool"}
 
 
 def cpu_by_process() -> dict[int, tuple[str, float]]:
     """CPU seconds used so far by this driver and each rayqueue actor process, by pid."""
-    out: dict[int, tuple[str, float]] = {}
-    tick = os.sysconf("SC_CLK_TCK")
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmd = (proc / "cmdline").read_bytes().split(b"\0")[0].decode()
-            stat = (proc / "stat").read_text()
-        except OSError:
-            continue
-        pid = int(proc.name)
-        role = "driver" if pid == os.getpid() else ROLES.get(
-            cmd.removeprefix("ray::").split(".")[0]) if cmd.startswith("ray::") else None
-        if role is not None:
-            fields = stat[stat.rfind(")") + 2:].split()
-            out[pid] = (role, (int(fields[11]) + int(fields[12])) / tick)
-    return out
+    return {pid: (ROLES[role], seconds) for pid, (role, seconds) in suite.cpu_by_process().items()
+            if role in ROLES}
 
 
 def cpu_per_task(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]],

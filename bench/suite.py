@@ -50,9 +50,11 @@ def _rss_bytes(pid: int) -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def cpu_by_role() -> dict[str, float]:
-    """CPU seconds used so far by this driver and by each kind of rayqueue actor."""
-    out: dict[str, float] = {}
+def cpu_by_process() -> dict[int, tuple[str, float]]:
+    """CPU seconds used so far by this driver and each Ray actor process, by pid, with
+    its role: ``driver``, or the actor class without ``Actor`` (``queue``, ``worker``,
+    ``metrics``, ``poolmanager``...)."""
+    out: dict[int, tuple[str, float]] = {}
     tick = os.sysconf("SC_CLK_TCK")
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -62,12 +64,21 @@ def cpu_by_role() -> dict[str, float]:
             stat = (proc / "stat").read_text()
         except OSError:
             continue
-        role = ("driver" if int(proc.name) == os.getpid() else
+        pid = int(proc.name)
+        role = ("driver" if pid == os.getpid() else
                 cmd.removeprefix("ray::").split(".")[0].removesuffix("Actor").lower()
                 if cmd.startswith("ray::") else None)
         if role is not None:
             fields = stat[stat.rfind(")") + 2:].split()
-            out[role] = out.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+            out[pid] = (role, (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def cpu_by_role() -> dict[str, float]:
+    """CPU seconds used so far by this driver and by each kind of rayqueue actor."""
+    out: dict[str, float] = {}
+    for role, seconds in cpu_by_process().values():
+        out[role] = out.get(role, 0.0) + seconds
     return out
 
 
