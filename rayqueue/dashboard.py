@@ -205,11 +205,15 @@ def serve(queue: TaskQueue[Any], port: int = 8400, host: str = "127.0.0.1",
     dashboard = Dashboard(server, thread, url)
     logger.info("dashboard of queue {} at {}", queue.name, url, action="dashboard_started")
     if block:
+        # Served from the thread, waited for here: SIGTERM (raised in this thread) and
+        # Ctrl-C land in the wait, never between a handler thread's start and the
+        # accounting of its slot (a run saw a slot released twice and the process hang).
         with stopped_by_sigterm():
+            thread.start()
             try:
-                server.serve_forever()
+                thread.join()
             finally:
-                server.server_close()
+                dashboard.stop()
         logger.info("dashboard of queue {} stopped", queue.name, action="dashboard_stopped")
         return dashboard
     thread.start()

@@ -135,13 +135,19 @@ def inspect(path: str | os.PathLike[str]) -> Inspection:
     main = Path(path)
     _check_header(main)
     wal = Path(f"{main}-wal")
-    if wal.exists() and wal.stat().st_size > 0:
+    for _ in range(3):
+        if not (wal.exists() and wal.stat().st_size > 0):
+            break
         # The log must be replayed to see the newest commits; that needs a writable
-        # wal-index, so it happens on a copy.
+        # wal-index, so it happens on a copy. A log that vanishes meanwhile was folded
+        # into the main file by a closing owner: read both again.
         with tempfile.TemporaryDirectory(prefix=".rayqueue-check-", dir=main.parent) as tmp:
             copy = Path(tmp) / "journal"
             shutil.copyfile(main, copy)
-            shutil.copyfile(wal, f"{copy}-wal")
+            try:
+                shutil.copyfile(wal, f"{copy}-wal")
+            except FileNotFoundError:
+                continue
             return _read(main, sqlite3.connect(copy, isolation_level=None))
     uri = f"{main.resolve().as_uri()}?mode=ro&immutable=1"
     return _read(main, sqlite3.connect(uri, uri=True, isolation_level=None))

@@ -69,6 +69,9 @@ TERMINAL = (TaskState.SUCCEEDED, TaskState.DEAD, TaskState.CANCELLED)
 
 settings.register_profile("machine-ci", max_examples=460, stateful_step_count=15,
                           deadline=None, suppress_health_check=[HealthCheck.too_slow])
+#: `make unit`, the quick loop while editing; `make test` and CI run machine-ci.
+settings.register_profile("machine-quick", max_examples=120, stateful_step_count=15,
+                          deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("machine-deep", max_examples=5_000, stateful_step_count=60,
                           deadline=None, suppress_health_check=[HealthCheck.too_slow])
 PROFILE = settings.get_profile(os.environ.get("RAYQUEUE_PROPERTY_PROFILE", "machine-ci"))

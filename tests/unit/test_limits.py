@@ -332,9 +332,15 @@ def test_random_operations_keep_every_limited_task_in_one_place(
         else:
             core.tick(clock.advance(rng.choice([0.01, 0.1, 1.0, 20.0])))
         _check_groups(core)
+        # The concurrency limits the tasks of each (type, key) carry: one pass over the
+        # tasks, not one per group.
+        limits: dict[tuple[str, str | None], set[int | None]] = {}
+        for task_id in core.task_ids():
+            rec = core.get(task_id)
+            if rec.limit is not None:
+                limits.setdefault((rec.task_name, rec.limit.key), set()).add(
+                    rec.limit.concurrency)
         for (_, name, key), group in core._groups.items():
-            limits = {core.get(i).limit.concurrency for i in core.task_ids()  # type: ignore[union-attr]
-                      if core.get(i).limit is not None and core.get(i).task_name == name
-                      and core.get(i).limit.key == key}  # type: ignore[union-attr]
-            if limits and None not in limits:
-                assert group.running <= max(limits)  # type: ignore[type-var]
+            found = limits.get((name, key), set())
+            if found and None not in found:
+                assert group.running <= max(found)  # type: ignore[type-var]

@@ -228,7 +228,9 @@ def test_missing_journal_is_an_error_unless_create(tmp_path: Path) -> None:
     assert info.value.path == str(path) and str(path) in str(info.value)
     assert pickle.loads(pickle.dumps(info.value)).path == str(path)
     assert not path.parent.exists()
-    SQLiteStorage(path).write(tasks=[rec("a")])
+    first = SQLiteStorage(path)
+    first.write(tasks=[rec("a")])
+    first.close()  # one owner at a time (left to the GC, its close raced the reopen)
     reopened = SQLiteStorage(path, create=False)
     assert reopened.load().tasks == [rec("a")]
     reopened.close()
