@@ -12,6 +12,7 @@ import datetime as dt
 import math
 from collections.abc import Callable
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -345,12 +346,14 @@ def test_init_refuses_bad_placement_before_ray(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_a_journal_node_that_is_not_live_is_an_argument_error(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(bootstrap, "_ensure_ray", lambda *args: None)
     monkeypatch.setattr(client_module.ray, "nodes", lambda: [{"NodeID": "n1", "Alive": False}])
+    journal = tmp_path / "edge.sqlite"
     with pytest.raises(InvalidArgumentError, match="journal_node: 'n1' is not a live") as err:
-        bootstrap.init("edge", journal=None, journal_node="n1")
+        bootstrap.init("edge", journal=str(journal), journal_node="n1")
     assert isinstance(err.value, ValueError)  # as it was
+    assert not journal.exists()  # refused before any journal was made
 
 
 @pytest.mark.parametrize("kwargs", [{"address": 5}, {"address": b"auto"},
