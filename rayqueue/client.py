@@ -264,8 +264,7 @@ class TaskQueue(Generic[T]):
         """Enqueue every step of ``flow`` in one call (one shard: the step ids share the
         workflow id's shard key) and one journal write; the last step's handle."""
         self._refuse_if_closed()
-        given = None if headers is None else check_headers(
-            dict(headers) if isinstance(headers, Mapping) else headers)
+        given = _checked_headers(headers)
         workflow_id = new_task_ids(1)[0]
         news = to_news(flow, workflow_id, given)
         self._check_sizes(news)
@@ -344,11 +343,10 @@ class TaskQueue(Generic[T]):
         at = None if run_at is None else to_epoch(run_at)
         after = None if delay is None else delay_to_seconds(delay)
         ids = list(task_ids) if task_ids is not None else new_task_ids(len(tasks))
-        given = None if headers is None else check_headers(
-            dict(headers) if isinstance(headers, Mapping) else headers)
+        given = _checked_headers(headers)
         messages: list[Message] = []
         hooks = self._hooks
-        if hooks.wants("before_enqueue") or hooks.wants("after_enqueue"):
+        if hooks.enqueues:
             for t, i in zip(tasks, ids, strict=True):
                 cls = type(t)
                 message = Message(str(i), getattr(cls, "task_name", cls.__name__),
@@ -964,6 +962,12 @@ def _task_filter(state: object, task_name: object, priority: object,
                       task_name=task_name if isinstance(task_name, str) else None,
                       priority=priority if isinstance(priority, int) else None,
                       id_prefix=id_prefix if isinstance(id_prefix, str) else None)
+
+
+def _checked_headers(headers: Mapping[str, str] | None) -> dict[str, str] | None:
+    """Headers given to an enqueue, checked (a copy; None stays None)."""
+    return None if headers is None else check_headers(
+        dict(headers) if isinstance(headers, Mapping) else headers)
 
 
 def _enqueue_part(shard: Any, news: list[NewTask]) -> Any:

@@ -187,6 +187,8 @@ class Hooks:
             setattr(self, "_" + hook, tuple(fns))
         #: some middleware hooks attempts (else the attempt pipeline builds nothing)
         self.attempts = self.wants("before_attempt") or self.wants("after_attempt")
+        #: some middleware hooks enqueues (else an enqueue builds no messages)
+        self.enqueues = self.wants("before_enqueue") or self.wants("after_enqueue")
 
     def __bool__(self) -> bool:
         return bool(self.middleware)

@@ -185,8 +185,7 @@ class QueueActor:
                 with self._lock:
                     report = self._core.tick(now)
                     wake = self._core.next_wakeup()
-                self._after_tick(report)
-                self._wake_held_back()  # limited tasks back in line (a rate refill)
+                self._after_tick(report)  # wakes parked claims (a rate refill too)
             except StorageError as err:
                 self._log.error("tick failed: {}", err, action="queue_tick_failed")
                 wake = None
@@ -223,7 +222,7 @@ class QueueActor:
             self._log.warning("task dead", action="task_dead", task_id=task_id)
         self._resolve_results([*report.dead, *report.expired,
                                *(t for t, _ in report.timed_out)])
-        self._wake_unblocked()
+        self._wake_parked()
 
     # ---------------------------------------------------------- group commit
     async def _durable(self) -> None:
@@ -538,7 +537,7 @@ class QueueActor:
             if force:
                 self._timed_out.append((task_id, before.worker or ""))
         self._resolve_results([task_id])
-        self._wake_unblocked()
+        self._wake_parked()
         return out.state.value if isinstance(out, TaskRecord) else "removed"
 
     async def signals(self, items: Sequence[tuple[str, int, float | None, str | None]]
@@ -724,8 +723,7 @@ class QueueActor:
         self._resolve_results(done)
         if records is not None:
             records.flush()
-        self._wake_held_back()  # an end of an attempt confirms its start
-        self._wake_unblocked()
+        self._wake_parked()  # an end of an attempt confirms its start
         return [r is not None for r in recs]
 
     def _log_outcome(self, rec: TaskRecord, worker: str) -> None:
@@ -748,25 +746,21 @@ class QueueActor:
         back for them may now take lower-priority work."""
         with self._lock:
             self._core.started(task_ids)
-        self._wake_held_back()
+        self._wake_parked()
 
-    def _wake_unblocked(self) -> None:
-        """Workflow steps that became ready (their parents succeeded): wake the claims
-        parked on their pools."""
+    def _wake_parked(self) -> None:
+        """Wake the claims parked on pools that may have work for them now: held back
+        for an unconfirmed start that is now confirmed, limited tasks back in line (a
+        rate refill), workflow steps made ready by their parents. Steps cancelled
+        because a parent failed are listed with the recent failures (dashboard)."""
         with self._lock:
-            pools = self._core.take_unblocked()
+            pools = self._core.take_held_back() | self._core.take_unblocked()
             cut = self._core.take_cancelled_steps()
         for pool in pools:
             self._wake_claims(pool, 1 << 30)
-        if cut:  # listed with the recent failures (dashboard), reason and failed step
+        if cut:
             now = self._clock.now()
             self._events.extend(_failure_event(rec, now, "cancelled") for rec in cut)
-
-    def _wake_held_back(self) -> None:
-        with self._lock:
-            pools = self._core.take_held_back()
-        for pool in pools:
-            self._wake_claims(pool, 1 << 30)
 
     async def heartbeat(self, refs: Sequence[tuple[str, int]]) -> list[bool]:
         """Extend leases; ``False`` tells the worker its lease is gone."""
@@ -801,7 +795,7 @@ class QueueActor:
             self._log.warning("worker lost; {} lease(s) returned", len(ids),
                               action="worker_lost", worker=worker, task_ids=ids)
             self._resolve_results(ids)
-            self._wake_unblocked()
+            self._wake_parked()
         return ids
 
     async def reclaim_workers(self, prefix: str, keep: Sequence[str] = ()) -> list[str]:
