@@ -108,7 +108,9 @@ class PoolManagerActor:
         pause = threading.Event()
         while self._loop_task is None and not self._stopping:
             try:
-                ray.get(me.start.remote(), timeout=CALL_TIMEOUT_S)
+                # A future, not ray.get: Ray warns about any blocking get in an async
+                # actor ("Using blocking ray.get inside async actor"), a thread's too.
+                me.start.remote().future().result(timeout=CALL_TIMEOUT_S)
             except Exception as err:  # failed or lost on the way: ask again
                 self._log.debug("pool manager start not run yet ({}); asking again",
                                 type(err).__name__, action="pool_start_retried")

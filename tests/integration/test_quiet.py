@@ -1,6 +1,7 @@
 """Quiet by default (issue 16, item 3): a driver that forwards its actors' output (Ray's
-default, ``log_to_driver=True``) sees no per-task retry lines, no scale steps and no
-Ray deprecation warnings from rayqueue's calls, while retries still happen and count.
+default, ``log_to_driver=True``) sees no per-task retry lines, no scale steps, no Ray
+deprecation warnings and no Ray warnings about rayqueue's calls (a blocking get in an
+async actor), while retries still happen and count.
 
 The driver is a process of its own attached to the session's Ray (this process runs
 with ``log_to_driver=False``); its output is counted line by line.
@@ -57,5 +58,5 @@ def test_a_forwarding_driver_sees_no_retry_scale_or_deprecation_lines(
     assert any("worker started" in line for line in lines), "\n".join(lines[-40:])
     # ...but without a line per retry, per scale step, or a deprecation warning.
     noisy = [line for line in lines if "retry in" in line or " scaled " in line
-             or "DeprecationWarning" in line]
+             or "DeprecationWarning" in line or "blocking ray.get" in line]
     assert noisy == [], "\n".join(noisy)
