@@ -16,6 +16,8 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -89,10 +91,20 @@ def test_demo_as_a_ray_job_with_token_auth_and_a_second_driver_attaches(
     env = {**os.environ, "RAY_AUTH_MODE": head["RAY_AUTH_MODE"],
            "RAY_AUTH_TOKEN": head["RAY_AUTH_TOKEN"]}
     env.pop("RAY_ADDRESS", None)
-    job = subprocess.run(
-        [str(BIN / "ray"), "job", "submit", "--address", head["dashboard"],
-         "--working-dir", str(REPO), "--", sys.executable, "-m", "rayqueue.examples.demo"],
-        env=env, capture_output=True, text=True, timeout=300, check=False, cwd=REPO)
+    submit = [str(BIN / "ray"), "job", "submit", "--address", head["dashboard"],
+              "--working-dir", str(REPO), "--", sys.executable, "-m",
+              "rayqueue.examples.demo"]
+    # A head node's job agent registers a moment after `ray start` returns (longer on a
+    # busy machine); until then Ray refuses the submission, before making any job, with
+    # "No available agent to submit job, please try again later". Ask again, as it says.
+    deadline = time.monotonic() + 120
+    while True:
+        job = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=300,
+                             check=False, cwd=REPO)
+        if ("No available agent to submit job" not in job.stdout + job.stderr
+                or time.monotonic() > deadline):
+            break
+        threading.Event().wait(1.0)
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
     assert "queue 'shop' stays up on the cluster" in job.stdout
     assert "succeeded" in job.stdout
