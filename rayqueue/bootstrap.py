@@ -426,6 +426,7 @@ def delete(name: str, *, journal: str | None = None, address: str | None = None,
     _check_ray_args(address, ray_init)
     if journal is not None:
         check_str("journal", journal)
+        _check_placement(journal, None, None, None)  # (a path the file system can take)
     entry: QueueEntry | None = None
     try:
         _attach(address, ray_init)

@@ -21,6 +21,7 @@ from rayqueue import (
     InvalidArgumentError,
     InvalidArgumentTypeError,
     InvalidResultError,
+    InvalidWorkflowError,
     QueueLostError,
     Task,
     bootstrap,
@@ -152,3 +153,21 @@ def test_the_dashboard_compares_the_token_in_constant_time_on_bytes(
                                   for a, b in seen)
     assert seen[1] == (token.encode(), token.encode())
 
+
+
+# ------------------------------------------- build 2: delete(journal=), group(...)
+@pytest.mark.parametrize("journal", ["a\x00b", "lone\ud800", ""])
+def test_delete_refuses_a_journal_path_the_os_cannot_name_before_anything(
+        monkeypatch: pytest.MonkeyPatch, journal: str) -> None:
+    def tripwire(*args: object) -> None:
+        raise ReachedRay
+
+    monkeypatch.setattr(bootstrap, "_attach", tripwire)
+    with pytest.raises(InvalidArgumentError, match="journal"):
+        rayqueue.delete("gaps", journal=journal)
+
+
+@pytest.mark.parametrize("tasks", [None, 5, print, 1.5])
+def test_a_group_of_something_not_iterable_is_a_workflow_error(tasks: Any) -> None:
+    with pytest.raises(InvalidWorkflowError, match="iterable"):
+        rayqueue.group(tasks)
