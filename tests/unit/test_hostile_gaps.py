@@ -20,6 +20,7 @@ from rayqueue import (
     FakeClock,
     InvalidArgumentError,
     InvalidArgumentTypeError,
+    InvalidNameError,
     InvalidResultError,
     InvalidWorkflowError,
     QueueLostError,
@@ -171,3 +172,41 @@ def test_delete_refuses_a_journal_path_the_os_cannot_name_before_anything(
 def test_a_group_of_something_not_iterable_is_a_workflow_error(tasks: Any) -> None:
     with pytest.raises(InvalidWorkflowError, match="iterable"):
         rayqueue.group(tasks)
+
+
+# --------------- found by the CLI suite at 1,000 examples: names and paths from argv
+def test_a_task_name_no_key_can_hold_is_refused_before_the_cluster_is_asked(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``rayqueue enqueue $'\\xff' '{}'``: the undecodable byte arrives as a lone
+    surrogate, which the shipped-class lookup sent to Ray's KV store as a key
+    (UnicodeEncodeError)."""
+    from ray.experimental import internal_kv
+
+    from rayqueue import codebook
+
+    def tripwire(*args: object, **kwargs: object) -> None:
+        raise ReachedRay
+
+    monkeypatch.setattr(internal_kv, "_internal_kv_get", tripwire)
+    for name in ("\udcff", "a\x00b", ""):
+        with pytest.raises(InvalidNameError, match="task name"):
+            codebook.resolve("q", name)
+
+
+@pytest.mark.parametrize("argv", [
+    ["journal", "backup", "/tmp/x\udd00.sqlite", "--journal", "/tmp/j.sqlite"],
+    ["journal", "check", "--journal", "/tmp/j\udd00.sqlite"],
+    ["journal", "restore", "/tmp/b.sqlite", "--journal", "/tmp/a\x00b"],
+    ["reshard", "--shards", "2", "--journal", "/tmp/\ud800"],
+    ["delete", "q", "--journal", "/tmp/\udfff", "--yes"],
+])
+def test_a_journal_path_the_os_cannot_name_is_a_usage_error(
+        capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    from rayqueue.cli import EXIT_USAGE, main
+
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "file name" in err or "NUL" in err, err
