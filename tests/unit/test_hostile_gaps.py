@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import math
 import time
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -29,7 +30,7 @@ from rayqueue import (
     calls,
 )
 from rayqueue.core.lease import Lease
-from rayqueue.errors import JournalInUseError, StorageBusyError
+from rayqueue.errors import JournalCorruptError, JournalInUseError, StorageBusyError
 from rayqueue.handle import ClaimedTask
 from rayqueue.task import to_new_task
 
@@ -210,3 +211,20 @@ def test_a_journal_path_the_os_cannot_name_is_a_usage_error(
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1, err
     assert "file name" in err or "NUL" in err, err
+
+
+def test_a_backup_of_a_directory_is_a_journal_error_not_an_io_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``rayqueue journal backup FILE --journal <a directory>`` (found by the CLI suite
+    at 1,000 examples): SQLite's "disk I/O error" escaped as an unexpected error."""
+    from rayqueue.cli import EXIT_FAILED, main
+    from rayqueue.storage.maintenance import backup
+
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(JournalCorruptError, match="not a file"):
+        backup(tmp_path / "dir", tmp_path / "copy.sqlite")
+    assert main(["journal", "backup", str(tmp_path / "copy.sqlite"), "--journal",
+                 str(tmp_path / "dir")]) == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert err.startswith("rayqueue: JournalCorruptError:") and len(err.splitlines()) == 1
+    assert not (tmp_path / "copy.sqlite").exists()
