@@ -167,6 +167,11 @@ def init(
     check_shards(shards)
     check_queue_name(name)
     config, pools, beat = runtime_settings(config, pools, durability, heartbeat_s)
+    if clock is not None and (isinstance(clock, type)
+                              or not callable(getattr(clock, "now", None))):
+        # (the queue actor would fail to start on it, as a Ray error)
+        raise InvalidArgumentTypeError("clock", "expected a rayqueue.Clock (an object with "
+                                       f"now()) or None, got {type(clock).__name__}")
     _check_placement(journal, journal_node, queue_env, actor_env)
     _check_ray_args(address, ray_init)
     _ensure_ray(address, ray_init)
@@ -421,6 +426,7 @@ def delete(name: str, *, journal: str | None = None, address: str | None = None,
     _check_ray_args(address, ray_init)
     if journal is not None:
         check_str("journal", journal)
+        _check_placement(journal, None, None, None)  # (a path the file system can take)
     entry: QueueEntry | None = None
     try:
         _attach(address, ray_init)

@@ -15,7 +15,9 @@ from typing import Any
 import ray
 
 from rayqueue.errors import (
+    InvalidArgumentError,
     JournalCorruptError,
+    JournalInUseError,
     JournalNotFoundError,
     QueueBusyError,
     QueueFullError,
@@ -80,13 +82,16 @@ def _lost(err: BaseException) -> Exception | None:
         corrupt = _JOURNAL_CORRUPT.search(text)
         if corrupt:
             return JournalCorruptError(corrupt.group(2), corrupt.group(3))
+        in_use = _JOURNAL_IN_USE.search(text)
+        if in_use:  # another queue (or another copy of this one) owns the journal
+            return JournalInUseError(in_use.group(2), in_use.group(3))
         storage = _STORAGE_FAILED.findall(text)
         if storage:  # e.g. a journal of another schema version, or an unwritable one
             kind, message = storage[-1]
             return _STORAGE_ERRORS[kind](message)
         refused = _REFUSED.findall(text)
         if refused:  # a configuration the actor refused (e.g. another shard count)
-            return ValueError(refused[-1])
+            return InvalidArgumentError("journal", refused[-1])
         last = text.strip().splitlines()[-1] if text.strip() else type(err).__name__
         return QueueLostError(f"the queue's actor failed to start: {last}")
     return None
@@ -97,6 +102,9 @@ _JOURNAL_MISSING = re.compile(r"queue journal is missing at (['\"])(.+?)\1")
 #: How JournalCorruptError's message names the path and the problem.
 _JOURNAL_CORRUPT = re.compile(r"queue journal at (['\"])(.+?)\1 is refused and was left as it "
                               r"was: (.+?)\. See what it holds")
+#: How JournalInUseError's message names the path and the owner.
+_JOURNAL_IN_USE = re.compile(r"queue journal at (['\"])(.+?)\1 is in use by (.+?): a journal "
+                             r"has one owner at a time")
 #: Any other StorageError raised by the queue actor's constructor (opening its journal).
 _STORAGE_FAILED = re.compile(r"^(?:rayqueue\.errors\.)?(Storage(?:Busy|Full)?Error): (.+)$",
                              re.MULTILINE)
@@ -131,7 +139,9 @@ class _Budget:
         """The pause before the next attempt, given one began at ``began`` failed with
         ``err``; re-raises ``err`` when the budget is spent or the actor is lost."""
         self.spent += max(0.0, time.monotonic() - began - self.hold)
-        if isinstance(err, QueueLostError) or self.spent + self.pause > self.timeout:
+        # (a journal another queue owns is as final: waiting does not free it)
+        if isinstance(err, (QueueLostError, JournalInUseError)) \
+                or self.spent + self.pause > self.timeout:
             raise err
         pause = self.pause
         self.spent += pause

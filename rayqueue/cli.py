@@ -458,6 +458,20 @@ def _queue_name(text: str) -> str:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _path(text: str) -> str:
+    """An argparse type: a path the file system can be given (a command line carries
+    no NUL, and its undecodable bytes come back as they were; ``main(argv)`` called from
+    Python may hold any str)."""
+    try:
+        raw = os.fsencode(text)
+    except UnicodeEncodeError as err:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a file name this system can hold "
+                                         f"({err.reason})") from None
+    if b"\0" in raw:
+        raise argparse.ArgumentTypeError(f"{text!r} holds a NUL byte")
+    return text
+
+
 def _shard_count(text: str) -> int:
     from rayqueue.core.shards import MAX_SHARDS
 
@@ -522,8 +536,8 @@ def parser() -> argparse.ArgumentParser:
     de = add("delete", cmd_delete, "remove a queue for good: actors (closed or shut down "
              "first), registry entry and journal; asks first")
     de.add_argument("name", type=_queue_name)
-    de.add_argument("--journal", help="the journal, as given to rayqueue.init (default: "
-                    "the registry's, else $RAYQUEUE_HOME/<queue>.sqlite)")
+    de.add_argument("--journal", type=_path, help="the journal, as given to rayqueue.init "
+                    "(default: the registry's, else $RAYQUEUE_HOME/<queue>.sqlite)")
     de.add_argument("--yes", action="store_true", help="do not ask")
     add("retry", cmd_retry, "put dead tasks back in the queue").add_argument("ids", nargs="+")
     c = add("cancel", cmd_cancel, "cancel tasks, waiting or running")
@@ -543,7 +557,7 @@ def parser() -> argparse.ArgumentParser:
             "another shard count (needs no Ray; run it on the journal's node)")
     r.add_argument("--shards", type=_shard_count,
                    required=True, help="the new shard count")
-    r.add_argument("--journal", help="the base journal, as given to rayqueue.init "
+    r.add_argument("--journal", type=_path, help="the base journal, as given to rayqueue.init "
                    "(default: .rayqueue/<queue>.sqlite)")
     j = add("journal", cmd_journal, "check, back up or restore a queue's SQLite journal, "
             "or check a PostgreSQL one (needs no Ray; run it on the journal's node)")
@@ -551,8 +565,8 @@ def parser() -> argparse.ArgumentParser:
                    help="check: integrity, identity and counts, read-only; backup FILE: a "
                    "consistent copy, also while the queue runs; restore FILE: put a backup "
                    "in place (the queue shut down)")
-    j.add_argument("file", nargs="?", help="the backup file (backup and restore)")
-    j.add_argument("--journal", help="the journal, as given to rayqueue.init (default: "
+    j.add_argument("file", nargs="?", type=_path, help="the backup file (backup and restore)")
+    j.add_argument("--journal", type=_path, help="the journal, as given to rayqueue.init (default: "
                    ".rayqueue/<queue>.sqlite); a postgresql:// URL is checked read-only "
                    "(every shard's schema; no epoch taken)")
     add("demo", cmd_demo, "run the e-commerce demo on a private local Ray")

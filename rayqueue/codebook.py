@@ -19,7 +19,7 @@ from loguru import logger
 from ray.experimental import internal_kv
 
 from rayqueue.errors import UnknownTaskError
-from rayqueue.task import Task, lookup, register
+from rayqueue.task import Task, check_task_name, lookup, register
 
 _NAMESPACE = "rayqueue"
 
@@ -52,7 +52,10 @@ def resolve(queue: str, task_name: str) -> type[Task[Any]]:
 
     Raises:
         UnknownTaskError: nobody shipped or imported it (yet).
+        InvalidNameError: ``task_name`` cannot name a task (e.g. a lone surrogate: an
+            undecodable byte of a command line, which no key can hold).
     """
+    check_task_name(task_name)
     try:
         return lookup(task_name)
     except UnknownTaskError:

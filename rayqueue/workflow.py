@@ -218,8 +218,9 @@ def group(tasks: Iterable[Task[R]]) -> Group[R]:
     Raises:
         InvalidWorkflowError: no tasks, more than :data:`MAX_STEPS`, or not tasks.
     """
-    if isinstance(tasks, Task):
-        raise InvalidWorkflowError("group() takes an iterable of tasks, got one Task")
+    if isinstance(tasks, Task) or not isinstance(tasks, Iterable):
+        got = "one Task" if isinstance(tasks, Task) else type(tasks).__name__
+        raise InvalidWorkflowError(f"group() takes an iterable of tasks, got {got}")
     members = list(tasks)
     if not members:
         raise InvalidWorkflowError("a group needs at least one task")

@@ -78,12 +78,14 @@ def backup(path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Journa
         JournalNotFoundError: no journal at ``path``.
         FileExistsError: ``dest`` exists already.
         FileNotFoundError: ``dest``'s directory does not exist.
-        JournalCorruptError: the journal is not a database, or the copy does not check
-            whole.
+        JournalCorruptError: the journal is not a database (or not a file), or the copy
+            does not check whole.
     """
     source, target = Path(path), Path(dest)
     if not source.exists():
         raise JournalNotFoundError(str(source))
+    if not source.is_file():  # (SQLite would say only "disk I/O error")
+        raise JournalCorruptError(str(source), "it is not a file (a directory?)")
     if target.exists():
         raise FileExistsError(f"{target} exists already: choose a new name for the backup")
     if not target.parent.is_dir():  # (SQLite would say only "unable to open database file")

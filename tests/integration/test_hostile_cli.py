@@ -6,10 +6,12 @@ few real processes for ``--address``, which only a fresh process resolves.
 For each command line: exit 0 only where the command is valid, else 1, 2 or 3 with
 exactly one line on stderr that is the CLI's own message or names an error of
 rayqueue's tree (never a traceback, a plain ``ValueError`` or the "unexpected" line),
-and the queue's ``stats()`` is as it was. Journal commands get paths in a private
+the queue's ``stats()`` is as it was, the command took under 5 s (a hang guard), and a
+good task enqueued after it runs with its result. Journal commands get paths in a private
 directory, plus the running queue's own journal, which they must refuse to replace.
 
-``RAYQUEUE_HOSTILE_EXAMPLES`` sets the examples (default 20 -> 60 command lines)."""
+``RAYQUEUE_HOSTILE_EXAMPLES`` sets the examples per test (default 20 -> 80 command lines,
+in a few seconds; 1,000 -> 4,000 in a few minutes)."""
 
 from __future__ import annotations
 
@@ -19,11 +21,13 @@ import os
 import re
 import subprocess
 import sys
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -33,12 +37,16 @@ import rayqueue
 from rayqueue import PoolConfig, errors
 from rayqueue.cli import main
 from tests.integration import hostile_values as hv
-from tests.integration.probe_tasks import Manual
+from tests.integration.probe_tasks import Manual, Probe
 
 PER_TEST = int(os.environ.get("RAYQUEUE_HOSTILE_EXAMPLES", "20"))
 EXAMPLES = settings(max_examples=PER_TEST, deadline=None, database=None,
                     suppress_health_check=list(HealthCheck))
 CODES: Counter[int] = Counter()
+#: A hang guard, not a timing test: every command here answers at once or is refused.
+HANG_S = 5.0
+#: good tasks run after the hostile command lines
+GOOD = [0]
 #: what an error line may name: an error class of rayqueue's tree
 NAMED = re.compile(r"^rayqueue: (?:unexpected )?([A-Za-z_][A-Za-z0-9_]*(?:Error|Exception)):")
 
@@ -58,11 +66,11 @@ def cli_queue(ray_cluster: dict[str, Any],
               tmp_path_factory: pytest.TempPathFactory) -> Iterator[rayqueue.TaskQueue[Any]]:
     path = tmp_path_factory.mktemp("hostile-cli") / "cli.sqlite"
     q = rayqueue.init(f"hcli-{uuid.uuid4().hex[:6]}", journal=str(path),
-                      pools=[PoolConfig(min_workers=0, max_workers=1)])
+                      pools=[PoolConfig(min_workers=1, max_workers=1)])
     q.enqueue(Manual(name="resident"), wait=True)  # something a bad command could touch
     yield q
     print(f"\nhostile CLI suite: {CODES.total()} command lines, exit codes "
-          f"{dict(sorted(CODES.items()))}")
+          f"{dict(sorted(CODES.items()))}; {GOOD[0]} good tasks after them all done")
     q.shutdown(timeout=10)
 
 
@@ -79,7 +87,9 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
 def judge(q: rayqueue.TaskQueue[Any], argv: list[str], *,
           may_act: bool = False) -> tuple[int, str]:
     before = q.stats()
+    began = time.monotonic()
     code, out, err = run_cli(argv)
+    took = time.monotonic() - began
     CODES[code] += 1
     shown = f"rayqueue {argv!r}"[:300]
     assert "Traceback" not in out + err, shown
@@ -95,6 +105,10 @@ def judge(q: rayqueue.TaskQueue[Any], argv: list[str], *,
                 shown, lines[0][:500])
     if code != 0 or not may_act:
         assert q.stats() == before, (shown, code, err[:500])
+    assert took < HANG_S, (shown, f"took {took:.1f} s")
+    # The queue still works: a good task enqueued after it runs, with its result.
+    GOOD[0] += 1
+    assert q.enqueue(Probe(value=GOOD[0])).result(timeout=30) == GOOD[0], shown
     return code, out
 
 
@@ -127,7 +141,7 @@ def test_queue_commands(cli_queue: rayqueue.TaskQueue[Any], data: st.DataObject)
         argv = [*head, "dashboard", "--port", port, "--host", "127.0.0.1"]
     code, _ = judge(q, argv, may_act=command == "pools")
     if command == "pools" and code == 0:
-        q.resize_pool("default", 0, 1)  # (a valid resize: put the bounds back)
+        q.resize_pool("default", 1, 1)  # (a valid resize: put the bounds back)
 
 
 def _a_port(text: str) -> bool:
@@ -155,6 +169,41 @@ def test_enqueue_command(cli_queue: rayqueue.TaskQueue[Any], data: st.DataObject
     code, out = judge(q, argv, may_act=True)
     if code == 0 and not out.startswith("usage:"):  # enqueued: its id is printed first
         assert run_cli(["-q", q.name, "cancel", out.split()[0]])[0] == 0
+
+
+@EXAMPLES
+@given(data=st.data())
+def test_browse_commands(cli_queue: rayqueue.TaskQueue[Any], data: st.DataObject) -> None:
+    """ls, get, tasks, schedules --resume, and purge/delete (never confirmed: without
+    --yes or a terminal they must refuse, whatever they were given)."""
+    q = cli_queue
+    queue = data.draw(st.one_of(st.just(q.name), words), label="queue")
+    command = data.draw(st.sampled_from(["ls", "get", "tasks", "schedules", "purge",
+                                         "delete"]), label="command")
+    states = st.one_of(st.sampled_from(["ready", "succeeded", "dead", "cancelled"]), words)
+    argv = ["-q", queue, command]
+    if command == "get":
+        argv += data.draw(st.lists(words, min_size=1, max_size=3), label="ids")
+    elif command == "schedules":
+        argv += ["--resume", *data.draw(st.lists(words, min_size=1, max_size=3))]
+    elif command == "purge":
+        for state in data.draw(st.lists(states, min_size=1, max_size=2), label="states"):
+            argv += ["--state", state]
+    elif command == "delete":
+        argv += [data.draw(st.one_of(st.just(q.name), words), label="name")]
+        if data.draw(st.booleans()):
+            argv += ["--journal", data.draw(words, label="journal")]
+    elif command == "tasks":
+        for option in data.draw(st.lists(st.sampled_from(
+                ["--state", "--type", "--priority", "--id", "--limit", "--after"]),
+                unique=True), label="options"):
+            argv += [option, data.draw(states if option == "--state" else words,
+                                       label=option)]
+    with mock.patch.object(sys, "stdin", io.StringIO("y\n")):  # no terminal to ask on
+        code, out = judge(q, argv, may_act=False)
+    if command in ("purge", "delete"):
+        assert code != 0 or out.startswith("usage:"), argv  # never done unconfirmed
+    assert q.get_many([]) == []  # the queue still answers
 
 
 def _short_wait(text: str) -> float | None:

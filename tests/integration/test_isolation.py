@@ -46,13 +46,12 @@ def _enqueue(q: rayqueue.TaskQueue[Any], style: str, tasks: list[Probe],
 
 
 @pytest.mark.parametrize("journal", [False, True], ids=["memory", "sqlite"])
-@pytest.mark.parametrize("style", ["enqueue", "wait", "nowait", "many"])
+# enqueue() is wait=False (pipelined, coalesced); "wait" is wait=True; "many" enqueue_many
+@pytest.mark.parametrize("style", ["enqueue", "wait", "many"])
 def test_one_senders_bad_input_never_fails_another_senders_good_enqueues(
         make_queue: MakeQueue, tmp_path: Path, journal: bool, style: str) -> None:
     q = make_queue(pools=[PoolConfig(min_workers=1, max_workers=1)],
                    journal=str(tmp_path / "j.sqlite") if journal else None)
-    if style == "nowait":
-        style = "enqueue"  # the default enqueue() is the pipelined one
     q.pause()
     errors: list[BaseException] = []
     refused: list[str] = []
