@@ -12,6 +12,7 @@ neither secret is anywhere, though the middleware's errors are.
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import time
@@ -21,6 +22,7 @@ from typing import Any, ClassVar
 
 import pytest
 import ray
+from loguru import logger
 
 from rayqueue import PoolConfig, RetryPolicy, Task, testing
 from rayqueue.middleware import Attempt, Message, Middleware
@@ -61,14 +63,8 @@ class Charge(Task[int]):
         return len(card)
 
 
-def test_no_secret_reaches_any_log(make_queue: Any, tmp_path: Path,
-                                   capfd: pytest.CaptureFixture[str]) -> None:
-    card = "card-" + uuid.uuid4().hex
-    token = "token-" + uuid.uuid4().hex
-    marker = tmp_path / "go"
-    q = make_queue(pools=[PoolConfig(min_workers=1, max_workers=1, concurrency=1)],
-                   middleware=[Nosy()], heartbeat_s=0.5)
-    handle = q.enqueue(Charge(card=card, marker=str(marker)), headers={"auth": token},
+def _run(q: Any, card: str, token: str, marker: str) -> None:
+    handle = q.enqueue(Charge(card=card, marker=marker), headers={"auth": token},
                        wait=True)
     wait_for(lambda: (i := q.get(handle.id)).attempts == 2 and i.state == "leased",
              what="the second attempt running")
@@ -76,13 +72,29 @@ def test_no_secret_reaches_any_log(make_queue: Any, tmp_path: Path,
     os.kill(pid, signal.SIGKILL)
     wait_gone([pid], what="the queue actor's process")  # the fault happened...
     wait_for(lambda: testing.queue_pid(q) != pid, what="a new queue actor")  # ...and passed
-    marker.touch()
+    Path(marker).touch()
     assert handle.result(timeout=60) == len(card)
     info = q.get(handle.id)
     assert info.attempts == 2 and info.headers == {"auth": token}
 
+
+def test_no_secret_reaches_any_log(make_queue: Any, tmp_path: Path,
+                                   capfd: pytest.CaptureFixture[str]) -> None:
+    card = "card-" + uuid.uuid4().hex
+    token = "token-" + uuid.uuid4().hex
+    marker = tmp_path / "go"
+    q = make_queue(pools=[PoolConfig(min_workers=1, max_workers=1, concurrency=1)],
+                   middleware=[Nosy()], heartbeat_s=0.5)
+    # The driver's loguru is the application's: render its records as loguru's default
+    # handler does (diagnose and backtrace on), whatever handlers other tests left.
+    rendered = io.StringIO()
+    sink = logger.add(rendered, level="DEBUG", diagnose=True, backtrace=True, colorize=False)
+    try:
+        _run(q, card, token, str(marker))
+    finally:
+        logger.remove(sink)
     logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
-    driver = "".join(capfd.readouterr())
+    driver = "".join(capfd.readouterr()) + rendered.getvalue()
     # The logs searched are the ones written: the middleware's errors are in them.
     assert "nosy middleware failed before enqueue" in driver
     wait_for(lambda: any(b"nosy middleware failed before attempt" in p.read_bytes()
