@@ -48,7 +48,7 @@ test: $(STAMP)
 
 # The quick loop while editing: the pure core only, 4 processes (many unit tests wait on
 # files, sockets and child processes), the core's state machines at 120 examples each
-# instead of make test's 460 (RAYQUEUE_PROPERTY_PROFILE=machine-ci for those).
+# instead of make test's 500 (RAYQUEUE_PROPERTY_PROFILE=machine-ci for those).
 unit: $(STAMP)
 	RAYQUEUE_PROPERTY_PROFILE=$${RAYQUEUE_PROPERTY_PROFILE:-machine-quick} \
 	  $(BIN)/python -m pytest -n 4 --dist worksteal tests/unit

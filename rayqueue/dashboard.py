@@ -50,6 +50,7 @@ from rayqueue.errors import (
     RayQueueError,
     TaskNotFoundError,
 )
+from rayqueue.logging import traceback_of
 
 #: Dead letters and failures the page lists.
 LIST_LIMIT = 20
@@ -340,8 +341,8 @@ class _Calls:
             return _Failed(HTTPStatus.BAD_REQUEST, str(err))
         if isinstance(err, RayQueueError | ValueError):
             return _Failed(HTTPStatus.CONFLICT, f"{type(err).__name__}: {err}")
-        logger.opt(exception=err).error("dashboard call failed: {}", err,
-                                        action="dashboard_call_failed")
+        logger.error("dashboard call failed: {}\n{}", err, traceback_of(err),
+                     action="dashboard_call_failed")
         return _Failed(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(err).__name__}: {err}")
 
 

@@ -13,6 +13,7 @@ import json as _json
 import sys
 import threading
 import time
+import traceback
 from typing import Any, TextIO
 
 from loguru import logger
@@ -24,6 +25,15 @@ _FORMAT = (
     "<green>{time:HH:mm:ss.SSS}</green> <level>{level: <7}</level> "
     "<cyan>{extra[component]}</cyan> {message} <dim>{extra}</dim>"
 )
+
+
+def traceback_of(err: BaseException) -> str:
+    """``err``'s traceback as the standard library prints it: frames and source lines,
+    never local variables. Code that can run in the driver logs this text rather than
+    ``logger.opt(exception=err)``: the driver's loguru belongs to the application, and
+    its default handler prints every frame's locals (``diagnose``), payloads included.
+    """
+    return "".join(traceback.format_exception(type(err), err, err.__traceback__)).rstrip()
 
 
 _LIFECYCLE: str | None = None

@@ -47,6 +47,8 @@ from typing import Any, Literal
 
 from loguru import logger
 
+from rayqueue.logging import traceback_of
+
 __all__ = [
     "Attempt",
     "AttemptResult",
@@ -212,9 +214,11 @@ class Hooks:
         if now - self._last_report.get(key, -_REPORT_EVERY_S) < _REPORT_EVERY_S:
             return
         self._last_report[key] = now
-        logger.opt(exception=err).error(
-            "middleware {}.{} raised {}: {} (ignored; the task goes on)", owner, hook,
-            type(err).__name__, err, action="middleware_failed", middleware=owner, hook=hook)
+        # Runs in the driver too: a traceback without locals (they hold payloads).
+        logger.error(
+            "middleware {}.{} raised {}: {} (ignored; the task goes on)\n{}", owner, hook,
+            type(err).__name__, err, traceback_of(err), action="middleware_failed",
+            middleware=owner, hook=hook)
 
 
 def check_middleware(middleware: object) -> list[Middleware]:

@@ -32,6 +32,7 @@ from rayqueue.errors import (
     QueueUnavailableError,
     StorageError,
 )
+from rayqueue.logging import traceback_of
 
 #: Most tasks one coalesced call carries.
 MAX_BATCH = 5_000
@@ -169,8 +170,8 @@ class Sender:
                 try:
                     self._deliver_and_count(batch)
                 except Exception as err:  # the thread must outlive any one batch
-                    logger.opt(exception=err).error("enqueue sender: {}", err,
-                                                    action="enqueue_sender_failed")
+                    logger.error("enqueue sender: {}\n{}", err, traceback_of(err),
+                                 action="enqueue_sender_failed")
 
     def _deliver(self, batch: list[tuple[list[NewTask], Future[list[str]]]]) -> None:
         try:

@@ -67,7 +67,7 @@ SPECS: list[ScheduleSpec] = [
 ]
 TERMINAL = (TaskState.SUCCEEDED, TaskState.DEAD, TaskState.CANCELLED)
 
-settings.register_profile("machine-ci", max_examples=460, stateful_step_count=15,
+settings.register_profile("machine-ci", max_examples=500, stateful_step_count=15,
                           deadline=None, suppress_health_check=[HealthCheck.too_slow])
 #: `make unit`, the quick loop while editing; `make test` and CI run machine-ci.
 settings.register_profile("machine-quick", max_examples=120, stateful_step_count=15,
@@ -76,7 +76,7 @@ settings.register_profile("machine-deep", max_examples=5_000, stateful_step_coun
                           deadline=None, suppress_health_check=[HealthCheck.too_slow])
 PROFILE = settings.get_profile(os.environ.get("RAYQUEUE_PROPERTY_PROFILE", "machine-ci"))
 #: the SQLite machine runs fewer examples (each creates, fsyncs and reopens a file)
-SQLITE_PROFILE = settings(PROFILE, max_examples=max(1, PROFILE.max_examples // 11))
+SQLITE_PROFILE = settings(PROFILE, max_examples=max(1, PROFILE.max_examples // 12))
 
 
 class WallClock:

@@ -310,3 +310,69 @@ def test_a_lost_start_call_still_gets_the_timer_loop_running(faulty: FaultyStora
         actor._ticker.cancel()
 
     asyncio.run(run())
+
+
+def test_a_real_journal_at_its_size_cap_answers_what_it_holds_and_recovers(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch, actions: list[str]) -> None:
+    """The same on a real SQLite file whose size cap (``max_page_count``) is reached:
+    SQLite itself refuses the commit (SQLITE_FULL), reads and stats agree with the file,
+    and raising the cap again is seen by the timer loop's probe with no call."""
+    context = SimpleNamespace(
+        was_current_actor_reconstructed=False,
+        current_actor=SimpleNamespace(start=SimpleNamespace(remote=lambda: None)))
+    monkeypatch.setattr(queue_module.ray, "get_runtime_context", lambda: context)
+    monkeypatch.setattr(queue_module, "restarted", lambda: False)
+    monkeypatch.setattr(queue_module, "configure", lambda *args, **kwargs: None)
+    path = str(tmp_path / "full.sqlite")
+
+    def on_file() -> dict[str, str]:
+        from rayqueue.storage.sqlite import SQLiteStorage
+
+        reader = SQLiteStorage(path, create=False)  # what a restart would load
+        try:
+            return {rec.id: rec.state.value for rec in reader.load().tasks}
+        finally:
+            reader.close()
+
+    async def run() -> None:
+        actor = QueueActor("full", journal=path, durability="process")
+        leases = await _leased(actor)
+        ids = [lease.task_id for lease in leases]
+        storage = actor._storage
+        conn = storage._connection  # type: ignore[attr-defined]
+        with storage._lock:  # type: ignore[attr-defined]
+            (pages,) = conn.execute("PRAGMA page_count").fetchone()
+            conn.execute(f"PRAGMA max_page_count = {pages}")  # no page more
+        big = [Outcome(lease.task_id, lease.token, failure=Failure(
+            ErrorInfo("Boom", "b" * 4000), retryable=True)) for lease in leases]
+        report = asyncio.ensure_future(actor.report("w1", pack_outcomes(big)))
+        await asyncio.sleep(0)  # the report has changed the core; its commit is pending
+        during = await actor.wait_results(ids, 0.0)  # what get_many asks
+        stats_during = await actor.stats()
+        with pytest.raises(StorageFullError):  # the fault happened, in SQLite
+            await report
+        infos = await actor.wait_results(ids, 0.0)
+        stats = await actor.stats()
+        assert stats.storage_full and stats.journal_failing
+        for seen in (stats_during, stats):
+            assert seen.by_state["leased"] == N and seen.by_state["failed"] == 0
+        for answer in (during, infos):
+            assert [i.state if i else None for i in answer] == ["leased"] * N
+        assert actions.count("journal_commit_failed") == 1
+        await actor.start()  # the timer loop, as Ray starts it
+        with storage._lock:  # type: ignore[attr-defined]
+            conn.execute("PRAGMA max_page_count = 1073741823")  # space comes back
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10.0
+        while (await actor.stats()).storage_full:
+            assert loop.time() < deadline, "the queue never saw the space come back"
+            await asyncio.sleep(0.02)
+        assert await actor.report("w1", pack_outcomes(big)) == [True] * N
+        assert (await actor.stats()).by_state["failed"] == N
+        assert actor._ticker is not None
+        actor._ticker.cancel()
+        actor._io.shutdown()
+        actor._storage.close()
+        assert on_file() == dict.fromkeys(ids, "failed")
+
+    asyncio.run(run())
