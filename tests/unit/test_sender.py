@@ -7,7 +7,12 @@ import threading
 import pytest
 
 from rayqueue.core.record import NewTask
-from rayqueue.errors import DuplicateTaskError, QueueClosedError, QueueUnavailableError
+from rayqueue.errors import (
+    DuplicateTaskError,
+    QueueClosedError,
+    QueueFullError,
+    QueueUnavailableError,
+)
 from rayqueue.sender import Sender
 
 
@@ -79,6 +84,47 @@ def test_one_callers_refused_task_does_not_fail_the_others() -> None:
     errors = sender.take_errors()
     assert len(errors) == 1 and isinstance(errors[0], DuplicateTaskError)
     assert sender.take_errors() == []
+
+
+class RoomFor:
+    """A send function into a queue with room for ``room`` more tasks, after a first call
+    that blocks until released (so the rest coalesce into one batch)."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.calls: list[list[str]] = []
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def __call__(self, news: list[NewTask]) -> list[str]:
+        self.calls.append([n.task_id or "" for n in news])
+        if len(self.calls) == 1:
+            self.entered.set()
+            self.gate.wait(10)
+            return self.calls[0]
+        if len(news) > self.room:
+            raise QueueFullError(100, len(news))
+        self.room -= len(news)
+        return self.calls[-1]
+
+
+def test_a_batch_into_a_full_queue_fills_the_room_then_refuses_the_rest_without_a_call_each(
+        ) -> None:
+    send = RoomFor(room=3)
+    sender = Sender(send)
+    sender.submit([_new(0)])
+    assert send.entered.wait(10)
+    futs = [sender.submit([_new(i)]) for i in range(1, 201)]
+    send.gate.set()
+    assert sender.flush(10)
+    assert [f.result() for f in futs[:3]] == [["id-1"], ["id-2"], ["id-3"]]
+    for fut in futs[3:]:
+        with pytest.raises(QueueFullError):
+            fut.result()
+    # the first call, the batch of 200, three that fit and the one the queue refused:
+    # not one call for each of the 196 refused
+    assert len(send.calls) == 6
+    assert len(sender.take_errors()) == 197
 
 
 def test_an_error_of_the_whole_queue_fails_every_submission_once() -> None:
