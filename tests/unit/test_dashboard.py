@@ -71,6 +71,10 @@ class StubQueue:
         self._call()
         return []
 
+    def tasks(self, **query: Any) -> Any:
+        self._call()
+        return SimpleNamespace(tasks=[], next=None)
+
     def pause(self) -> None:
         self._call()
         self.paused = True
