@@ -41,14 +41,20 @@ def faulty(monkeypatch: pytest.MonkeyPatch) -> FaultyStorage:
     """The journal the actor gets: in memory, failing every write while armed."""
     storage = FaultyStorage(InMemoryStorage(), rng=random.Random(0), faults={"full": 1.0})
     storage.armed = False
+    _outside_ray(monkeypatch)
+    monkeypatch.setattr(queue_module, "open_storage", lambda *args, **kwargs: storage)
+    return storage
+
+
+def _outside_ray(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the queue actor asks of Ray at its start, answered without Ray: a first
+    incarnation, and a start call to itself that goes nowhere."""
     context = SimpleNamespace(
         was_current_actor_reconstructed=False,
         current_actor=SimpleNamespace(start=SimpleNamespace(remote=lambda: None)))
     monkeypatch.setattr(queue_module.ray, "get_runtime_context", lambda: context)
     monkeypatch.setattr(queue_module, "restarted", lambda: False)
-    monkeypatch.setattr(queue_module, "open_storage", lambda *args, **kwargs: storage)
     monkeypatch.setattr(queue_module, "configure", lambda *args, **kwargs: None)
-    return storage
 
 
 @pytest.fixture
@@ -317,12 +323,7 @@ def test_a_real_journal_at_its_size_cap_answers_what_it_holds_and_recovers(
     """The same on a real SQLite file whose size cap (``max_page_count``) is reached:
     SQLite itself refuses the commit (SQLITE_FULL), reads and stats agree with the file,
     and raising the cap again is seen by the timer loop's probe with no call."""
-    context = SimpleNamespace(
-        was_current_actor_reconstructed=False,
-        current_actor=SimpleNamespace(start=SimpleNamespace(remote=lambda: None)))
-    monkeypatch.setattr(queue_module.ray, "get_runtime_context", lambda: context)
-    monkeypatch.setattr(queue_module, "restarted", lambda: False)
-    monkeypatch.setattr(queue_module, "configure", lambda *args, **kwargs: None)
+    _outside_ray(monkeypatch)
     path = str(tmp_path / "full.sqlite")
 
     def on_file() -> dict[str, str]:
