@@ -62,6 +62,14 @@ def _rss_mb(pid: int) -> float:
         return 0.0
 
 
+def _leases_held(actor: Any, workers: list[str]) -> int:
+    """Run inside a queue shard: the leases it has handed to ``workers`` and not had
+    back (pickled by value: this module runs as __main__)."""
+    with actor._lock:
+        held = actor._core.leased_by_worker()
+    return sum(held.get(w, 0) for w in workers)
+
+
 def _resume(pid: int) -> None:
     # (its pool manager or node may have died meanwhile, and the worker with it)
     with contextlib.suppress(ProcessLookupError):
@@ -75,10 +83,24 @@ class Chaos:
         self.rng = rng
         self.events: list[dict[str, Any]] = []
         self.rss: dict[str, list[float]] = {"queue": [], "pool": []}
+        self.held_reads = 0  # reads of a struck worker's leases that the queue answered
 
     def in_flight(self) -> tuple[list[rayqueue.WorkerInfo], int]:
         workers = [w for w in self.q.workers() if w.pid and w.state == "running"]
         return workers, self.q.stats().by_state["leased"]
+
+    def held_by(self, workers: list[rayqueue.WorkerInfo]) -> int:
+        """Leases the queue's shards hold for ``workers`` now. The pool manager's count
+        (``WorkerInfo.tasks``) is as of its last cycle, and a worker prefetches: at the
+        strike it may hold more than that, and each lease it holds may run twice."""
+        ids = [w.id for w in workers]
+        try:
+            held = sum(testing.call_in(shard, _leases_held, ids)
+                       for shard in testing.actors(self.q).shards)
+        except ray.exceptions.RayError:  # a shard restarting: the other reads stand
+            return 0
+        self.held_reads += 1
+        return held
 
     def strike(self) -> None:
         try:
@@ -102,7 +124,7 @@ class Chaos:
         event: dict[str, Any] = {"at": time.time(), "kind": kind, "bound": 0, "done": False}
         if kind in ("worker", "stop") and workers:
             victim = self.rng.choice(workers)
-            event["bound"] = victim.tasks
+            before = self.held_by([victim])
             assert victim.pid  # never 0: that would signal our own process group
             if kind == "worker":
                 os.kill(victim.pid, signal.SIGKILL)
@@ -111,6 +133,9 @@ class Chaos:
                 os.kill(victim.pid, signal.SIGSTOP)
                 event["done"] = _until(lambda: state(victim.pid) == "T")
                 threading.Timer(2 * LEASE_TTL, _resume, (victim.pid,)).start()
+            # What it held when struck: read before and after (a claim answered in
+            # between adds leases; once it is gone or stopped it claims no more).
+            event["bound"] = max(victim.tasks, before, self.held_by([victim]))
         elif kind == "queue":
             shard = self.rng.randrange(self.q.shards)
             pid = ray.get(testing.actors(self.q).shards[shard].pid.remote())
@@ -125,10 +150,13 @@ class Chaos:
         elif kind == "node":
             nodes = list(self.cluster.worker_nodes)
             node = self.rng.choice(nodes)
-            event["bound"] = sum(w.tasks for w in workers if w.node_id == node.node_id)
+            on_node = [w for w in workers if w.node_id == node.node_id]
+            before = self.held_by(on_node)
             raylet = node.all_processes["raylet"][0].process.pid
             self.cluster.remove_node(node, allow_graceful=False)
             event["done"] = _until(lambda: not alive(raylet))
+            event["bound"] = max(sum(w.tasks for w in on_node), before,
+                                 self.held_by(on_node))
             self.cluster.add_node(num_cpus=2)
         else:
             event["kind"] = "none"  # no running worker to strike yet
@@ -209,6 +237,8 @@ def _soak(cluster: Cluster, seconds: float, tmp: str, rng: random.Random) -> dic
         "lost": len(history.lost), "undercounted": len(history.undercounted),
         "duplicates": history.duplicates,
         "duplicate_bound": sum(e["bound"] for e in chaos.events if e["done"]),
+        "bounds": [[e["kind"], e["bound"]] for e in chaos.events if e["done"]],
+        "held_reads": chaos.held_reads,
         "leased_after": stats.by_state["leased"],
         "cpus_back": cpus_back,
         "rss_mb": chaos.rss,
