@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import ray
@@ -225,6 +225,31 @@ async def bounded(ref: Any, timeout: float) -> Any:
     except asyncio.TimeoutError:
         raise ray.exceptions.GetTimeoutError(
             f"no answer in {timeout:.0f} s (a lost request or reply)") from None
+
+
+async def every(period: float, call: Callable[[], Awaitable[Any]], deadline: float) -> None:
+    """Start ``call()`` every ``period`` s, forever, never waiting for an earlier one's
+    answer; each is given up on after ``deadline`` s (its error is the caller's to
+    log, inside ``call``). For renewals: a lost reply must not hold back the next one,
+    or a lease outlives neither. Cancelling this cancels the calls still out."""
+    out: set[asyncio.Task[Any]] = set()
+    try:
+        while True:
+            await asyncio.sleep(period)
+            job = asyncio.ensure_future(asyncio.wait_for(call(), deadline))
+            out.add(job)
+            job.add_done_callback(_settled(out))
+    finally:
+        for job in out:
+            job.cancel()
+
+
+def _settled(out: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], None]:
+    def done(job: asyncio.Task[Any]) -> None:
+        out.discard(job)
+        if not job.cancelled():
+            job.exception()  # seen: a timed-out renewal is not an unhandled error
+    return done
 
 
 async def _aget(ref: Any, timeout: float | None = None) -> Any:

@@ -35,7 +35,7 @@ from rayqueue.actors.runner import (
     run_async,
     run_sync,
 )
-from rayqueue.calls import bounded, shard_handles
+from rayqueue.calls import bounded, every, shard_handles
 from rayqueue.codebook import resolve
 from rayqueue.core.lease import Failure, Lease, Outcome
 from rayqueue.core.record import ErrorInfo
@@ -65,6 +65,8 @@ REPORT_BATCH = 256
 #: worker for good. A call that times out is treated as failed and made again; what
 #: it did is reconciled (``held`` on the next claim) or fenced (a repeated outcome).
 CALL_TIMEOUT_S = 30.0
+#: Heartbeats out at once, at most: one unanswered this many periods is given up on.
+BEATS_OUT = 3
 #: While its runner threads hold tasks, the loop takes their outcomes at least this
 #: often (between the wake-ups for a free slot or a refill, see runner.py).
 OUTBOX_POLL_S = 0.01
@@ -640,17 +642,22 @@ class WorkerActor:
             job.cancel()  # an async attempt (or one waiting for a slot): at its next await
 
     async def _heartbeat_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._heartbeat_s)
-            # Finished attempts whose report has not got through yet (the queue is
-            # restarting, say) keep their leases too: else they would run again.
-            refs = [(lease.task_id, lease.token) for lease in self._running.values()]
-            refs += self._unacked.items()
-            if refs:
-                for answer in await self._to_shards("heartbeat", refs, [r[0] for r in refs]):
-                    if isinstance(answer, ray.exceptions.RayError):
-                        self._log.warning("heartbeat failed: {}", answer,
-                                          action="worker_heartbeat_failed")
+        # A beat each period, whether or not the last one was answered: Ray can lose a
+        # reply, and waiting CALL_TIMEOUT_S for it let every lease of this worker
+        # expire (30 s against a lease TTL of 3 periods) while its tasks ran on, so
+        # they ran again elsewhere. A beat unanswered after BEATS_OUT periods is given up.
+        await every(self._heartbeat_s, self._beat, BEATS_OUT * self._heartbeat_s)
+
+    async def _beat(self) -> None:
+        # Finished attempts whose report has not got through yet (the queue is
+        # restarting, say) keep their leases too: else they would run again.
+        refs = [(lease.task_id, lease.token) for lease in self._running.values()]
+        refs += self._unacked.items()
+        if refs:
+            for answer in await self._to_shards("heartbeat", refs, [r[0] for r in refs]):
+                if isinstance(answer, ray.exceptions.RayError):
+                    self._log.warning("heartbeat failed: {}", answer,
+                                      action="worker_heartbeat_failed")
 
 
 async def _call(method: Any, *args: Any) -> Any:

@@ -52,6 +52,9 @@ from tests.procs import alive, state
 LEASE_TTL = 3.0
 WORKERS, CONCURRENCY = 4, 2
 FAULTS = ("worker", "queue", "pool", "node", "stop")
+#: A killed queue shard explains a re-run of a task whose earlier run ended this close
+#: to the strike (its lease may expire before the shard is back).
+STRIKE_WINDOW_S = 10.0
 
 
 def _rss_mb(pid: int) -> float:
@@ -124,6 +127,7 @@ class Chaos:
         event: dict[str, Any] = {"at": time.time(), "kind": kind, "bound": 0, "done": False}
         if kind in ("worker", "stop") and workers:
             victim = self.rng.choice(workers)
+            event["pids"] = [victim.pid]
             before = self.held_by([victim])
             assert victim.pid  # never 0: that would signal our own process group
             if kind == "worker":
@@ -139,18 +143,24 @@ class Chaos:
         elif kind == "queue":
             shard = self.rng.randrange(self.q.shards)
             pid = ray.get(testing.actors(self.q).shards[shard].pid.remote())
+            event["pids"] = [w.pid for w in workers]  # any of their leases may expire
             os.kill(pid, signal.SIGKILL)
             event["bound"] = leased  # everything leased from it, at most
             event["done"] = _until(lambda: not alive(pid))
         elif kind == "pool":
             pid = ray.get(testing.actors(self.q).pool.pid.remote())
+            event["pids"] = [w.pid for w in workers]
             os.kill(pid, signal.SIGKILL)
-            event["bound"] = leased  # its workers die with it
             event["done"] = _until(lambda: not alive(pid))
+            # Its workers die with it, a moment later, and claim until then: what they
+            # hold once gone (unless the new pool manager has reclaimed it already).
+            _until(lambda: not any(alive(w.pid) for w in workers))
+            event["bound"] = max(leased, self.held_by(workers))
         elif kind == "node":
             nodes = list(self.cluster.worker_nodes)
             node = self.rng.choice(nodes)
             on_node = [w for w in workers if w.node_id == node.node_id]
+            event["pids"] = [w.pid for w in on_node]
             before = self.held_by(on_node)
             raylet = node.all_processes["raylet"][0].process.pid
             self.cluster.remove_node(node, allow_graceful=False)
@@ -239,6 +249,7 @@ def _soak(cluster: Cluster, seconds: float, tmp: str, rng: random.Random) -> dic
         "duplicate_bound": sum(e["bound"] for e in chaos.events if e["done"]),
         "bounds": [[e["kind"], e["bound"]] for e in chaos.events if e["done"]],
         "held_reads": chaos.held_reads,
+        "unexplained": _unexplained(path, chaos.events)[:20],
         "leased_after": stats.by_state["leased"],
         "cpus_back": cpus_back,
         "rss_mb": chaos.rss,
@@ -246,6 +257,27 @@ def _soak(cluster: Cluster, seconds: float, tmp: str, rng: random.Random) -> dic
         "rpc_failures_injected": _injected_rpc_failures(session),
     }
     return summary
+
+
+def _unexplained(path: str, events: list[dict[str, Any]]) -> list[list[Any]]:
+    """Re-runs no strike explains: tasks that finished more than once where no run
+    was on a process a strike hit (killed, stopped, on a removed node, a worker of a
+    killed pool manager) or, for a killed queue shard, on any worker running then
+    (ending within STRIKE_WINDOW_S of it). Each as its finished runs [pid, start, end]."""
+    struck = [e for e in events if e["done"]]
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for r in ledger.rows(path):
+        if r["outcome"] == "ok":
+            runs.setdefault(r["task_id"], []).append(r)
+
+    def explained(r: dict[str, Any]) -> bool:
+        return any(r["pid"] in (e.get("pids") or ()) and (
+            e["kind"] != "queue" or abs(r["end_ts"] - e["at"]) < STRIKE_WINDOW_S)
+            for e in struck)
+
+    return [[[r["pid"], r["start_ts"], r["end_ts"]] for r in done]
+            for done in runs.values()
+            if len(done) > 1 and not any(explained(r) for r in done)]
 
 
 def main() -> None:

@@ -6,6 +6,8 @@ error), and the clock moves only when an attempt runs or the retry loop backs of
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -107,3 +109,37 @@ def test_calls_on_several_shards_are_retried_on_the_same_terms(
     with pytest.raises(QueueUnavailableError):
         calls._retrying_all([script.call, script.call], 30.0)
     assert script.attempts == 3
+
+
+def test_a_renewal_never_waits_for_an_earlier_ones_lost_answer() -> None:
+    """``every`` starts a call each period while the first one is never answered (a lost
+    reply: Ray's reference never resolves), and gives that one up at its deadline. A
+    heartbeat loop that waited for it let the worker's leases expire under its tasks."""
+
+    async def scenario() -> int:
+        calls_made = 0
+        third, gave_up = asyncio.Event(), asyncio.Event()
+        never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def beat() -> None:
+            nonlocal calls_made
+            calls_made += 1
+            if calls_made == 3:
+                third.set()
+            if calls_made == 1:
+                try:
+                    await never
+                except asyncio.CancelledError:
+                    gave_up.set()
+                    raise
+
+        renewing = asyncio.ensure_future(calls.every(0.01, beat, deadline=0.05))
+        await asyncio.wait_for(third.wait(), 10)  # hang guard, not a timing assertion
+        await asyncio.wait_for(gave_up.wait(), 10)
+        renewing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewing
+        return calls_made
+
+    # Three calls started while the first was unanswered, which was given up (cancelled).
+    assert asyncio.run(scenario()) >= 3
