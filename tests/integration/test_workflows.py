@@ -29,6 +29,9 @@ from tests.ray_fixtures import wait_for
 
 MakeQueue = Callable[..., rayqueue.TaskQueue[Any]]
 POOL = PoolConfig(min_workers=2, max_workers=2, concurrency=4)
+#: the queue of the tests that only enqueue and read their own tasks (module_queue)
+MODULE_QUEUE = {"pools": [POOL]}
+Queue = rayqueue.TaskQueue[Any]
 
 
 def _starts(path: Path) -> Counter[str]:
@@ -36,9 +39,9 @@ def _starts(path: Path) -> Counter[str]:
     return Counter(line[6:] for line in text.splitlines() if line.startswith("start "))
 
 
-def test_a_chain_of_three_typed_steps_passes_results_along(make_queue: MakeQueue,
+def test_a_chain_of_three_typed_steps_passes_results_along(module_queue: Queue,
                                                             tmp_path: Path) -> None:
-    q = make_queue(pools=[POOL])
+    q = module_queue
     log = str(tmp_path / "runs")
     charge = rayqueue.chain(Charge(order_id="o-1", cents=1000, path=log))
     taxed = charge.then(AddTax, charged=charge.output, percent=20, path=log)
@@ -53,9 +56,9 @@ def test_a_chain_of_three_typed_steps_passes_results_along(make_queue: MakeQueue
     assert _starts(Path(log)) == {"charge": 1, "add_tax": 1, "receipt": 1}
 
 
-def test_a_group_of_200_fans_out_and_a_chord_callback_runs_once(make_queue: MakeQueue,
+def test_a_group_of_200_fans_out_and_a_chord_callback_runs_once(module_queue: Queue,
                                                                 tmp_path: Path) -> None:
-    q = make_queue(pools=[POOL])
+    q = module_queue
     log = tmp_path / "runs"
     squares = rayqueue.group(Square(i=i) for i in range(200))
     assert q.enqueue(squares).result(timeout=60) == [i * i for i in range(200)]
@@ -69,8 +72,8 @@ def test_a_group_of_200_fans_out_and_a_chord_callback_runs_once(make_queue: Make
 
 
 def test_a_step_failing_after_its_retries_fails_the_workflow_and_cancels_the_rest(
-        make_queue: MakeQueue, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    q = make_queue(pools=[POOL])
+        module_queue: Queue, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    q = module_queue
     log = str(tmp_path / "runs")
     charge = rayqueue.chain(Charge(order_id="o-2", cents=500, path=log))
     declined = charge.then(Declined, charged=charge.output, path=log)

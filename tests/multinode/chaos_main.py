@@ -213,8 +213,11 @@ def _soak(cluster: Cluster, seconds: float, tmp: str, rng: random.Random) -> dic
                       pools=[PoolConfig(min_workers=WORKERS, max_workers=WORKERS,
                                         concurrency=CONCURRENCY, num_cpus=0.5, spread=True)])
     total_cpus = ray.cluster_resources().get("CPU", 0.0)
-    # Enough work for the whole soak: ~105 ms a task on 8 slots.
-    n = int(seconds * WORKERS * CONCURRENCY / 0.105)
+    # Enough work for the whole soak, and not much more: tasks of ~105 ms on 8 slots
+    # would run 76 a second, but under the chaos on 2 cores about 30 do; half the ideal
+    # lasts the whole soak there (the summary's "left_at_end" says so) and drains soon
+    # after, where the full count took another 70 s to drain.
+    n = int(seconds * WORKERS * CONCURRENCY / 0.105 / 2)
     handles = q.enqueue_many([Work(ledger=path, value=i, seconds=rng.uniform(0.01, 0.2))
                               for i in range(n)])
     chaos = Chaos(cluster, q, rng)
@@ -223,6 +226,8 @@ def _soak(cluster: Cluster, seconds: float, tmp: str, rng: random.Random) -> dic
     while time.monotonic() < end:
         pause.wait(rng.uniform(3.0, 8.0) if seconds < 300 else rng.uniform(5.0, 15.0))
         chaos.strike()
+    left = q.stats()  # the work outlasted the chaos: every strike met running tasks
+    left_at_end = left.by_state.get("ready", 0) + left.by_state.get("leased", 0)
     # Drained within a bound (10 min for the soak), or the summary says what is stuck.
     infos = q.wait([h.id for h in handles], min(600.0, 120.0 + 2 * seconds))
     chaos.sample()
@@ -251,6 +256,7 @@ def _soak(cluster: Cluster, seconds: float, tmp: str, rng: random.Random) -> dic
         "held_reads": chaos.held_reads,
         "unexplained": _unexplained(path, chaos.events)[:20],
         "leased_after": stats.by_state["leased"],
+        "left_at_end": left_at_end,
         "cpus_back": cpus_back,
         "rss_mb": chaos.rss,
         "rpc_failure": os.environ.get("RAY_testing_rpc_failure"),  # noqa: SIM112

@@ -32,6 +32,7 @@ def test_28_chaos_soak_short(tmp_path: Path) -> None:
     # dropped RPCs at the 5 % rate the scenario calls for (up to 25 a process).
     assert len(summary["faults"]) >= 4, summary
     assert len(set(summary["faults"])) >= 2, summary
+    assert summary["left_at_end"] > 0, summary  # tasks were still there to strike
     assert '"req_failure_prob": 5' in summary["rpc_failure"], summary
     assert summary["rpc_failures_injected"] > 0, summary
     assert summary["unfinished"] == 0 and summary["states"] == {"succeeded": summary["tasks"]}
