@@ -142,13 +142,18 @@ class Chaos:
             event["bound"] = max(victim.tasks, before, self.held_by([victim]))
         elif kind == "queue":
             shard = self.rng.randrange(self.q.shards)
-            pid = ray.get(testing.actors(self.q).shards[shard].pid.remote())
+            shard_handle = testing.actors(self.q).shards[shard]
+            pid = ray.get(shard_handle.pid.remote())
             event["pids"] = [w.pid for w in workers]  # any of their leases may expire
             os.kill(pid, signal.SIGKILL)
             event["bound"] = leased  # everything leased from it, at most
             event["done"] = _until(lambda: not alive(pid))
+            # Until it answers again, reports to it fail and leases on it lapse.
+            event["back"] = time.time() if _until(lambda: _answers(shard_handle),
+                                                  60.0) else None
         elif kind == "pool":
             pid = ray.get(testing.actors(self.q).pool.pid.remote())
+            workers = [w for w in self.q.workers() if w.pid]  # starting ones die too
             event["pids"] = [w.pid for w in workers]
             os.kill(pid, signal.SIGKILL)
             event["done"] = _until(lambda: not alive(pid))
@@ -175,6 +180,14 @@ class Chaos:
 
 
 
+
+
+def _answers(actor: Any) -> bool:
+    try:
+        ray.get(actor.pid.remote(), timeout=2)
+    except ray.exceptions.RayError:
+        return False
+    return True
 
 
 def _until(condition: Any, timeout: float = 10.0) -> bool:
@@ -254,7 +267,7 @@ def _soak(cluster: Cluster, seconds: float, tmp: str, rng: random.Random) -> dic
         "duplicate_bound": sum(e["bound"] for e in chaos.events if e["done"]),
         "bounds": [[e["kind"], e["bound"]] for e in chaos.events if e["done"]],
         "held_reads": chaos.held_reads,
-        "unexplained": _unexplained(path, chaos.events)[:20],
+        "unexplained": _unexplained(path, chaos.events),
         "leased_after": stats.by_state["leased"],
         "left_at_end": left_at_end,
         "cpus_back": cpus_back,
@@ -265,25 +278,30 @@ def _soak(cluster: Cluster, seconds: float, tmp: str, rng: random.Random) -> dic
     return summary
 
 
-def _unexplained(path: str, events: list[dict[str, Any]]) -> list[list[Any]]:
+def _unexplained(path: str, events: list[dict[str, Any]]) -> dict[str, Any]:
     """Re-runs no strike explains: tasks that finished more than once where no run
     was on a process a strike hit (killed, stopped, on a removed node, a worker of a
-    killed pool manager) or, for a killed queue shard, on any worker running then
-    (ending within STRIKE_WINDOW_S of it). Each as its finished runs [pid, start, end]."""
+    killed pool manager) or, for a killed queue shard, on any worker running then,
+    ending from STRIKE_WINDOW_S before it to STRIKE_WINDOW_S after it answered again.
+    With the strikes, all in seconds from the first run's start (to read a failure)."""
     struck = [e for e in events if e["done"]]
     runs: dict[str, list[dict[str, Any]]] = {}
     for r in ledger.rows(path):
         if r["outcome"] == "ok":
             runs.setdefault(r["task_id"], []).append(r)
+    t0 = min((r["start_ts"] for done in runs.values() for r in done), default=0.0)
 
     def explained(r: dict[str, Any]) -> bool:
         return any(r["pid"] in (e.get("pids") or ()) and (
-            e["kind"] != "queue" or abs(r["end_ts"] - e["at"]) < STRIKE_WINDOW_S)
-            for e in struck)
+            e["kind"] != "queue" or e["at"] - STRIKE_WINDOW_S <= r["end_ts"]
+            <= (e.get("back") or float("inf")) + STRIKE_WINDOW_S) for e in struck)
 
-    return [[[r["pid"], r["start_ts"], r["end_ts"]] for r in done]
-            for done in runs.values()
-            if len(done) > 1 and not any(explained(r) for r in done)]
+    unexplained = [[[r["pid"], round(r["start_ts"] - t0, 2), round(r["end_ts"] - t0, 2)]
+                    for r in done] for done in runs.values()
+                   if len(done) > 1 and not any(explained(r) for r in done)]
+    strikes = [[e["kind"], round(e["at"] - t0, 2),
+                e.get("back") and round(e["back"] - t0, 2), e.get("pids")] for e in struck]
+    return {"runs": unexplained[:20], "count": len(unexplained), "strikes": strikes}
 
 
 def main() -> None:
