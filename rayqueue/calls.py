@@ -227,29 +227,31 @@ async def bounded(ref: Any, timeout: float) -> Any:
             f"no answer in {timeout:.0f} s (a lost request or reply)") from None
 
 
-async def every(period: float, call: Callable[[], Awaitable[Any]], deadline: float) -> None:
+async def every(period: float, call: Callable[[], Awaitable[Any]], deadline: float,
+                on_error: Callable[[BaseException], None] | None = None) -> None:
     """Start ``call()`` every ``period`` s, forever, never waiting for an earlier one's
-    answer; each is given up on after ``deadline`` s (its error is the caller's to
-    log, inside ``call``). For renewals: a lost reply must not hold back the next one,
-    or a lease outlives neither. Cancelling this cancels the calls still out."""
-    out: set[asyncio.Task[Any]] = set()
+    answer; each is given up on after ``deadline`` s. For renewals: a lost reply must
+    not hold back the next one. ``on_error`` hears of any other exception a call
+    raised. Cancelling this cancels the calls still out."""
+    out: set[asyncio.Future[Any]] = set()
+
+    def settled(job: asyncio.Future[Any]) -> None:
+        out.discard(job)
+        if job.cancelled():
+            return
+        error = job.exception()  # retrieved: a call given up on is no unhandled error
+        if error is not None and not isinstance(error, asyncio.TimeoutError) and on_error:
+            on_error(error)
+
     try:
         while True:
             await asyncio.sleep(period)
             job = asyncio.ensure_future(asyncio.wait_for(call(), deadline))
             out.add(job)
-            job.add_done_callback(_settled(out))
+            job.add_done_callback(settled)
     finally:
-        for job in out:
-            job.cancel()
-
-
-def _settled(out: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], None]:
-    def done(job: asyncio.Task[Any]) -> None:
-        out.discard(job)
-        if not job.cancelled():
-            job.exception()  # seen: a timed-out renewal is not an unhandled error
-    return done
+        for left in out:
+            left.cancel()
 
 
 async def _aget(ref: Any, timeout: float | None = None) -> Any:

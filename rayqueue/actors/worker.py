@@ -646,7 +646,9 @@ class WorkerActor:
         # reply, and waiting CALL_TIMEOUT_S for it let every lease of this worker
         # expire (30 s against a lease TTL of 3 periods) while its tasks ran on, so
         # they ran again elsewhere. A beat unanswered after BEATS_OUT periods is given up.
-        await every(self._heartbeat_s, self._beat, BEATS_OUT * self._heartbeat_s)
+        await every(self._heartbeat_s, self._beat, BEATS_OUT * self._heartbeat_s,
+                    lambda err: self._log.warning("heartbeat failed: {}", type(err).__name__,
+                                                  action="worker_heartbeat_failed"))
 
     async def _beat(self) -> None:
         # Finished attempts whose report has not got through yet (the queue is

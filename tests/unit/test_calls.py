@@ -143,3 +143,27 @@ def test_a_renewal_never_waits_for_an_earlier_ones_lost_answer() -> None:
 
     # Three calls started while the first was unanswered, which was given up (cancelled).
     assert asyncio.run(scenario()) >= 3
+
+
+def test_a_renewal_that_raises_is_reported_and_the_next_one_still_goes_out() -> None:
+    async def scenario() -> list[str]:
+        made = 0
+        heard: list[str] = []
+        second = asyncio.Event()
+
+        async def beat() -> None:
+            nonlocal made
+            made += 1
+            if made == 1:
+                raise RuntimeError("boom")
+            second.set()
+
+        renewing = asyncio.ensure_future(
+            calls.every(0.01, beat, deadline=1.0, on_error=lambda e: heard.append(repr(e))))
+        await asyncio.wait_for(second.wait(), 10)  # hang guard, not a timing assertion
+        renewing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewing
+        return heard
+
+    assert asyncio.run(scenario()) == ["RuntimeError('boom')"]
