@@ -16,6 +16,8 @@ from tests.ray_fixtures import wait_for
 
 MakeQueue = Callable[..., rayqueue.TaskQueue[Any]]
 ONE_WORKER = PoolConfig(min_workers=1, max_workers=1, concurrency=1)
+#: the queue of the tests that only enqueue and read their own tasks (module_queue)
+MODULE_QUEUE = {"pools": [ONE_WORKER]}
 
 
 def _lines(path: Path) -> list[str]:
@@ -38,8 +40,9 @@ def _alive(pid: int) -> bool:
 @pytest.mark.parametrize(("task_cls", "seen"), [(AsyncWaits, "cancelled"),
                                                  (CoopWaits, "saw-cancel")])
 def test_running_task_is_cancelled_and_never_runs_again(
-        make_queue: MakeQueue, tmp_path: Path, task_cls: Any, seen: str) -> None:
-    q = make_queue(pools=[ONE_WORKER])
+        module_queue: rayqueue.TaskQueue[Any], tmp_path: Path, task_cls: Any, seen: str,
+) -> None:
+    q = module_queue
     # Twice: a worker runs the first task of a class apart from the rest (its class is
     # resolved then), so both paths are cancelled.
     for n in range(2):
