@@ -11,10 +11,11 @@ import math
 import tempfile
 from pathlib import Path
 from typing import ClassVar
+from zoneinfo import ZoneInfo
 
 import pytest
 from croniter import croniter
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
@@ -55,6 +56,13 @@ class Everything(Task[None]):
         return None
 
 
+def _instant(task: Everything) -> Everything:
+    when = task.when
+    if when is not None and when.tzinfo is not None:
+        when = when.astimezone(dt.timezone.utc)
+    return task.model_copy(update={"when": when})
+
+
 #: any valid text: every code point but lone surrogates (no journal can carry those)
 TEXT = st.text(st.characters(blacklist_categories=("Cs",)))
 FLOATS = st.floats(allow_nan=False, allow_infinity=False)
@@ -70,6 +78,10 @@ FLOATS = st.floats(allow_nan=False, allow_infinity=False)
     when=st.none() | st.datetimes(min_value=dt.datetime(1980, 1, 1),
                                   timezones=st.none() | st.timezones()),
     raw=st.binary(max_size=20)))
+# A local time in a DST gap (Juneau skipped 02:00-03:00 that night): it comes back as
+# the same instant at a fixed offset, which Python (PEP 495) never calls equal to it.
+@example(Everything(text="", number=0, ratio=0.0, flag=False, when=dt.datetime(
+    2016, 3, 13, 2, 0, tzinfo=ZoneInfo("America/Juneau"))))
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_a_payload_comes_back_equal_or_is_refused(task: Everything) -> None:
     try:
@@ -79,7 +91,8 @@ def test_a_payload_comes_back_equal_or_is_refused(task: Everything) -> None:
             encode_payload(task)
         return
     payload = encode_payload(task)
-    assert decode_payload(Everything.task_name, payload) == task
+    # Equal, with its time as the instant it names: JSON holds a UTC offset, not a zone.
+    assert _instant(decode_payload(Everything.task_name, payload)) == _instant(task)
     assert encode_payload(decode_payload(Everything.task_name, payload)) == payload
 
 
