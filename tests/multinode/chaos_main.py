@@ -52,8 +52,8 @@ from tests.procs import alive, state
 LEASE_TTL = 3.0
 WORKERS, CONCURRENCY = 4, 2
 FAULTS = ("worker", "queue", "pool", "node", "stop")
-#: A killed queue shard explains a re-run of a task whose earlier run ended this close
-#: to the strike (its lease may expire before the shard is back).
+#: A killed queue shard explains a re-run by any worker whose run ended from this long
+#: before the strike to this long after the shard answered again (its leases may lapse).
 STRIKE_WINDOW_S = 10.0
 
 
@@ -176,10 +176,6 @@ class Chaos:
         else:
             event["kind"] = "none"  # no running worker to strike yet
         self.events.append(event)
-
-
-
-
 
 
 def _answers(actor: Any) -> bool:
