@@ -114,12 +114,20 @@ class Chaos:
         self.sample()
 
     def sample(self) -> None:
+        """One RSS reading per role, waiting (up to 30 s) for an actor a strike has just
+        killed to answer again, so every strike leaves a sample for each role."""
         handles = testing.actors(self.q)
         for role, handle in (("queue", handles.queue), ("pool", handles.pool)):
-            with contextlib.suppress(ray.exceptions.RayError):  # restarting right now
-                rss = _rss_mb(ray.get(handle.pid.remote(), timeout=10))
-                if rss:  # 0: it died between the two reads
-                    self.rss[role].append(rss)
+
+            def read(role: str = role, handle: Any = handle) -> bool:
+                with contextlib.suppress(ray.exceptions.RayError):  # restarting right now
+                    rss = _rss_mb(ray.get(handle.pid.remote(), timeout=10))
+                    if rss:  # 0: it died between the two reads
+                        self.rss[role].append(rss)
+                        return True
+                return False
+
+            _until(read, timeout=30.0)
 
     def _strike(self) -> None:
         kind = self.rng.choice(FAULTS)

@@ -36,6 +36,10 @@ def local_cluster(head_cpus: float, nodes: Sequence[dict[str, Any]], *,
     if fast_health or system_config:
         head["_system_config"] = {**(FAST_HEALTH if fast_health else {}),
                                   **(system_config or {})}
+    # Cluster() writes its address to /tmp/ray/ray_current_cluster whatever temp_dir
+    # says, and fails on a machine where no Ray has run yet (no /tmp/ray): `make soak`
+    # or the multi-node group alone on a fresh machine.
+    os.makedirs("/tmp/ray", exist_ok=True)
     cluster = Cluster(initialize_head=True, head_node_args=head)
     added = [cluster.add_node(**node) for node in nodes]
     cluster.wait_for_nodes()
