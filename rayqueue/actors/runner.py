@@ -24,6 +24,7 @@ import inspect
 import itertools
 import math
 import threading
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -277,6 +278,10 @@ class SyncRunner:
         self._deliver = deliver
         #: told (on the loop) of each lease marked ``confirm`` as it starts
         self._started = started
+        #: starts of marked leases not yet told; one wake-up carries all of them
+        self._starts: list[str] = []
+        #: seconds a thread spends on one attempt, smoothed (None: none ran yet)
+        self._pace: float | None = None
         self._outbox: deque[tuple[Lease, Outcome]] = deque()
         self._lock = threading.Lock()
         self._wake_pending = False
@@ -329,20 +334,49 @@ class SyncRunner:
             if lease is None or cls is None:
                 return
             if lease.confirm and self._started is not None:
-                with contextlib.suppress(RuntimeError):  # a closed loop: exiting
-                    self._loop.call_soon_threadsafe(self._started, lease.task_id)
+                self._tell_start(lease.task_id)
+            began = time.perf_counter()
             try:
                 outcome = run_sync(lease, cls, self._worker, self._loop)
             except BaseException as exc:  # never let a runner thread die with a lease
                 outcome = failed(lease, cls, exc, self._worker)
-            self._hand_back(lease, outcome)
+            self._hand_back(lease, outcome, time.perf_counter() - began)
 
-    def _hand_back(self, lease: Lease, outcome: Outcome) -> None:
+    def capacity(self, horizon: float) -> int:
+        """Attempts the threads can finish in ``horizon`` s at the pace of recent ones:
+        what the worker may hold beyond its slots. Unlike a count of finished tasks it
+        does not fall while work is scarce (idle spells, or one task per claim while
+        lower work is ready), so a burst is claimed in batches from its first claim."""
+        pace = self._pace
+        if pace is None:
+            return 0
+        return int(horizon * len(self._threads) / max(pace, 1e-5))
+
+    def _tell_start(self, task_id: str) -> None:
+        """A marked lease starts: tell the loop, one wake-up for the starts that come
+        while it is pending (prefetched marked leases start back to back)."""
+        with self._lock:
+            self._starts.append(task_id)
+            if len(self._starts) > 1:
+                return
+        with contextlib.suppress(RuntimeError):  # a closed loop: exiting
+            self._loop.call_soon_threadsafe(self._told_starts)
+
+    def _told_starts(self) -> None:
+        with self._lock:
+            starts, self._starts = self._starts, []
+        assert self._started is not None
+        for task_id in starts:
+            self._started(task_id)
+
+    def _hand_back(self, lease: Lease, outcome: Outcome, took: float) -> None:
         """Queue one outcome for the loop; wake the loop when it has work to do (see the
         module docstring) and no wake-up is pending, so outcomes that finish while the
-        loop is busy come back as one batch."""
+        loop is busy come back as one batch. ``took``: the attempt's seconds."""
         self._outbox.append((lease, outcome))
         with self._ready:
+            pace = self._pace
+            self._pace = took if pace is None else 0.8 * pace + 0.2 * took
             left = self._left
             if left and (self._refill_asked or left > self.low_water):
                 return  # the loop's poll takes it

@@ -49,7 +49,8 @@ from rayqueue.task import Task, TaskSignals
 #: Seconds a claim waits for work before the run loop looks around again.
 CLAIM_WAIT_S = 1.0
 #: A worker holds beyond its free slots only what it expects to start within this
-#: many seconds at its measured rate, so a batch never keeps urgent work waiting long.
+#: many seconds (at its threads' pace, or its measured rate for async tasks), so a
+#: batch never keeps urgent work waiting long.
 PREFETCH_HORIZON_S = 0.05
 #: Most tasks a worker holds waiting for a slot.
 MAX_PREFETCH = 500
@@ -203,8 +204,9 @@ class WorkerActor:
                 # of what is wanted: big batches, and the next one arrives in time.
                 held = len(self._running)
                 free = self._concurrency - held
-                target = self._concurrency + self._rate.expected(
-                    PREFETCH_HORIZON_S, MAX_PREFETCH, self._done)
+                target = self._concurrency + min(MAX_PREFETCH, max(
+                    self._rate.expected(PREFETCH_HORIZON_S, MAX_PREFETCH, self._done),
+                    self._runner.capacity(PREFETCH_HORIZON_S)))
                 if self._isolating or (free <= 0 and held > target // 2):
                     self._wakeup.clear()
                     await self._wakeup.wait()

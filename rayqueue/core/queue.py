@@ -348,10 +348,13 @@ class QueueCore:
         """Lease up to ``max_n`` of the best ready tasks of ``pool`` to ``worker``.
 
         ``max_n`` is the worker's free slots: 0 asks for prefetch alone. ``prefetch``
-        more may follow, but only of the first task's priority, at most
-        half of what is left of it, and only when no lower-priority task of the pool is
-        ready: a worker never buffers work that another worker's free slot would need
-        before it turns to lower work (priority holds under prefetch, DESIGN promise 2).
+        more may follow, but only of the first task's priority and at most half of what
+        is left of it. While a lower-priority task of the pool is ready, prefetch goes
+        only to a worker that confirms its starts (``confirm_starts``): its prefetched
+        leases are marked, and no claim gets the lower work until they have started, so
+        a prefetched high never waits while another worker starts a low (priority holds
+        under prefetch, DESIGN promise 2). Without confirmations (a sharded queue's
+        worker, a client's dequeue) there is no prefetch while lower work is ready.
 
         A *suspect* (a task whose worker died under it before) is leased alone, and only
         to an ``idle`` worker (one running nothing), so a poison task cannot take healthy
@@ -405,7 +408,8 @@ class QueueCore:
                         first = self._tasks[top].priority
                     taken = sum(1 for r in batch.tasks if r.priority == first)
                     lowest = self._lowest_ready(pool)
-                    prefetch = 0 if lowest is not None and lowest < first else min(
+                    below = lowest is not None and lowest < first
+                    prefetch = 0 if below and not confirm_starts else min(
                         prefetch, (self._ready_counts[(pool, first)] - taken) // 2)
                     capped = True
                     if len(batch.tasks) >= max_n + prefetch:

@@ -685,7 +685,8 @@ def test_prefetch_takes_only_more_of_the_first_tasks_priority() -> None:
 
 def test_no_prefetch_while_lower_priority_work_is_ready() -> None:
     """A prefetched high that has not started must never wait while another worker
-    starts a low: while lows are ready, highs go out only into free slots."""
+    starts a low: to a claimer that does not confirm its starts, while lows are ready,
+    highs go out only into free slots."""
     core = QueueCore()
     core.enqueue_many([NewTask("t", "{}", 90) for _ in range(20)]
                       + [NewTask("t", "{}", 10) for _ in range(20)], 0.0)
@@ -711,6 +712,28 @@ def test_evolve_copies_with_changes_and_leaves_the_original_alone() -> None:
     assert rec.state is TaskState.READY and rec.attempts == 0 and rec.worker is None
     with pytest.raises(AttributeError):
         rec.evolve(no_such_field=1)
+
+
+def test_prefetch_to_a_worker_that_confirms_starts_is_marked_and_holds_lows_back() -> None:
+    """While lows are ready, a worker that confirms its starts still gets prefetch (not
+    one task per call): every high it holds is marked, and no low goes out to anyone
+    until each of them has started."""
+    core = QueueCore()
+    core.enqueue_many([NewTask("t", "{}", 90) for _ in range(20)]
+                      + [NewTask("t", "{}", 10) for _ in range(20)], 0.0)
+    a = core.claim("a", 1, 0.0, prefetch=10, confirm_starts=True)
+    assert len(a) == 10 and all(x.priority == 90 and x.confirm for x in a)  # 1 + 19 // 2
+    b = core.claim("b", 1, 0.0, prefetch=10, confirm_starts=True)
+    assert len(b) == 5 and all(x.priority == 90 and x.confirm for x in b)  # 1 + 9 // 2
+    rest = core.claim("b", 5, 0.0, confirm_starts=True)
+    assert [x.priority for x in rest] == [90] * 5  # the last highs
+    assert core.claim("c", 1, 0.0, prefetch=10, confirm_starts=True) == []  # held back
+    core.started(x.task_id for x in [*a, *b])
+    assert core.claim("c", 1, 0.0, confirm_starts=True) == []  # 5 highs not started yet
+    core.started(x.task_id for x in rest)
+    lows = core.claim("c", 1, 0.0, prefetch=10, confirm_starts=True)
+    assert [x.priority for x in lows] == [10] * 10  # nothing below them: not marked
+    assert not any(x.confirm for x in lows)
 
 
 def test_lower_work_waits_for_the_confirmed_start_of_higher_work() -> None:
