@@ -282,6 +282,9 @@ class SyncRunner:
         self._starts: list[str] = []
         #: seconds a thread spends on one attempt, smoothed (None: none ran yet)
         self._pace: float | None = None
+        #: threads waiting for work, and whether a submit woke one since hand_over
+        self._idle = 0
+        self._woke = False
         self._outbox: deque[tuple[Lease, Outcome]] = deque()
         self._lock = threading.Lock()
         self._wake_pending = False
@@ -301,7 +304,18 @@ class SyncRunner:
                            (-lease.priority, next(self._arrivals), lease, cls))
             self._left += 1
             self._refill_asked = False
+            if self._idle:
+                self._woke = True
             self._ready.notify()
+
+    def hand_over(self) -> None:
+        """On the loop, after submitting: if that woke an idle thread, give up the GIL
+        for a moment so it starts its task now. Otherwise it waits for the GIL while the
+        loop goes on to send its next claim (about half a millisecond of idle latency
+        here, measured from the claim reply to the task's start)."""
+        if self._woke:
+            self._woke = False
+            time.sleep(0)  # releases the GIL; the woken thread takes it
 
     def collect(self) -> None:
         """On the loop: take whatever finished without a wake-up (the loop's poll)."""
@@ -327,7 +341,9 @@ class SyncRunner:
         while True:
             with self._ready:
                 while not self._waiting:
+                    self._idle += 1
                     self._ready.wait()
+                    self._idle -= 1
                 _, _, lease, cls = heapq.heappop(self._waiting)
                 if lease is not None:
                     self._left -= 1

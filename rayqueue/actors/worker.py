@@ -247,6 +247,7 @@ class WorkerActor:
                     continue
                 for lease in leases:
                     self._start(lease)
+                self._runner.hand_over()
                 if not leases and len(self._running) >= self._concurrency:
                     # Nothing to prefetch and no slot free: claim again when one frees
                     # (each finished task sets the wakeup), not in a busy loop.
@@ -296,6 +297,8 @@ class WorkerActor:
                         self._unstarted.append(lease)  # company arrived meanwhile
                     else:
                         self._start(lease)
+                assert self._runner is not None
+                self._runner.hand_over()
                 if self._unstarted:
                     await self._give_back_unstarted()
                 return
@@ -339,6 +342,8 @@ class WorkerActor:
                 self._unstarted.append(lease)
             else:
                 self._start(lease)
+        if self._runner is not None:
+            self._runner.hand_over()
         if self._unstarted and not self._draining:
             await self._give_back_unstarted()
         self._wake()
