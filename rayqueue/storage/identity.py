@@ -133,8 +133,8 @@ def inspect(path: str | os.PathLike[str]) -> Inspection:
             that fails.
     """
     main = Path(path)
-    _check_header(main)
     wal = Path(f"{main}-wal")
+    _check_header(main, wal)
     for _ in range(3):
         if not (wal.exists() and wal.stat().st_size > 0):
             break
@@ -153,8 +153,15 @@ def inspect(path: str | os.PathLike[str]) -> Inspection:
     return _read(main, sqlite3.connect(uri, uri=True, isolation_level=None))
 
 
-def _check_header(main: Path) -> None:
-    """Refuse a file that is not a SQLite database, or shorter than its header says."""
+def _check_header(main: Path, wal: Path) -> None:
+    """Refuse a file that is not a SQLite database, or shorter than its header says
+    where the write-ahead log cannot make up the difference.
+
+    A checkpoint copies the log's pages into the main file in page order, the header
+    page first: a process killed during one leaves a main file shorter than its new
+    header says, and the log (not reset until a checkpoint completes) holds every page
+    past the end. SQLite replays it on the next open; that is no damage.
+    """
     with open(main, "rb") as f:
         head = f.read(100)
     if len(head) < 100 or not head.startswith(_MAGIC):
@@ -167,9 +174,32 @@ def _check_header(main: Path) -> None:
     # change counter (SQLite file format, section 1.3.7).
     valid = head[92:96] == head[24:28]
     size = main.stat().st_size
-    if valid and size < pages * page:
+    if not valid or size >= pages * page:
+        return
+    missing = set(range(size // page + 1, pages + 1)) - _logged_pages(wal, page)
+    if missing:
         raise JournalCorruptError(str(main), f"the main file is truncated: {size} bytes "
                                   f"where its header says {pages * page}")
+
+
+def _logged_pages(wal: Path, page: int) -> set[int]:
+    """The page numbers of the frames of the current log generation in ``wal`` (empty
+    if there is no log). SQLite file format, section 4.1: a 32-byte log header, then
+    frames of a 24-byte header and a page; a frame whose salts differ from the log's
+    is left from before the log was restarted."""
+    try:
+        with open(wal, "rb") as f:
+            head = f.read(32)
+            if len(head) < 32 or int.from_bytes(head[8:12], "big") != page:
+                return set()
+            salts = head[16:24]
+            found = set()
+            while len(frame := f.read(24)) == 24 and frame[8:16] == salts:
+                found.add(int.from_bytes(frame[0:4], "big"))
+                f.seek(page, os.SEEK_CUR)
+            return found
+    except FileNotFoundError:
+        return set()
 
 
 def _read(main: Path, conn: sqlite3.Connection) -> Inspection:

@@ -173,6 +173,37 @@ def test_a_crashed_journal_with_its_wal_opens_whole(tmp_path: Path) -> None:
     journal.close()
 
 
+def test_a_checkpoint_cut_short_by_a_kill_opens_whole(tmp_path: Path) -> None:
+    """A checkpoint copies the log's pages into the main file in page order, the header
+    page first. Killed midway, the main file is shorter than its new header says while
+    the log still holds every page past the end: SQLite replays it, and the journal must
+    open with every task (a SIGKILLed queue actor once came back refusing its journal as
+    "truncated: 327680 bytes where its header says 475136")."""
+    path = tmp_path / "j.sqlite"
+    written(path, 5)
+    crash_after(path, 400, prefix="late")  # the log holds pages past the main file's end
+    old_pages = path.stat().st_size // 4096
+    # What the finished checkpoint would have written, made on a copy...
+    done = tmp_path / "done"
+    done.mkdir()
+    shutil.copyfile(path, done / "j.sqlite")
+    shutil.copyfile(f"{path}-wal", done / "j.sqlite-wal")
+    conn = sqlite3.connect(done / "j.sqlite")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    full = (done / "j.sqlite").read_bytes()
+    header_pages = int.from_bytes(full[28:32], "big")
+    # ...and the kill: its first pages are in the main file, the rest are not yet.
+    cut = (old_pages + header_pages) // 2
+    assert old_pages < cut < header_pages
+    path.write_bytes(full[: cut * 4096])
+    assert path.stat().st_size < header_pages * 4096  # shorter than its header says
+    journal = SQLiteStorage(path, identity=SHOP, create=False)
+    tasks = {r.id for r in journal.load().tasks}
+    assert len(tasks) == 405 and {"t0", "late399"} <= tasks
+    journal.close()
+
+
 def test_a_journal_of_the_previous_version_is_adopted(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite"
     old = sqlite3.connect(path, isolation_level=None)  # the previous version's layout
