@@ -227,6 +227,19 @@ async def bounded(ref: Any, timeout: float) -> Any:
             f"no answer in {timeout:.0f} s (a lost request or reply)") from None
 
 
+async def stop(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task`` and wait until it has ended (its CancelledError swallowed, any
+    other error raised). Before Python 3.12, ``asyncio.wait_for`` can swallow a cancel
+    that arrives as the thing it awaits completes (CPython gh-86296): the task then goes
+    on to its next await as if never cancelled, and a plain ``cancel(); await task``
+    waits for good. So the cancel is repeated until the task has ended."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.05)
+    if not task.cancelled():
+        task.result()
+
+
 async def every(period: float, call: Callable[[], Awaitable[Any]], deadline: float,
                 on_error: Callable[[BaseException], None] | None = None) -> None:
     """Start ``call()`` every ``period`` s, forever, never waiting for an earlier one's

@@ -35,7 +35,7 @@ from rayqueue.actors.runner import (
     run_async,
     run_sync,
 )
-from rayqueue.calls import bounded, every, shard_handles
+from rayqueue.calls import bounded, every, shard_handles, stop
 from rayqueue.codebook import resolve
 from rayqueue.core.lease import Failure, Lease, Outcome
 from rayqueue.core.record import ErrorInfo
@@ -258,9 +258,10 @@ class WorkerActor:
                 await asyncio.gather(*self._parked.values(), return_exceptions=True)
             await self._finish()
             await self._give_back_unstarted()
-            reporter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reporter  # a report in flight finishes (or is put back) first
+            # A report in flight finishes (or is put back) first. (A plain cancel was
+            # once swallowed inside the reporter's wait_for, and a recycled worker
+            # never drained: its pool waited on it, with tasks ready, for good.)
+            await stop(reporter)
             await self._flush(final=True)
         finally:
             reporter.cancel()

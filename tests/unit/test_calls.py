@@ -167,3 +167,43 @@ def test_a_renewal_that_raises_is_reported_and_the_next_one_still_goes_out() -> 
         return heard
 
     assert asyncio.run(scenario()) == ["RuntimeError('boom')"]
+
+
+def test_stop_ends_a_task_that_swallowed_its_first_cancel() -> None:
+    """Before Python 3.12, asyncio.wait_for can swallow a cancel that lands as its wait
+    completes (CPython gh-86296); the task goes on to its next await. A recycled worker
+    once hung for good in ``cancel(); await reporter`` so. ``stop`` cancels again."""
+    swallowed = []
+
+    async def reporter() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            swallowed.append(1)  # as wait_for does when the inner wait just finished
+        await asyncio.Event().wait()  # the next round of its loop: waits for good
+
+    async def main() -> None:
+        task = asyncio.ensure_future(reporter())
+        await asyncio.sleep(0)
+        stopping = asyncio.ensure_future(calls.stop(task))
+        done, _ = await asyncio.wait({stopping}, timeout=5)  # (a wait that cancels nothing)
+        assert stopping in done, "stop() still waits for a task that swallowed a cancel"
+        assert task.cancelled() and swallowed == [1]
+
+    asyncio.run(main())
+
+
+def test_stop_raises_what_the_task_raised() -> None:
+    async def failing() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            raise ValueError("while stopping") from None
+
+    async def main() -> None:
+        task = asyncio.ensure_future(failing())
+        await asyncio.sleep(0)
+        with pytest.raises(ValueError, match="while stopping"):
+            await calls.stop(task)
+
+    asyncio.run(main())
