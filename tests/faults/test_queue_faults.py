@@ -198,7 +198,7 @@ def test_16_storage_faults_never_lose_or_duplicate(make_queue: MakeQueue, ledger
                                                    tmp_path: Path) -> None:
     # Every kind FaultyStorage knows, "full" too (SQLITE_FULL as the wrapper raises it;
     # the real full disk is tests/integration's disk-full test).
-    faults = "busy=0.02,full=0.02,ioerr=0.02,timeout=0.02,execute_and_timeout=0.02,seed=11"
+    faults = "busy=0.05,full=0.05,ioerr=0.05,timeout=0.05,execute_and_timeout=0.05,seed=11"
     q = make_queue(pools=[TWO], config=FAST, heartbeat_s=0.5,
                    journal=str(tmp_path / "q.sqlite"),
                    queue_env={"RAYQUEUE_STORAGE_FAULTS": faults})
@@ -220,6 +220,7 @@ def test_16_storage_faults_never_lose_or_duplicate(make_queue: MakeQueue, ledger
     injected = injected_faults(q)
     assert set(injected) == {"busy", "full", "ioerr", "timeout", "execute_and_timeout"}, (
         injected, refused)
+    # (31 and 35 in two runs: claims carry many tasks, so fewer commits than tasks)
     assert sum(injected.values()) >= 20, (injected, refused)
     assert history.problems() == {}
     # What the queue answered is what its journal holds: reloaded from the journal (as a
