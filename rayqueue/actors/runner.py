@@ -358,15 +358,18 @@ class SyncRunner:
                 outcome = failed(lease, cls, exc, self._worker)
             self._hand_back(lease, outcome, time.perf_counter() - began)
 
-    def capacity(self, horizon: float) -> int:
-        """Attempts the threads can finish in ``horizon`` s at the pace of recent ones:
-        what the worker may hold beyond its slots. Unlike a count of finished tasks it
-        does not fall while work is scarce (idle spells, or one task per claim while
-        lower work is ready), so a burst is claimed in batches from its first claim."""
+    def capacity(self, horizon: float, per_thread: int) -> int:
+        """Attempts the threads can finish in ``horizon`` s at the pace of recent ones,
+        at most ``per_thread`` each: what the worker may hold beyond its slots. Unlike a
+        count of finished tasks it does not fall while work is scarce (idle spells, or
+        one task per claim while lower work is ready), so a burst is claimed in batches
+        from its first claim. (The bound: the pace leaves out the loop's own cost per
+        task, and a worker that dies takes what it holds with it as lost attempts.)"""
         pace = self._pace
         if pace is None:
             return 0
-        return int(horizon * len(self._threads) / max(pace, 1e-5))
+        threads = len(self._threads)
+        return min(threads * per_thread, int(horizon * threads / max(pace, 1e-6)))
 
     def _tell_start(self, task_id: str) -> None:
         """A marked lease starts: tell the loop, one wake-up for the starts that come

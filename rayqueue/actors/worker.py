@@ -54,6 +54,9 @@ CLAIM_WAIT_S = 1.0
 PREFETCH_HORIZON_S = 0.05
 #: Most tasks a worker holds waiting for a slot.
 MAX_PREFETCH = 500
+#: Most a worker prefetches per slot on its threads' pace alone (beyond that, only a
+#: measured rate of finished tasks earns more).
+PACE_PREFETCH_PER_SLOT = 32
 #: While a worker still holds tasks, outcomes wait up to this long to share a report,
 #: or to ride on the worker's next claim (one call for both); an idle worker, one that
 #: runs nothing more, reports at once.
@@ -206,7 +209,7 @@ class WorkerActor:
                 free = self._concurrency - held
                 target = self._concurrency + min(MAX_PREFETCH, max(
                     self._rate.expected(PREFETCH_HORIZON_S, MAX_PREFETCH, self._done),
-                    self._runner.capacity(PREFETCH_HORIZON_S)))
+                    self._runner.capacity(PREFETCH_HORIZON_S, PACE_PREFETCH_PER_SLOT)))
                 if self._isolating or (free <= 0 and held > target // 2):
                     self._wakeup.clear()
                     await self._wakeup.wait()

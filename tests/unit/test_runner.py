@@ -227,3 +227,31 @@ def test_log_records_inside_an_attempt_carry_its_ids() -> None:
         logger.remove(sink)
     assert seen[0]["task_id"] == "t7" and seen[0]["attempt"] == 1
     assert "task_id" not in seen[1]
+
+
+def test_prefetch_capacity_comes_from_the_pace_and_outlives_an_idle_spell() -> None:
+    """What a worker may hold beyond its slots: the attempts its threads finish in the
+    horizon at the pace of recent ones, at most ``per_thread`` each. Nothing is known
+    before the first attempt; after it, idle time changes nothing (the old measure, tasks
+    finished per second, fell to zero in a pause, and a burst after it was claimed one
+    task per call)."""
+    started.clear()
+
+    async def scenario() -> tuple[int, int, int]:
+        loop = asyncio.get_running_loop()
+        done: list[tuple[Lease, Outcome]] = []
+        runner = SyncRunner(2, "w-test", loop, done.extend)
+        before = runner.capacity(0.05, 32)
+        for i in range(50):
+            runner.submit(_lease(i), Step)
+        while len(done) < 50:
+            runner.collect()
+            await asyncio.sleep(0.001)
+        after = runner.capacity(0.05, 32)  # a Step takes well under 1.5 ms: the cap
+        await asyncio.sleep(0.3)  # idle: nothing ran
+        idle = runner.capacity(0.05, 32)
+        runner.stop()
+        return before, after, idle
+
+    before, after, idle = asyncio.run(scenario())
+    assert (before, after, idle) == (0, 64, 64)
