@@ -43,6 +43,8 @@ SCHEDULE_WARMUP_S = 30.0
 FEASIBILITY_EVERY_S = 5.0
 #: Longest pause before replacing workers that keep dying (poison tasks, bad nodes).
 MAX_RESPAWN_BACKOFF_S = 5.0
+#: At shutdown, how long a worker still starting is waited for once the others are done.
+STARTING_GRACE_S = 1.0
 
 
 @dataclass
@@ -343,12 +345,23 @@ class PoolManagerActor:
         if self._loop_task is not None:
             self._loop_task.cancel()
         workers = [w for p in self._pools.values() for w in p.workers.values()]
+        # A worker that never answered (still starting: no node has its resources, say)
+        # is not waited for beyond the others plus STARTING_GRACE_S: it can hold no more
+        # than a claim's worth, and a lease of a killed worker only runs again. (A pool
+        # no node could place held every shutdown for its whole timeout plus 5 s.)
+        starting = {w.id for w in workers if w.state == "starting"}
         for worker in workers:
             worker.state = "draining"
             worker.handle.drain.remote(timeout)
-        if workers:
-            await asyncio.wait([asyncio.ensure_future(_settle(w.run_ref)) for w in workers],
-                               timeout=timeout + 5)
+        settling = {w.id: asyncio.ensure_future(_settle(w.run_ref)) for w in workers}
+        end = asyncio.get_running_loop().time() + timeout + 5
+        started = [f for i, f in settling.items() if i not in starting]
+        if started:
+            await asyncio.wait(started, timeout=timeout + 5)
+        waiting = [f for i, f in settling.items() if i in starting and not f.done()]
+        if waiting:
+            left = end - asyncio.get_running_loop().time()
+            await asyncio.wait(waiting, timeout=max(0.0, min(left, STARTING_GRACE_S)))
         for worker in workers:
             ray.kill(worker.handle)
         for pool in self._pools.values():

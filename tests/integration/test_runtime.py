@@ -176,6 +176,9 @@ def test_pools_are_routed_by_resources(make_queue: MakeQueue) -> None:
     assert q.enqueue(Probe(value=1)).result(timeout=60) == 1
     assert q.get(gpu.id).state == "ready"  # no node has a GPU: its worker never starts
     assert {w.pool: w.state for w in q.workers()}.get("gpu") == "starting"
+    # Shutting down does not wait out its drain timeout for the worker that never
+    # started (it did, plus 5 s: this one would outlast the test's 120-s limit).
+    q.shutdown(timeout=300)
 
 
 def test_metrics_snapshot_agrees_with_what_ran(make_queue: MakeQueue) -> None:
