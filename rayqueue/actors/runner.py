@@ -363,8 +363,10 @@ class SyncRunner:
         at most ``per_thread`` each: what the worker may hold beyond its slots. Unlike a
         count of finished tasks it does not fall while work is scarce (idle spells, or
         one task per claim while lower work is ready), so a burst is claimed in batches
-        from its first claim. (The bound: the pace leaves out the loop's own cost per
-        task, and a worker that dies takes what it holds with it as lost attempts.)"""
+        from its first claim. The pace is the attempts' own time, not the loop's share
+        per task, so for short bodies this is more than the horizon's worth of work,
+        which is what keeps claims large; hence the bound (a worker that dies takes
+        what it holds with it as lost attempts)."""
         pace = self._pace
         if pace is None:
             return 0

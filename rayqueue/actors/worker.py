@@ -56,7 +56,7 @@ PREFETCH_HORIZON_S = 0.05
 MAX_PREFETCH = 500
 #: Most a worker prefetches per slot on its threads' pace alone (beyond that, only a
 #: measured rate of finished tasks earns more).
-PACE_PREFETCH_PER_SLOT = 32
+PACE_PREFETCH_PER_SLOT = 128
 #: While a worker still holds tasks, outcomes wait up to this long to share a report,
 #: or to ride on the worker's next claim (one call for both); an idle worker, one that
 #: runs nothing more, reports at once.
