@@ -65,7 +65,7 @@ def make_queue(ray_cluster: dict[str, Any],
                tmp_path: Path) -> Iterator[Callable[..., rayqueue.TaskQueue[Any]]]:
     """Create queues with unique names; shut each down after the test. Journaled by
     default, as the product is (SQLite FULL, in the test's temporary directory); a test
-    about the in-memory queue passes ``journal=None``."""
+    about the in-memory queue passes ``None`` as its journal (none does today)."""
     made: list[rayqueue.TaskQueue[Any]] = []
 
     def make(**kwargs: Any) -> rayqueue.TaskQueue[Any]:
