@@ -8,6 +8,7 @@ The Ray actors are thin shells around one instance.
 
 from __future__ import annotations
 
+import heapq
 import random
 import uuid
 from collections import Counter, deque
@@ -192,6 +193,9 @@ class QueueCore:
         #: leases handed out ahead of lower-priority ready work whose start the worker
         #: has not confirmed: task id -> (pool, priority, lease token)
         self._unconfirmed: dict[str, tuple[str, int, int]] = {}
+        #: per pool, a max-heap of (-priority, task id, lease token) over _unconfirmed;
+        #: an entry no longer there is dropped when it reaches the top
+        self._unconfirmed_heaps: dict[str, list[tuple[int, str, int]]] = {}
         #: per pool, the worker being emptied for a waiting suspect: (worker, task id)
         self._emptying: dict[str, tuple[str, str]] = {}
         #: pools where a claim got nothing because of an unconfirmed start
@@ -477,6 +481,8 @@ class QueueCore:
             for r in batch.tasks:
                 if r.priority > lowest:
                     self._unconfirmed[r.id] = (pool, r.priority, r.lease_token)
+                    heapq.heappush(self._unconfirmed_heaps.setdefault(pool, []),
+                                   (-r.priority, r.id, r.lease_token))
                     marked.add(r.id)
         return [
             Lease(r.id, r.lease_token, r.task_name, r.payload, r.attempts, r.priority, r.pool,
@@ -633,14 +639,18 @@ class QueueCore:
         """The highest priority of ``pool``'s leases whose start is not confirmed; ends
         of attempts and of leases (done, released, expired, re-leased) confirm too."""
         if not self._unconfirmed:
+            self._unconfirmed_heaps.clear()
             return None
-        top = None
-        for task_id, (p, priority, token) in list(self._unconfirmed.items()):
-            if self._current(task_id, token) is None:
+        # Once a claim per call; with marked prefetch hundreds may be out, so not a scan.
+        heap = self._unconfirmed_heaps.get(pool)
+        while heap:
+            neg, task_id, token = heap[0]
+            if self._unconfirmed.get(task_id) == (pool, -neg, token):
+                if self._current(task_id, token) is not None:
+                    return -neg
                 del self._unconfirmed[task_id]
-            elif p == pool and (top is None or priority > top):
-                top = priority
-        return top
+            heapq.heappop(heap)
+        return None
 
     def _current(self, task_id: str, token: int) -> TaskRecord | None:
         rec = self._tasks.get(task_id)
