@@ -354,14 +354,12 @@ class PoolManagerActor:
             worker.state = "draining"
             worker.handle.drain.remote(timeout)
         settling = {w.id: asyncio.ensure_future(_settle(w.run_ref)) for w in workers}
-        end = asyncio.get_running_loop().time() + timeout + 5
         started = [f for i, f in settling.items() if i not in starting]
+        still = [f for i, f in settling.items() if i in starting]
         if started:
             await asyncio.wait(started, timeout=timeout + 5)
-        waiting = [f for i, f in settling.items() if i in starting and not f.done()]
-        if waiting:
-            left = end - asyncio.get_running_loop().time()
-            await asyncio.wait(waiting, timeout=max(0.0, min(left, STARTING_GRACE_S)))
+        if still:
+            await asyncio.wait(still, timeout=STARTING_GRACE_S)
         for worker in workers:
             ray.kill(worker.handle)
         for pool in self._pools.values():
