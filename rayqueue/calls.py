@@ -14,6 +14,7 @@ from typing import Any
 
 import ray
 
+from rayqueue import settings
 from rayqueue.errors import (
     InvalidArgumentError,
     JournalCorruptError,
@@ -32,8 +33,9 @@ from rayqueue.errors import (
 #: Longest wait for an answer beyond what a call may rightly park (its ``hold``). Ray
 #: can lose a request or its reply, and the reference then never resolves; a call not
 #: answered in time is treated as unanswered and retried (every retried call here is
-#: idempotent), so one lost reply cannot hang a producer for good.
-ANSWER_TIMEOUT_S = 30.0
+#: idempotent), so one lost reply cannot hang a producer for good. 30 s unless
+#: ``RAYQUEUE_ANSWER_TIMEOUT_S`` says otherwise.
+ANSWER_TIMEOUT_S = settings.answer_timeout_s()
 
 #: Calls one client handle may have waiting on the queue actor before QueueBusyError:
 #: a flood of producers meets a typed error, not an unbounded backlog in the actor.

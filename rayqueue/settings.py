@@ -31,6 +31,19 @@ def private_cluster_auth() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
+@functools.cache
+def answer_timeout_s() -> float:
+    """``RAYQUEUE_ANSWER_TIMEOUT_S``: how long a call between rayqueue's processes waits
+    for an answer, beyond what it may rightly park, before it counts the request or its
+    reply as lost and retries (30 s). Read once per process; Ray's workers inherit it
+    from the process that started the cluster. Lower it where replies are lost often."""
+    value = float(os.environ.get("RAYQUEUE_ANSWER_TIMEOUT_S", "30"))
+    if not value > 0:
+        raise ValueError(f"RAYQUEUE_ANSWER_TIMEOUT_S must be a positive number of seconds, "
+                         f"not {value}")
+    return value
+
+
 def ray_auth_mode() -> str | None:
     """``RAY_AUTH_MODE`` as this process sees it (Ray reads it at import)."""
     return os.environ.get("RAY_AUTH_MODE")
@@ -71,7 +84,6 @@ class CrashPoint:
     once: str | None
 
 
-@functools.cache
 @functools.cache
 def crash_point() -> CrashPoint:
     """This process's crash point, read once (the hook is asked on every call)."""

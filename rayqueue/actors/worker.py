@@ -35,7 +35,7 @@ from rayqueue.actors.runner import (
     run_async,
     run_sync,
 )
-from rayqueue.calls import bounded, every, shard_handles, stop
+from rayqueue.calls import ANSWER_TIMEOUT_S, bounded, every, shard_handles, stop
 from rayqueue.codebook import resolve
 from rayqueue.core.lease import Failure, Lease, Outcome
 from rayqueue.core.record import ErrorInfo
@@ -68,7 +68,8 @@ REPORT_BATCH = 256
 #: the reference then never resolves: without a deadline one lost reply idles the
 #: worker for good. A call that times out is treated as failed and made again; what
 #: it did is reconciled (``held`` on the next claim) or fenced (a repeated outcome).
-CALL_TIMEOUT_S = 30.0
+#: The client's deadline too (``RAYQUEUE_ANSWER_TIMEOUT_S``, 30 s).
+CALL_TIMEOUT_S = ANSWER_TIMEOUT_S
 #: Heartbeats out at once, at most: one unanswered this many periods is given up on.
 BEATS_OUT = 3
 #: While its runner threads hold tasks, the loop takes their outcomes at least this

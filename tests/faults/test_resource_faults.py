@@ -43,7 +43,9 @@ def test_25_oom_killed_attempts_count_as_lost() -> None:
 def test_8_lossy_rpc_loses_nothing(tmp_path: Path) -> None:
     """Its own Ray (in a subprocess): Ray's RPC failure injection is cluster-wide."""
     script = Path(__file__).with_name("lossy_rpc_main.py")
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled",
+    # Each lost reply is waited for RAYQUEUE_ANSWER_TIMEOUT_S (30 s by default) before
+    # its call is made again: 5 s here, so the losses cost seconds, not minutes.
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAYQUEUE_ANSWER_TIMEOUT_S": "5",
            "RAY_testing_rpc_failure": json.dumps({"CoreWorkerService.grpc_client.PushTask": {
                "num_failures": 20, "req_failure_prob": 25, "resp_failure_prob": 25}})}
     proc = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True,
