@@ -42,7 +42,7 @@ class MetricsAggregate:
         self.window_s = window_s
         self.counts: dict[str, dict[str, int]] = {}
         self.enqueued: dict[str, int] = {}
-        self.window: deque[tuple[float, str]] = deque()
+        self.window: deque[tuple[float, str, int]] = deque()
         self.wait_counts = [0] * (len(BUCKETS) + 1)
         self.run_counts = [0] * (len(BUCKETS) + 1)
         self.wait_sum = 0.0
@@ -63,14 +63,17 @@ class MetricsAggregate:
         """Fold one event in."""
         if isinstance(event, Finished):
             by_outcome = self.counts.setdefault(event.task_name, {})
-            by_outcome[event.outcome] = by_outcome.get(event.outcome, 0) + 1
-            self.window.append((now, event.outcome))
-            if event.run_s is not None:
-                self.run_counts[bisect.bisect_left(BUCKETS, event.run_s)] += 1
-                self.run_sum += event.run_s
+            by_outcome[event.outcome] = by_outcome.get(event.outcome, 0) + event.n
+            self.window.append((now, event.outcome, event.n))
+            run_counts = self.run_counts
+            for run_s in event.runs:
+                run_counts[bisect.bisect_left(BUCKETS, run_s)] += 1
+            self.run_sum += sum(event.runs)
         elif isinstance(event, Started):
-            self.wait_counts[bisect.bisect_left(BUCKETS, event.wait_s)] += 1
-            self.wait_sum += event.wait_s
+            wait_counts = self.wait_counts
+            for wait_s in event.waits:
+                wait_counts[bisect.bisect_left(BUCKETS, wait_s)] += 1
+            self.wait_sum += sum(event.waits)
         elif isinstance(event, Enqueued):
             self.enqueued[event.task_name] = self.enqueued.get(event.task_name, 0) + event.n
         elif isinstance(event, Depth):
@@ -122,8 +125,8 @@ class MetricsAggregate:
         """A structured copy of everything, with rates over the window."""
         self._trim(now)
         per: dict[str, int] = {}
-        for _, outcome in self.window:
-            per[outcome] = per.get(outcome, 0) + 1
+        for _, outcome, n in self.window:
+            per[outcome] = per.get(outcome, 0) + n
         finished = per.get("succeeded", 0) + per.get("retried", 0) + per.get("dead", 0)
         return MetricsSnapshot(
             queue=self.queue,

@@ -76,12 +76,15 @@ class MetricsActor:
         for event in events:
             self._agg.add(event, now)
             if isinstance(event, Finished):
-                self._tasks.inc(1, {"queue": q, "task": event.task_name,
-                                    "outcome": event.outcome})
-                if event.run_s is not None:
-                    self._run.observe(event.run_s, {"queue": q, "task": event.task_name})
+                self._tasks.inc(event.n, {"queue": q, "task": event.task_name,
+                                          "outcome": event.outcome})
+                tags = {"queue": q, "task": event.task_name}
+                for run_s in event.runs:
+                    self._run.observe(run_s, tags)
             elif isinstance(event, Started):
-                self._wait.observe(event.wait_s, {"queue": q, "task": event.task_name})
+                tags = {"queue": q, "task": event.task_name}
+                for wait_s in event.waits:
+                    self._wait.observe(wait_s, tags)
             elif isinstance(event, Enqueued):
                 self._enqueued.inc(event.n, {"queue": q, "task": event.task_name})
             elif isinstance(event, Depth):  # summed over shards by the aggregate

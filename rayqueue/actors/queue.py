@@ -53,9 +53,8 @@ from rayqueue.protocol import (
     Enqueued,
     Event,
     FailedAttempt,
-    Finished,
     JournalHealth,
-    Started,
+    Tally,
     pack_leases,
     unpack_news,
     unpack_outcomes,
@@ -137,6 +136,8 @@ class QueueActor:
         self._claims: dict[str, deque[asyncio.Future[None]]] = {}
         self._results: dict[str, list[asyncio.Future[None]]] = {}
         self._events: list[Event] = []
+        #: start waits and run times since the last metrics flush, packed
+        self._tally = Tally()
         #: calls served and tasks they carried since the last metrics flush, by kind
         self._calls: dict[str, list[int]] = {k: [0, 0] for k in ("enqueue", "claim", "report")}
         self._timed_out: list[tuple[str, str]] = []
@@ -425,10 +426,10 @@ class QueueActor:
     def _event_of(self, task_id: str, outcome: str) -> None:
         rec = self._core.find(task_id)
         if rec is not None:
-            self._events.append(Finished(rec.task_name, outcome, None, rec.id))
+            self._tally.end(rec.task_name, outcome, None)
             self._events.append(_failure_event(rec, self._clock.now(), outcome))
             if rec.state is TaskState.DEAD:
-                self._events.append(Finished(rec.task_name, "dead", None, rec.id))
+                self._tally.end(rec.task_name, "dead", None)
             if self._end_hooks:
                 self._call_end_hooks(rec, "worker_lost" if outcome == "lost" else "timeout")
 
@@ -450,6 +451,7 @@ class QueueActor:
         with self._lock:
             stats = self._committed_stats()
         events, self._events = self._events, []
+        events += self._tally.take()
         # Throttled tasks (held back by a rate or concurrency limit) are ready tasks too:
         # a state of their own in depth (rayqueue_queue_depth{state="throttled"}).
         events.append(Depth({**stats.by_state, "throttled": stats.throttled},
@@ -646,12 +648,13 @@ class QueueActor:
             with self._lock:  # top_rank pops stale heap entries: never beside a peek
                 return ClaimReply(pack_leases(leases), self._core.top_rank(pool))
         find = self._core.find
-        started = [Started(lease.task_name, max(0.0, now - (
-            rec.due_at if (rec := find(lease.task_id)) is not None else now)), lease.task_id)
-            for lease in leases]  # wait time: from due to start
+        waits = [max(0.0, now - (rec.due_at if (rec := find(lease.task_id)) is not None
+                                 else now)) for lease in leases]  # from due to start
         await self._durable()
         crashpoint("claim.after_commit_before_reply")
-        self._events.extend(started)
+        start = self._tally.start
+        for lease, wait_s in zip(leases, waits, strict=True):
+            start(lease.task_name, wait_s)
         if rank:
             with self._lock:
                 return ClaimReply(pack_leases(leases), self._core.top_rank(pool))
@@ -695,6 +698,7 @@ class QueueActor:
         # The hot path: no method calls per task (Ray wraps every actor method).
         done: list[str] = []
         events = self._events
+        end = self._tally.end
         records = lifecycle()
         for outcome, rec in zip(outcomes, recs, strict=True):
             if rec is None:
@@ -704,14 +708,14 @@ class QueueActor:
             # A finished record keeps the start of its last attempt.
             run_s = max(0.0, now - (rec.started_at or now))
             if rec.state is TaskState.SUCCEEDED:
-                events.append(Finished(rec.task_name, "succeeded", run_s, rec.id))
+                end(rec.task_name, "succeeded", run_s)
                 done.append(rec.id)
                 if records is not None:
                     records.emit("task succeeded", "task_succeeded", queue=self._name,
                                  task_id=rec.id, task=rec.task_name, attempt=rec.attempts,
                                  worker=worker)
                 continue
-            events.append(Finished(rec.task_name, _outcome_of(rec), run_s, rec.id))
+            end(rec.task_name, _outcome_of(rec), run_s)
             events.append(_failure_event(rec, now))
             self._log_outcome(rec, worker)
             if self._end_hooks:
