@@ -34,7 +34,8 @@ def check_text(value: object, what: str, limit: int) -> str:
         raise InvalidTaskError(f"{what} must be a str, got {type(value).__name__}")
     if not value or len(value) > limit:
         raise InvalidTaskError(f"{what} must be 1 to {limit} characters, got {len(value)}")
-    utf8(value, what)
+    if not value.isascii():  # (a flag of the str: ASCII text always encodes)
+        utf8(value, what)
     if not value.isprintable():
         raise InvalidTaskError(f"{what} must not hold control characters: {value[:80]!r}")
     return value
