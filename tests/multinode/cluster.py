@@ -8,6 +8,7 @@ import os
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # private throwaway clusters
 
+import socket
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -21,6 +22,12 @@ FAST_HEALTH = {"health_check_period_ms": 500, "health_check_failure_threshold": 
                "health_check_initial_delay_ms": 0}
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @contextmanager
 def local_cluster(head_cpus: float, nodes: Sequence[dict[str, Any]], *,
                   fast_health: bool = False,
@@ -31,8 +38,11 @@ def local_cluster(head_cpus: float, nodes: Sequence[dict[str, Any]], *,
     ``nodes``, each its own raylet, with this process connected as the driver. Yields
     the cluster and its worker nodes in the order of ``nodes``. ``system_config``: more
     Ray system settings for the head (over the fast health checks)."""
+    # (the head's job agent on a port of its own: its default, 52365, is another
+    # cluster's while make test runs two multi-node tests at once)
     head: dict[str, Any] = {"num_cpus": head_cpus, "include_dashboard": False,
-                            "temp_dir": tempfile.mkdtemp(prefix=prefix, dir="/tmp")}
+                            "temp_dir": tempfile.mkdtemp(prefix=prefix, dir="/tmp"),
+                            "dashboard_agent_listen_port": _free_port()}
     if fast_health or system_config:
         head["_system_config"] = {**(FAST_HEALTH if fast_health else {}),
                                   **(system_config or {})}

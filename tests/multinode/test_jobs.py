@@ -71,10 +71,16 @@ def head() -> Iterator[dict[str, str]]:
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     env.pop("RAY_ADDRESS", None)
     port, dash = _free_port(), _free_port()
+    # The head's agents get ports of their own too: the job agent's default (52365) is
+    # taken while another test's cluster runs (make test runs two multi-node tests at
+    # once), and a job agent that cannot bind leaves "No available agent" for good.
+    agents = [f"--{flag}={_free_port()}" for flag in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+        "runtime-env-agent-port")]
     subprocess.run(
         [str(BIN / "ray"), "start", "--head", f"--port={port}", f"--dashboard-port={dash}",
          "--dashboard-host=127.0.0.1", "--node-ip-address=127.0.0.1", f"--temp-dir={temp}",
-         "--num-cpus=4", "--disable-usage-stats"],
+         "--num-cpus=4", "--disable-usage-stats", *agents],
         env=env, check=True, capture_output=True, text=True, timeout=120)
     try:
         yield {"gcs": f"127.0.0.1:{port}", "dashboard": f"http://127.0.0.1:{dash}",
