@@ -37,16 +37,20 @@ def test_each_hook_fires_in_its_process_and_a_raising_middleware_changes_nothing
         "retry": q.enqueue(Probe(value=2, fail_times=1)),
         "dead": q.enqueue(Probe(value=3, fail_times=5)),
         "async": q.enqueue(AsyncProbe(text="a")),
-        "timeout": q.enqueue(Hung()),
-        "lost": q.enqueue(CrashesOnce()),
     }
-    ids = {k: h.id for k, h in handles.items()}
     assert handles["ok"].result(timeout=60) == {"x-request-id": "r-1", "x-recorded": "yes"}
     assert handles["retry"].result(timeout=60) == 2
     assert handles["async"].result(timeout=60) == "A"
+    wait_for(lambda: q.get(handles["dead"].id).state == "dead", 60, "the dead task")
+    # The two tasks that end their worker go one at a time, with nothing else queued: a
+    # task the worker had prefetched behind them would be lost with it, unstarted (under
+    # -n 3 once, the crashing task itself was lost behind the hung one, and its first
+    # start was its second attempt).
+    handles["timeout"] = q.enqueue(Hung())
     handles["timeout"].result(timeout=90)
+    handles["lost"] = q.enqueue(CrashesOnce())
     handles["lost"].result(timeout=90)
-    wait_for(lambda: q.get(ids["dead"]).state == "dead", 60, "the dead task")
+    ids = {k: h.id for k, h in handles.items()}
     # Headers are journaled and shown, the middleware's included.
     assert q.get(ids["ok"]).headers == {"x-request-id": "r-1", "x-recorded": "yes"}
 
