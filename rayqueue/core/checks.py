@@ -34,8 +34,7 @@ def check_text(value: object, what: str, limit: int) -> str:
         raise InvalidTaskError(f"{what} must be a str, got {type(value).__name__}")
     if not value or len(value) > limit:
         raise InvalidTaskError(f"{what} must be 1 to {limit} characters, got {len(value)}")
-    if not value.isascii():  # (a flag of the str: ASCII text always encodes)
-        utf8(value, what)
+    utf8(value, what)
     if not value.isprintable():
         raise InvalidTaskError(f"{what} must not hold control characters: {value[:80]!r}")
     return value
@@ -44,6 +43,8 @@ def check_text(value: object, what: str, limit: int) -> str:
 def utf8(value: str, what: str) -> int:
     """The UTF-8 size of ``value``; :class:`InvalidTaskError` if it has none (a lone
     surrogate, which no journal or wire format can carry)."""
+    if value.isascii():  # (a flag of the str, read in O(1): JSON text mostly is)
+        return len(value)
     try:
         return len(value.encode("utf-8"))
     except UnicodeEncodeError as err:
