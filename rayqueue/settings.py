@@ -9,8 +9,11 @@ sits on the queue actor's hot path, is read once per process.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from dataclasses import dataclass
+
+from rayqueue.errors import InvalidArgumentError
 
 #: Where journals go unless told (under the driver's working directory).
 DEFAULT_HOME = ".rayqueue"
@@ -37,10 +40,14 @@ def answer_timeout_s() -> float:
     for an answer, beyond what it may rightly park, before it counts the request or its
     reply as lost and retries (30 s). Read once per process; Ray's workers inherit it
     from the process that started the cluster. Lower it where replies are lost often."""
-    value = float(os.environ.get("RAYQUEUE_ANSWER_TIMEOUT_S", "30"))
-    if not value > 0:
-        raise ValueError(f"RAYQUEUE_ANSWER_TIMEOUT_S must be a positive number of seconds, "
-                         f"not {value}")
+    text = os.environ.get("RAYQUEUE_ANSWER_TIMEOUT_S", "30")
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise InvalidArgumentError("RAYQUEUE_ANSWER_TIMEOUT_S",
+                                   f"a finite number of seconds > 0, not {text!r}")
     return value
 
 

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from rayqueue import settings
+from rayqueue.errors import InvalidArgumentError
 
 
 @pytest.fixture(autouse=True)
@@ -25,8 +26,10 @@ def test_answer_timeout_defaults_to_30_s_and_is_read_from_the_environment(
     assert settings.answer_timeout_s() == 2.5
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "thirty", ""])
 def test_answer_timeout_must_be_positive(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv("RAYQUEUE_ANSWER_TIMEOUT_S", value)
-    with pytest.raises(ValueError, match="RAYQUEUE_ANSWER_TIMEOUT_S"):
+    with pytest.raises(ValueError, match="RAYQUEUE_ANSWER_TIMEOUT_S") as err:
         settings.answer_timeout_s()
+    assert isinstance(err.value, InvalidArgumentError)  # from the error tree
+    assert repr(value) in str(err.value)
