@@ -24,8 +24,8 @@ import ray
 from loguru import logger
 
 from rayqueue.actors import restarted
-from rayqueue.actors.worker import CALL_TIMEOUT_S, WorkerActor
-from rayqueue.calls import bounded, shard_handles
+from rayqueue.actors.worker import WorkerActor
+from rayqueue.calls import ANSWER_TIMEOUT_S, bounded, shard_handles
 from rayqueue.config import NAMESPACE, PoolConfig
 from rayqueue.core.scaling import ScalingPolicy
 from rayqueue.core.shards import merge_pool_status
@@ -112,7 +112,7 @@ class PoolManagerActor:
             try:
                 # A future, not ray.get: Ray warns about any blocking get in an async
                 # actor ("Using blocking ray.get inside async actor"), a thread's too.
-                me.start.remote().future().result(timeout=CALL_TIMEOUT_S)
+                me.start.remote().future().result(timeout=ANSWER_TIMEOUT_S)
             except Exception as err:  # failed or lost on the way: ask again
                 self._log.debug("pool manager start not run yet ({}); asking again",
                                 type(err).__name__, action="pool_start_retried")
@@ -129,7 +129,7 @@ class PoolManagerActor:
         if self._restarted:
             # Our old workers were owned by the dead incarnation and died with it.
             ids = [i for part in await asyncio.gather(*(
-                bounded(q.reclaim_workers.remote(f"{self._queue_name}/"), CALL_TIMEOUT_S)
+                bounded(q.reclaim_workers.remote(f"{self._queue_name}/"), ANSWER_TIMEOUT_S)
                 for q in self._shards))
                 for i in part]
             self._log.warning("pool manager restarted: {} lease(s) of its old workers "
@@ -144,7 +144,7 @@ class PoolManagerActor:
             await asyncio.sleep(CYCLE_S)
 
     async def _cycle(self) -> None:
-        answers = await asyncio.gather(*(bounded(q.pool_status.remote(), CALL_TIMEOUT_S)
+        answers = await asyncio.gather(*(bounded(q.pool_status.remote(), ANSWER_TIMEOUT_S)
                                          for q in self._shards),
                                        return_exceptions=True)
         for err in answers:
@@ -254,7 +254,8 @@ class PoolManagerActor:
         pool.next_spawn_at = time.monotonic() + backoff
         self._log.warning("worker {} died ({}); respawn after {:.1f}s", worker.id,
                           type(err).__name__, backoff, action="worker_lost", worker=worker.id)
-        answers = await asyncio.gather(*(bounded(q.worker_lost.remote(worker.id), CALL_TIMEOUT_S)
+        answers = await asyncio.gather(*(bounded(q.worker_lost.remote(worker.id),
+                                                 ANSWER_TIMEOUT_S)
                                          for q in self._shards),
                                        return_exceptions=True)
         for qerr in answers:
@@ -349,13 +350,13 @@ class PoolManagerActor:
         # is not waited for beyond the others plus STARTING_GRACE_S: it can hold no more
         # than a claim's worth, and a lease of a killed worker only runs again. (A pool
         # no node could place held every shutdown for its whole timeout plus 5 s.)
-        starting = {w.id for w in workers if w.state == "starting"}
+        started = [asyncio.ensure_future(_settle(w.run_ref))
+                   for w in workers if w.state != "starting"]
+        still = [asyncio.ensure_future(_settle(w.run_ref))
+                 for w in workers if w.state == "starting"]
         for worker in workers:
             worker.state = "draining"
             worker.handle.drain.remote(timeout)
-        settling = {w.id: asyncio.ensure_future(_settle(w.run_ref)) for w in workers}
-        started = [f for i, f in settling.items() if i not in starting]
-        still = [f for i, f in settling.items() if i in starting]
         if started:
             await asyncio.wait(started, timeout=timeout + 5)
         if still:
@@ -370,7 +371,7 @@ async def _info_of(handle: Any, tries: int = 5) -> dict[str, Any]:
     """A worker's ``info()``, retried when the call (not the worker) failed."""
     for attempt in range(1, tries + 1):
         try:
-            info: dict[str, Any] = await bounded(handle.info.remote(), CALL_TIMEOUT_S)
+            info: dict[str, Any] = await bounded(handle.info.remote(), ANSWER_TIMEOUT_S)
             return info
         except ray.exceptions.ActorDiedError:
             raise

@@ -63,13 +63,11 @@ PACE_PREFETCH_PER_SLOT = 128
 REPORT_DELAY_S = 0.05
 #: ... unless this many are waiting already.
 REPORT_BATCH = 256
-#: Longest wait for the queue's answer to any call (a claim waits its long-poll more).
-#: Ray can lose a request or its reply (a network fault, an injected RPC failure) and
-#: the reference then never resolves: without a deadline one lost reply idles the
-#: worker for good. A call that times out is treated as failed and made again; what
-#: it did is reconciled (``held`` on the next claim) or fenced (a repeated outcome).
-#: The client's deadline too (``RAYQUEUE_ANSWER_TIMEOUT_S``, 30 s).
-CALL_TIMEOUT_S = ANSWER_TIMEOUT_S
+# Every call to the queue waits at most ANSWER_TIMEOUT_S for its answer (a claim its
+# long-poll more): Ray can lose a request or its reply, and without a deadline one lost
+# reply idles the worker for good. A call that times out is treated as failed and made
+# again; what it did is reconciled (``held`` on the next claim) or fenced (a repeated
+# outcome).
 #: Heartbeats out at once, at most: one unanswered this many periods is given up on.
 BEATS_OUT = 3
 #: While its runner threads hold tasks, the loop takes their outcomes at least this
@@ -233,7 +231,7 @@ class WorkerActor:
                         self._id, self._pool, slots, wait, not held,
                         [*self._running, *self._unacked], room - slots,
                         outcomes=pack_outcomes(outcomes) if outcomes else None,
-                        confirm=True)), CALL_TIMEOUT_S + wait)
+                        confirm=True)), ANSWER_TIMEOUT_S + wait)
                     leases = unpack_leases(reply.leases)
                     self._claim_failures = 0
                     for o in outcomes:
@@ -326,7 +324,7 @@ class WorkerActor:
         try:
             reply = await bounded(self._shards[shard].claim.remote(ClaimRequest(
                 self._id, self._pool, slots, wait, idle, self._held_in(shard), prefetch,
-                bound, rank=True)), CALL_TIMEOUT_S + wait)
+                bound, rank=True)), ANSWER_TIMEOUT_S + wait)
         except ray.exceptions.RayError as err:
             backoff = self._chooser.failed(shard, loop.time())
             self._log.warning("claim on shard {} failed ({}); retrying in {:.2f}s", shard,
@@ -493,7 +491,7 @@ class WorkerActor:
                 ids, self._to_confirm = self._to_confirm, []
                 # On failure, the lease's end (or expiry) confirms it all the same.
                 with contextlib.suppress(ray.exceptions.RayError):
-                    await bounded(self._queue.started.remote(ids), CALL_TIMEOUT_S)
+                    await bounded(self._queue.started.remote(ids), ANSWER_TIMEOUT_S)
         finally:
             self._confirming = None
 
@@ -655,7 +653,7 @@ class WorkerActor:
 
     async def _heartbeat_loop(self) -> None:
         # A beat each period, whether or not the last one was answered: Ray can lose a
-        # reply, and waiting CALL_TIMEOUT_S for it let every lease of this worker
+        # reply, and waiting ANSWER_TIMEOUT_S for it let every lease of this worker
         # expire (30 s against a lease TTL of 3 periods) while its tasks ran on, so
         # they ran again elsewhere. A beat unanswered after BEATS_OUT periods is given up.
         await every(self._heartbeat_s, self._beat, BEATS_OUT * self._heartbeat_s,
@@ -676,8 +674,8 @@ class WorkerActor:
 
 async def _call(method: Any, *args: Any) -> Any:
     """``await method.remote(*args)``, with a refusal at submission raised here too,
-    and a lost answer raised as a timeout (see CALL_TIMEOUT_S)."""
-    return await bounded(method.remote(*args), CALL_TIMEOUT_S)
+    and a lost answer raised as a timeout (see ANSWER_TIMEOUT_S)."""
+    return await bounded(method.remote(*args), ANSWER_TIMEOUT_S)
 
 
 def _rss_mb() -> float:
