@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port
+
 
 def _bin_dir() -> Path | None:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"),
@@ -36,19 +38,13 @@ def _bin_dir() -> Path | None:
     return Path(ctl).parent if ctl else None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class PgServer:
     """One running server; ``url`` connects to its ``postgres`` database as ``rq``."""
 
     def __init__(self, bindir: Path) -> None:
         self.bindir = bindir
         self.dir = Path(tempfile.mkdtemp(prefix="rq-pg-", dir="/tmp"))
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"postgresql://rq@127.0.0.1:{self.port}/postgres"
         self.root = os.geteuid() == 0
         if self.root:

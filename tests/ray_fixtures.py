@@ -12,7 +12,6 @@ import os
 # Ray 2.60 reads this at import: our throwaway cluster runs without token auth.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-import socket
 import tempfile
 import threading
 import time
@@ -24,12 +23,7 @@ from typing import Any
 import pytest
 
 import rayqueue
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.ports import free_port
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +38,7 @@ def ray_cluster() -> Iterator[dict[str, Any]]:
     # Task classes defined in test modules travel by value, as a notebook's would.
     cloudpickle.register_pickle_by_value(probe_tasks)
     cloudpickle.register_pickle_by_value(ledger_tasks)
-    port = _free_port()
+    port = free_port()
     temp = tempfile.mkdtemp(prefix="rq-", dir="/tmp")
     ray.init(
         address="local",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import tempfile
 import urllib.parse
@@ -23,6 +22,7 @@ import pytest
 import rayqueue
 from rayqueue import PoolConfig
 from tests.integration.probe_tasks import Probe
+from tests.ports import free_port
 from tests.ray_fixtures import wait_for
 
 MakeQueue = Callable[..., rayqueue.TaskQueue[Any]]
@@ -38,12 +38,6 @@ SERIES = {
     "ray_rayqueue_ready_tasks": {"queue", "pool", "priority"},
     "ray_rayqueue_workers": {"queue", "pool", "node", "state"},
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _get(url: str) -> Any:
@@ -62,7 +56,7 @@ def prometheus(ray_cluster: dict[str, Any]) -> Iterator[str]:
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
         "scrape_configs:\n  - job_name: ray\n    static_configs:\n"
         f"      - targets: ['127.0.0.1:{ray_cluster['metrics_port']}']\n")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [PROMETHEUS, f"--config.file={tmp / 'prometheus.yml'}",
          f"--storage.tsdb.path={tmp / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
@@ -97,7 +91,7 @@ def query(base: str, promql: str) -> list[dict[str, Any]]:
 def worked_queue(prometheus: str, ray_cluster: dict[str, Any],
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A queue that ran successes, a retried task and a dead one; yields its name."""
-    q = rayqueue.init(f"prom-{_free_port()}",
+    q = rayqueue.init(f"prom-{free_port()}",
                       journal=str(tmp_path_factory.mktemp("prom") / "q.sqlite"),
                       pools=[PoolConfig(min_workers=1, max_workers=2, concurrency=4)])
     try:

@@ -8,7 +8,6 @@ import os
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # private throwaway clusters
 
-import socket
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -17,15 +16,11 @@ from typing import Any
 import ray
 from ray.cluster_utils import Cluster
 
+from tests.ports import free_port
+
 #: Dead nodes are noticed in ~1.5 s instead of ~15 s.
 FAST_HEALTH = {"health_check_period_ms": 500, "health_check_failure_threshold": 3,
                "health_check_initial_delay_ms": 0}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
@@ -42,7 +37,7 @@ def local_cluster(head_cpus: float, nodes: Sequence[dict[str, Any]], *,
     # cluster's while make test runs two multi-node tests at once)
     head: dict[str, Any] = {"num_cpus": head_cpus, "include_dashboard": False,
                             "temp_dir": tempfile.mkdtemp(prefix=prefix, dir="/tmp"),
-                            "dashboard_agent_listen_port": _free_port()}
+                            "dashboard_agent_listen_port": free_port()}
     if fast_health or system_config:
         head["_system_config"] = {**(FAST_HEALTH if fast_health else {}),
                                   **(system_config or {})}

@@ -32,15 +32,10 @@ from rayqueue import PoolConfig, QueueConfig
 from tests.faults import ledger, ledger_tasks
 from tests.faults.ledger_tasks import Work
 from tests.multinode.cluster import local_cluster
+from tests.ports import free_port
 from tests.ray_fixtures import wait_for
 
 pytestmark = pytest.mark.multinode
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +44,7 @@ def redis() -> Iterator[str]:
     server = shutil.which("redis-server")
     if server is None:
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    port = _free_port()
+    port = free_port()
     workdir = tempfile.mkdtemp(prefix="rq-redis-", dir="/tmp")
     proc = subprocess.Popen([server, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
                              "--appendonly", "no", "--dir", workdir],

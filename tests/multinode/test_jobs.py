@@ -12,7 +12,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,16 +22,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port
+
 pytestmark = pytest.mark.multinode
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _tree(roots: set[int]) -> set[int]:
@@ -70,11 +65,11 @@ def head() -> Iterator[dict[str, str]]:
     temp = tempfile.mkdtemp(prefix="rq-head-", dir="/tmp")
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     env.pop("RAY_ADDRESS", None)
-    port, dash = _free_port(), _free_port()
+    port, dash = free_port(), free_port()
     # The head's agents get ports of their own too: the job agent's default (52365) is
     # taken while another test's cluster runs (make test runs two multi-node tests at
     # once), and a job agent that cannot bind leaves "No available agent" for good.
-    agents = [f"--{flag}={_free_port()}" for flag in (
+    agents = [f"--{flag}={free_port()}" for flag in (
         "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
         "runtime-env-agent-port")]
     subprocess.run(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,6 +18,7 @@ import pytest
 from rayqueue import ErrorInfo, Failure, FakeClock, InMemoryStorage, QueueCore
 from rayqueue.errors import InvalidArgumentError, TaskNotFoundError
 from rayqueue.info import ScheduleInfo, TaskInfo, TaskPage
+from tests.ports import free_port
 from tests.unit.conftest import T0, new
 from tests.unit.test_dashboard import Served, StubQueue, request
 
@@ -135,12 +135,6 @@ def test_the_task_list_of_a_gone_queue_is_503(browsed: Served) -> None:
         assert reply.status == 503 and "unreachable" in reply.json()["error"], path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 #: How each way of serving is started in a process of its own: ``serve(block=True)``,
 #: and the ``rayqueue dashboard`` command (attached to a stub instead of a cluster).
 SERVERS = {
@@ -157,7 +151,7 @@ SERVERS = {
 def test_sigterm_stops_a_blocking_dashboard_cleanly_and_frees_its_port(
         tmp_path: Path, how: str) -> None:
     """Issue 16, item 8: SIGTERM ended ``rayqueue dashboard`` with a fault dump."""
-    port = _free_port()
+    port = free_port()
     script = tmp_path / "serve.py"
     script.write_text(textwrap.dedent(f"""
         import sys
