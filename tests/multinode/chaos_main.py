@@ -152,7 +152,8 @@ class Chaos:
             shard = self.rng.randrange(self.q.shards)
             shard_handle = testing.actors(self.q).shards[shard]
             pid = ray.get(shard_handle.pid.remote())
-            event["pids"] = [w.pid for w in workers]  # any of their leases may expire
+            # Any of their leases may lapse: every worker with a process, draining too.
+            event["pids"] = [w.pid for w in self.q.workers() if w.pid]
             os.kill(pid, signal.SIGKILL)
             event["bound"] = leased  # everything leased from it, at most
             event["done"] = _until(lambda: not alive(pid))
@@ -172,7 +173,9 @@ class Chaos:
         elif kind == "node":
             nodes = list(self.cluster.worker_nodes)
             node = self.rng.choice(nodes)
-            on_node = [w for w in workers if w.node_id == node.node_id]
+            # Every worker with a process there dies with the node, whatever its state
+            # (a draining one still runs what it holds; a starting one may already run).
+            on_node = [w for w in self.q.workers() if w.pid and w.node_id == node.node_id]
             event["pids"] = [w.pid for w in on_node]
             before = self.held_by(on_node)
             raylet = node.all_processes["raylet"][0].process.pid
