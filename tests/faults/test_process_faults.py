@@ -59,11 +59,11 @@ def test_1_worker_killed_mid_task(make_queue: MakeQueue, ledger_path: str, how: 
              what="the pool back at 2 workers")
 
 
-@pytest.mark.parametrize("how", ["os_exit", "sigkill", "sys_exit", "keyboard", "system_exit"])
-def test_2_task_terminates_itself(make_queue: MakeQueue, ledger_path: str, how: str) -> None:
+@pytest.mark.parametrize("how", ["os_exit", "sigkill"])
+def test_2_task_kills_its_own_process(make_queue: MakeQueue, ledger_path: str,
+                                      how: str) -> None:
     q = make_queue(pools=[PoolConfig(min_workers=1, max_workers=1, concurrency=1)],
                    config=FAST, heartbeat_s=0.5)
-    worker = wait_for(q.workers, what="a worker")[0].id
     handle = q.enqueue(Work(ledger=ledger_path, value=1, how=how, how_times=1))
     assert handle.result(timeout=60) == 1  # the second attempt succeeds
     info = q.get(handle.id)
@@ -71,18 +71,37 @@ def test_2_task_terminates_itself(make_queue: MakeQueue, ledger_path: str, how: 
     first, second = ledger.rows(ledger_path)
     assert (first["attempt"], second["attempt"]) == (1, 2)
     assert first["outcome"] != "ok"  # the misbehaviour did happen, on the first attempt
-    if how in ("os_exit", "sigkill"):
-        wait_gone([first["pid"]], what="the process the task killed")
-        assert second["pid"] != first["pid"]
-        assert info.lost_attempts == 1  # the process died: a lost attempt
-    else:
-        assert first["outcome"] == "error" and second["pid"] == first["pid"]
-        assert alive(first["pid"])
-        # Caught: the same worker survived and the attempt counted as a failure.
-        assert info.lost_attempts == 0
-        assert info.error_type in ("SystemExit", "KeyboardInterrupt")
-        assert [w.id for w in q.workers()] == [worker]
+    wait_gone([first["pid"]], what="the process the task killed")
+    assert second["pid"] != first["pid"]
+    assert info.lost_attempts == 1  # the process died: a lost attempt
     history = ledger.check(ledger_path, [info], expected={handle.id: 1})
+    assert history.duplicates == 0 and history.problems() == {}
+
+
+def test_2_task_raising_exit_or_interrupt_is_caught(make_queue: MakeQueue,
+                                                    ledger_path: str) -> None:
+    """``sys.exit``, ``KeyboardInterrupt`` and ``SystemExit`` from task code fail that
+    attempt (retried, then it succeeds) and never end the worker: one worker, one queue,
+    the three in turn."""
+    q = make_queue(pools=[PoolConfig(min_workers=1, max_workers=1, concurrency=1)],
+                   config=FAST, heartbeat_s=0.5)
+    worker = wait_for(q.workers, what="a worker")[0].id
+    infos = []
+    for value, how in enumerate(("sys_exit", "keyboard", "system_exit")):
+        handle = q.enqueue(Work(ledger=ledger_path, value=value, how=how, how_times=1))
+        assert handle.result(timeout=60) == value  # the second attempt succeeds
+        info = q.get(handle.id)
+        infos.append(info)
+        first, second = [r for r in ledger.rows(ledger_path) if r["task_id"] == handle.id]
+        assert (first["attempt"], second["attempt"]) == (1, 2) and info.attempts == 2
+        # The misbehaviour did happen, on the first attempt, and was caught: the same
+        # process ran the second, and the attempt counted as a failure, not a loss.
+        assert first["outcome"] == "error" and second["pid"] == first["pid"], how
+        assert alive(first["pid"])
+        assert info.lost_attempts == 0
+        assert info.error_type in ("SystemExit", "KeyboardInterrupt"), how
+    assert [w.id for w in q.workers()] == [worker]  # the one worker survived all three
+    history = ledger.check(ledger_path, infos, expected={i.id: n for n, i in enumerate(infos)})
     assert history.duplicates == 0 and history.problems() == {}
 
 

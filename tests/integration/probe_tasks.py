@@ -37,19 +37,6 @@ class Probe(Task[int]):
         return self.value
 
 
-class Exits(Task[int]):
-    """Raises SystemExit or KeyboardInterrupt from task code; the worker must survive."""
-
-    retry: ClassVar[RetryPolicy] = RetryPolicy(max_attempts=1)
-
-    kind: str
-
-    def execute(self) -> int:
-        if self.kind == "exit":
-            raise SystemExit(3)
-        raise KeyboardInterrupt
-
-
 class AsyncProbe(Task[str]):
     """An async task: runs on the worker's event loop."""
 

@@ -13,7 +13,6 @@ import rayqueue
 from rayqueue import OffsetClock, PoolConfig, Priority, QueueConfig, testing
 from tests.integration.probe_tasks import (
     AsyncProbe,
-    Exits,
     Hung,
     Manual,
     NeedsGpu,
@@ -63,17 +62,6 @@ def test_retries_with_backoff_end_in_success_or_dead_letters(module_queue: Queue
     assert [d.id for d in dead] == [bad.id]
     assert dead[0].reason == "max_attempts" and "planned failure" in (dead[0].error_message or "")
     assert "Traceback" in (dead[0].traceback or "")
-
-
-def test_system_exit_and_keyboard_interrupt_are_caught(make_queue: MakeQueue) -> None:
-    q = make_queue(pools=[PoolConfig(min_workers=1, max_workers=1, concurrency=1)])
-    first = wait_for(q.workers, what="a worker")[0]
-    for kind in ("exit", "interrupt"):
-        with pytest.raises(rayqueue.TaskFailedError) as err:
-            q.enqueue(Exits(kind=kind)).result(timeout=30)
-        assert err.value.error_type in ("SystemExit", "KeyboardInterrupt")
-    assert q.enqueue(Probe(value=1)).result(timeout=30) == 1
-    assert [w.id for w in q.workers()] == [first.id]  # the same worker survived both
 
 
 def test_scheduled_tasks_and_interval_and_cron_fire_once(make_queue: MakeQueue) -> None:

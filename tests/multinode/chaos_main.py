@@ -73,6 +73,28 @@ def _leases_held(actor: Any, workers: list[str]) -> int:
     return sum(held.get(w, 0) for w in workers)
 
 
+def _worker_processes(raylets: list[int]) -> set[int]:
+    """This cluster's worker-actor processes, read from /proc: Ray starts them as
+    children of their node's raylet, titled ``ray::WorkerActor`` (a worker the pool
+    manager has not recorded yet, or has already let go of, is one of them too)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            title = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        if parent in raylets and title.startswith(b"ray::WorkerActor"):
+            found.add(int(entry.name))
+    return found
+
+
+def _raylet(node: Any) -> int:
+    return int(node.all_processes["raylet"][0].process.pid)
+
+
 def _resume(pid: int) -> None:
     # (its pool manager or node may have died meanwhile, and the worker with it)
     with contextlib.suppress(ProcessLookupError):
@@ -91,6 +113,14 @@ class Chaos:
     def in_flight(self) -> tuple[list[rayqueue.WorkerInfo], int]:
         workers = [w for w in self.q.workers() if w.pid and w.state == "running"]
         return workers, self.q.stats().by_state["leased"]
+
+    def worker_pids(self, nodes: list[Any] | None = None) -> list[int]:
+        """Every worker process on ``nodes`` (all of the cluster's by default), those in
+        the pool's table and those /proc shows beside them."""
+        nodes = [self.cluster.head_node, *self.cluster.worker_nodes] if nodes is None else nodes
+        ids = {n.node_id for n in nodes}
+        table = {w.pid for w in self.q.workers() if w.pid and w.node_id in ids}
+        return sorted(table | _worker_processes([_raylet(n) for n in nodes]))
 
     def held_by(self, workers: list[rayqueue.WorkerInfo]) -> int:
         """Leases the queue's shards hold for ``workers`` now. The pool manager's count
@@ -152,8 +182,7 @@ class Chaos:
             shard = self.rng.randrange(self.q.shards)
             shard_handle = testing.actors(self.q).shards[shard]
             pid = ray.get(shard_handle.pid.remote())
-            # Any of their leases may lapse: every worker with a process, draining too.
-            event["pids"] = [w.pid for w in self.q.workers() if w.pid]
+            event["pids"] = self.worker_pids()  # any of their leases may lapse
             os.kill(pid, signal.SIGKILL)
             event["bound"] = leased  # everything leased from it, at most
             event["done"] = _until(lambda: not alive(pid))
@@ -163,12 +192,13 @@ class Chaos:
         elif kind == "pool":
             pid = ray.get(testing.actors(self.q).pool.pid.remote())
             workers = [w for w in self.q.workers() if w.pid]  # starting ones die too
-            event["pids"] = [w.pid for w in workers]
+            # Its workers die with it, those its table had not recorded yet too.
+            event["pids"] = self.worker_pids()
             os.kill(pid, signal.SIGKILL)
             event["done"] = _until(lambda: not alive(pid))
-            # Its workers die with it, a moment later, and claim until then: what they
-            # hold once gone (unless the new pool manager has reclaimed it already).
-            _until(lambda: not any(alive(w.pid) for w in workers))
+            # They die a moment later, and claim until then: what they hold once gone
+            # (unless the new pool manager has reclaimed it already).
+            _until(lambda: not any(alive(p) for p in event["pids"]))
             event["bound"] = max(leased, self.held_by(workers))
         elif kind == "node":
             nodes = list(self.cluster.worker_nodes)
@@ -176,13 +206,17 @@ class Chaos:
             # Every worker with a process there dies with the node, whatever its state
             # (a draining one still runs what it holds; a starting one may already run).
             on_node = [w for w in self.q.workers() if w.pid and w.node_id == node.node_id]
-            event["pids"] = [w.pid for w in on_node]
+            event["pids"] = self.worker_pids([node])
             before = self.held_by(on_node)
-            raylet = node.all_processes["raylet"][0].process.pid
+            raylet = _raylet(node)
             self.cluster.remove_node(node, allow_graceful=False)
             event["done"] = _until(lambda: not alive(raylet))
             event["bound"] = max(sum(w.tasks for w in on_node), before,
                                  self.held_by(on_node))
+            if set(event["pids"]) - {w.pid for w in on_node}:
+                # A worker there that the table did not show: its leases are not
+                # countable by worker, so everything leased at the strike, at most.
+                event["bound"] = max(event["bound"], leased)
             self.cluster.add_node(num_cpus=2)
         else:
             event["kind"] = "none"  # no running worker to strike yet
