@@ -134,9 +134,7 @@ def test_zombie_ack_after_expiry_and_re_lease_is_fenced(core: QueueCore, clock: 
     clock.advance(core.config.lease_ttl + 1)
     report = core.tick(clock.now())
     assert report.expired == ("a",)
-    clock.set(core.get("a").due_at)  # a lost attempt backs off before it is claimable
-    core.tick(clock.now())
-    (fresh,) = core.claim("b", 1, clock.now())
+    (fresh,) = core.claim("b", 1, clock.now())  # a lost attempt is ready again at once
     assert fresh.token > old.token and fresh.attempt == 2
     assert core.ack_many([("a", old.token, '"zombie"')], clock.now()) == [False]
     core.ack("a", fresh.token, '"b"', clock.now())
@@ -181,10 +179,38 @@ def test_worker_lost_returns_its_leases(core: QueueCore, clock: FakeClock) -> No
     core.claim("w2", 1, clock.now())
     assert core.worker_lost("w1", clock.now()) == ["a", "b"]
     lost = core.get("a")
-    assert lost.state is TaskState.FAILED and lost.lost_attempts == 1
-    assert clock.now() <= lost.due_at <= clock.now() + NO_JITTER.base_delay
+    # Ready again at once, its due time (its place in line) kept; a suspect since now.
+    assert lost.state is TaskState.READY and lost.lost_attempts == 1
+    assert lost.due_at == core.get("c").due_at and lost.updated_at == clock.now()
     assert core.get("c").state is TaskState.LEASED
     assert core.worker_lost("nobody", clock.now()) == []
+
+
+def test_a_lost_attempt_keeps_its_place_in_line(core: QueueCore, clock: FakeClock) -> None:
+    """A task whose worker died goes back where it stood among its priority, not behind
+    everything that fell due while it ran (a 10-minute chaos run saw such tasks wait
+    190 s behind a backlog of their level)."""
+    from rayqueue.core.queue import SUSPECT_WAIT_S
+
+    core.enqueue(new(task_id="first"), clock.now())
+    core.claim("w1", 1, clock.now())
+    clock.advance(5)
+    core.enqueue_many([new(task_id=f"later{i}") for i in range(3)], clock.now())
+    clock.advance(5)
+    core.worker_lost("w1", clock.now())
+    # An idle worker gets it first, and alone (a suspect).
+    (again,) = core.claim("w2", 4, clock.now(), idle=True)
+    assert (again.task_id, again.suspect, again.attempt) == ("first", True, 2)
+    # Lost again: a busy worker gets the next task, not the suspect, until the suspect
+    # has waited SUSPECT_WAIT_S since its loss (not since its due time, long past);
+    # then that worker is emptied for it, and runs it alone.
+    core.worker_lost("w2", clock.now())
+    (other,) = core.claim("w3", 1, clock.now(), idle=False)
+    assert other.task_id == "later0"
+    clock.advance(SUSPECT_WAIT_S)
+    assert core.claim("w3", 1, clock.now(), idle=False) == []
+    (alone,) = core.claim("w3", 4, clock.now(), idle=True)
+    assert (alone.task_id, alone.suspect, alone.attempt) == ("first", True, 3)
 
 
 def test_poison_task_dies_after_max_lost_attempts(core: QueueCore, clock: FakeClock) -> None:

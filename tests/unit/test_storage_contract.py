@@ -142,8 +142,13 @@ def test_recovered_core_equals_the_original(backend: Storage) -> None:
     assert again.stats() == core.stats()
     assert {i: again.get(i) for i in again.task_ids()} == {i: core.get(i) for i in core.task_ids()}
     assert again.next_wakeup() == core.next_wakeup()
-    expected = core.claim("w3", 100, T0 + 32)
-    assert len(expected) > 10 and again.claim("w3", 100, T0 + 32) == expected
+    # Both hand out the same leases in the same order (w1's expired leases come back as
+    # suspects, each leased alone): claims until nothing is left.
+    def drain(c: QueueCore) -> list[list[Any]]:
+        return list(iter(lambda: c.claim("w3", 100, T0 + 32), []))
+
+    expected = drain(core)
+    assert sum(len(x) for x in expected) > 10 and drain(again) == expected
 
 
 def test_a_recovered_core_goes_on_mid_workflow(backend: Storage) -> None:
