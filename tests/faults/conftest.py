@@ -69,12 +69,14 @@ def injected_faults(q: rayqueue.TaskQueue[Any]) -> dict[str, int]:
 
 
 def ray_logs_with(*needles: str) -> list[str]:
-    """Lines of this Ray session's process logs (actors' stderr) that hold every needle."""
+    """Lines of this Ray session's process logs (actors' stderr) that hold every needle.
+    A dead process's log may have been moved to ``logs/old`` already (Ray's log monitor
+    does that, at its own time), so both places are read."""
     import ray
 
     logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
     found: list[str] = []
-    for log in logs.glob("*.err"):
+    for log in [*logs.glob("*.err"), *logs.glob("old/*.err")]:
         with open(log, errors="replace") as f:
             found += [line for line in f if all(n in line for n in needles)]
     return found

@@ -87,7 +87,7 @@ def _injected(session: str) -> dict[str, int]:
              "response": "Inject RPC response failure for",
              "in_flight": "Inject RPC response failure while request in flight"}
     counts = dict.fromkeys(kinds, 0)
-    for log in Path(session, "logs").glob("*"):
+    for log in Path(session, "logs").rglob("*"):  # logs/old too (dead processes)
         if log.is_file():
             with open(log, errors="replace") as f:
                 for line in f:

@@ -245,7 +245,7 @@ def _until(condition: Any, timeout: float = 10.0) -> bool:
 def _injected_rpc_failures(session_dir: str) -> int:
     """RPC failures Ray says it injected (``Inject RPC ... failure`` in its logs)."""
     count = 0
-    for log in Path(session_dir, "logs").glob("*"):
+    for log in Path(session_dir, "logs").rglob("*"):  # logs/old too (dead processes)
         if log.is_file():
             with open(log, errors="replace") as f:
                 count += sum(1 for line in f if "Inject RPC" in line)
