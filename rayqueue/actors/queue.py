@@ -30,7 +30,7 @@ from rayqueue.actors.profiling import LoopProfiler
 from rayqueue.core.browse import TaskFilter
 from rayqueue.core.clock import Clock, SystemClock
 from rayqueue.core.lease import Outcome
-from rayqueue.core.queue import QueueConfig, QueueCore, TickReport
+from rayqueue.core.queue import QueueConfig, QueueCore, TickReport, ready_since
 from rayqueue.core.record import NewTask, ScheduleRecord, TaskRecord, TaskState
 from rayqueue.core.retry import RetryPolicy
 from rayqueue.core.schedule import MisfirePolicy, ScheduleSpec
@@ -210,8 +210,10 @@ class QueueActor:
             await asyncio.sleep(delay)
 
     def _after_tick(self, report: TickReport) -> None:
-        if report.promoted or report.expired:
-            self._wake_claims(None, report.promoted + len(report.expired))
+        if report.expired:  # back as suspects, which only an idle claimer may take
+            self._wake_claims(None, 1 << 30)
+        elif report.promoted:
+            self._wake_claims(None, report.promoted)
         for task_id in report.expired:
             self._event_of(task_id, "lost")
         for task_id, worker in report.timed_out:
@@ -440,7 +442,7 @@ class QueueActor:
         if rec.state is TaskState.DEAD:
             hook, reason, due = "on_dead", rec.reason or ended, None
         elif rec.state in (TaskState.FAILED, TaskState.READY, TaskState.SCHEDULED):
-            hook, reason, due = "on_retry", ended, rec.due_at
+            hook, reason, due = "on_retry", ended, max(rec.due_at, self._clock.now())
         else:
             return
         self._hooks.call(hook, TaskEnd(rec.id, rec.task_name, rec.attempts, reason,
@@ -648,8 +650,9 @@ class QueueActor:
             with self._lock:  # top_rank pops stale heap entries: never beside a peek
                 return ClaimReply(pack_leases(leases), self._core.top_rank(pool))
         find = self._core.find
-        waits = [max(0.0, now - (rec.due_at if (rec := find(lease.task_id)) is not None
-                                 else now)) for lease in leases]  # from due to start
+        # from due (or, after a lost attempt, from the loss) to start
+        waits = [max(0.0, now - (ready_since(rec) if (rec := find(lease.task_id)) is not None
+                                 else now)) for lease in leases]
         await self._durable()
         crashpoint("claim.after_commit_before_reply")
         start = self._tally.start
@@ -800,6 +803,9 @@ class QueueActor:
                               action="worker_lost", worker=worker, task_ids=ids)
             self._resolve_results(ids)
             self._wake_parked()
+            # Ready again at once, as suspects, which only an idle claimer may take: wake
+            # every waiting claim, not the first few (which may be busy workers').
+            self._wake_claims(None, 1 << 30)
         return ids
 
     async def reclaim_workers(self, prefix: str, keep: Sequence[str] = ()) -> list[str]:

@@ -419,6 +419,13 @@ class QueueCore:
                     if len(batch.tasks) >= max_n + prefetch:
                         break
                 head = index.peek()
+                # A suspect (back in its old place after a loss) waits for an idle worker:
+                # prefetch goes on past those of this level, never past a higher one.
+                while head is not None and self._tasks[head].lost_attempts and (
+                        self._tasks[head].priority == first):
+                    index.pop()
+                    skipped.append(self._tasks[head])
+                    head = index.peek()
                 if head is None or (self._tasks[head].priority != first
                                     or self._tasks[head].lost_attempts):
                     break
@@ -439,9 +446,10 @@ class QueueCore:
             if rec.lost_attempts:
                 # (How long it has waited as a suspect: since its loss, not since its
                 # due time, which it keeps.)
-                if batch.tasks or not (idle or now - rec.updated_at > ttl):
+                waited = now - ready_since(rec)
+                if batch.tasks or not (idle or waited > ttl):
                     skipped.append(rec)
-                    if not batch.tasks and now - rec.updated_at >= SUSPECT_WAIT_S and (
+                    if not batch.tasks and waited >= SUSPECT_WAIT_S and (
                             pool not in self._emptying):
                         # It has waited long enough for an idle worker: this one gets
                         # nothing more until it is idle, and then the suspect.
@@ -1410,6 +1418,16 @@ class QueueCore:
                         del self._children[parent]
         else:
             self._purges.discard(old.id)
+
+
+def ready_since(rec: TaskRecord) -> float:
+    """Since when ``rec`` has been waiting to start: its due time, or for a task whose
+    last attempt was lost (which keeps its due time, its place in line), the loss. Read
+    from the journaled history, so giving the lease back or a restart does not reset it."""
+    history = rec.history
+    if history and history[-1].outcome == "lost":
+        return max(rec.due_at, history[-1].ended_at)
+    return rec.due_at
 
 
 def _unleased(rec: TaskRecord, now: float) -> TaskRecord:

@@ -213,6 +213,44 @@ def test_a_lost_attempt_keeps_its_place_in_line(core: QueueCore, clock: FakeCloc
     assert (alone.task_id, alone.suspect, alone.attempt) == ("first", True, 3)
 
 
+def test_prefetch_goes_on_past_a_suspect_of_its_level_never_past_a_higher_one(
+        core: QueueCore, clock: FakeClock) -> None:
+    """A suspect back in its old place (the head of its level) waits for an idle worker;
+    a busy worker's prefetch takes the tasks behind it, not nothing."""
+    core.enqueue(new(task_id="s"), clock.now())
+    core.claim("w1", 1, clock.now())
+    core.enqueue_many([new(task_id=f"n{i}") for i in range(10)], clock.now())
+    core.worker_lost("w1", clock.now())
+    got = core.claim("w2", 0, clock.now(), idle=False, prefetch=4)
+    assert [x.task_id for x in got] == ["n0", "n1", "n2", "n3"]
+    assert core.get("s").state is TaskState.READY  # still waiting, first in line
+    # A suspect of a higher priority than the rest: no prefetch of lower work past it.
+    core.enqueue(new(task_id="hs", priority=90), clock.now())
+    core.claim("w3", 1, clock.now())
+    core.worker_lost("w3", clock.now())
+    assert core.claim("w2", 0, clock.now(), idle=False, prefetch=4) == []
+
+
+def test_a_suspects_wait_counts_from_its_loss_through_a_give_back(
+        core: QueueCore, clock: FakeClock) -> None:
+    """A suspect given back unrun (released, or its claim reply lost) keeps the time it
+    has waited since its loss: the SUSPECT_WAIT_S bound is not restarted by it."""
+    from rayqueue.core.queue import SUSPECT_WAIT_S
+
+    core.enqueue(new(task_id="s"), clock.now())
+    core.claim("w1", 1, clock.now())
+    core.enqueue_many([new(task_id=f"n{i}") for i in range(10)], clock.now())
+    core.worker_lost("w1", clock.now())
+    clock.advance(SUSPECT_WAIT_S * 0.9)
+    (lease,) = core.claim("w2", 4, clock.now(), idle=True)  # taken alone...
+    assert lease.task_id == "s" and lease.suspect
+    core.release("s", lease.token, clock.now())  # ...and given back unrun
+    clock.advance(SUSPECT_WAIT_S * 0.5)
+    assert core.claim("w3", 1, clock.now(), idle=False) == []  # w3 is emptied for it
+    (again,) = core.claim("w3", 4, clock.now(), idle=True)
+    assert again.task_id == "s"
+
+
 def test_poison_task_dies_after_max_lost_attempts(core: QueueCore, clock: FakeClock) -> None:
     policy = RetryPolicy(max_attempts=5, max_lost_attempts=3, jitter=False)
     core.enqueue(new(task_id="poison", retry=policy), clock.now())

@@ -305,7 +305,8 @@ def test_a_lost_start_call_still_gets_the_timer_loop_running(faulty: FaultyStora
     async def run() -> None:
         actor = _actor()
         leases = await _leased(actor)
-        await actor.worker_lost("w1")  # every lease lost: retries due after a backoff
+        await actor.report("w1", _failures(leases))  # retries, due after a backoff
+        assert actor._core.stats().by_state["failed"] == len(leases)
         assert actor._ticker is None  # the start call was lost
         await actor.pool_status()
         deadline = asyncio.get_running_loop().time() + 10
