@@ -420,11 +420,17 @@ class QueueCore:
                         break
                 head = index.peek()
                 # A suspect (back in its old place after a loss) waits for an idle worker:
-                # prefetch goes on past those of this level, never past a higher one.
-                while head is not None and self._tasks[head].lost_attempts and (
-                        self._tasks[head].priority == first):
+                # prefetch goes on past those of this level, never past a higher one, and
+                # not past one that has waited SUSPECT_WAIT_S: then this busy worker, if
+                # it gets nothing now, is the one emptied for it.
+                while head is not None and (suspect := self._tasks[head]).lost_attempts \
+                        and suspect.priority == first:
+                    if now - ready_since(suspect) >= SUSPECT_WAIT_S:
+                        if not batch.tasks and pool not in self._emptying:
+                            self._emptying[pool] = (worker, suspect.id)
+                        break
                     index.pop()
-                    skipped.append(self._tasks[head])
+                    skipped.append(suspect)
                     head = index.peek()
                 if head is None or (self._tasks[head].priority != first
                                     or self._tasks[head].lost_attempts):

@@ -217,6 +217,8 @@ def test_prefetch_goes_on_past_a_suspect_of_its_level_never_past_a_higher_one(
         core: QueueCore, clock: FakeClock) -> None:
     """A suspect back in its old place (the head of its level) waits for an idle worker;
     a busy worker's prefetch takes the tasks behind it, not nothing."""
+    from rayqueue.core.queue import SUSPECT_WAIT_S
+
     core.enqueue(new(task_id="s"), clock.now())
     core.claim("w1", 1, clock.now())
     core.enqueue_many([new(task_id=f"n{i}") for i in range(10)], clock.now())
@@ -224,6 +226,13 @@ def test_prefetch_goes_on_past_a_suspect_of_its_level_never_past_a_higher_one(
     got = core.claim("w2", 0, clock.now(), idle=False, prefetch=4)
     assert [x.task_id for x in got] == ["n0", "n1", "n2", "n3"]
     assert core.get("s").state is TaskState.READY  # still waiting, first in line
+    # Once it has waited SUSPECT_WAIT_S, the next busy worker (slots full, asking for
+    # prefetch alone, as a 1-slot worker always does) is emptied for it instead.
+    clock.advance(SUSPECT_WAIT_S)
+    assert core.claim("w2", 0, clock.now(), idle=False, prefetch=4) == []
+    assert core.claim("w4", 0, clock.now(), idle=False, prefetch=2) == []  # none past it
+    (alone,) = core.claim("w2", 1, clock.now(), idle=True)
+    assert alone.task_id == "s" and alone.suspect
     # A suspect of a higher priority than the rest: no prefetch of lower work past it.
     core.enqueue(new(task_id="hs", priority=90), clock.now())
     core.claim("w3", 1, clock.now())
