@@ -7,6 +7,7 @@ which these return, is the user API of one queue and knows nothing of how it was
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import tempfile
@@ -28,6 +29,7 @@ from rayqueue.calls import (
 )
 from rayqueue.client import TaskQueue
 from rayqueue.config import (
+    METRICS_ACTOR,
     NAMESPACE,
     PoolConfig,
     actor_name,
@@ -195,13 +197,13 @@ def init(
                                    "this cluster (see `ray status` or ray.nodes())")
     common["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=here, soft=True)
     _drop_orphans(name, shards)
-    try:
-        ray.get_actor(actor_name(name, "metrics"), namespace=NAMESPACE)
-        fresh = False
-    except ValueError:
-        fresh = True
+    # The cluster's one metrics actor, shared by every queue (whichever init comes first
+    # starts it, here; soft, so it restarts elsewhere if this node goes). Not given this
+    # queue's actor_env: it is no queue's own.
     metrics = ray.remote(MetricsActor).options(
-        name=actor_name(name, "metrics"), **common).remote(name)
+        name=METRICS_ACTOR, **{k: v for k, v in common.items() if k != "runtime_env"}
+    ).remote()
+    metrics.open.remote(name)  # sent before any actor of the queue can send an event
     try:
         placement: dict[str, Any] = {}
         if path is not None and not network:
@@ -235,13 +237,14 @@ def init(
             name=actor_name(name, "pool"), max_concurrency=1_000, **common,
         ).remote(name, pools, metrics, beat, shards, middleware)
         _retrying(lambda: pool.start.remote(), 60.0)
+        _retrying(lambda: metrics.open.remote(name), 60.0)  # (it took the first one)
         registry.register(name, len(queues), path)  # for rayqueue.queues() and `rayqueue ls`
         return TaskQueue(name, queues[0], pool, metrics,
                          journal=None if path is None else shown(path), shards=queues,
                          middleware=middleware)
     except BaseException:
-        if fresh:  # a queue that could not start leaves no actor behind
-            ray.kill(metrics, no_restart=True)
+        with contextlib.suppress(Exception):  # what the failed start may have recorded
+            metrics.forget.remote(name)
         raise
 
 
@@ -284,18 +287,18 @@ def _check_placement(journal: object, journal_node: object, queue_env: object,
 
 
 def _drop_orphans(name: str, shards: int) -> None:
-    """Kill the pool manager and metrics actor of a queue whose queue actor (or one of
-    its shards) is gone for good (its journal's node died): they and the workers would
-    keep calling the dead actor. The queue about to start from the journal gets fresh
-    ones, with handles on every shard."""
+    """Kill the pool manager of a queue whose queue actor (or one of its shards) is gone
+    for good (its journal's node died): it and its workers would keep calling the dead
+    actor. The queue about to start from the journal gets a fresh one, with handles on
+    every shard, and fresh metrics (the shared metrics actor forgets the lost queue's)."""
     def find(actor: str) -> Any:
         try:
             return ray.get_actor(actor, namespace=NAMESPACE)
         except ValueError:
             return None
 
-    # init creates metrics, the shards, then the pool manager: a pool manager with a
-    # shard missing is an orphan (a metrics actor alone may be another init under way).
+    # init creates the shards, then the pool manager: a pool manager with a shard
+    # missing is an orphan.
     if find(actor_name(name, "pool")) is None:
         return
     first = find(shard_name(name, 0))
@@ -307,15 +310,18 @@ def _drop_orphans(name: str, shards: int) -> None:
     if first is not None and all(find(shard_name(name, i)) is not None
                                  for i in range(1, shards)):
         return
-    for role in ("pool", "metrics"):
-        orphan = find(actor_name(name, role))
-        if orphan is not None:
-            logger.warning("queue {}: replacing the {} actor left from its lost queue actor",
-                           name, role, action="orphan_replaced", role=role)
-            ray.kill(orphan, no_restart=True)  # the pool manager's workers die with it
-            end = time.monotonic() + 30.0
-            while find(actor_name(name, role)) is not None and time.monotonic() < end:
-                time.sleep(0.05)  # until Ray frees the name for the fresh actor
+    orphan = find(actor_name(name, "pool"))
+    if orphan is not None:
+        logger.warning("queue {}: replacing the pool actor left from its lost queue actor",
+                       name, action="orphan_replaced", role="pool")
+        ray.kill(orphan, no_restart=True)  # its workers die with it
+        end = time.monotonic() + 30.0
+        while find(actor_name(name, "pool")) is not None and time.monotonic() < end:
+            time.sleep(0.05)  # until Ray frees the name for the fresh actor
+    metrics = find(METRICS_ACTOR)
+    if metrics is not None:
+        with contextlib.suppress(Exception):
+            ray.get(metrics.forget.remote(name), timeout=30.0)
 
 
 def _shard_count(queue: Any, name: str, shards: int, index: int = 0) -> int:
@@ -372,8 +378,8 @@ def connect(name: str = "default", *, address: str | None = None,
     _check_ray_args(address, ray_init)
     where = _attach(address, ray_init)
     try:
-        queue, pool, metrics = (ray.get_actor(actor_name(name, role), namespace=NAMESPACE)
-                                for role in ("queue", "pool", "metrics"))
+        queue, pool, metrics = (ray.get_actor(actor, namespace=NAMESPACE) for actor in (
+            actor_name(name, "queue"), actor_name(name, "pool"), METRICS_ACTOR))
         shards: int = _retrying(lambda: queue.shard_info.remote(), 30.0)[1]
         queues = shard_handles(name, shards)
     except ValueError:

@@ -740,7 +740,7 @@ class TaskQueue(Generic[T]):
 
     def metrics(self) -> MetricsSnapshot:
         """The metrics actor's aggregate: counts, rates, histograms, workers."""
-        snap: MetricsSnapshot = self._retrying(lambda: self._metrics.snapshot.remote())
+        snap: MetricsSnapshot = self._retrying(lambda: self._metrics.snapshot.remote(self.name))
         return snap
 
     def pools(self) -> list[PoolInfo]:
@@ -928,8 +928,10 @@ class TaskQueue(Generic[T]):
             _retrying_all([functools.partial(s.stop.remote) for s in self._shards],
                           budget, settle=True)
         finally:
-            for handle in (self._pool, *self._shards, self._metrics):
+            for handle in (self._pool, *self._shards):
                 ray.kill(handle)
+            # The metrics actor is the cluster's, shared: it only forgets this queue.
+            self._metrics.forget.remote(self.name)
             self._removed = True
             registry.unregister(self.name)
 

@@ -118,8 +118,13 @@ def runtime_settings(config: object, pools: object, durability: object,
     return config, checked, beat
 
 
+#: The Ray actor name of the cluster's one metrics actor (shared by every queue). Every
+#: actor of a queue has a dot in its name (``actor_name``), so no queue's can take it.
+METRICS_ACTOR = "rayqueue-metrics"
+
+
 def actor_name(queue: str, role: str) -> str:
-    """The Ray actor name of ``role`` (queue, pool, metrics) for queue ``queue``."""
+    """The Ray actor name of ``role`` (queue, pool) for queue ``queue``."""
     return f"{queue}.{role}"
 
 

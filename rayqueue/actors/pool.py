@@ -275,7 +275,8 @@ class PoolManagerActor:
 
     def _report_workers(self) -> None:
         if self._metrics is not None:
-            self._metrics.record.remote([Workers(self.pool_infos(), self.worker_infos())])
+            self._metrics.record.remote(self._queue_name,
+                                        [Workers(self.pool_infos(), self.worker_infos())])
 
     def pool_infos(self) -> list[PoolInfo]:
         """Size and demand of each pool."""

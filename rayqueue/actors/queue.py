@@ -465,7 +465,7 @@ class QueueActor:
                 events.append(Calls(kind, counts[0], counts[1]))
                 counts[0] = counts[1] = 0
         if self._metrics is not None:
-            self._metrics.record.remote(events)
+            self._metrics.record.remote(self._name, events)
 
     # ------------------------------------------------------------- producers
     async def enqueue_many(self, packed: bytes | Sequence[NewTask]) -> list[str]:

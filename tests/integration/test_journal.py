@@ -34,7 +34,7 @@ def test_a_journal_without_its_main_file_is_refused_untouched(
     assert queue.stats().size == 200
     # The queue dies without a clean shutdown (which would fold the log into the file).
     handles = testing.actors(queue)
-    for actor in (handles.pool, *handles.shards, handles.metrics):
+    for actor in (handles.pool, *handles.shards):
         ray.kill(actor, no_restart=True)
     wait_for(lambda: _gone(name), what="the queue actor to go")
     path.unlink()

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import ray
 
 import rayqueue
 from rayqueue import OffsetClock, PoolConfig, Priority, QueueConfig, testing
@@ -171,6 +172,9 @@ def test_pools_are_routed_by_resources(make_queue: MakeQueue) -> None:
 
 def test_metrics_snapshot_agrees_with_what_ran(make_queue: MakeQueue) -> None:
     q = make_queue(pools=[ONE_SLOT])
+    # A second queue beside it: the cluster's one metrics actor keeps each apart.
+    other = make_queue(pools=[ONE_SLOT])
+    other.results(other.enqueue_many([Probe(value=i) for i in range(3)]), timeout=60)
     good = q.enqueue_many([Probe(value=i) for i in range(10)])
     flaky = q.enqueue(Probe(value=1, fail_times=1))
     dead = q.enqueue(Probe(value=2, fail_times=9))
@@ -185,6 +189,14 @@ def test_metrics_snapshot_agrees_with_what_ran(make_queue: MakeQueue) -> None:
     assert sum(snap.wait_counts) == 11 + 3 + 1  # one start per attempt
     assert sum(snap.run_counts) == 15
     assert snap.depth["succeeded"] == 11 and snap.depth["dead"] == 1
+    assert wait_for(lambda: (s := other.metrics()).counts.get(name) == {"succeeded": 3}
+                    and s, what="the other queue's counts").enqueued == {name: 3}
+    shared = testing.actors(q).metrics
+    assert {q.name, other.name} <= set(ray.get(shared.queues.remote()))
+    other.shutdown()  # the shared actor forgets it (a call not waited for), and only it
+    wait_for(lambda: other.name not in ray.get(shared.queues.remote()),
+             what="the metrics actor to forget the queue shut down")
+    assert q.metrics().counts[name] == expected
 
 
 def test_prometheus_endpoint_carries_rayqueue_series(make_queue: MakeQueue,

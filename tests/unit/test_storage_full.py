@@ -269,7 +269,8 @@ def test_a_full_disk_reaches_the_metrics_and_clears_with_it(faulty: FaultyStorag
     async def run() -> None:
         actor = _actor()
         sent: list[list[Any]] = []
-        actor._metrics = SimpleNamespace(record=SimpleNamespace(remote=sent.append))
+        actor._metrics = SimpleNamespace(record=SimpleNamespace(
+            remote=lambda queue, events: sent.append(events)))
         leases = await _leased(actor)
         agg = MetricsAggregate("full")
 
