@@ -7,9 +7,11 @@ reaches a user raw: each is mapped onto the rayqueue error tree.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import ray
@@ -124,6 +126,23 @@ def _get(ref: Any, timeout: float | None = None) -> Any:
         raise _translate(err) from None
 
 
+#: At most this many seconds of retrying for the calls made in this context (None: the
+#: caller's own timeout); see :func:`retry_cap`.
+_RETRY_CAP: ContextVar[float | None] = ContextVar("rayqueue_retry_cap", default=None)
+
+
+@contextlib.contextmanager
+def retry_cap(seconds: float) -> Iterator[None]:
+    """Within it, a retried call gives up after ``seconds`` of unreachability whatever
+    its own timeout: for a caller that stops waiting anyway (the dashboard answers 503
+    after a few seconds), so its call does not go on retrying in a thread of its own."""
+    token = _RETRY_CAP.set(seconds)
+    try:
+        yield
+    finally:
+        _RETRY_CAP.reset(token)
+
+
 class _Budget:
     """How long a retried call may go on failing: ``timeout`` s of unreachability.
 
@@ -134,7 +153,9 @@ class _Budget:
     """
 
     def __init__(self, timeout: float, hold: float, spent: float = 0.0) -> None:
-        self.timeout, self.hold, self.spent = timeout, hold, spent
+        cap = _RETRY_CAP.get()
+        self.timeout = timeout if cap is None else min(timeout, cap)
+        self.hold, self.spent = hold, spent
         self.pause = 0.05
 
     def after(self, began: float, err: BaseException) -> float:

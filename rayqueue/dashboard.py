@@ -43,6 +43,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import ray
 from loguru import logger
 
+from rayqueue.calls import retry_cap
 from rayqueue.client import TaskQueue
 from rayqueue.errors import (
     InvalidArgumentError,
@@ -317,7 +318,12 @@ class _Calls:
 
         def work() -> None:
             try:
-                box["value"] = fn(*args)
+                # Retried for as long as the request waits, not the client's 30 s: a
+                # call given up on (a 503) ends with it, and does not go on calling a
+                # gone queue from this thread (into a process that may be shutting Ray
+                # down meanwhile: Ray then ends the process from this thread).
+                with retry_cap(self._timeout):
+                    box["value"] = fn(*args)
             except BaseException as err:  # handed to the request below
                 box["error"] = err
             finally:

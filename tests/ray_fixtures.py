@@ -51,6 +51,13 @@ def ray_cluster() -> Iterator[dict[str, Any]]:
         log_to_driver=False,
     )
     yield {"metrics_port": port}
+    # A dashboard call the page gave up on (a 503) may still be retrying in its thread
+    # (for up to the dashboard's CALL_TIMEOUT_S): Ray ends the whole process when such a
+    # thread calls it after ray.shutdown (seen once, as a crashed pytest-xdist worker).
+    end = time.monotonic() + 30.0
+    while time.monotonic() < end and any(
+            t.name == "rayqueue-dashboard-call" for t in threading.enumerate()):
+        threading.Event().wait(0.05)
     ray.shutdown()
 
 

@@ -78,6 +78,24 @@ def test_an_actor_refusing_every_call_is_given_up_on_after_the_timeout(
     assert 9.0 <= script.now <= 11.0
 
 
+def test_a_retry_cap_shortens_every_budget_in_its_context(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The dashboard's call threads: a 30-s budget is cut to the 2 s the page waits.
+    script = Script(monkeypatch, [(0.01, unreachable())] * 1_000)
+    with calls.retry_cap(2.0), pytest.raises(QueueUnavailableError):
+        calls._retrying(script.call, 30.0)
+    assert 1.5 <= script.now <= 2.0
+    # Outside it, the caller's own budget again; a cap never lengthens one.
+    script = Script(monkeypatch, [(0.01, unreachable())] * 1_000)
+    with pytest.raises(QueueUnavailableError):
+        calls._retrying(script.call, 10.0)
+    assert 9.0 <= script.now <= 10.0
+    script = Script(monkeypatch, [(0.01, unreachable())] * 1_000)
+    with calls.retry_cap(60.0), pytest.raises(QueueUnavailableError):
+        calls._retrying(script.call, 10.0)
+    assert 9.0 <= script.now <= 10.0
+
+
 def test_time_beyond_the_hold_counts(monkeypatch: pytest.MonkeyPatch) -> None:
     # Each attempt was meant to park 30 s but took 45: 15 s of it was unreachability.
     script = Script(monkeypatch, [(45.0, unreachable())] * 10)
