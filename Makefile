@@ -31,17 +31,20 @@ demo: $(STAMP)
 	$(BIN)/python -m rayqueue.examples.demo
 
 # Two groups: the multi-node tests start their own Ray clusters, so they run in
-# processes of their own after everything else (one Ray per process). Each group runs in
-# TEST_PROCS pytest-xdist processes, each with its own private Ray: the main group's
-# share one local Ray per process; the multi-node tests mostly wait on nodes coming and
-# going, so two at once take 4 minutes instead of 5. (Running the two groups side by
-# side was tried: on 2 cores it saved about 2 of 21 minutes, and the groups saw each
-# other's clusters on the machine, which the attach test and a Ray job's agent did not
-# survive.)
-TEST_PROCS ?= 2
+# processes of their own after everything else (one Ray per process). The main group
+# runs in TEST_PROCS pytest-xdist processes, each with its own private local Ray shared
+# by its tests: three on two cores, because its tests also wait (on leases, restarts,
+# subprocess clusters and kernels), and with two the machine was a quarter idle (373 s
+# at 74 % busy; three: 338 s at 91 %). The multi-node tests mostly wait on nodes coming
+# and going but each runs a whole cluster: two at once (MULTINODE_PROCS) take 3 minutes,
+# and three were no faster. (Running the two groups side by side was tried: on 2 cores
+# it saved about 2 of 21 minutes, and the groups saw each other's clusters on the
+# machine, which the attach test and a Ray job's agent did not survive.)
+TEST_PROCS ?= 3
+MULTINODE_PROCS ?= 2
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(TEST_PROCS) --dist worksteal -m "not multinode" --durations=25
-	$(BIN)/python -m pytest -n $(TEST_PROCS) --dist worksteal -m multinode --durations=10
+	$(BIN)/python -m pytest -n $(MULTINODE_PROCS) --dist worksteal -m multinode --durations=10
 
 # The quick loop while editing: the pure core only, 4 processes (many unit tests wait on
 # files, sockets and child processes), the core's state machines at 120 examples each

@@ -47,7 +47,14 @@ def ray_cluster() -> Iterator[dict[str, Any]]:
         include_dashboard=False,
         _temp_dir=temp,
         _metrics_export_port=port,
-        _system_config={"metrics_report_interval_ms": 1000},
+        # Metrics reach the endpoint within 2 s (Prometheus tests wait for them), not
+        # Ray's 10; no idle workers started ahead (Ray starts one per CPU, 8 here, and
+        # keeps them polling; every actor of ours starts its own process anyway): on the
+        # 2-core machine these idle processes and the agent's 1-s exports took ~3 % of
+        # a core per cluster for the whole session.
+        _system_config={"metrics_report_interval_ms": 2000,
+                        "prestart_worker_first_driver": False,
+                        "enable_worker_prestart": False},
         log_to_driver=False,
     )
     yield {"metrics_port": port}
