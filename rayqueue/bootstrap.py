@@ -110,7 +110,8 @@ def init(
     journal_node: str | None = None,
     middleware: Sequence[Middleware] = (),
 ) -> TaskQueue[Any]:
-    """Start (or find) queue ``name`` with its queue, pool and metrics actors.
+    """Start (or find) queue ``name`` with its queue and pool actors (and the cluster's
+    one metrics actor, if no queue started it yet).
 
     Joins the Ray cluster at ``address`` (or the one running on this machine, or starts
     a local one with ``ray_init`` keywords). The actors are detached and named in the
@@ -149,8 +150,8 @@ def init(
             shard and, across shards, bounded (README, "Sharded queues"); ``max_size``
             is split evenly. The count is fixed for the life of the journals.
         journal_node: the Ray node id whose disk holds the journal (default: this
-            driver's node). The queue actor is pinned there (and the pool manager and
-            metrics actor placed there while it lives). If that node dies, the queue is
+            driver's node). The queue actor is pinned there (and the pool manager
+            placed there while it lives). If that node dies, the queue is
             down (:class:`QueueLostError`) until the node and its disk are back and
             ``init`` is called again: nothing acknowledged is lost.
         middleware: :class:`~rayqueue.middleware.Middleware` instances, hooked into every

@@ -1,9 +1,9 @@
 """A queue journaled in PostgreSQL survives losing the node of its queue actor (issue 18).
 
 Head + node B (the workers) + node A, added per test, where the queue is created (a Ray
-task on A calls ``init``, so A holds the queue actor, the pool manager and the metrics
-actor, as the node of a driver that created the queue would). The journal is a real
-PostgreSQL server (``tests/pg.py``).
+task on A calls ``init``, so A holds the queue actor and the pool manager, as the node
+of a driver that created the queue would; and the cluster's metrics actor, for the
+first test's queue). The journal is a real PostgreSQL server (``tests/pg.py``).
 
 - Node lost: A is removed without grace mid-run. Ray restarts the queue actor on
   another node, where it recovers from the database (a newer epoch); every task ends
