@@ -21,6 +21,10 @@ from tests.ports import free_port
 #: Dead nodes are noticed in ~1.5 s instead of ~15 s.
 FAST_HEALTH = {"health_check_period_ms": 500, "health_check_failure_threshold": 3,
                "health_check_initial_delay_ms": 0}
+#: No idle workers started ahead on every node (Ray starts one per CPU and keeps them
+#: polling; every actor of ours starts a process of its own anyway): CPU the 2-core
+#: machine needs for the nodes themselves.
+NO_PRESTART = {"prestart_worker_first_driver": False, "enable_worker_prestart": False}
 
 
 @contextmanager
@@ -38,9 +42,8 @@ def local_cluster(head_cpus: float, nodes: Sequence[dict[str, Any]], *,
     head: dict[str, Any] = {"num_cpus": head_cpus, "include_dashboard": False,
                             "temp_dir": tempfile.mkdtemp(prefix=prefix, dir="/tmp"),
                             "dashboard_agent_listen_port": free_port()}
-    if fast_health or system_config:
-        head["_system_config"] = {**(FAST_HEALTH if fast_health else {}),
-                                  **(system_config or {})}
+    head["_system_config"] = {**NO_PRESTART, **(FAST_HEALTH if fast_health else {}),
+                              **(system_config or {})}
     # Cluster() writes its address to /tmp/ray/ray_current_cluster whatever temp_dir
     # says, and fails on a machine where no Ray has run yet (no /tmp/ray): `make soak`
     # or the multi-node group alone on a fresh machine.
