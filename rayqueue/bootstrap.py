@@ -198,6 +198,11 @@ def init(
                                    "this cluster (see `ray status` or ray.nodes())")
     common["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=here, soft=True)
     _drop_orphans(name, shards)
+    try:  # a queue that runs already keeps its metrics whatever this init's fate
+        ray.get_actor(shard_name(name, 0), namespace=NAMESPACE)
+        running = True
+    except ValueError:
+        running = False
     # The cluster's one metrics actor, shared by every queue (whichever init comes first
     # starts it, here; soft, so it restarts elsewhere if this node goes). Not given this
     # queue's actor_env: it is no queue's own.
@@ -244,8 +249,9 @@ def init(
                          journal=None if path is None else shown(path), shards=queues,
                          middleware=middleware)
     except BaseException:
-        with contextlib.suppress(Exception):  # what the failed start may have recorded
-            metrics.forget.remote(name)
+        if not running:  # what the failed start may have recorded (a refused init of a
+            with contextlib.suppress(Exception):  # running queue, e.g. a wrong shard
+                metrics.forget.remote(name)  # count, must not stop its metrics)
         raise
 
 

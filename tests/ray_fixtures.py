@@ -25,6 +25,12 @@ import pytest
 import rayqueue
 from tests.ports import free_port
 
+#: No idle workers started ahead (Ray starts one per CPU and keeps them polling; every
+#: actor of ours starts its own process anyway): on the 2-core machine these idle
+#: processes took ~3 % of a core per cluster (and node) for the whole session. Every
+#: test cluster starts with it (here and ``tests.multinode.cluster``).
+NO_PRESTART = {"prestart_worker_first_driver": False, "enable_worker_prestart": False}
+
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[dict[str, Any]]:
@@ -48,13 +54,8 @@ def ray_cluster() -> Iterator[dict[str, Any]]:
         _temp_dir=temp,
         _metrics_export_port=port,
         # Metrics reach the endpoint within 2 s (Prometheus tests wait for them), not
-        # Ray's 10; no idle workers started ahead (Ray starts one per CPU, 8 here, and
-        # keeps them polling; every actor of ours starts its own process anyway): on the
-        # 2-core machine these idle processes and the agent's 1-s exports took ~3 % of
-        # a core per cluster for the whole session.
-        _system_config={"metrics_report_interval_ms": 2000,
-                        "prestart_worker_first_driver": False,
-                        "enable_worker_prestart": False},
+        # Ray's 10, nor every 1 s (the agent's exports cost CPU all session).
+        _system_config={"metrics_report_interval_ms": 2000, **NO_PRESTART},
         log_to_driver=False,
     )
     yield {"metrics_port": port}

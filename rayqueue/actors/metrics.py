@@ -146,8 +146,10 @@ class MetricsActor:
                 mine.worker_keys = {k for k, n in now_workers.items() if n}
 
     async def snapshot(self, q: str) -> MetricsSnapshot:
-        """Everything aggregated so far for queue ``q`` (empty for a queue never seen)."""
-        return self._of(q).agg.snapshot(time.time())
+        """Everything aggregated so far for queue ``q`` (empty for a queue never seen, or
+        forgotten: a read keeps nothing for it)."""
+        mine = self._queues.get(q) or _Queue(q, self._window_s)
+        return mine.agg.snapshot(time.time())
 
     async def forget(self, q: str) -> None:
         """Drop queue ``q`` (shut down, or lost and started afresh from its journal): its

@@ -89,6 +89,12 @@ def test_tasks_route_by_id_and_every_read_sees_the_whole_queue(make_queue: MakeQ
     assert other.shards == 3 and other.get(handles[0].id).state == "succeeded"
     with pytest.raises(rayqueue.InvalidArgumentError, match="already runs with 3 shard"):
         rayqueue.init(q.name, shards=2)
+    # The refused init changed nothing, the running queue's metrics included: the
+    # cluster's metrics actor still counts its tasks.
+    counted = q.metrics().counts[Probe.task_name]["succeeded"]
+    q.results(q.enqueue_many([Probe(value=i) for i in range(3)]), timeout=60)
+    wait_for(lambda: q.metrics().counts[Probe.task_name]["succeeded"] == counted + 3,
+             what="the metrics to count after a refused init")
     q.pause()
     assert q.stats().paused and all(ray.get(s.stats.remote()).paused
                                     for s in testing.actors(q).shards)

@@ -17,14 +17,11 @@ import ray
 from ray.cluster_utils import Cluster
 
 from tests.ports import free_port
+from tests.ray_fixtures import NO_PRESTART
 
 #: Dead nodes are noticed in ~1.5 s instead of ~15 s.
 FAST_HEALTH = {"health_check_period_ms": 500, "health_check_failure_threshold": 3,
                "health_check_initial_delay_ms": 0}
-#: No idle workers started ahead on every node (Ray starts one per CPU and keeps them
-#: polling; every actor of ours starts a process of its own anyway): CPU the 2-core
-#: machine needs for the nodes themselves.
-NO_PRESTART = {"prestart_worker_first_driver": False, "enable_worker_prestart": False}
 
 
 @contextmanager
