@@ -187,8 +187,11 @@ def failed(lease: Lease, cls: type[Task[Any]], exc: BaseException, worker: str) 
 
 
 def run_sync(lease: Lease, cls: type[Task[Any]], worker: str,
-             loop: asyncio.AbstractEventLoop) -> Outcome:
-    """Run one attempt of a sync task in the calling thread."""
+             loop: asyncio.AbstractEventLoop,
+             on_start: Callable[[], None] | None = None) -> Outcome:
+    """Run one attempt of a sync task in the calling thread. ``on_start``: called
+    right before ``execute()`` (after the payload's validation and ``before_attempt``),
+    so a start confirmed to the queue is as close as it can be to the body's start."""
     run = AttemptRun(lease, cls, worker)
     with attempt_context(lease, worker):
         task = run.start()
@@ -197,6 +200,8 @@ def run_sync(lease: Lease, cls: type[Task[Any]], worker: str,
             return run.outcome
         if _cancelled(lease):  # cancelled while it waited for a thread
             return run.cancelled()
+        if on_start is not None:
+            on_start()
         try:
             value = task.execute()
             if inspect.isawaitable(value):  # a sync execute that returned an awaitable
@@ -206,8 +211,10 @@ def run_sync(lease: Lease, cls: type[Task[Any]], worker: str,
         return run.cancelled() if _cancelled(lease) else run.returned(value)
 
 
-async def run_async(lease: Lease, cls: type[Task[Any]], worker: str) -> Outcome:
-    """Run one attempt of an async task on the calling event loop.
+async def run_async(lease: Lease, cls: type[Task[Any]], worker: str,
+                    on_start: Callable[[], None] | None = None) -> Outcome:
+    """Run one attempt of an async task on the calling event loop (``on_start``: as
+    for :func:`run_sync`).
 
     A task cancelled through the queue (its signals say so) ends with the outcome of
     :meth:`AttemptRun.cancelled`.
@@ -224,6 +231,8 @@ async def run_async(lease: Lease, cls: type[Task[Any]], worker: str) -> Outcome:
             return run.outcome
         if _cancelled(lease):
             return run.cancelled()
+        if on_start is not None:
+            on_start()
         try:
             value = await task.execute()
         except asyncio.CancelledError as exc:
@@ -352,11 +361,12 @@ class SyncRunner:
                     self._left -= 1
             if lease is None or cls is None:
                 return
+            on_start = None
             if lease.confirm and self._started is not None:
-                self._tell_start(lease.task_id)
+                on_start = functools.partial(self._tell_start, lease.task_id)
             began = time.perf_counter()
             try:
-                outcome = run_sync(lease, cls, self._worker, self._loop)
+                outcome = run_sync(lease, cls, self._worker, self._loop, on_start)
             except BaseException as exc:  # never let a runner thread die with a lease
                 outcome = failed(lease, cls, exc, self._worker)
             self._hand_back(lease, outcome, time.perf_counter() - began)

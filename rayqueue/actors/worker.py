@@ -16,7 +16,7 @@ import functools
 import importlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import copy_context
 from typing import Any
@@ -443,8 +443,6 @@ class WorkerActor:
                 self._unstarted.append(lease)
                 self._wake()
                 return
-            if lease.confirm:
-                self._confirm(lease.task_id)
             try:
                 await self._run_one(lease)
             except asyncio.CancelledError:
@@ -466,14 +464,21 @@ class WorkerActor:
             self._task_log(lease).warning("no class for task {!r}", lease.task_name,
                                           action="task_unknown")
             return
+        loop = asyncio.get_running_loop()
+        # A lease marked ``confirm`` is confirmed right before its ``execute()``.
+        confirm = functools.partial(self._confirm, lease.task_id) if lease.confirm else None
         if is_async(cls):
-            outcome = await run_async(lease, cls, self._id)
+            outcome = await run_async(lease, cls, self._id, confirm)
         else:
-            loop = asyncio.get_running_loop()
+            on_start: Callable[[], None] | None = None
+            if confirm is not None:
+                def on_start() -> None:  # in the runner thread
+                    loop.call_soon_threadsafe(confirm)
             self._in_thread.add(lease.task_id)  # a cancel sets its flag, not cancels it
             try:
                 outcome = await loop.run_in_executor(
-                    self._executor, copy_context().run, run_sync, lease, cls, self._id, loop)
+                    self._executor, copy_context().run, run_sync, lease, cls, self._id, loop,
+                    on_start)
             finally:
                 self._in_thread.discard(lease.task_id)
         self._deliver(lease, outcome)

@@ -252,3 +252,56 @@ def test_headers_are_journaled_and_reach_every_lease(tmp_path: Path) -> None:
     assert {lease.task_id: lease.headers for lease in leases} == {"h1": headers, "plain": None}
     rec = again.find("h1")
     assert rec is not None and rec.headers == headers
+
+
+class Records(Task[int]):
+    task_name: ClassVar[str] = "mw.records"
+    a: int
+    seen: ClassVar[list[str]] = []
+
+    def execute(self) -> int:
+        Records.seen.append("execute")
+        return self.a
+
+
+class AsyncRecords(Task[int]):
+    task_name: ClassVar[str] = "mw.arecords"
+    a: int
+
+    async def execute(self) -> int:
+        Records.seen.append("execute")
+        return self.a
+
+
+@pytest.mark.parametrize("cls", [Records, AsyncRecords])
+def test_a_start_is_told_after_validation_and_before_attempt_right_before_execute(
+        hooks: Any, cls: type[Task[int]]) -> None:
+    """The start a worker confirms to the queue (lower work waits for it) is told as
+    late as it can be: after the payload's validation and ``before_attempt``, right
+    before the body; a payload refused is never told as started."""
+    Records.seen = []
+
+    class Before(Middleware):
+        def before_attempt(self, attempt: Attempt) -> None:
+            Records.seen.append("before_attempt")
+
+    hooks(Hooks([Before()]))
+
+    def told() -> None:
+        Records.seen.append("told")
+
+    def attempt(payload: str) -> Any:
+        lease = _lease(payload, cls.task_name)
+        if cls is AsyncRecords:
+            return asyncio.run(run_async(lease, cls, "w", told))
+        loop = asyncio.new_event_loop()
+        try:
+            return run_sync(lease, cls, "w", loop, told)
+        finally:
+            loop.close()
+
+    assert attempt('{"a": 3}').result == "3"
+    assert Records.seen == ["before_attempt", "told", "execute"]
+    Records.seen = []
+    assert attempt('{"a": "x"}').failure.retryable is False
+    assert Records.seen == ["before_attempt"]
