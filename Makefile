@@ -33,15 +33,16 @@ demo: $(STAMP)
 # Two groups: the multi-node tests start their own Ray clusters, so they run in
 # processes of their own after everything else (one Ray per process). The main group
 # runs in TEST_PROCS pytest-xdist processes, each with its own private local Ray shared
-# by its tests. Three were faster on two cores (338 s at 91 % busy, against 373 s at
-# 74 %), but under that load the priority test failed once in four runs: a worker
-# starved of CPU started a high it held only after the other had run 40 lows. So two.
+# by its tests. Three are faster on two cores than two (338 s at 91 % busy, against
+# 373 s at 74 %). Under that load the priority test once failed (a worker starved of
+# CPU confirmed a high's start to the queue well before its body began, and the other
+# worker ran 40 lows meanwhile); a start is now confirmed right before execute().
 # The multi-node tests mostly wait on nodes coming and going but each runs a whole
 # cluster: two at once (MULTINODE_PROCS) take 3 minutes, and three were no faster.
 # (Running the two groups side by side was tried: on 2 cores it saved about 2 of 21
 # minutes, and the groups saw each other's clusters on the machine, which the attach
 # test and a Ray job's agent did not survive.)
-TEST_PROCS ?= 2
+TEST_PROCS ?= 3
 MULTINODE_PROCS ?= 2
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(TEST_PROCS) --dist worksteal -m "not multinode" --durations=25
