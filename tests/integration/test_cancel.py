@@ -12,6 +12,7 @@ import pytest
 import rayqueue
 from rayqueue import PoolConfig, TaskCancelledError
 from tests.integration.probe_tasks import AsyncWaits, CoopWaits, HungWaits, Probe
+from tests.procs import alive
 from tests.ray_fixtures import wait_for
 
 MakeQueue = Callable[..., rayqueue.TaskQueue[Any]]
@@ -27,14 +28,6 @@ def _lines(path: Path) -> list[str]:
 def _starts(path: Path) -> list[str]:
     text = path.read_text() if path.exists() else ""
     return [line for line in text.splitlines() if line.startswith("start ")]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return "\nState:\tZ" not in f.read()  # a zombie is gone too
-    except FileNotFoundError:
-        return False
 
 
 @pytest.mark.parametrize(("task_cls", "seen"), [(AsyncWaits, "cancelled"),
@@ -71,11 +64,11 @@ def test_hung_sync_task_force_cancel_kills_its_worker(
     handle = q.enqueue(HungWaits(path=str(path)))
     (line,) = wait_for(lambda: _starts(path), what="the task started")
     pid = int(line.split()[1])
-    assert _alive(pid) and pid != os.getpid()
+    assert alive(pid) and pid != os.getpid()
     assert handle.cancel(force=True) == "cancelled"
     with pytest.raises(TaskCancelledError):
         handle.result(timeout=30)
-    wait_for(lambda: not _alive(pid), what="the hung worker's process is gone")
+    wait_for(lambda: not alive(pid), what="the hung worker's process is gone")
     assert q.enqueue(Probe(value=7)).result(timeout=60) == 7  # a replacement runs work
     done = q.get(handle.id)
     assert done.state == "cancelled" and done.attempts == 1
