@@ -127,6 +127,11 @@ class WorkerActor:
         self._draining = False
         self._isolating = False
         self._claim_failures = 0
+        #: the last claim's reply said the pool had no ready task left: a worker with no
+        #: free slot sends no prefetch claim (it would come back empty) until a slot frees
+        self._nothing_left = False
+        #: a claim call is out (buffered outcomes can ride on the next one only if not)
+        self._claiming = False
         #: tasks whose outcome is buffered or being reported, not yet acknowledged
         self._unacked: dict[str, int] = {}
         self._drain_deadline: float | None = None
@@ -209,7 +214,8 @@ class WorkerActor:
                 target = self._concurrency + min(MAX_PREFETCH, max(
                     self._rate.expected(PREFETCH_HORIZON_S, MAX_PREFETCH, self._done),
                     self._runner.capacity(PREFETCH_HORIZON_S, PACE_PREFETCH_PER_SLOT)))
-                if self._isolating or (free <= 0 and held > target // 2):
+                if self._isolating or (free <= 0 and (held > target // 2
+                                                      or self._nothing_left)):
                     self._wakeup.clear()
                     await self._wakeup.wait()
                     continue
@@ -225,14 +231,16 @@ class WorkerActor:
                 slots = max(0, min(room, free))
                 # Buffered outcomes ride on the claim: one call, one commit for both.
                 outcomes, self._outcomes = self._outcomes, []
+                self._claiming = True
                 try:
                     wait = CLAIM_WAIT_S if slots else 0.0
                     reply = await bounded(self._queue.claim.remote(ClaimRequest(
                         self._id, self._pool, slots, wait, not held,
-                        [*self._running, *self._unacked], room - slots,
+                        [*self._running, *self._unacked], room - slots, rank=True,
                         outcomes=pack_outcomes(outcomes) if outcomes else None,
                         confirm=True)), ANSWER_TIMEOUT_S + wait)
                     leases = unpack_leases(reply.leases)
+                    self._nothing_left = reply.rank is None
                     self._claim_failures = 0
                     for o in outcomes:
                         self._unacked.pop(o.task_id, None)
@@ -247,6 +255,8 @@ class WorkerActor:
                                       action="worker_claim_failed")
                     await asyncio.sleep(min(0.05 * 2 ** self._claim_failures, CLAIM_WAIT_S))
                     continue
+                finally:
+                    self._claiming = False
                 for lease in leases:
                     self._start(lease)
                 self._runner.hand_over()
@@ -520,7 +530,13 @@ class WorkerActor:
             self._unacked[lease.task_id] = lease.token
             self._done += 1
             self._outcomes.append(outcome)
-        if self._report_kick is not None:
+        if (not self._running and not self._claiming and not self._draining
+                and len(self._shards) == 1):
+            # Idle now, and the run loop is not in a claim: it claims at once (woken
+            # below), and the outcomes ride on that claim: one call, not a report and a
+            # claim (the queue records them before the claim waits for work).
+            pass
+        elif self._report_kick is not None:
             self._report_kick.set()
             if not self._running and self._report_now is not None:
                 self._report_now.set()

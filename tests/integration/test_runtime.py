@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -245,3 +246,30 @@ def test_bad_input_gets_typed_errors_through_ray(make_queue: MakeQueue) -> None:
         q.get("missing")
     with pytest.raises(rayqueue.QueueUnavailableError):
         rayqueue.connect("no-such-queue")
+
+
+def test_a_lone_task_costs_an_idle_worker_one_claim(make_queue: MakeQueue) -> None:
+    """One task at a time on a one-slot worker: the claim that brings the task is the
+    only call it costs the worker. Its outcome rides on the next claim (no report call
+    beside it), and no prefetch claim goes out while it runs when the reply said
+    nothing was left (it would come back empty: a wasted round trip per task)."""
+    q = make_queue(pools=[PoolConfig(min_workers=1, max_workers=1, concurrency=1)])
+    for _ in range(3):
+        q.enqueue(Probe(value=0)).result(timeout=60)
+
+    def counted(reports: int) -> dict[str, tuple[int, int]] | None:
+        calls = q.metrics().calls  # (calls, items) by kind; a claim's outcomes count
+        return calls if calls.get("report", (0, 0))[1] >= reports else None  # as a report
+
+    before = wait_for(lambda: counted(3), what="the warm-up's outcomes in the metrics")
+    n = 40
+    began = time.monotonic()
+    for i in range(n):
+        assert q.enqueue(Probe(value=i)).result(timeout=60) == i
+    wall = time.monotonic() - began
+    after = wait_for(lambda: counted(before["report"][1] + n), what="the outcomes counted")
+    claims = after["claim"][0] - before["claim"][0]
+    # Each task: the claim that brought it (it carried the last one's outcome); beyond
+    # that only long-polls that ended empty, one per CLAIM_WAIT_S (1 s) of waiting at
+    # most. Before, each task also cost a prefetch claim that came back empty.
+    assert claims <= n + int(wall) + 3, (claims, wall)
