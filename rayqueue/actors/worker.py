@@ -61,6 +61,8 @@ PACE_PREFETCH_PER_SLOT = 128
 #: or to ride on the worker's next claim (one call for both); an idle worker, one that
 #: runs nothing more, reports at once.
 REPORT_DELAY_S = 0.05
+#: Seconds before a start confirmation whose call failed is sent again.
+CONFIRM_RETRY_S = 0.5
 #: ... unless this many are waiting already.
 REPORT_BATCH = 256
 # Every call to the queue waits at most ANSWER_TIMEOUT_S for its answer (a claim its
@@ -128,9 +130,11 @@ class WorkerActor:
         self._isolating = False
         self._claim_failures = 0
         #: the last claim's reply said the pool had no ready task left: a worker with no
-        #: free slot sends no prefetch claim (it would come back empty) until a slot frees
+        #: free slot sends no prefetch claim (it would come back empty) until one of its
+        #: tasks ends
         self._nothing_left = False
-        #: a claim call is out (buffered outcomes can ride on the next one only if not)
+        #: a claim call is out, or the run loop backs off after a failed one: buffered
+        #: outcomes go to the report loop then, not onto the next claim
         self._claiming = False
         #: tasks whose outcome is buffered or being reported, not yet acknowledged
         self._unacked: dict[str, int] = {}
@@ -482,8 +486,9 @@ class WorkerActor:
         else:
             on_start: Callable[[], None] | None = None
             if confirm is not None:
-                def on_start() -> None:  # in the runner thread
-                    loop.call_soon_threadsafe(confirm)
+                def on_start() -> None:  # in the executor thread
+                    with contextlib.suppress(RuntimeError):  # a closed loop: exiting
+                        loop.call_soon_threadsafe(confirm)
             self._in_thread.add(lease.task_id)  # a cancel sets its flag, not cancels it
             try:
                 outcome = await loop.run_in_executor(
@@ -504,9 +509,15 @@ class WorkerActor:
         try:
             while self._to_confirm:
                 ids, self._to_confirm = self._to_confirm, []
-                # On failure, the lease's end (or expiry) confirms it all the same.
-                with contextlib.suppress(ray.exceptions.RayError):
+                try:
                     await bounded(self._queue.started.remote(ids), ANSWER_TIMEOUT_S)
+                except ray.exceptions.RayError:
+                    # Lower work waits for these starts: send again those still running
+                    # (a lease that ended confirms its start by its end).
+                    self._to_confirm = [i for i in ids if i in self._running] \
+                        + self._to_confirm
+                    if self._to_confirm:
+                        await asyncio.sleep(CONFIRM_RETRY_S)
         finally:
             self._confirming = None
 
@@ -530,6 +541,9 @@ class WorkerActor:
             self._unacked[lease.task_id] = lease.token
             self._done += 1
             self._outcomes.append(outcome)
+            # New work may have come since that reply: a task's end lets the worker ask
+            # again (a refill of its prefetch, as before the reply said nothing was left).
+            self._nothing_left = False
         if (not self._running and not self._claiming and not self._draining
                 and len(self._shards) == 1):
             # Idle now, and the run loop is not in a claim: it claims at once (woken

@@ -305,3 +305,12 @@ def test_a_start_is_told_after_validation_and_before_attempt_right_before_execut
     Records.seen = []
     assert attempt('{"a": "x"}').failure.retryable is False
     assert Records.seen == ["before_attempt"]
+    # Cancelled before it started: never told as started either.
+    Records.seen = []
+    SIGNALS["t1"] = TaskSignals()
+    SIGNALS["t1"].cancelled = True
+    try:
+        assert attempt('{"a": 3}').failure.reason == "cancelled"
+    finally:
+        del SIGNALS["t1"]
+    assert Records.seen == ["before_attempt"]
