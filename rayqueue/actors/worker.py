@@ -541,16 +541,15 @@ class WorkerActor:
             self._unacked[lease.task_id] = lease.token
             self._done += 1
             self._outcomes.append(outcome)
-            # New work may have come since that reply: a task's end lets the worker ask
-            # again (a refill of its prefetch, as before the reply said nothing was left).
-            self._nothing_left = False
-        if (not self._running and not self._claiming and not self._draining
-                and len(self._shards) == 1):
-            # Idle now, and the run loop is not in a claim: it claims at once (woken
-            # below), and the outcomes ride on that claim: one call, not a report and a
-            # claim (the queue records them before the claim waits for work).
-            pass
-        elif self._report_kick is not None:
+        # New work may have come since the last reply said nothing was left: a task's end
+        # lets the worker ask again (a refill of its prefetch).
+        self._nothing_left = False
+        # Idle now, and the run loop is not in a claim: it claims at once (woken below),
+        # and the outcomes ride on that claim: one call, not a report and a claim (the
+        # queue records them before the claim waits for work). Otherwise: a report.
+        rides = (not self._running and not self._claiming and not self._draining
+                 and len(self._shards) == 1)
+        if not rides and self._report_kick is not None:
             self._report_kick.set()
             if not self._running and self._report_now is not None:
                 self._report_now.set()
