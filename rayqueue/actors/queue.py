@@ -484,14 +484,17 @@ class QueueActor:
             before = self._core.size()
             recs = self._core.enqueue_many(news, now)
             added = self._core.size() - before
+        if added:
+            # Before the commit, not after: a parked claim woken now leases in time to
+            # ride on this commit (its reply waits for it), so an idle queue's task
+            # costs one journal commit before it starts, not two in a row.
+            self._wake_claims(None, added)
         await self._durable()
         crashpoint("enqueue.after_commit_before_reply")
         counts: dict[str, int] = {}
         for rec in recs:
             counts[rec.task_name] = counts.get(rec.task_name, 0) + 1
         self._events.extend(Enqueued(name, n) for name, n in counts.items())
-        if added:
-            self._wake_claims(None, added)
         records = lifecycle()
         if records is not None:
             for rec in recs:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sqlite3
 import time
+import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -248,12 +252,16 @@ def test_bad_input_gets_typed_errors_through_ray(make_queue: MakeQueue) -> None:
         rayqueue.connect("no-such-queue")
 
 
-def test_a_lone_task_costs_an_idle_worker_one_claim(make_queue: MakeQueue) -> None:
+def test_a_lone_task_costs_an_idle_worker_one_claim(make_queue: MakeQueue,
+                                                   tmp_path: Path) -> None:
     """One task at a time on a one-slot worker: the claim that brings the task is the
     only call it costs the worker. Its outcome rides on the next claim (no report call
     beside it), and no prefetch claim goes out while it runs when the reply said
-    nothing was left (it would come back empty: a wasted round trip per task)."""
-    q = make_queue(pools=[PoolConfig(min_workers=1, max_workers=1, concurrency=1)])
+    nothing was left (it would come back empty: a wasted round trip per task). In the
+    journal it costs two commits: its enqueue with the lease of the claim that was
+    waiting for it, then its outcome."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    q = make_queue(name=name, pools=[PoolConfig(min_workers=1, max_workers=1, concurrency=1)])
     for _ in range(3):
         q.enqueue(Probe(value=0)).result(timeout=60)
 
@@ -261,15 +269,24 @@ def test_a_lone_task_costs_an_idle_worker_one_claim(make_queue: MakeQueue) -> No
         calls = q.metrics().calls  # (calls, items) by kind; a claim's outcomes count
         return calls if calls.get("report", (0, 0))[1] >= reports else None  # as a report
 
+    def commits() -> int:  # the journal's commit count, read beside the queue actor
+        with contextlib.closing(sqlite3.connect(tmp_path / f"{name}.sqlite")) as db:
+            return int(db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0])
+
     before = wait_for(lambda: counted(3), what="the warm-up's outcomes in the metrics")
     n = 40
+    commits0 = commits()
     began = time.monotonic()
     for i in range(n):
         assert q.enqueue(Probe(value=i)).result(timeout=60) == i
     wall = time.monotonic() - began
+    written = commits() - commits0
     after = wait_for(lambda: counted(before["report"][1] + n), what="the outcomes counted")
     claims = after["claim"][0] - before["claim"][0]
     # Each task: the claim that brought it (it carried the last one's outcome); beyond
     # that only long-polls that ended empty, one per CLAIM_WAIT_S (1 s) of waiting at
     # most. Before, each task also cost a prefetch claim that came back empty.
     assert claims <= n + int(wall) + 3, (claims, wall)
+    # Beyond two a task, a tick's or a heartbeat's commit now and then (at most one a
+    # second here). Before, the enqueue and the lease were two commits in a row: 3 a task.
+    assert written <= 2 * n + int(wall) + 3, (written, wall)
