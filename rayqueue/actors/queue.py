@@ -751,11 +751,11 @@ class QueueActor:
             log.warning("task dead ({}): {}", rec.reason, err.message if err else "",
                         action="task_dead", reason=rec.reason)
 
-    async def started(self, task_ids: Sequence[str]) -> None:
-        """A worker says these leases (marked ``confirm``) have started: claims held
-        back for them may now take lower-priority work."""
+    async def started(self, refs: Sequence[tuple[str, int]]) -> None:
+        """A worker says these leases (task id, lease token; marked ``confirm``) have
+        started: claims held back for them may now take lower-priority work."""
         with self._lock:
-            self._core.started(task_ids)
+            self._core.started(refs)
         self._wake_parked()
 
     def _wake_parked(self) -> None:

@@ -277,7 +277,7 @@ class SyncRunner:
 
     def __init__(self, threads: int, worker: str, loop: asyncio.AbstractEventLoop,
                  deliver: Callable[[Done], None],
-                 started: Callable[[str], None] | None = None) -> None:
+                 started: Callable[[Lease], None] | None = None) -> None:
         #: waiting attempts as (-priority, arrival, lease, class); a stop is priority
         #: -inf, so it comes after every task
         self._waiting: list[tuple[float, int, Lease | None, type[Task[Any]] | None]] = []
@@ -291,7 +291,7 @@ class SyncRunner:
         #: told (on the loop) of each lease marked ``confirm`` as it starts
         self._started = started
         #: starts of marked leases not yet told; one wake-up carries all of them
-        self._starts: list[str] = []
+        self._starts: list[Lease] = []
         #: seconds a thread spends on one attempt, smoothed (None: none ran yet)
         self._pace: float | None = None
         #: threads waiting for work, and whether a submit woke one since hand_over
@@ -363,7 +363,7 @@ class SyncRunner:
                 return
             on_start = None
             if lease.confirm and self._started is not None:
-                on_start = functools.partial(self._tell_start, lease.task_id)
+                on_start = functools.partial(self._tell_start, lease)
             began = time.perf_counter()
             try:
                 outcome = run_sync(lease, cls, self._worker, self._loop, on_start)
@@ -386,11 +386,11 @@ class SyncRunner:
         threads = len(self._threads)
         return min(threads * per_thread, int(horizon * threads / max(pace, 1e-6)))
 
-    def _tell_start(self, task_id: str) -> None:
+    def _tell_start(self, lease: Lease) -> None:
         """A marked lease starts: tell the loop, one wake-up for the starts that come
         while it is pending (prefetched marked leases start back to back)."""
         with self._lock:
-            self._starts.append(task_id)
+            self._starts.append(lease)
             if len(self._starts) > 1:
                 return
         with contextlib.suppress(RuntimeError):  # a closed loop: exiting
@@ -400,8 +400,8 @@ class SyncRunner:
         with self._lock:
             starts, self._starts = self._starts, []
         assert self._started is not None
-        for task_id in starts:
-            self._started(task_id)
+        for lease in starts:
+            self._started(lease)
 
     def _hand_back(self, lease: Lease, outcome: Outcome, took: float) -> None:
         """Queue one outcome for the loop; wake the loop when it has work to do (see the

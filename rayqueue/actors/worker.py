@@ -153,7 +153,7 @@ class WorkerActor:
         self._flush_lock = asyncio.Lock()
         #: starts to confirm to the queue (leases marked ``confirm``), and the call
         #: sending them, if one is out
-        self._to_confirm: list[str] = []
+        self._to_confirm: list[tuple[str, int]] = []
         self._confirming: asyncio.Task[None] | None = None
         #: asyncio tasks of attempts run on the event loop (async tasks, first of a class)
         self._jobs: set[asyncio.Task[None]] = set()
@@ -480,7 +480,7 @@ class WorkerActor:
             return
         loop = asyncio.get_running_loop()
         # A lease marked ``confirm`` is confirmed right before its ``execute()``.
-        confirm = functools.partial(self._confirm, lease.task_id) if lease.confirm else None
+        confirm = functools.partial(self._confirm, lease) if lease.confirm else None
         if is_async(cls):
             outcome = await run_async(lease, cls, self._id, confirm)
         else:
@@ -498,28 +498,32 @@ class WorkerActor:
                 self._in_thread.discard(lease.task_id)
         self._deliver(lease, outcome)
 
-    def _confirm(self, task_id: str) -> None:
+    def _confirm(self, lease: Lease) -> None:
         """Tell the queue (soon, with other starts) that a lease marked ``confirm``
         started: lower-priority work waits for it. Runs on the event loop."""
-        self._to_confirm.append(task_id)
+        self._to_confirm.append((lease.task_id, lease.token))
         if self._confirming is None:
             self._confirming = asyncio.get_running_loop().create_task(self._send_confirms())
 
     async def _send_confirms(self) -> None:
         try:
             while self._to_confirm:
-                ids, self._to_confirm = self._to_confirm, []
+                refs, self._to_confirm = self._to_confirm, []
                 try:
-                    await bounded(self._queue.started.remote(ids), ANSWER_TIMEOUT_S)
+                    await bounded(self._queue.started.remote(refs), ANSWER_TIMEOUT_S)
                 except ray.exceptions.RayError:
                     # Lower work waits for these starts: send again those still running
                     # (a lease that ended confirms its start by its end).
-                    self._to_confirm = [i for i in ids if i in self._running] \
-                        + self._to_confirm
+                    self._to_confirm = [r for r in refs if self._holds(*r)] + self._to_confirm
                     if self._to_confirm:
                         await asyncio.sleep(CONFIRM_RETRY_S)
         finally:
             self._confirming = None
+
+    def _holds(self, task_id: str, token: int) -> bool:
+        """Whether this worker still runs that lease (not a newer one of the task)."""
+        held = self._running.get(task_id)
+        return held is not None and held.token == token
 
     def _task_log(self, lease: Lease) -> Any:
         return self._log.bind(task_id=lease.task_id, task=lease.task_name,

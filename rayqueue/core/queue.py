@@ -640,10 +640,15 @@ class QueueCore:
             return False
         return held[0] == worker
 
-    def started(self, task_ids: Iterable[str]) -> None:
-        """A worker confirms that these leases (marked ``confirm``) have started."""
-        for task_id in task_ids:
-            self._unconfirmed.pop(task_id, None)
+    def started(self, refs: Iterable[tuple[str, int]]) -> None:
+        """A worker confirms that these leases (task id, lease token; marked ``confirm``)
+        have started. A late confirmation of an older lease of the same task (its attempt
+        expired, the task was leased again) confirms nothing: the new lease has not
+        started, and lower work keeps waiting for it."""
+        for task_id, token in refs:
+            held = self._unconfirmed.get(task_id)
+            if held is not None and held[2] == token:
+                del self._unconfirmed[task_id]
 
     def take_held_back(self) -> set[str]:
         """The pools where a claim got nothing while a start was unconfirmed (then

@@ -801,12 +801,30 @@ def test_prefetch_to_a_worker_that_confirms_starts_is_marked_and_holds_lows_back
     rest = core.claim("b", 5, 0.0, confirm_starts=True)
     assert [x.priority for x in rest] == [90] * 5  # the last highs
     assert core.claim("c", 1, 0.0, prefetch=10, confirm_starts=True) == []  # held back
-    core.started(x.task_id for x in [*a, *b])
+    core.started((x.task_id, x.token) for x in [*a, *b])
     assert core.claim("c", 1, 0.0, confirm_starts=True) == []  # 5 highs not started yet
-    core.started(x.task_id for x in rest)
+    core.started((x.task_id, x.token) for x in rest)
     lows = core.claim("c", 1, 0.0, prefetch=10, confirm_starts=True)
     assert [x.priority for x in lows] == [10] * 10  # nothing below them: not marked
     assert not any(x.confirm for x in lows)
+
+
+def test_a_late_confirmation_of_an_expired_lease_does_not_confirm_its_new_lease(
+        core: QueueCore, clock: FakeClock) -> None:
+    """A worker's confirmation that arrives after its lease expired and the task was
+    leased again names the old lease: lows keep waiting for the new one to start."""
+    core.enqueue_many([NewTask("t", "{}", 90, task_id="high")]
+                      + [NewTask("t", "{}", 10) for _ in range(2)], clock.now())
+    [old] = core.claim("a", 1, clock.now(), confirm_starts=True)
+    clock.advance(core.config.lease_ttl + 1)
+    assert core.tick(clock.now()).expired == ("high",)
+    [fresh] = core.claim("b", 1, clock.now(), idle=True, confirm_starts=True)
+    assert (fresh.task_id, fresh.confirm) == ("high", True) and fresh.token != old.token
+    core.started([("high", old.token)])  # the expired attempt reached execute() late
+    assert core.claim("c", 1, clock.now(), confirm_starts=True) == []  # still held back
+    core.started([("high", fresh.token)])
+    [low] = core.claim("c", 1, clock.now(), confirm_starts=True)
+    assert low.priority == 10
 
 
 def test_lower_work_waits_for_the_confirmed_start_of_higher_work() -> None:
@@ -821,7 +839,7 @@ def test_lower_work_waits_for_the_confirmed_start_of_higher_work() -> None:
     assert core.claim("c", 1, 0.0, confirm_starts=True) == []  # h1, h2 not started yet
     assert core.take_held_back() == {"default"}
     assert core.take_held_back() == set()
-    core.started([h1.task_id])
+    core.started([(h1.task_id, h1.token)])
     assert core.claim("c", 1, 0.0, confirm_starts=True) == []  # h2 still not started
     core.complete_many([Outcome(h2.task_id, h2.token, result="null")], 0.0)  # an end
     [low] = core.claim("c", 1, 0.0, confirm_starts=True)
