@@ -11,7 +11,10 @@ in memory, with the SQLite journal (FULL) and with the PostgreSQL journal
 server), with four producers: the plain
 ``enqueue()`` loop, ``wait=False`` + ``flush()``, ``enqueue_many`` and
 ``enqueue_async``. For each case it prints the CPU each process spent per task and the
-batch sizes the queue actor actually saw on enqueue, claim and report calls.
+batch sizes the queue actor actually saw on enqueue, claim and report calls. The body's
+own CPU (the redis client's round trip, timed alone in the driver first) is subtracted
+from the workers' to give ``cpu_us_worker_overhead``: what rayqueue costs a worker per
+task beside the body, for both workers together.
 
 Run with ``make bench-real`` (``python -m bench.real [--quick] [--repeat 3]
 [--no-peers]``); figures go to ``bench/out/real.json``. Asserts nothing.
@@ -116,6 +119,20 @@ class Done:
                 raise TimeoutError("a task did not finish in 30 s")
             out.append((time.perf_counter() - t0) * 1e3)
         return out
+
+
+def body_cpu_us(port: int, n: int = 5_000) -> float:
+    """CPU microseconds of one task body run alone in this process (no queue around
+    it): the part of a worker's CPU per task that is the body, not rayqueue."""
+    task = RedisTask(port=port, key=f"body-{uuid.uuid4().hex[:8]}")
+    runs = []
+    for _ in range(3):
+        t0 = time.thread_time()
+        for _ in range(n):
+            task.execute()
+        runs.append(1e6 * (time.thread_time() - t0) / n)
+    redis_client(port).delete(task.key)
+    return statistics.median(runs)
 
 
 def _lat(values: list[float]) -> Figures:
@@ -229,9 +246,11 @@ class RayQueueBench:
     """rayqueue's side: one queue per (storage, slots), every producer style on it."""
 
     def __init__(self, port: int, tmp: Path, n: int, lat_n: int,
-                 postgres: LocalPostgres) -> None:
+                 postgres: LocalPostgres, body_us: float = 0.0) -> None:
         self.port, self.tmp, self.n, self.lat_n = port, tmp, n, lat_n
         self.postgres = postgres
+        #: the body's own CPU per task (``body_cpu_us``), taken off the workers' figure
+        self.body_us = body_us
 
     @contextmanager
     def queue(self, store: str, workers: int, slots: int) -> Iterator[TaskQueue[Any]]:
@@ -282,6 +301,7 @@ class RayQueueBench:
         out: Figures = {"enqueue_per_s": self.n / enq, "drain_per_s": self.n / wall}
         for role in ("queue", "worker", "metrics", "driver"):  # workers: both together
             out[f"cpu_us_{role}"] = 1e6 * (cpu1.get(role, 0.0) - cpu0.get(role, 0.0)) / self.n
+        out["cpu_us_worker_overhead"] = out["cpu_us_worker"] - self.body_us
         out |= self._batches(q, calls0)
         return out
 
@@ -371,6 +391,8 @@ def main() -> None:
 
     with redis_server(tmp) as port:
         os.environ["BENCH_REDIS_PORT"] = str(port)  # before the peers' apps are imported
+        results["body_cpu_us"] = body_us = body_cpu_us(port)
+        print(f"{'body alone (CPU per task)':<28} {body_us:.1f} us", flush=True)
         if not args.no_peers:  # before Ray starts: the peers get the machine to themselves
             record("peer/huey", lambda: huey_figures(port, n, lat_n, sleeps))
             record("peer/celery", lambda: celery_figures(port, n, lat_n, sleeps))
@@ -381,7 +403,7 @@ def main() -> None:
         try:
             if not args.no_peers:
                 record("peer/ray-tasks", lambda: ray_figures(port, n, lat_n))
-            bench = RayQueueBench(port, tmp, n, lat_n, postgres)
+            bench = RayQueueBench(port, tmp, n, lat_n, postgres, body_us)
             for store in STORES:
                 if store == "postgres" and not _postgres_ready(postgres, results):
                     continue
