@@ -62,10 +62,30 @@ def resolve(queue: str, task_name: str) -> type[Task[Any]]:
         blob = internal_kv._internal_kv_get(_key(queue, task_name), namespace=_NAMESPACE)
         if not blob:
             raise
+    return load_shipped(task_name, blob)
+
+
+def load_shipped(task_name: str, blob: bytes) -> type[Task[Any]]:
+    """The class a client shipped under ``task_name``, registered here.
+
+    Raises:
+        UnknownTaskError: it cannot be unpickled here (say, shipped by reference and
+            its module is missing).
+        TaskError: another class (of another module) is registered under its name.
+    """
     try:
         cls: type[Task[Any]] = cloudpickle.loads(blob)
     except Exception as err:  # e.g. shipped by reference and its module is missing here
         raise UnknownTaskError(task_name) from err
+    try:
+        known = lookup(task_name)
+    except UnknownTaskError:
+        known = None
+    if known is not None and known is not cls and known.__module__ == cls.__module__:
+        # Unpickling a class rebuilt by value imported its own module (for a type it
+        # names by reference), and the module registered the class itself: the same
+        # code, and the one the module's other names use.
+        return known
     # A class rebuilt by value gets its attributes (task_name included) after its
     # creation hook ran: register it again under its real name.
     register(cls)

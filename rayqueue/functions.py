@@ -169,9 +169,15 @@ def _task_class(fn: Callable[..., Any], options: dict[str, Any]) -> type[Task[An
     execute: Callable[[Task[Any]], Any] = run_async if is_async else run_sync
 
     namespace = {"__module__": fn.__module__, "__annotations__": annotations,
-                 # Not reachable as module.qualname: cloudpickle ships it by value, as
-                 # the codebook does for classes of scripts and notebooks.
-                 "__qualname__": f"{fn.__qualname__}.<task>",
+                 # Reachable as module.qualname (the decorated name is the FunctionTask,
+                 # whose ``task_class`` this is), so cloudpickle ships it by reference
+                 # when its module is importable, as any task class: a worker imports
+                 # the module and runs the class it defines. (By value, the copy clashed
+                 # with the module's own class in the registry once unpickling imported
+                 # the module for the result type: the first attempt on each fresh
+                 # worker failed.) In a script, a notebook or a function it goes by
+                 # value, as classes there do.
+                 "__qualname__": f"{fn.__qualname__}.task_class",
                  "__doc__": fn.__doc__, "execute": execute, **options, **defaults}
     return types.new_class(_class_name(fn), (Task[result],), {},  # type: ignore[valid-type]
                            lambda ns: ns.update(namespace))

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
+import subprocess
+import sys
 from typing import Any
 
 import pytest
+import ray.cloudpickle as cloudpickle
 from pydantic import BaseModel
 
 from rayqueue import (
@@ -69,3 +73,30 @@ def test_functions_that_cannot_be_payloads_are_refused() -> None:
         function_task(lambda *xs: 0)
     with pytest.raises(TaskError, match="takes a function"):
         function_task(Total)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("name", "module", "attr", "call"), [
+    ("shop.reserve_stock", "rayqueue.examples.inventory", "reserve_stock.task_class",
+     "cls(sku='a', quantity=2).execute().quantity"),
+    ("unit.factory.made", "tests.unit.factory_tasks", "Made", "cls(n=2).execute().n"),
+])
+def test_a_shipped_task_class_resolves_on_a_fresh_worker_to_its_modules_class(
+        name: str, module: str, attr: str, call: str) -> None:
+    """A process that never imported a task's module (a fresh worker) resolves the
+    class a client shipped to the class that module defines, registered once: a function
+    task's, and a factory's (shipped by value). A copy rebuilt by value clashed with the
+    module's own class in the registry once unpickling imported the module for the
+    result type: the first attempt on each fresh worker failed with TaskError."""
+    shipped: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        shipped = getattr(shipped, part)
+    blob = cloudpickle.dumps(shipped)
+    code = ("import sys\n"
+            "from rayqueue.codebook import load_shipped\n"
+            f"cls = load_shipped({name!r}, sys.stdin.buffer.read())\n"
+            f"import {module} as mod\n"
+            f"print(cls is mod.{attr}, {call})\n")
+    out = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True,
+                         timeout=120, check=False)
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    assert out.stdout.split() == [b"True", b"2"]
