@@ -142,6 +142,9 @@ class QueueActor:
         self._calls: dict[str, list[int]] = {k: [0, 0] for k in ("enqueue", "claim", "report")}
         self._timed_out: list[tuple[str, str]] = []
         self._ticker: asyncio.Task[None] | None = None
+        #: the default group's event loop (set by ``start``): parked claims, commits and
+        #: result waiters live on it; the ``control`` group runs on a loop of its own
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._io = ThreadPoolExecutor(1, thread_name_prefix="journal")
         self._waiters: list[asyncio.Future[None]] = []
         self._flush_handle: asyncio.Handle | None = None
@@ -175,7 +178,8 @@ class QueueActor:
     async def start(self) -> None:
         """Start the timer loop (idempotent)."""
         if self._ticker is None:
-            self._ticker = asyncio.get_running_loop().create_task(self._tick_loop())
+            self._loop = asyncio.get_running_loop()
+            self._ticker = self._loop.create_task(self._tick_loop())
 
     async def _tick_loop(self) -> None:
         last_flush = 0.0
@@ -593,7 +597,13 @@ class QueueActor:
         with self._lock:
             self._core.resume()
         self._log.info("queue resumed", action="queue_resumed")
-        self._wake_claims(None, 1 << 30)
+        # This runs on the control group's loop, in another thread: the parked claims'
+        # futures belong to the default loop, so they are woken there (setting them from
+        # here was not thread-safe, and their loop noticed only at its next wake-up).
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake_claims, None, 1 << 30)
+        else:
+            self._wake_claims(None, 1 << 30)
 
     # --------------------------------------------------------------- workers
     async def claim(self, request: ClaimRequest) -> ClaimReply:
