@@ -28,6 +28,7 @@ from rayqueue.actors import restarted
 from rayqueue.actors.journal import crashpoint, open_storage
 from rayqueue.actors.profiling import LoopProfiler
 from rayqueue.core.browse import TaskFilter
+from rayqueue.core.checks import check_lease_refs
 from rayqueue.core.clock import Clock, SystemClock
 from rayqueue.core.lease import Outcome
 from rayqueue.core.queue import QueueConfig, QueueCore, TickReport, ready_since
@@ -764,6 +765,7 @@ class QueueActor:
     async def started(self, refs: Sequence[tuple[str, int]]) -> None:
         """A worker says these leases (task id, lease token; marked ``confirm``) have
         started: claims held back for them may now take lower-priority work."""
+        refs = check_lease_refs("refs", refs)  # all checked before any is applied
         with self._lock:
             self._core.started(refs)
         self._wake_parked()
@@ -784,6 +786,7 @@ class QueueActor:
 
     async def heartbeat(self, refs: Sequence[tuple[str, int]]) -> list[bool]:
         """Extend leases; ``False`` tells the worker its lease is gone."""
+        refs = check_lease_refs("refs", refs)
         with self._lock:
             alive = self._core.heartbeat(refs, self._clock.now())
         await self._durable()
@@ -791,6 +794,7 @@ class QueueActor:
 
     async def release(self, refs: Sequence[tuple[str, int]]) -> list[bool]:
         """Give leased tasks back unrun (attempts not counted); False where stale."""
+        refs = check_lease_refs("refs", refs)  # a bad item changes nothing, not half
         now = self._clock.now()
         out: list[bool] = []
         with self._lock:

@@ -14,7 +14,12 @@ from typing import Any
 
 from rayqueue.core.record import Limit, NewTask, Step
 from rayqueue.core.retry import RetryPolicy, finite
-from rayqueue.errors import InvalidLimitError, InvalidTaskError, InvalidWorkflowError
+from rayqueue.errors import (
+    InvalidArgumentTypeError,
+    InvalidLimitError,
+    InvalidTaskError,
+    InvalidWorkflowError,
+)
 
 #: Longest task id, task name and pool name, in characters.
 MAX_TASK_ID = 256
@@ -149,3 +154,23 @@ def check_headers(headers: object) -> dict[str, str]:
 
 def _positive(x: Any) -> bool:
     return finite(x) is not None and x > 0
+
+
+def check_lease_refs(name: str, refs: object) -> list[tuple[str, int]]:
+    """``refs`` as (task id, lease token) pairs, checked whole before any is applied.
+
+    Raises:
+        InvalidArgumentTypeError: ``refs`` is not a list or tuple of such pairs (the
+            first bad item is named); nothing has been changed.
+    """
+    if not isinstance(refs, (list, tuple)):
+        raise InvalidArgumentTypeError(name, "expected a list of (task id, lease token) "
+                                             f"pairs, got {type(refs).__name__}")
+    out: list[tuple[str, int]] = []
+    for item in refs:
+        if not (isinstance(item, (tuple, list)) and len(item) == 2
+                and isinstance(item[0], str) and type(item[1]) is int):
+            raise InvalidArgumentTypeError(name, "expected (task id, lease token) pairs, "
+                                                 f"got {item!r:.80}")
+        out.append((item[0], item[1]))
+    return out

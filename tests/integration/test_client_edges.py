@@ -8,9 +8,17 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import pytest
+import ray
 
 import rayqueue
-from rayqueue import InvalidArgumentError, QueueClosedError, RetryPolicy, Task
+from rayqueue import (
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    QueueClosedError,
+    RetryPolicy,
+    Task,
+)
+from rayqueue.config import NAMESPACE, actor_name
 
 MakeQueue = Callable[..., rayqueue.TaskQueue[Any]]
 
@@ -45,3 +53,25 @@ def test_fail_unprintable_then_shutdown_refuses_enqueues(make_queue: MakeQueue) 
     q.shutdown(timeout=5)
     with pytest.raises(QueueClosedError, match="shut down"):  # was RuntimeError
         q.enqueue(Manual())
+
+
+def test_lease_calls_check_every_item_before_applying_any(make_queue: MakeQueue) -> None:
+    """The queue actor's lease calls (release, heartbeat, started: what workers send)
+    refuse a malformed item with InvalidArgumentTypeError before touching any lease, so
+    a bad item never leaves half the call applied. (release gave back the items before
+    the bad one, then failed with a bare ValueError.)"""
+    q = make_queue(name="t-leasecalls")
+    handles = [q.enqueue(Manual(), wait=True) for _ in range(2)]
+    claimed = [q.dequeue(timeout=5, pool="by-hand") for _ in handles]
+    assert all(c is not None for c in claimed)
+    first = claimed[0]
+    assert first is not None
+    ref = (first.id, first.lease.token)
+    actor = ray.get_actor(actor_name("t-leasecalls", "queue"), namespace=NAMESPACE)
+    for method, bad in [("release", [ref, "bad"]), ("release", [ref, (first.id, True)]),
+                        ("heartbeat", "not a list"), ("started", ["t1"])]:
+        with pytest.raises(InvalidArgumentTypeError, match="lease token"):
+            ray.get(getattr(actor, method).remote(bad), timeout=30)
+    assert q.get(first.id).state == "leased"  # not given back by the refused release
+    assert ray.get(actor.release.remote([ref]), timeout=30) == [True]
+    assert q.get(first.id).state == "ready"
