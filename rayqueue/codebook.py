@@ -76,12 +76,12 @@ def load_shipped(task_name: str, blob: bytes) -> type[Task[Any]]:
     try:
         cls: type[Task[Any]] = cloudpickle.loads(blob)
     except Exception as err:  # e.g. shipped by reference and its module is missing here
-        raise UnknownTaskError(task_name) from err
+        raise UnknownTaskError(task_name, f"{type(err).__name__}: {err}"[:300]) from err
     try:
         known = lookup(task_name)
     except UnknownTaskError:
         known = None
-    if known is not None and known is not cls and known.__module__ == cls.__module__:
+    if known is not None and known is not cls and _same_definition(known, cls):
         # Unpickling a class rebuilt by value imported its own module (for a type it
         # names by reference), and the module registered the class itself: the same
         # code, and the one the module's other names use.
@@ -90,3 +90,11 @@ def load_shipped(task_name: str, blob: bytes) -> type[Task[Any]]:
     # creation hook ran: register it again under its real name.
     register(cls)
     return cls
+
+
+def _same_definition(known: type[Task[Any]], copy: type[Task[Any]]) -> bool:
+    """Whether ``copy`` (rebuilt by value, its qualified name lost) is the class its
+    module defines as ``known``: same module, class name and payload fields. Anything
+    else under one task name stays a clash (``register`` raises)."""
+    return (known.__module__ == copy.__module__ and known.__name__ == copy.__name__
+            and set(known.model_fields) == set(copy.model_fields))

@@ -75,11 +75,15 @@ class TaskError(RayQueueError):
 class UnknownTaskError(TaskError):
     """No registered task class has this name."""
 
-    def __init__(self, task_name: str) -> None:
+    def __init__(self, task_name: str, cause: str | None = None) -> None:
         self.task_name = task_name
+        #: why a class shipped under this name could not be loaded here, if one was
+        self.cause = cause
+        why = f" (the shipped class does not load here: {cause})" if cause else ""
         super().__init__(
-            f"unknown task name {task_name!r}: define (and import) a Task subclass with "
-            "this name in the process that runs it"
+            f"unknown task name {task_name!r}{why}: define (and import) a Task subclass "
+            "with this name in the process that runs it, or make its module importable "
+            "there"
         )
 
 

@@ -6,7 +6,8 @@ import asyncio
 import importlib
 import subprocess
 import sys
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 import ray.cloudpickle as cloudpickle
@@ -17,10 +18,14 @@ from rayqueue import (
     InvalidPayloadError,
     Priority,
     RetryPolicy,
+    Task,
     TaskError,
     function_task,
 )
+from rayqueue.codebook import _same_definition
 from rayqueue.task import decode_payload, encode_payload, lookup, to_new_task
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Total(BaseModel):
@@ -75,13 +80,13 @@ def test_functions_that_cannot_be_payloads_are_refused() -> None:
         function_task(Total)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("name", "module", "attr", "call"), [
+@pytest.mark.parametrize(("name", "module", "attr", "call", "by_value"), [
     ("shop.reserve_stock", "rayqueue.examples.inventory", "reserve_stock.task_class",
-     "cls(sku='a', quantity=2).execute().quantity"),
-    ("unit.factory.made", "tests.unit.factory_tasks", "Made", "cls(n=2).execute().n"),
+     "cls(sku='a', quantity=2).execute().quantity", False),
+    ("unit.factory.made", "tests.unit.factory_tasks", "Made", "cls(n=2).execute().n", True),
 ])
 def test_a_shipped_task_class_resolves_on_a_fresh_worker_to_its_modules_class(
-        name: str, module: str, attr: str, call: str) -> None:
+        name: str, module: str, attr: str, call: str, by_value: bool) -> None:
     """A process that never imported a task's module (a fresh worker) resolves the
     class a client shipped to the class that module defines, registered once: a function
     task's, and a factory's (shipped by value). A copy rebuilt by value clashed with the
@@ -91,12 +96,33 @@ def test_a_shipped_task_class_resolves_on_a_fresh_worker_to_its_modules_class(
     for part in attr.split("."):
         shipped = getattr(shipped, part)
     blob = cloudpickle.dumps(shipped)
+    # a function task's class of an importable module goes by reference, as classes do
+    assert (b"_make_skeleton_class" in blob) is by_value
     code = ("import sys\n"
             "from rayqueue.codebook import load_shipped\n"
             f"cls = load_shipped({name!r}, sys.stdin.buffer.read())\n"
             f"import {module} as mod\n"
             f"print(cls is mod.{attr}, {call})\n")
     out = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True,
-                         timeout=120, check=False)
+                         cwd=ROOT, timeout=60, check=False)
     assert out.returncode == 0, out.stderr.decode()[-2000:]
     assert out.stdout.split() == [b"True", b"2"]
+
+
+def test_a_shipped_class_that_differs_from_its_modules_class_is_a_clash() -> None:
+    """The module's own class is taken for a shipped copy only when it is the same
+    definition (module, class name, fields): a class of another shape under the same
+    task name still raises the registry's clash."""
+    from tests.unit.factory_tasks import Counted, Made
+
+    class Made2(Task[Counted]):  # another shape, same module and task name
+        task_name: ClassVar[str] = "unit.factory.made.clash"
+        m: int
+
+        def execute(self) -> Counted:
+            return Counted(n=self.m)
+
+    Made2.__module__ = Made.__module__
+    Made2.__name__ = Made2.__qualname__ = "Made"
+    assert not _same_definition(Made, Made2)
+    assert _same_definition(Made, Made)
