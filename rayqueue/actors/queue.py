@@ -636,6 +636,7 @@ class QueueActor:
                                   len(returned), action="lease_reconciled", worker=worker)
                 self._wake_claims(pool, len(returned))
         deadline = loop.time() + max(0.0, wait)
+        parked = False
         while True:
             now = self._clock.now()
             with self._lock:
@@ -650,6 +651,7 @@ class QueueActor:
                 reported = None
             fut: asyncio.Future[None] = loop.create_future()
             self._claims.setdefault(pool, deque()).append(fut)
+            parked = True
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(fut, deadline - loop.time())
         tally = self._calls["claim"]
@@ -667,7 +669,16 @@ class QueueActor:
         # from due (or, after a lost attempt, from the loss) to start
         waits = [max(0.0, now - (ready_since(rec) if (rec := find(lease.task_id)) is not None
                                  else now)) for lease in leases]
-        await self._durable()
+        try:
+            await self._durable()
+        except StorageError:
+            if not parked:
+                raise
+            # Woken by work whose commit then failed (an enqueue wakes the waiting
+            # claims before it commits, so their leases share its commit): the rollback
+            # voided these leases with it. The worker claims again, as it would after an
+            # empty long-poll, rather than back off as from a failed call of its own.
+            return ClaimReply(pack_leases([]))
         crashpoint("claim.after_commit_before_reply")
         start = self._tally.start
         for lease, wait_s in zip(leases, waits, strict=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -257,3 +258,48 @@ def _get_or_none(q: rayqueue.TaskQueue[Any], task_id: str) -> rayqueue.TaskInfo 
         return q.get(task_id)
     except rayqueue.QueueUnavailableError:
         return None
+
+
+def _failed_enqueue_under_a_waiting_claim(actor: Any) -> None:
+    """In the queue actor: park a claim of a pool no worker serves, arm the journal to
+    fail, enqueue one task of that pool, and note what the enqueue and the claim got."""
+    from rayqueue.core.record import NewTask
+    from rayqueue.protocol import ClaimRequest, unpack_leases
+
+    async def scenario() -> None:
+        claim = asyncio.ensure_future(actor.claim(ClaimRequest("probe", "probe-pool", 1, 30.0)))
+        while not actor._claims.get("probe-pool"):
+            await asyncio.sleep(0)  # one loop turn: until the claim has parked
+        actor._storage.armed = True
+        try:
+            await actor.enqueue_many([NewTask("t", "{}", 50, pool="probe-pool")])
+            enqueue = "enqueued"
+        except rayqueue.StorageError as err:
+            enqueue = type(err).__name__
+        finally:
+            actor._storage.armed = False
+        try:
+            got: Any = ("reply", len(unpack_leases((await claim).leases)))
+        except rayqueue.StorageError as err:
+            got = ("raised", type(err).__name__)
+        actor.probe_result = (enqueue, got, dict(actor._storage.injected))
+
+    actor._loop.call_soon_threadsafe(lambda: actor._loop.create_task(scenario()))
+
+
+def test_16b_a_failed_enqueue_voids_the_lease_of_the_claim_it_woke(
+        make_queue: MakeQueue, tmp_path: Path) -> None:
+    """An enqueue wakes the waiting claims before it commits (their leases share its
+    commit). When that commit fails, the woken claim's lease is void with it: the claim
+    answers no task, as an empty long-poll does, rather than fail the worker's call."""
+    q = make_queue(journal=str(tmp_path / "q.sqlite"),
+                   queue_env={"RAYQUEUE_STORAGE_FAULTS": "full=1.0"})
+    in_queue_actor(q, lambda actor: setattr(actor._storage, "armed", False))
+    in_queue_actor(q, _failed_enqueue_under_a_waiting_claim)
+    enqueue, claim, injected = wait_for(
+        lambda: in_queue_actor(q, lambda actor: getattr(actor, "probe_result", None)),
+        what="the scenario in the queue actor")
+    assert injected.get("full") == 1  # the fault happened: the enqueue's commit failed
+    assert enqueue == "StorageFullError"
+    assert claim == ("reply", 0)  # no lease from the void commit, and no error
+    assert q.stats().size == 0  # nothing of the failed enqueue stayed
