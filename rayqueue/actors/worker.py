@@ -475,10 +475,7 @@ class WorkerActor:
             failure = Failure(ErrorInfo.from_exception(exc), retryable=True,
                               retry_delay=min(2.0 ** lease.attempt, 30.0), reason="unknown_task")
             self._deliver(lease, Outcome(lease.task_id, lease.token, failure=failure))
-            self._task_log(lease).warning(
-                "no class for task {!r}{}", lease.task_name,
-                f" (the shipped class does not load here: {exc.cause})" if exc.cause else "",
-                action="task_unknown")
+            self._task_log(lease).warning("{}", exc, action="task_unknown")  # says why
             return
         loop = asyncio.get_running_loop()
         # A lease marked ``confirm`` is confirmed right before its ``execute()``.
