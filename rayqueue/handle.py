@@ -23,6 +23,7 @@ from rayqueue.errors import (
     TaskNotFoundError,
 )
 from rayqueue.info import TaskInfo
+from rayqueue.sender import settled
 from rayqueue.task import Task, decode_result, encode_result
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ class TaskHandle(Generic[R]):
         """Like :meth:`result`, without blocking the event loop."""
         check_timeout("timeout", timeout, allow_none=True)
         if self._sent is not None:
-            await asyncio.wait_for(asyncio.wrap_future(self._sent), timeout)
+            await asyncio.wait_for(settled(self._sent), timeout)
         info = (await self._queue.wait_async([self.id], timeout))[0]
         return self.value_of(info, timeout)
 
