@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -174,30 +173,17 @@ class _Budget:
 
 
 def _retrying(call: Callable[[], Any], timeout: float, *, hold: float = 0.0,
-              retry_full: bool = False, spent: float = 0.0, first: Any = None) -> Any:
+              retry_full: bool = False, spent: float = 0.0) -> Any:
     """Run an idempotent actor call, retrying with backoff while the actor is unreachable
-    or busy (and, with ``retry_full``, while the queue is full); see :class:`_Budget`.
-    ``first``: the reference of a first attempt already submitted (see :func:`begun`)."""
+    or busy (and, with ``retry_full``, while the queue is full); see :class:`_Budget`."""
     budget = _Budget(timeout, hold, spent)
     retry_on = _retryable(retry_full)
     while True:
         began = time.monotonic()
         try:
-            ref, first = (first if first is not None else _submit(call)), None
-            return _get(ref, timeout=hold + ANSWER_TIMEOUT_S)
+            return _get(_submit(call), timeout=hold + ANSWER_TIMEOUT_S)
         except retry_on as err:
             time.sleep(budget.after(began, err))  # backing off between retries
-
-
-def begun(call: Callable[[], Any], timeout: float, *,
-          retry_full: bool = False) -> Callable[[], Any]:
-    """Submit ``call`` now; what it returns waits for the answer, retrying as
-    :func:`_retrying` does. A refusal at submission is retried there, not raised here."""
-    try:
-        first = _submit(call)
-    except RayQueueError:
-        first = None
-    return functools.partial(_retrying, call, timeout, retry_full=retry_full, first=first)
 
 
 def _retryable(retry_full: bool) -> tuple[type[BaseException], ...]:

@@ -29,7 +29,6 @@ from rayqueue.calls import (
     _get,
     _retrying,
     _retrying_all,
-    begun,
 )
 from rayqueue.config import (
     MAX_POOL_WORKERS,
@@ -114,7 +113,7 @@ class TaskQueue(Generic[T]):
         self._closed_here = False
         #: this client shut the queue down (its actors are gone)
         self._shut_down = False
-        self._sender = Sender(self._send_news, name, begin=self._begin_news)
+        self._sender = Sender(self._send_news, name)
         #: this producer's middleware hooks (before_enqueue, after_enqueue)
         self._hooks = Hooks(middleware)
         # Every task class this process knows goes to the workers' codebook now: after
@@ -431,16 +430,6 @@ class TaskQueue(Generic[T]):
                       if isinstance(a, BaseException) for _, n in p]
             raise PartialEnqueueError(done, failed, errors[0]) from errors[0]
         return unsplit(len(news), parts.values(), answers)
-
-    def _begin_news(self, news: list[NewTask]) -> Callable[[], list[str]]:
-        """For the sender: submit the call for ``news`` now (one shard); what finishes it.
-        A sharded queue's calls are left to the sender's thread."""
-        if len(self._shards) != 1:
-            return functools.partial(self._send_news, news)
-        blob = pack_news(news)
-        finish: Callable[[], list[str]] = begun(
-            lambda: self._actor.enqueue_many.remote(blob), self.retry_timeout)
-        return finish
 
     def _settle(self) -> None:
         """Wait until the enqueues this client made so far are answered, so that what

@@ -8,11 +8,6 @@ way a database groups commits). Concurrent callers, threads or coroutines, share
 calls; a caller who does not wait gets its handle back at once and learns of the result
 with ``flush()`` (as Kafka's producer ``send``/``flush``).
 
-With a ``begin`` function, a caller who finds no call in flight starts the call
-itself (Ray's ``.remote()`` returns at once), and the thread only waits for its answer:
-an idle producer's task is on the wire without first handing over to the thread
-(about a third of a millisecond of a 1-ms-per-message budget on a small machine).
-
 Each submission succeeds or fails as a whole, on its own: when a batch of several is
 refused for something one of them did (a duplicate id, say), each is sent again alone,
 so one caller's bad task never fails another caller's.
@@ -49,21 +44,14 @@ MAX_BATCH = 5_000
 _SHARED_ERRORS = (QueueUnavailableError, QueueBusyError, StorageError)
 
 Send = Callable[[list[NewTask]], list[str]]
-#: Starts the call for a batch at once and returns what finishes it (waits for the
-#: answer, retrying as ``Send`` would): the first half of ``Send``, for the caller.
-Begin = Callable[[list[NewTask]], Callable[[], list[str]]]
 Batch = list[tuple[list[NewTask], Future[list[str]]]]
 
 
 class Sender:
     """A FIFO of enqueue submissions and the thread that sends them in batches."""
 
-    def __init__(self, send: Send, name: str = "queue", max_batch: int = MAX_BATCH,
-                 begin: Begin | None = None) -> None:
+    def __init__(self, send: Send, name: str = "queue", max_batch: int = MAX_BATCH) -> None:
         self._send = send
-        self._begin = begin
-        #: a call a caller began, for the thread to finish
-        self._begun: tuple[Batch, Callable[[], list[str]]] | None = None
         self._max_batch = max_batch
         self._name = name
         self._pending: deque[tuple[list[NewTask], Future[list[str]]]] = deque()
@@ -82,7 +70,6 @@ class Sender:
     def submit(self, news: Sequence[NewTask], *, start: bool = True) -> Future[list[str]]:
         """Queue ``news`` for sending; the future gives their ids once they are durable."""
         fut: Future[list[str]] = Future()
-        lead = None
         with self._cond:
             if self._closed:
                 raise QueueClosedError(f"the client of queue {self._name!r} was shut down: "
@@ -90,33 +77,12 @@ class Sender:
             self._pending.append((list(news), fut))
             self._inflight += 1
             self._submitted += 1
-            if start and self._begin is not None and not self._sending:
-                lead = self._take_now()  # nothing in flight: this caller starts the call
             if start and self._thread is None:
                 self._thread = threading.Thread(target=self._run, daemon=True,
                                                 name=f"rayqueue-sender-{self._name}")
                 self._thread.start()
             self._cond.notify_all()
-        if lead is not None:
-            self._lead(lead)
         return fut
-
-    def _lead(self, batch: Batch) -> None:
-        """Start the call for ``batch`` here, and leave its answer to the thread."""
-        assert self._begin is not None
-        finish: Callable[[], list[str]] | None = None
-        try:
-            finish = self._begin([new for news, _ in batch for new in news])
-        except Exception as err:
-            finish = functools.partial(_raise, err)
-        finally:
-            if finish is None:  # interrupted inside the call (Ctrl-C): it may have gone
-                finish = functools.partial(_raise, QueueUnavailableError(
-                    "enqueue interrupted; the task may or may not be in the queue: retry "
-                    "with the same task id to be safe"))
-            with self._cond:
-                self._begun = (batch, finish)
-                self._cond.notify_all()
 
     def send(self, news: Sequence[NewTask]) -> list[str]:
         """Submit ``news`` and wait for their ids.
@@ -187,10 +153,9 @@ class Sender:
             fut.set_running_or_notify_cancel()
         return batch
 
-    def _deliver_and_count(self, batch: Batch,
-                           finish: Callable[[], list[str]] | None = None) -> None:
+    def _deliver_and_count(self, batch: Batch) -> None:
         try:
-            self._deliver(batch, finish)
+            self._deliver(batch)
         finally:
             with self._cond:
                 self._sending = False
@@ -200,30 +165,22 @@ class Sender:
 
     def _run(self) -> None:
         while True:
-            finish = None
-            batch: Batch | None
             with self._cond:
-                self._cond.wait_for(lambda: self._begun is not None
-                                    or (self._pending and not self._sending)
-                                    or (self._closed and not self._pending
-                                        and not self._sending))
-                if self._begun is not None:
-                    (batch, finish), self._begun = self._begun, None
-                elif not self._pending:
+                self._cond.wait_for(lambda: (self._pending and not self._sending)
+                                    or (self._closed and not self._pending))
+                if not self._pending:
                     return  # closed, and everything was sent
-                else:
-                    batch = self._take_now()
+                batch = self._take_now()
             if batch is not None:
                 try:
-                    self._deliver_and_count(batch, finish)
+                    self._deliver_and_count(batch)
                 except Exception as err:  # the thread must outlive any one batch
                     logger.error("enqueue sender: {}\n{}", err, traceback_of(err),
                                  action="enqueue_sender_failed")
 
-    def _deliver(self, batch: Batch, finish: Callable[[], list[str]] | None = None) -> None:
+    def _deliver(self, batch: Batch) -> None:
         try:
-            ids = finish() if finish is not None else \
-                self._send([new for news, _ in batch for new in news])
+            ids = self._send([new for news, _ in batch for new in news])
         except PartialEnqueueError as err:
             # A sharded queue: settle each submission by its own ids.
             done = set(err.enqueued)
@@ -282,10 +239,6 @@ class Sender:
             fut.set_exception(err)
 
 
-def _raise(err: BaseException) -> list[str]:
-    raise err
-
-
 def settled(fut: Future[list[str]]) -> asyncio.Future[list[str]]:
     """``asyncio.wrap_future(fut)`` for a submission, on the running loop, with one
     wake-up of the loop per answered batch rather than one per submission.
@@ -296,9 +249,12 @@ def settled(fut: Future[list[str]]) -> asyncio.Future[list[str]]:
     """
     loop = asyncio.get_running_loop()
     with _WAKERS_LOCK:
-        waker = _WAKERS.get(loop)
-        if waker is None:
-            waker = _WAKERS[loop] = _Waker(loop)
+        try:
+            waker = _WAKERS.get(loop)
+            if waker is None:
+                waker = _WAKERS[loop] = _Waker(loop)
+        except TypeError:  # a loop that cannot be weakly referenced (some C loops)
+            return asyncio.wrap_future(fut)
     out: asyncio.Future[list[str]] = loop.create_future()
     fut.add_done_callback(functools.partial(waker.add, out))
     return out

@@ -225,17 +225,3 @@ def test_stop_raises_what_the_task_raised() -> None:
             await calls.stop(task)
 
     asyncio.run(main())
-
-
-def test_a_begun_call_is_submitted_at_once_and_retried_on_the_usual_terms(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    script = Script(monkeypatch, [(0.01, unreachable()), (0.01, "answer")])
-    finish = calls.begun(script.call, 10.0)
-    assert (script.submitted, script.attempts) == (1, 0)  # on the wire, not waited for
-    assert finish() == "answer"
-    assert (script.submitted, script.attempts) == (2, 2)  # its reply lost: sent again
-    # An actor that refuses every call: given up on after the timeout, as _retrying is.
-    script = Script(monkeypatch, [(0.01, unreachable())] * 1_000)
-    with pytest.raises(QueueUnavailableError):
-        calls.begun(script.call, 10.0)()
-    assert 9.0 <= script.now <= 10.0

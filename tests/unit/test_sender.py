@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -209,75 +208,6 @@ def test_a_partial_batch_settles_each_submission_by_its_own_ids() -> None:
     with pytest.raises(StorageError, match="shard 1"):
         rest[1].result(10)
     assert calls == [["id-0"], ["id-1", "id-2", "id-3"]]  # a shared error: no re-sends
-
-
-class Begins:
-    """A begin function: starts each call in the caller's thread (recording which), and
-    finishes it wherever the returned function runs (recording that too)."""
-
-    def __init__(self, fail_begin: bool = False, refuse: set[str] | None = None) -> None:
-        self.begun_in: list[str] = []
-        self.finished_in: list[str] = []
-        self.gate = threading.Event()
-        self.fail_begin = fail_begin
-        self.refuse = refuse or set()
-
-    def __call__(self, news: list[NewTask]) -> Callable[[], list[str]]:
-        self.begun_in.append(threading.current_thread().name)
-        if self.fail_begin:
-            raise QueueUnavailableError("refused at submission")
-        ids = [n.task_id or "" for n in news]
-
-        def finish() -> list[str]:
-            self.finished_in.append(threading.current_thread().name)
-            self.gate.wait(10)
-            if self.refuse.intersection(ids):
-                raise DuplicateTaskError(sorted(self.refuse.intersection(ids))[0])
-            return ids
-        return finish
-
-
-def test_an_idle_senders_first_call_starts_in_the_callers_thread_and_ends_in_its_own() -> None:
-    """No call in flight: the caller starts it (no hand-off before the task is on the
-    wire); the sender's thread waits for the answer, and what comes meanwhile rides in
-    the next call, sent by that thread."""
-    send = GatedSend()
-    begin = Begins()
-    sender = Sender(send, name="q", begin=begin)
-    first = sender.submit([_new(0)])
-    assert begin.begun_in == [threading.current_thread().name]
-    rest = [sender.submit([_new(i)]) for i in range(1, 4)]
-    assert len(begin.begun_in) == 1  # a call is in flight: these wait for it
-    begin.gate.set()
-    send.gate.set()
-    assert first.result(10) == ["id-0"]
-    assert [f.result(10) for f in rest] == [["id-1"], ["id-2"], ["id-3"]]
-    assert begin.finished_in == ["rayqueue-sender-q"]
-    assert send.calls == [["id-1", "id-2", "id-3"]]
-    assert sender.pending == 0
-
-
-def test_a_failure_to_start_the_call_fails_that_submission_only() -> None:
-    send = GatedSend()
-    send.gate.set()
-    sender = Sender(send, begin=Begins(fail_begin=True))
-    first = sender.submit([_new(0)])
-    with pytest.raises(QueueUnavailableError, match="refused at submission"):
-        first.result(10)
-    assert sender.flush(10) and sender.pending == 0
-    assert len(sender.take_errors()) == 1
-
-
-def test_a_refusal_of_a_begun_call_stays_with_its_submission() -> None:
-    send = GatedSend()
-    send.gate.set()
-    begin = Begins(refuse={"id-0"})
-    begin.gate.set()
-    sender = Sender(send, begin=begin)
-    with pytest.raises(DuplicateTaskError):
-        sender.submit([_new(0)]).result(10)
-    assert sender.submit([_new(1)]).result(10) == ["id-1"]  # the next starts afresh
-    assert len(begin.begun_in) == 2 and send.calls == []
 
 
 def test_coroutines_awaiting_one_batch_are_woken_together_each_with_its_own_answer() -> None:
