@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import contextlib
 import functools
 import threading
 import weakref
@@ -147,8 +146,9 @@ class Sender:
             item = self._pending.popleft()
             size += len(item[0])
             batch.append(item)
-        # From here on a future cannot be cancelled; one cancelled before (its coroutine
-        # was cancelled) is still sent: the task may well be wanted, and it is harmless.
+        # From here on a future cannot be cancelled; one cancelled before (by a caller's
+        # own fut.cancel(): awaiting through settled() never cancels it) is still sent:
+        # the task may well be wanted, and it is harmless.
         for _, fut in batch:
             fut.set_running_or_notify_cancel()
         return batch
@@ -177,6 +177,9 @@ class Sender:
                 except Exception as err:  # the thread must outlive any one batch
                     logger.error("enqueue sender: {}\n{}", err, traceback_of(err),
                                  action="enqueue_sender_failed")
+                # not kept while the thread waits: its futures' waiters (and their
+                # event loops) are the callers' to keep
+                batch = None
 
     def _deliver(self, batch: Batch) -> None:
         try:
@@ -213,7 +216,7 @@ class Sender:
             # for room.
             for at, (news, fut) in enumerate(batch):
                 self._deliver([(news, fut)])
-                full = fut.exception() if fut.done() else None
+                full = fut.exception() if fut.done() and not fut.cancelled() else None
                 if isinstance(full, QueueFullError):
                     for later, later_fut in batch[at + 1:]:
                         self._fail(later_fut, QueueFullError(full.max_size, len(later)))
@@ -264,7 +267,9 @@ class _Waker:
     """Answered submissions waiting to be handed to one event loop's futures."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        #: weakly: the table of wakers is keyed by the loop, so a strong reference here
+        #: would keep every loop that ever awaited an enqueue (and its pipe) alive
+        self._loop = weakref.ref(loop)
         self._lock = threading.Lock()
         self._ready: list[tuple[asyncio.Future[list[str]], Future[list[str]]]] = []
 
@@ -274,8 +279,14 @@ class _Waker:
             self._ready.append((out, fut))
             if len(self._ready) > 1:
                 return  # a wake-up is on its way and will take this one too
-        with contextlib.suppress(RuntimeError):  # the loop was closed: nobody waits
-            self._loop.call_soon_threadsafe(self._hand_over)
+        loop = self._loop()
+        try:
+            if loop is None:
+                raise RuntimeError("the loop is gone")
+            loop.call_soon_threadsafe(self._hand_over)
+        except RuntimeError:  # the loop was closed: nobody waits, keep nothing
+            with self._lock:
+                self._ready.clear()
 
     def _hand_over(self) -> None:
         with self._lock:

@@ -215,7 +215,6 @@ def test_coroutines_awaiting_one_batch_are_woken_together_each_with_its_own_answ
     write to the loop's pipe), and each waiter still gets its own ids or its own error;
     a waiter cancelled meanwhile changes nothing for the others."""
     import asyncio
-    import concurrent.futures
 
     from rayqueue.sender import settled
 
@@ -243,7 +242,8 @@ def test_coroutines_awaiting_one_batch_are_woken_together_each_with_its_own_answ
         send.gate.set()
         # Hold the loop while every submission is answered (id-7's batch is refused,
         # then each is sent alone): all the answers come while no wake-up has run.
-        concurrent.futures.wait(subs, timeout=10)
+        # (flush, not a wait on the futures: it returns once their callbacks have run.)
+        assert sender.flush(10)
         got = await asyncio.gather(*waits, return_exceptions=True)
         return got, wakeups
 
@@ -253,3 +253,41 @@ def test_coroutines_awaiting_one_batch_are_woken_together_each_with_its_own_answ
     assert isinstance(got[6], DuplicateTaskError)  # id-7's own refusal, only its own
     assert sum(isinstance(g, list) for g in got) == 98
     assert wakeups == 1  # wrap_future: one per submission, 100
+
+
+def test_a_loop_that_awaited_an_enqueue_is_not_kept_alive_nor_anything_it_left() -> None:
+    import asyncio
+    import gc
+    import weakref
+
+    from rayqueue.sender import _WAKERS, settled
+
+    send = GatedSend()
+    send.gate.set()
+    sender = Sender(send)
+
+    async def main() -> weakref.ref[asyncio.AbstractEventLoop]:
+        assert await settled(sender.submit([_new(0)])) == ["id-0"]
+        return weakref.ref(asyncio.get_running_loop())
+
+    gone = asyncio.run(main())
+    gc.collect()
+    assert gone() is None  # the table of wakers holds its loops weakly
+
+    # A loop closed before its submission is answered: the answer is dropped, not kept.
+    loop = asyncio.new_event_loop()
+    late = Sender(GatedSend())  # its first call blocks until the gate opens
+    sub = late.submit([_new(1)])
+    loop.run_until_complete(asyncio.sleep(0))
+    waiting = loop.run_until_complete(_settled_later(sub))
+    loop.close()
+    assert late._send.entered.wait(10)  # type: ignore[attr-defined]
+    late._send.gate.set()  # type: ignore[attr-defined]
+    assert late.flush(10) and sub.result() == ["id-1"]
+    assert _WAKERS[loop]._ready == [] and not waiting.done()
+
+
+async def _settled_later(fut: Any) -> Any:
+    from rayqueue.sender import settled
+
+    return settled(fut)  # the asyncio future, not awaited
