@@ -279,7 +279,10 @@ def _check_side(main: Path, found: Inspection, side: SideFile | None, wal: bool)
     if side.open and not wal:
         raise JournalCorruptError(str(main), "the queue that had it open stopped without "
                                   "closing it, and its write-ahead log (-wal) is gone: the "
-                                  "commits it held are lost. If you know it held none, delete "
+                                  "commits it held are lost, unless another SQLite program "
+                                  "opened the journal since (the sqlite3 shell, say: closing "
+                                  "it folds the log into the main file and deletes it, and "
+                                  "then nothing was lost). If you know it held none, delete "
                                   "the side file to accept the journal as it is")
     if journal_id is None:
         raise JournalCorruptError(str(main), f"its side file names journal {side.journal_id} "

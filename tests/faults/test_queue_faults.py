@@ -73,7 +73,11 @@ def test_6_queue_actor_killed_under_load(make_queue: MakeQueue, ledger_path: str
     # The leases outstanding when it died, as its journal holds them (the sample above
     # is taken before the kill, and workers' claims lease more in between: a bound of
     # that sample alone failed once, 7 re-runs against 4 sampled).
-    with contextlib.closing(sqlite3.connect(tmp_path / "q.sqlite")) as db:
+    # Read-only: a read-write connection, the last to close, folds the dead actor's log
+    # into the main file and deletes it, and the restarted actor then refuses the
+    # journal (its log is gone) whenever it opens it after this read.
+    with contextlib.closing(sqlite3.connect(f"file:{tmp_path / 'q.sqlite'}?mode=ro",
+                                            uri=True)) as db:
         leased = max(leased, db.execute(
             "SELECT count(*) FROM tasks WHERE state = 'leased'").fetchone()[0])
     thread.join(timeout=120)

@@ -7,6 +7,7 @@ child process that commits and then leaves with ``os._exit``, as a killed actor 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import shutil
@@ -106,6 +107,29 @@ def test_wal_deleted_after_a_crash_is_refused(tmp_path: Path) -> None:
     crash_after(path, 50)
     Path(f"{path}-wal").unlink()
     refused(path, "write-ahead log .* is gone")
+
+
+def test_a_crashed_journal_read_read_only_still_opens_and_read_read_write_says_why_not(
+        tmp_path: Path) -> None:
+    """Looking inside a crashed queue's journal (README, Durability): a read-only
+    connection leaves its log alone; a read-write one, the last to close, folds the log
+    into the main file and deletes it, and the refusal then says that case loses
+    nothing (deleting the side file accepts the journal, with every commit)."""
+    path = tmp_path / "j.sqlite"
+    crash_after(path, 20)
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        assert db.execute("SELECT count(*) FROM tasks").fetchone()[0] == 20
+    assert Path(f"{path}-wal").exists()
+    with contextlib.closing(sqlite3.connect(path)) as db:  # the sqlite3 shell's way
+        assert db.execute("SELECT count(*) FROM tasks").fetchone()[0] == 20
+    assert not Path(f"{path}-wal").exists()
+    refused(path, "unless another SQLite program opened the journal since")
+    side = read_side(path)  # it says the queue stopped without closing it
+    assert side is not None and side.open
+    Path(f"{path}.id").unlink()
+    journal = SQLiteStorage(path, identity=SHOP, create=False)
+    assert len(journal.load().tasks) == 20 and journal.seq == 20
+    journal.close()
 
 
 def test_foreign_wal_is_refused(tmp_path: Path) -> None:
