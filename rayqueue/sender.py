@@ -280,13 +280,14 @@ class _Waker:
             if len(self._ready) > 1:
                 return  # a wake-up is on its way and will take this one too
         loop = self._loop()
-        try:
-            if loop is None:
-                raise RuntimeError("the loop is gone")
-            loop.call_soon_threadsafe(self._hand_over)
-        except RuntimeError:  # the loop was closed: nobody waits, keep nothing
-            with self._lock:
-                self._ready.clear()
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self._hand_over)
+                return
+            except RuntimeError:  # the loop was closed
+                pass
+        with self._lock:  # the loop is closed or gone: nobody waits, keep nothing
+            self._ready.clear()
 
     def _hand_over(self) -> None:
         with self._lock:
