@@ -19,7 +19,7 @@ from tests.ray_fixtures import wait_for
 
 @pytest.fixture
 def ledger_path(tmp_path: Path) -> str:
-    return str(tmp_path / "ledger.sqlite")
+    return ledger.create(str(tmp_path / "ledger.sqlite"))
 
 
 def settle(q: rayqueue.TaskQueue[Any], handles: Sequence[rayqueue.TaskHandle[Any]],

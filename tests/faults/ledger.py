@@ -38,11 +38,28 @@ CREATE TABLE IF NOT EXISTS attempts (
 """
 
 
-def _connect(path: str) -> sqlite3.Connection:
+def create(path: str) -> str:
+    """Make the ledger file (WAL, schema) before any process opens it; returns ``path``.
+
+    Switching a fresh file to WAL takes an exclusive lock, and SQLite answers "database
+    is locked" at once, without waiting, to a connection that would deadlock on it: a
+    worker's first :func:`start` and the test's first :func:`starts` racing to switch
+    it failed a fault test in CI. Done once here, no two connections ever switch it.
+    """
     conn = sqlite3.connect(path, timeout=30, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(SCHEMA)
+    finally:
+        conn.close()
+    return path
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"ledger {path} was not made by ledger.create()")
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None)
     conn.execute("PRAGMA synchronous=FULL")
-    conn.execute(SCHEMA)
     return conn
 
 

@@ -33,7 +33,7 @@ def main(tmp: str) -> None:
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
              _temp_dir=temp)
     session = ray._private.worker._global_node.get_session_dir_path()
-    path = str(Path(tmp) / "ledger.sqlite")
+    path = ledger.create(str(Path(tmp) / "ledger.sqlite"))
     q = rayqueue.init("lossy", journal=str(Path(tmp) / "q.sqlite"),
                       config=QueueConfig(lease_ttl=3), heartbeat_s=0.5,
                       pools=[PoolConfig(min_workers=2, max_workers=2, concurrency=2)])

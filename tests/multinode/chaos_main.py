@@ -264,7 +264,7 @@ MIN_FAULTS = 4
 
 
 def _soak(cluster: Cluster, seconds: float, tmp: str, rng: random.Random) -> dict[str, Any]:
-    path = str(Path(tmp) / "ledger.sqlite")
+    path = ledger.create(str(Path(tmp) / "ledger.sqlite"))
     session = ray._private.worker._global_node.get_session_dir_path()
     q = rayqueue.init("chaos", journal=str(Path(tmp) / "chaos.sqlite"), shards=2,
                       config=QueueConfig(lease_ttl=LEASE_TTL), heartbeat_s=0.5,

@@ -83,7 +83,7 @@ def ft_cluster(redis: str) -> Iterator[Cluster]:
 
 @pytest.mark.timeout(300)
 def test_12_gcs_outage_with_fault_tolerance(ft_cluster: Cluster, tmp_path: Path) -> None:
-    path = str(tmp_path / "ledger.sqlite")
+    path = ledger.create(str(tmp_path / "ledger.sqlite"))
     q = rayqueue.init("gcs-ft", journal=str(tmp_path / "journal.sqlite"),
                       config=QueueConfig(lease_ttl=10), heartbeat_s=1.0,
                       pools=[PoolConfig(min_workers=2, max_workers=2, concurrency=2)])

@@ -71,7 +71,7 @@ def _here() -> str:
 def test_11_pinned_journal_node_lost_then_back(cluster: Cluster, tmp_path: Path) -> None:
     x, x_id = _node_x(cluster)
     journal = tmp_path / "node-x-disk" / "pinned.sqlite"
-    path = str(tmp_path / "ledger.sqlite")
+    path = ledger.create(str(tmp_path / "ledger.sqlite"))
     config = QueueConfig(lease_ttl=5)
     q = rayqueue.init("pinned", journal=str(journal), journal_node=x_id, config=config,
                       heartbeat_s=1.0, pools=[ON_Y])
@@ -146,7 +146,8 @@ def test_11_misconfigured_queue_restarted_elsewhere_fails_fast(cluster: Cluster,
 
     name, actor = wait_for(misplaced, timeout=60, what="the queue actor placed on X")
     q: TaskQueue[object] = TaskQueue(name, actor, None, None, retry_timeout=60)
-    q.enqueue_many([Work(ledger=str(tmp_path / "l.sqlite"), value=i) for i in range(50)])
+    path = ledger.create(str(tmp_path / "l.sqlite"))
+    q.enqueue_many([Work(ledger=path, value=i) for i in range(50)])
     assert q.stats().size == 50
 
     pid = ray.get(actor.pid.remote())

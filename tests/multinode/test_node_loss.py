@@ -39,7 +39,7 @@ def cluster() -> Iterator[Cluster]:
 
 @pytest.mark.timeout(300)
 def test_10_worker_node_lost_mid_run(cluster: Cluster, tmp_path: Path) -> None:
-    path = str(tmp_path / "ledger.sqlite")
+    path = ledger.create(str(tmp_path / "ledger.sqlite"))
     q = rayqueue.init("nodeloss", journal=str(tmp_path / "journal.sqlite"),
                       config=QueueConfig(lease_ttl=5), heartbeat_s=1.0,
                       pools=[PoolConfig(min_workers=4, max_workers=4, concurrency=1,

@@ -100,7 +100,7 @@ def _queue_on_new_node(cluster: Cluster, pg_url: str, tmp_path: Path) -> dict[st
 
     wait_for(on_a, timeout=60, what="the queue actor on node A")
     print(f"queue actor placements before it was on A: {len(landed) - 1}")
-    path = str(tmp_path / "ledger.sqlite")
+    path = ledger.create(str(tmp_path / "ledger.sqlite"))
     handles = q.enqueue_many([Work(ledger=path, value=i, seconds=0.05)
                               for i in range(TASKS)])
     ids = [h.id for h in handles]
