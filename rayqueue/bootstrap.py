@@ -163,6 +163,7 @@ def init(
     middleware = check_middleware(middleware)
     # The actors' code is loaded only by the driver that creates a queue: a client that
     # attaches (the CLI above all) does not pay for importing it.
+    from rayqueue.actors import remote_class
     from rayqueue.actors.metrics import MetricsActor
     from rayqueue.actors.pool import PoolManagerActor
     from rayqueue.actors.queue import CONCURRENCY_GROUPS, QueueActor
@@ -206,7 +207,7 @@ def init(
     # The cluster's one metrics actor, shared by every queue (whichever init comes first
     # starts it, here; soft, so it restarts elsewhere if this node goes). Not given this
     # queue's actor_env: it is no queue's own.
-    metrics = ray.remote(MetricsActor).options(
+    metrics = remote_class(MetricsActor).options(
         name=METRICS_ACTOR, **{k: v for k, v in common.items() if k != "runtime_env"}
     ).remote()
     metrics.open.remote(name)  # sent before any actor of the queue can send an event
@@ -227,7 +228,7 @@ def init(
         options = {**common, **placement, **env}
 
         def shard(i: int) -> Any:
-            return ray.remote(concurrency_groups=CONCURRENCY_GROUPS)(QueueActor).options(
+            return remote_class(QueueActor, tuple(CONCURRENCY_GROUPS.items())).options(
                 name=shard_name(name, i), max_concurrency=10_000,
                 max_pending_calls=MAX_PENDING_CALLS, **options,
             ).remote(name, config, metrics, journals[i], clock, durability, i, shards,
@@ -239,7 +240,7 @@ def init(
         queues += [shard(i) for i in range(1, _shard_count(queues[0], name, shards))]
         for i, queue in enumerate(queues[1:], 1):
             _shard_count(queue, name, shards, i)
-        pool = ray.remote(PoolManagerActor).options(
+        pool = remote_class(PoolManagerActor).options(
             name=actor_name(name, "pool"), max_concurrency=1_000, **common,
         ).remote(name, pools, metrics, beat, shards, middleware)
         _retrying(lambda: pool.start.remote(), 60.0)

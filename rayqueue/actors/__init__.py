@@ -1,5 +1,29 @@
 """Thin Ray shells: each actor owns one core object, a clock and the Ray plumbing."""
 
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+
+@functools.cache
+def remote_class(cls: type, concurrency_groups: tuple[tuple[str, int], ...] = ()) -> Any:
+    """``ray.remote(cls)``, made once per process and class.
+
+    Ray exports a remote class to the cluster the first time an actor is created from
+    it in a job, and the export disassembles the whole class to name it (Ray's
+    "collision identifier": ~25 ms for WorkerActor on the 2-core machine, far more
+    under load). A remote class made anew for every actor was exported anew every
+    time: that was most of the pool manager's CPU while it scaled up. Ray notes the
+    cluster and job it exported a class to, so one made here is exported again only
+    after a new ``ray.init``.
+    """
+    import ray
+
+    if concurrency_groups:
+        return ray.remote(concurrency_groups=dict(concurrency_groups))(cls)
+    return ray.remote(cls)
+
 
 def restarted() -> bool:
     """Whether the calling actor is a restart of an earlier one (Ray restarted it).

@@ -23,7 +23,7 @@ from typing import Any
 import ray
 from loguru import logger
 
-from rayqueue.actors import restarted
+from rayqueue.actors import remote_class, restarted
 from rayqueue.actors.worker import WorkerActor
 from rayqueue.calls import ANSWER_TIMEOUT_S, bounded, shard_handles
 from rayqueue.config import NAMESPACE, PoolConfig
@@ -218,7 +218,7 @@ class PoolManagerActor:
         seq = next(self._ids)  # also the worker's first shard: workers start spread out
         worker_id = f"{self._queue_name}/{cfg.name}-{self._incarnation}-{seq}"
         handle = (
-            ray.remote(WorkerActor)
+            remote_class(WorkerActor)
             .options(max_concurrency=cfg.concurrency + 16, max_restarts=0,
                      namespace=NAMESPACE, **cfg.ray_options())
             .remote(self._queue_name, cfg.name, worker_id, cfg.concurrency, self._heartbeat_s,
