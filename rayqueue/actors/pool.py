@@ -167,14 +167,17 @@ class PoolManagerActor:
             nodes = await asyncio.get_running_loop().run_in_executor(None, ray.nodes)
             self._check_feasible(nodes)
         for name, pool in self._pools.items():
-            ready = pool.ready = status.ready.get(name, 0)
+            pool.ready = status.ready.get(name, 0)
             leased = pool.leased = status.leased.get(name, 0)
             live = [w for w in pool.workers.values() if w.state != "draining"]
             # A schedule due soon finds a warm worker: no cold start (seconds) makes its
             # run late, even in a pool that scales to zero.
             warm = status.schedule_in.get(name, math.inf) <= SCHEDULE_WARMUP_S
-            decision = pool.policy.decide(backlog=ready, in_flight=leased,
-                                          current=len(live), now=now, warm=warm)
+            # A paused queue's backlog asks for no worker: a pool that scales to zero
+            # stays there until resume (then cold-starts within a cycle).
+            decision = pool.policy.decide(backlog=status.claimable.get(name, 0),
+                                          in_flight=leased, current=len(live), now=now,
+                                          warm=warm)
             pool.desired = decision.desired
             if decision.desired > len(live) and now >= pool.next_spawn_at:
                 for _ in range(decision.desired - len(live)):

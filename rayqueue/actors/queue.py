@@ -860,8 +860,9 @@ class QueueActor:
             leased = self._core.leased_by_pool()
             by_worker = self._core.leased_by_worker()
             schedule_in = self._core.schedules_due_in(self._clock.now())
+            claimable = {} if self._core.paused else ready
         timed_out, self._timed_out = self._timed_out, []
-        return PoolStatus(ready, leased, timed_out, by_worker, schedule_in)
+        return PoolStatus(ready, leased, timed_out, by_worker, schedule_in, claimable)
 
     async def recover_now(self) -> dict[str, int]:
         """Test hook (``rayqueue.testing.recover_now``): reload the core from the

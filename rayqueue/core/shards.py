@@ -133,6 +133,9 @@ class PoolStatus:
     by_worker: dict[str, int] = field(default_factory=dict)
     #: seconds until the next run of an active periodic schedule, per pool
     schedule_in: dict[str, float] = field(default_factory=dict)
+    #: ready tasks per pool that a claim could take now: none while the shard is paused
+    #: (its backlog is no demand for workers, who could only wait beside it)
+    claimable: dict[str, int] = field(default_factory=dict)
 
 
 def merge_pool_status(parts: Sequence[PoolStatus]) -> PoolStatus:
@@ -143,7 +146,8 @@ def merge_pool_status(parts: Sequence[PoolStatus]) -> PoolStatus:
             soonest[pool] = min(left, soonest.get(pool, left))
     return PoolStatus(sum_counts(p.ready for p in parts), sum_counts(p.leased for p in parts),
                       [entry for p in parts for entry in p.timed_out],
-                      sum_counts(p.by_worker for p in parts), soonest)
+                      sum_counts(p.by_worker for p in parts), soonest,
+                      sum_counts(p.claimable for p in parts))
 
 
 class ShardChooser:

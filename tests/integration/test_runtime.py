@@ -30,7 +30,7 @@ from tests.ray_fixtures import wait_for
 MakeQueue = Callable[..., rayqueue.TaskQueue[Any]]
 ONE_SLOT = PoolConfig(min_workers=0, max_workers=2, concurrency=1)
 #: the queue of the tests that only enqueue and read their own tasks (module_queue)
-MODULE_QUEUE = {"pools": [ONE_SLOT]}
+MODULE_QUEUE = {"pools": [PoolConfig(min_workers=0, max_workers=1, concurrency=1)]}
 Queue = rayqueue.TaskQueue[Any]
 
 
@@ -146,7 +146,14 @@ def test_scales_up_under_backlog_and_down_by_draining(make_queue: MakeQueue) -> 
     pool = PoolConfig(min_workers=0, max_workers=3, concurrency=1, target_tasks_per_worker=2,
                       downscale_delay_s=0.5)
     q = make_queue(pools=[pool])
+    # Paused, the backlog asks for no worker: a scaling cycle sees the 40 ready tasks
+    # (the pool's ready count is set in the cycle that decides) and wants none.
+    q.pause()
     q.enqueue_many([Probe(value=i, sleep_s=0.1) for i in range(40)])
+    seen = wait_for(lambda: next((p for p in q.pools() if p.ready == 40), None),
+                    what="a scaling cycle that saw the paused backlog")
+    assert (seen.desired, seen.workers, q.workers()) == (0, 0, [])
+    q.resume()
     wait_for(lambda: len(q.workers()) == 3, what="three workers")
     q.join(timeout=60)
     wait_for(lambda: not q.workers(), what="pool drained to zero")

@@ -73,6 +73,10 @@ def test_stats_and_pool_status_add_up_over_shards() -> None:
         PoolStatus({"p": 1}, {}, [("t1", "w1")], {"w1": 2}),
         PoolStatus({"p": 2}, {"p": 1}, [], {"w1": 1})])
     assert status == PoolStatus({"p": 3}, {"p": 1}, [("t1", "w1")], {"w1": 3})
+    # A paused shard's ready tasks are still counted, but ask for no worker.
+    status = merge_pool_status([
+        PoolStatus({"p": 1}, claimable={"p": 1}), PoolStatus({"p": 2}, claimable={})])
+    assert (status.ready, status.claimable) == ({"p": 3}, {"p": 1})
 
 
 def test_metrics_depth_is_summed_over_shards_not_overwritten() -> None:
