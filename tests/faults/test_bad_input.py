@@ -36,7 +36,9 @@ def _rows(q: rayqueue.TaskQueue[Any]) -> int:
 
 
 def test_21_unserializable_payloads_fail_before_any_call(make_queue: MakeQueue) -> None:
-    q = make_queue(pools=[ONE], config=QueueConfig(max_payload_bytes=10_000))
+    # Nothing runs here: its tasks' pool has no workers.
+    q = make_queue(pools=[PoolConfig(name="elsewhere")],
+                   config=QueueConfig(max_payload_bytes=10_000))
     sock = socket.socket()
     try:
         for bad in (threading.Lock(), sock, lambda: 1, object()):
@@ -71,7 +73,7 @@ def test_22_validation_errors_name_the_field_and_journal_nothing(
 
 def test_22_schema_change_under_a_queued_task_is_dead_without_retries(
         make_queue: MakeQueue) -> None:
-    q = make_queue(pools=[ONE, PoolConfig(name="schema", max_workers=1)],
+    q = make_queue(pools=[PoolConfig(name="schema", max_workers=1)],
                    clock=rayqueue.OffsetClock())
     handle = q.enqueue(SchemaV1(amount=5), delay=3_600)
     v2 = schema_v2()

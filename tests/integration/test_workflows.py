@@ -28,7 +28,9 @@ from tests.integration.workflow_probes import (
 from tests.ray_fixtures import wait_for
 
 MakeQueue = Callable[..., rayqueue.TaskQueue[Any]]
-POOL = PoolConfig(min_workers=2, max_workers=2, concurrency=4)
+#: One worker: what these tests prove (results passed along, a callback run once, a
+#: chord kept in one shard) does not depend on how many workers run the steps.
+POOL = PoolConfig(min_workers=1, max_workers=1, concurrency=4)
 #: the queue of the tests that only enqueue and read their own tasks (module_queue)
 MODULE_QUEUE = {"pools": [POOL]}
 Queue = rayqueue.TaskQueue[Any]
