@@ -29,7 +29,7 @@ def test_a_postgresql_journal_survives_a_restart_and_a_new_init(make_queue: Any,
                                                                  pg_url: str) -> None:
     name = f"t-{uuid.uuid4().hex[:8]}"
     q = make_queue(name=name, journal=pg_url,
-                   pools=[PoolConfig(min_workers=1, max_workers=2, concurrency=4)])
+                   pools=[PoolConfig(min_workers=1, max_workers=1, concurrency=4)])
     assert q.journal == pg_url and _epoch(pg_url, name) == 1
     handles = q.enqueue_many([Probe(value=i, sleep_s=0.005) for i in range(200)])
     q.enqueue_many([Manual(name=f"m{i}") for i in range(30)])  # no worker takes these

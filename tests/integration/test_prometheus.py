@@ -93,7 +93,7 @@ def worked_queue(prometheus: str, ray_cluster: dict[str, Any],
     """A queue that ran successes, a retried task and a dead one; yields its name."""
     q = rayqueue.init(f"prom-{free_port()}",
                       journal=str(tmp_path_factory.mktemp("prom") / "q.sqlite"),
-                      pools=[PoolConfig(min_workers=1, max_workers=2, concurrency=4)])
+                      pools=[PoolConfig(min_workers=1, max_workers=1, concurrency=4)])
     try:
         handles = q.enqueue_many([Probe(value=i, sleep_s=0.01) for i in range(40)])
         handles.append(q.enqueue(Probe(value=1, fail_times=1)))
