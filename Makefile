@@ -84,7 +84,7 @@ bench-real: $(BENCH_STAMP)
 bench-shards: $(STAMP)
 	$(BIN)/python -m bench.shard_sweep $(SWEEP_ARGS)
 
-# RELIABILITY scenario 28 in full: 10 minutes of chaos on a 3-node Ray (CI runs 45 s).
+# RELIABILITY scenario 28 in full: 10 minutes of chaos on a 3-node Ray (CI runs 30 s).
 soak: $(STAMP)
 	$(BIN)/python -m tests.multinode.chaos_main --seconds $(or $(SOAK_SECONDS),600)
 

@@ -109,6 +109,7 @@ class Chaos:
         self.events: list[dict[str, Any]] = []
         self.rss: dict[str, list[float]] = {"queue": [], "pool": []}
         self.held_reads = 0  # reads of a struck worker's leases that the queue answered
+        self.held_calls = 0  # reads of them tried: every one must answer
 
     def in_flight(self) -> tuple[list[rayqueue.WorkerInfo], int]:
         workers = [w for w in self.q.workers() if w.pid and w.state == "running"]
@@ -127,13 +128,22 @@ class Chaos:
         (``WorkerInfo.tasks``) is as of its last cycle, and a worker prefetches: at the
         strike it may hold more than that, and each lease it holds may run twice."""
         ids = [w.id for w in workers]
-        try:
-            held = sum(testing.call_in(shard, _leases_held, ids)
-                       for shard in testing.actors(self.q).shards)
-        except ray.exceptions.RayError:  # a shard restarting: the other reads stand
-            return 0
+        self.held_calls += 1
+        counts: list[int] = []
+        for shard in testing.actors(self.q).shards:
+
+            def read(shard: Any = shard) -> bool:
+                # A call can fail and answer again soon: Ray drops actor calls at the
+                # injected rate (this one too), and a struck shard is restarting.
+                with contextlib.suppress(ray.exceptions.RayError):
+                    counts.append(testing.call_in(shard, _leases_held, ids))
+                    return True
+                return False
+
+            if not _until(read, timeout=30.0):
+                return 0  # the summary's held_reads shows a read that never answered
         self.held_reads += 1
-        return held
+        return sum(counts)
 
     def strike(self) -> None:
         try:
@@ -316,7 +326,7 @@ def _soak(cluster: Cluster, seconds: float, tmp: str, rng: random.Random) -> dic
         "duplicates": history.duplicates,
         "duplicate_bound": sum(e["bound"] for e in chaos.events if e["done"]),
         "bounds": [[e["kind"], e["bound"]] for e in chaos.events if e["done"]],
-        "held_reads": chaos.held_reads,
+        "held_reads": chaos.held_reads, "held_calls": chaos.held_calls,
         "unexplained": _unexplained(path, chaos.events),
         "leased_after": stats.by_state["leased"],
         "left_at_end": left_at_end,

@@ -1,4 +1,4 @@
-"""RELIABILITY.md scenario 28, shortened for CI: 45 s of chaos on a 3-node Ray.
+"""RELIABILITY.md scenario 28, shortened for CI: 30 s of chaos on a 3-node Ray.
 
 The full 10-minute soak is ``make soak``; both run ``chaos_main`` in its own process
 (its own cluster), and assert the same things of its summary.
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.multinode
 @pytest.mark.timeout(600)
 def test_28_chaos_soak_short(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.multinode.chaos_main", "--seconds", "45",
+        [sys.executable, "-m", "tests.multinode.chaos_main", "--seconds", "30",
          "--tmp", str(tmp_path)],
         capture_output=True, text=True, timeout=580, check=False,
         env={**os.environ, "RAY_AUTH_MODE": "disabled"},
@@ -41,6 +41,8 @@ def test_28_chaos_soak_short(tmp_path: Path) -> None:
     # Every task that ran twice ran once on a process a strike hit, and there are no
     # more of them than the leases the struck processes held.
     assert summary["unexplained"]["count"] == 0, shown
+    # (each bound is a read of what the struck processes held: every read answered)
+    assert summary["held_reads"] == summary["held_calls"], shown
     assert summary["duplicates"] <= summary["duplicate_bound"], shown
     assert summary["leased_after"] == 0  # nothing stuck in leased after quiescence
     assert summary["cpus_back"], shown  # every worker's CPU returned to Ray
