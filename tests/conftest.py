@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 pytest_plugins = ["tests.ray_fixtures", "tests.skips", "tests.pg", "pytester"]
@@ -24,13 +22,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     its cluster fixture is made once."""
 
     def rank(item: pytest.Item) -> int:
-        name = Path(str(item.path)).name
+        name = item.path.name
         return MULTINODE_ORDER.index(name) if name in MULTINODE_ORDER else len(
             MULTINODE_ORDER)
 
-    multinode = [i for i in items if i.get_closest_marker("multinode")]
-    if not multinode:
-        return
-    slots = [n for n, i in enumerate(items) if i.get_closest_marker("multinode")]
-    for n, item in zip(slots, sorted(multinode, key=rank), strict=True):
+    slots = [n for n, item in enumerate(items) if item.get_closest_marker("multinode")]
+    for n, item in zip(slots, sorted([items[n] for n in slots], key=rank), strict=True):
         items[n] = item
